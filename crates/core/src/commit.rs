@@ -1,0 +1,485 @@
+//! Commits: the signed, hash-chained unit of replication, and its canonical encoding.
+//!
+//! A commit holds the row changes one device sealed at once. Its body is encoded with
+//! postcard; the BLAKE3 hash of those bytes is the commit's identity and what its
+//! author signs. Each author's commits form a chain: seq `n + 1` names the hash of
+//! seq `n`. Verification here covers everything one commit can prove about itself;
+//! chain and membership checks need the store and happen there.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Hlc;
+use crate::error::CoreError;
+use crate::identity::{DeviceId, DeviceKey, GroupId};
+use crate::value::Value;
+
+/// The commit format this code writes and the only one it reads.
+pub const FORMAT: u8 = 1;
+/// The largest encoded commit accepted, signature included.
+pub const MAX_COMMIT_BYTES: usize = 16 << 20;
+/// The most primary-key columns a tracked table may have.
+pub const MAX_KEY_COLUMNS: usize = 8;
+/// The longest table or column name accepted.
+pub const MAX_NAME_BYTES: usize = 512;
+const SIGNATURE_CONTEXT: &[u8] = b"shoal commit v1\0";
+
+/// An author's sequence number: 1 for its first commit, then one more each time.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct Seq(pub u64);
+
+/// The BLAKE3 hash of a commit body.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct CommitHash(pub [u8; 32]);
+
+/// Who wrote a value, and when: the total order that last-writer-wins follows.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Version {
+    /// The clock of the commit that carried the write.
+    pub hlc: Hlc,
+    /// The device that wrote it; breaks ties between equal clocks.
+    pub author: DeviceId,
+}
+
+/// A [`Version`] inside a commit body, its author given as an index: 0 is the commit's
+/// author, `i > 0` is `CommitBody::authors[i - 1]`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct VersionRef {
+    /// The clock of the write.
+    pub hlc: Hlc,
+    /// Index of its author, as above.
+    pub author: u32,
+}
+
+/// What a row change does to its row.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Op {
+    /// Creates the row (or brings it back): every column is written.
+    Insert,
+    /// Writes some columns of a live row.
+    Update,
+    /// Deletes the row.
+    Delete,
+}
+
+/// The body of a commit: everything that is hashed and signed.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct CommitBody {
+    /// The encoding format, [`FORMAT`].
+    pub format: u8,
+    /// The group whose log this commit belongs to.
+    pub group: GroupId,
+    /// The device that sealed and signed it.
+    pub author: DeviceId,
+    /// Its place in the author's chain.
+    pub seq: Seq,
+    /// The hash of the author's previous commit; all zeroes for seq 1.
+    pub prev: CommitHash,
+    /// The author's clock when sealing; every write in the commit carries it.
+    pub hlc: Hlc,
+    /// Other devices named by the versions in this commit.
+    pub authors: Vec<DeviceId>,
+    /// The changes, table by table.
+    pub tables: Vec<TableChanges>,
+}
+
+/// The changes a commit makes to one table.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct TableChanges {
+    /// The table's name.
+    pub table: String,
+    /// Its primary-key columns, in key order.
+    pub key_columns: Vec<String>,
+    /// The other columns that cells below refer to by index.
+    pub columns: Vec<String>,
+    /// The row changes.
+    pub rows: Vec<RowChange>,
+}
+
+/// A change to one row.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct RowChange {
+    /// What the change does.
+    pub op: Op,
+    /// The primary-key values, in key order.
+    pub key: Vec<Value>,
+    /// The row's causal length after the change: odd is alive, even is deleted.
+    pub cl: u64,
+    /// For a delete: the newest write to the row that its author had seen.
+    pub seen: Option<VersionRef>,
+    /// The columns written (every column for an insert, none for a delete).
+    pub cells: Vec<Cell>,
+}
+
+/// One column written by a row change.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Cell {
+    /// Index into [`TableChanges::columns`].
+    pub column: u32,
+    /// The value written.
+    pub value: Value,
+    /// The version the author overwrote, if the cell had one.
+    pub overwrote: Option<VersionRef>,
+}
+
+/// A commit as stored and sent: its encoded body and its author's signature.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SignedCommit {
+    /// The postcard encoding of a [`CommitBody`].
+    pub body: Vec<u8>,
+    /// The author's Ed25519 signature over the body's hash.
+    pub signature: [u8; 64],
+}
+
+/// A commit whose encoding, signature and structure have been checked.
+#[derive(Clone, Debug)]
+pub struct VerifiedCommit {
+    /// The hash of the body.
+    pub hash: CommitHash,
+    /// The decoded body.
+    pub body: CommitBody,
+    /// The bytes it was decoded from.
+    pub signed: SignedCommit,
+}
+
+impl CommitBody {
+    /// Encodes, hashes and signs the body. The key must be the author's.
+    pub fn seal(self, key: &DeviceKey) -> Result<VerifiedCommit, CoreError> {
+        debug_assert_eq!(key.id(), self.author);
+        let body = postcard::to_stdvec(&self).map_err(|e| CoreError::Malformed {
+            what: "commit",
+            reason: e.to_string(),
+        })?;
+        let size = body.len() + 64;
+        if size > MAX_COMMIT_BYTES {
+            return Err(CoreError::TooLarge {
+                what: "commit",
+                size,
+                limit: MAX_COMMIT_BYTES,
+            });
+        }
+        let hash = CommitHash(*blake3::hash(&body).as_bytes());
+        let signature = key.sign(&signing_message(&hash));
+        Ok(VerifiedCommit {
+            hash,
+            body: self,
+            signed: SignedCommit { body, signature },
+        })
+    }
+
+    /// Resolves a version reference against this commit's author list.
+    pub fn resolve(&self, r: VersionRef) -> Option<Version> {
+        let author = match r.author {
+            0 => self.author,
+            i => *self.authors.get(i as usize - 1)?,
+        };
+        Some(Version { hlc: r.hlc, author })
+    }
+
+    /// The version of every write this commit makes.
+    pub fn version(&self) -> Version {
+        Version {
+            hlc: self.hlc,
+            author: self.author,
+        }
+    }
+
+    /// The number of row changes in the commit.
+    pub fn change_count(&self) -> usize {
+        self.tables.iter().map(|t| t.rows.len()).sum()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!(
+                "format {} is not the supported format {FORMAT}",
+                self.format
+            ));
+        }
+        if self.seq.0 == 0 {
+            return Err("sequence numbers start at 1".into());
+        }
+        if (self.seq.0 == 1) != (self.prev == CommitHash::default()) {
+            return Err("only the first commit may (and must) have no previous hash".into());
+        }
+        let mut authors = HashSet::new();
+        for a in &self.authors {
+            if *a == self.author || !authors.insert(*a) {
+                return Err("the author list repeats a device".into());
+            }
+        }
+        let check_ref = |r: &VersionRef, what: &str| -> Result<(), String> {
+            if r.author as usize > self.authors.len() {
+                return Err(format!("{what} names an author index out of range"));
+            }
+            if r.hlc >= self.hlc {
+                return Err(format!("{what} is not older than the commit itself"));
+            }
+            Ok(())
+        };
+        let mut tables = HashSet::new();
+        for t in &self.tables {
+            check_name(&t.table)?;
+            if !tables.insert(t.table.as_str()) {
+                return Err(format!("table {:?} appears twice", t.table));
+            }
+            if t.key_columns.is_empty() || t.key_columns.len() > MAX_KEY_COLUMNS {
+                return Err(format!(
+                    "table {:?} has {} key columns; 1 to {MAX_KEY_COLUMNS} are allowed",
+                    t.table,
+                    t.key_columns.len()
+                ));
+            }
+            let mut names = HashSet::new();
+            for c in t.key_columns.iter().chain(&t.columns) {
+                check_name(c)?;
+                if !names.insert(c.to_ascii_lowercase()) {
+                    return Err(format!("table {:?} names column {c:?} twice", t.table));
+                }
+            }
+            let mut keys = HashSet::new();
+            for row in &t.rows {
+                if row.key.len() != t.key_columns.len() {
+                    return Err(format!("a key in {:?} has the wrong width", t.table));
+                }
+                if !keys.insert(postcard::to_stdvec(&row.key).unwrap_or_default()) {
+                    return Err(format!("a row of {:?} changes twice", t.table));
+                }
+                let alive = row.cl % 2 == 1;
+                match row.op {
+                    Op::Insert | Op::Update if !alive => {
+                        return Err("an insert or update must leave the row alive".into());
+                    }
+                    Op::Delete if alive || row.cl == 0 || !row.cells.is_empty() => {
+                        return Err("a delete must leave the row deleted and write nothing".into());
+                    }
+                    Op::Insert if row.cells.len() != t.columns.len() => {
+                        return Err("an insert must write every column".into());
+                    }
+                    Op::Update if row.cells.is_empty() => {
+                        return Err("an update must write a column".into());
+                    }
+                    _ => {}
+                }
+                if let Some(seen) = &row.seen {
+                    check_ref(seen, "a delete's seen version")?;
+                }
+                let mut written = HashSet::new();
+                for cell in &row.cells {
+                    if cell.column as usize >= t.columns.len() || !written.insert(cell.column) {
+                        return Err("a cell names a missing or repeated column".into());
+                    }
+                    if let Some(o) = &cell.overwrote {
+                        check_ref(o, "an overwritten version")?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.contains('\0') {
+        return Err(format!("name {name:?} is empty, too long or holds a NUL"));
+    }
+    Ok(())
+}
+
+fn signing_message(hash: &CommitHash) -> Vec<u8> {
+    [SIGNATURE_CONTEXT, &hash.0].concat()
+}
+
+impl SignedCommit {
+    /// The stored form: the 64-byte signature followed by the body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        [&self.signature[..], &self.body].concat()
+    }
+
+    /// Reads the stored form back.
+    pub fn from_bytes(bytes: &[u8]) -> Result<SignedCommit, CoreError> {
+        if bytes.len() > MAX_COMMIT_BYTES {
+            return Err(CoreError::TooLarge {
+                what: "commit",
+                size: bytes.len(),
+                limit: MAX_COMMIT_BYTES,
+            });
+        }
+        let (signature, body) = bytes
+            .split_first_chunk::<64>()
+            .ok_or_else(|| CoreError::Malformed {
+                what: "commit",
+                reason: "shorter than a signature".into(),
+            })?;
+        Ok(SignedCommit {
+            body: body.to_vec(),
+            signature: *signature,
+        })
+    }
+
+    /// Decodes the body and checks the encoding is canonical, the signature is the
+    /// claimed author's, and the body follows the format's rules.
+    pub fn verify(self) -> Result<VerifiedCommit, CoreError> {
+        let size = self.body.len() + 64;
+        if size > MAX_COMMIT_BYTES {
+            return Err(CoreError::TooLarge {
+                what: "commit",
+                size,
+                limit: MAX_COMMIT_BYTES,
+            });
+        }
+        let malformed = |reason: String| CoreError::Malformed {
+            what: "commit",
+            reason,
+        };
+        let (body, rest): (CommitBody, _) =
+            postcard::take_from_bytes(&self.body).map_err(|e| malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(malformed(format!("{} stray bytes after the body", rest.len())));
+        }
+        if postcard::to_stdvec(&body).ok().as_deref() != Some(&self.body[..]) {
+            return Err(malformed("the encoding is not canonical".into()));
+        }
+        let hash = CommitHash(*blake3::hash(&self.body).as_bytes());
+        if !body.author.verify(&signing_message(&hash), &self.signature) {
+            return Err(CoreError::BadSignature {
+                author: body.author,
+                seq: body.seq,
+            });
+        }
+        body.check().map_err(|reason| CoreError::InvalidCommit {
+            author: body.author,
+            seq: body.seq,
+            reason,
+        })?;
+        Ok(VerifiedCommit {
+            hash,
+            body,
+            signed: self,
+        })
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Seq({})", self.0)
+    }
+}
+
+impl fmt::Display for CommitHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for CommitHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CommitHash({})", &hex::encode(self.0)[..10])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(key: &DeviceKey) -> CommitBody {
+        CommitBody {
+            format: FORMAT,
+            group: GroupId::DEFAULT,
+            author: key.id(),
+            seq: Seq(1),
+            prev: CommitHash::default(),
+            hlc: Hlc::new(1_000, 0),
+            authors: vec![],
+            tables: vec![TableChanges {
+                table: "notes".into(),
+                key_columns: vec!["id".into()],
+                columns: vec!["body".into()],
+                rows: vec![RowChange {
+                    op: Op::Insert,
+                    key: vec![Value::Text(b"n1".to_vec())],
+                    cl: 1,
+                    seen: None,
+                    cells: vec![Cell {
+                        column: 0,
+                        value: Value::Real(-0.0),
+                        overwrote: None,
+                    }],
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn sealed_commits_verify_and_round_trip() {
+        let key = DeviceKey::from_seed([3; 32]);
+        let sealed = body(&key).seal(&key).expect("seal");
+        let bytes = sealed.signed.to_bytes();
+        let back = SignedCommit::from_bytes(&bytes)
+            .expect("split")
+            .verify()
+            .expect("verify");
+        assert_eq!(back.hash, sealed.hash);
+        assert_eq!(back.body, sealed.body);
+    }
+
+    #[test]
+    fn every_flipped_byte_is_caught() {
+        let key = DeviceKey::from_seed([3; 32]);
+        let bytes = body(&key).seal(&key).expect("seal").signed.to_bytes();
+        for i in 0..bytes.len() {
+            let mut tampered = bytes.clone();
+            tampered[i] ^= 0x01;
+            let result = SignedCommit::from_bytes(&tampered).and_then(SignedCommit::verify);
+            assert!(result.is_err(), "flipping byte {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn structural_rules_are_enforced() {
+        let key = DeviceKey::from_seed([3; 32]);
+        let check = |edit: fn(&mut CommitBody), expect: &str| {
+            let mut b = body(&key);
+            edit(&mut b);
+            let err = b
+                .seal(&key)
+                .and_then(|c| c.signed.verify())
+                .expect_err("should be refused");
+            assert!(err.to_string().contains(expect), "{err} lacks {expect:?}");
+        };
+        check(|b| b.seq = Seq(0), "start at 1");
+        check(|b| b.seq = Seq(2), "previous hash");
+        check(|b| b.format = 9, "format 9");
+        check(|b| b.tables[0].rows[0].cl = 2, "alive");
+        check(|b| b.tables[0].rows[0].cells.clear(), "every column");
+        check(|b| b.tables[0].key_columns.clear(), "key columns");
+        check(
+            |b| b.tables[0].rows[0].cells[0].column = 5,
+            "missing or repeated",
+        );
+        check(
+            |b| {
+                b.tables[0].rows[0].cells[0].overwrote = Some(VersionRef {
+                    hlc: Hlc::new(2_000, 0),
+                    author: 0,
+                })
+            },
+            "not older",
+        );
+        check(
+            |b| {
+                let row = b.tables[0].rows[0].clone();
+                b.tables[0].rows.push(row);
+            },
+            "changes twice",
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! Device and group identity: an Ed25519 key pair per device, its public key as id.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::error::CoreError;
+
+/// A device's public key, which is also its identity everywhere in Shoal.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DeviceId(pub [u8; 32]);
+
+/// A device's secret key. Never stored in the database, only in the data directory.
+pub struct DeviceKey(SigningKey);
+
+/// The id of a group: what is shared with whom.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GroupId(pub [u8; 32]);
+
+impl DeviceId {
+    /// The short form shown to people: the first 10 hex digits.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..5])
+    }
+
+    /// Checks an Ed25519 signature made by this device over `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
+            return false;
+        };
+        let signature = ed25519_dalek::Signature::from_bytes(signature);
+        key.verify_strict(message, &signature).is_ok()
+    }
+}
+
+impl DeviceKey {
+    /// Makes a new key from the operating system's randomness.
+    pub fn generate() -> Result<Self, CoreError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| CoreError::NoRandomness {
+            reason: e.to_string(),
+        })?;
+        Ok(Self::from_seed(seed))
+    }
+
+    /// Rebuilds a key from its 32-byte secret seed.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(&seed))
+    }
+
+    /// The 32-byte secret seed, for storing in the data directory.
+    pub fn seed(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// The public identity of this device.
+    pub fn id(&self) -> DeviceId {
+        DeviceId(self.0.verifying_key().to_bytes())
+    }
+
+    /// Signs `message` with this device's key.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.0.sign(message).to_bytes()
+    }
+}
+
+impl GroupId {
+    /// The group every database belongs to until it creates or joins others.
+    pub const DEFAULT: GroupId = GroupId([0; 32]);
+}
+
+fn parse_hex32(what: &'static str, s: &str) -> Result<[u8; 32], CoreError> {
+    let bad = || CoreError::BadId {
+        what,
+        input: s.to_owned(),
+        expected: "64 hexadecimal digits",
+    };
+    let bytes = hex::decode(s).map_err(|_| bad())?;
+    bytes.try_into().map_err(|_| bad())
+}
+
+impl FromStr for DeviceId {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_hex32("device id", s).map(DeviceId)
+    }
+}
+
+impl FromStr for GroupId {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_hex32("group id", s).map(GroupId)
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceId({})", self.short())
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GroupId({})", &hex::encode(self.0)[..10])
+    }
+}
+
+impl fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceKey(for {:?})", self.id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_only_for_the_signed_message_and_key() {
+        let key = DeviceKey::from_seed([7; 32]);
+        let other = DeviceKey::from_seed([8; 32]);
+        let sig = key.sign(b"hello");
+        assert!(key.id().verify(b"hello", &sig));
+        assert!(!key.id().verify(b"hellp", &sig));
+        assert!(!other.id().verify(b"hello", &sig));
+        assert_eq!(DeviceKey::from_seed(key.seed()).id(), key.id());
+    }
+
+    #[test]
+    fn ids_parse_from_their_display_form_and_reject_garbage() {
+        let id = DeviceKey::from_seed([1; 32]).id();
+        assert_eq!(id.to_string().parse::<DeviceId>(), Ok(id));
+        assert!(matches!("abc".parse::<DeviceId>(), Err(CoreError::BadId { .. })));
+        assert!("zz".repeat(32).parse::<GroupId>().is_err());
+    }
+}

@@ -1,0 +1,24 @@
+//! Shoal's core: the vocabulary every other crate speaks.
+//!
+//! Device identity, hybrid logical clocks, SQLite-shaped values, version vectors,
+//! signed hash-chained commits and the merge rules as pure functions. This crate
+//! knows nothing of SQLite, async code, the network or the wall clock: time comes in
+//! as an argument.
+
+pub mod clock;
+pub mod commit;
+pub mod error;
+pub mod identity;
+pub mod merge;
+pub mod value;
+pub mod vv;
+
+pub use clock::{Hlc, MAX_DRIFT_MS};
+pub use commit::{
+    Cell, CommitBody, CommitHash, Op, RowChange, Seq, SignedCommit, TableChanges, VerifiedCommit,
+    Version,
+};
+pub use error::CoreError;
+pub use identity::{DeviceId, DeviceKey, GroupId};
+pub use value::Value;
+pub use vv::VersionVector;

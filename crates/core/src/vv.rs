@@ -1,0 +1,52 @@
+//! Version vectors: for each author, the highest sequence number held without gaps.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::commit::Seq;
+use crate::identity::DeviceId;
+
+/// What a database has: author → highest contiguous seq.
+#[derive(Clone, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct VersionVector(pub BTreeMap<DeviceId, Seq>);
+
+impl VersionVector {
+    /// The highest contiguous seq held for `author`; 0 when none.
+    pub fn get(&self, author: &DeviceId) -> Seq {
+        self.0.get(author).copied().unwrap_or_default()
+    }
+
+    /// Records that everything up to `seq` by `author` is held.
+    pub fn set(&mut self, author: DeviceId, seq: Seq) {
+        self.0.insert(author, seq);
+    }
+
+    /// Whether this vector holds everything `other` does.
+    pub fn covers(&self, other: &VersionVector) -> bool {
+        other.0.iter().all(|(a, s)| self.get(a) >= *s)
+    }
+
+    /// The total number of commits counted.
+    pub fn total(&self) -> u64 {
+        self.0.values().map(|s| s.0).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covers_compares_every_author() {
+        let (a, b) = (DeviceId([1; 32]), DeviceId([2; 32]));
+        let mut x = VersionVector::default();
+        x.set(a, Seq(3));
+        let mut y = VersionVector::default();
+        y.set(a, Seq(2));
+        assert!(x.covers(&y) && !y.covers(&x));
+        y.set(b, Seq(1));
+        assert!(!x.covers(&y));
+        assert_eq!(y.total(), 3);
+    }
+}
