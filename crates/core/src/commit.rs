@@ -35,7 +35,7 @@ pub struct Seq(pub u64);
 pub struct CommitHash(pub [u8; 32]);
 
 /// Who wrote a value, and when: the total order that last-writer-wins follows.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct Version {
     /// The clock of the commit that carried the write.
     pub hlc: Hlc,

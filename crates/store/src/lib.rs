@@ -1,14 +1,348 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Shoal's storage engine: everything that touches the SQLite file.
+//!
+//! A [`Store`] is one replica, one device: an app's SQLite database with Shoal's
+//! `shoal_*` tables beside the app's own. Capture triggers record the app's writes
+//! (from any client) in the same transaction; [`Store::seal`] turns them into signed
+//! commits; [`Store::import`] verifies other devices' commits and merges them into the
+//! app's tables, keeping what loses in the conflict inbox. Nothing here knows about
+//! the network.
+
+mod apply;
+mod authors;
+pub mod conflict;
+mod error;
+mod import;
+mod keystore;
+mod rows;
+mod schema;
+mod seal;
+mod sql;
+mod status;
+mod track;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use shoal_core::{DeviceId, DeviceKey, Hlc, MAX_DRIFT_MS, SignedCommit, VersionVector};
+
+pub use conflict::{Conflict, ConflictKind, ConflictStatus, Resolution, Side};
+pub use error::{Result, StoreError};
+pub use import::ImportReport;
+pub use seal::SealReport;
+pub use status::{CommitSummary, HeldSummary, Status, TableStatus};
+pub use track::{Policy, TrackReport, TrackedTable};
+
+use authors::Authors;
+
+/// A source of wall-clock time in milliseconds since the Unix epoch.
+pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// How a store finds its keys and reads the time.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// The data directory where device keys live.
+    pub data_dir: PathBuf,
+    /// The wall clock; the system clock unless a test sets its own.
+    pub wall_clock: WallClock,
+    /// How far ahead of the wall clock a remote commit may be stamped.
+    pub max_drift_ms: u64,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl StoreOptions {
+    /// Options with the system clock and the default drift.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            wall_clock: Arc::new(system_now_ms),
+            max_drift_ms: MAX_DRIFT_MS,
+        }
     }
+}
+
+/// Milliseconds since the Unix epoch by the system clock.
+pub fn system_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One replica: an app database with Shoal's tables, and the device that owns it.
+pub struct Store {
+    conn: Connection,
+    replica: Replica,
+}
+
+/// What a store knows about itself beside the connection, split off so that code
+/// holding a transaction on the connection can still reach it.
+pub(crate) struct Replica {
+    pub(crate) device: DeviceId,
+    pub(crate) key: DeviceKey,
+    pub(crate) path: PathBuf,
+    pub(crate) authors: Authors,
+    pub(crate) options: StoreOptions,
+}
+
+impl Replica {
+    pub(crate) fn now_ms(&self) -> u64 {
+        (self.options.wall_clock)()
+    }
+}
+
+impl Store {
+    /// Makes `path` a Shoal database (creating the file if needed) with a new device.
+    pub fn init(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let path = path.as_ref();
+        let mut conn = connect(path)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if schema::check(&tx)? {
+            let device = read_device(&tx)?;
+            return Err(StoreError::AlreadyInitialised {
+                path: path.to_owned(),
+                device,
+            });
+        }
+        schema::create(&tx)?;
+        let key = DeviceKey::generate()?;
+        keystore::save(&options.data_dir, &key)?;
+        write_device(&tx, &key.id())?;
+        tx.commit()?;
+        Self::open(path, options)
+    }
+
+    /// Opens a Shoal database whose device key is in the data directory.
+    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(StoreError::NotInitialised {
+                path: path.to_owned(),
+            });
+        }
+        let conn = connect(path)?;
+        if !schema::check(&conn)? {
+            return Err(StoreError::NotInitialised {
+                path: path.to_owned(),
+            });
+        }
+        let device = read_device(&conn)?;
+        let key = keystore::load(&options.data_dir, &device)?.ok_or_else(|| {
+            StoreError::KeyMissing {
+                path: path.to_owned(),
+                device,
+                data_dir: options.data_dir.clone(),
+            }
+        })?;
+        Ok(Store {
+            conn,
+            replica: Replica {
+                device,
+                key,
+                path: path.to_owned(),
+                authors: Authors::default(),
+                options,
+            },
+        })
+    }
+
+    /// Makes a copied database a device of its own, with a new key. The commits it
+    /// holds stay; new writes are signed by the new device.
+    pub fn adopt(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let path = path.as_ref();
+        let mut conn = connect(path)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !schema::check(&tx)? {
+            return Err(StoreError::NotInitialised {
+                path: path.to_owned(),
+            });
+        }
+        let key = DeviceKey::generate()?;
+        keystore::save(&options.data_dir, &key)?;
+        write_device(&tx, &key.id())?;
+        tx.commit()?;
+        Self::open(path, options)
+    }
+
+    /// This replica's device.
+    pub fn device(&self) -> DeviceId {
+        self.replica.device
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.replica.path
+    }
+
+    /// The underlying connection, for the app's own reads and writes (they are
+    /// captured like any other client's).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Starts syncing `table`, or refreshes its columns after the app changed its schema.
+    /// Rows already in the table are captured, and held changes that the new columns
+    /// make applicable are applied.
+    pub fn track(&mut self, table: &str, policy: Option<Policy>) -> Result<TrackReport> {
+        self.write(|tx, r| track::track(tx, r, table, policy))
+    }
+
+    /// Stops syncing `table`: its triggers go, its sync state stays for a later re-track.
+    pub fn untrack(&mut self, table: &str) -> Result<()> {
+        self.write(|tx, _| track::untrack(tx, table))
+    }
+
+    /// Sets how conflicts in `table` are handled.
+    pub fn set_policy(&mut self, table: &str, policy: Policy) -> Result<()> {
+        self.write(|tx, _| track::set_policy(tx, table, policy))
+    }
+
+    /// The tables Shoal tracks, or once tracked.
+    pub fn tables(&self) -> Result<Vec<TrackedTable>> {
+        track::load_all(&self.conn)
+    }
+
+    /// Seals every captured change into signed commits.
+    pub fn seal(&mut self) -> Result<SealReport> {
+        self.write(seal::seal)
+    }
+
+    /// What this database holds: author → highest contiguous seq.
+    pub fn version_vector(&self) -> Result<VersionVector> {
+        authors::version_vector(&self.conn)
+    }
+
+    /// Calls `each` with every applied commit that `have` lacks, in per-author order.
+    pub fn export_each(
+        &self,
+        have: &VersionVector,
+        each: impl FnMut(SignedCommit) -> Result<()>,
+    ) -> Result<()> {
+        import::export_each(&self.conn, have, each)
+    }
+
+    /// Every applied commit that `have` lacks, in per-author order.
+    pub fn export(&self, have: &VersionVector) -> Result<Vec<SignedCommit>> {
+        let mut out = Vec::new();
+        self.export_each(have, |c| {
+            out.push(c);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Verifies and merges a batch of commits, all in one transaction: if any commit
+    /// is malformed, forged or tampered with, nothing is changed.
+    pub fn import(&mut self, commits: Vec<SignedCommit>) -> Result<ImportReport> {
+        let verified = commits
+            .into_iter()
+            .map(SignedCommit::verify)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(|tx, r| import::import(tx, r, verified))
+    }
+
+    /// Applies held changes that can be applied now, and commits whose clock the local
+    /// clock has reached.
+    pub fn retry_held(&mut self) -> Result<ImportReport> {
+        self.write(|tx, r| import::import(tx, r, Vec::new()))
+    }
+
+    /// The conflict inbox, newest first; `all` includes closed and resolved ones.
+    pub fn conflicts(&self, all: bool) -> Result<Vec<Conflict>> {
+        conflict::list(&self.conn, all)
+    }
+
+    /// One conflict by id (a unique prefix will do).
+    pub fn conflict(&self, id: &str) -> Result<Conflict> {
+        conflict::get(&self.conn, id)
+    }
+
+    /// Resolves a conflict with a new write that syncs, and seals it.
+    pub fn resolve(&mut self, id: &str, resolution: Resolution) -> Result<Conflict> {
+        let id = conflict::get(&self.conn, id)?.id;
+        self.write(|tx, r| {
+            conflict::resolve(tx, r, &id, &resolution)?;
+            seal::seal(tx, r)?;
+            conflict::mark_resolved(tx, &id, &resolution)
+        })?;
+        conflict::get(&self.conn, &id)
+    }
+
+    /// A summary of the replica.
+    pub fn status(&self) -> Result<Status> {
+        status::status(&self.conn, &self.replica)
+    }
+
+    /// The newest `limit` commits held.
+    pub fn log(&self, limit: usize) -> Result<Vec<CommitSummary>> {
+        status::log(&self.conn, limit)
+    }
+
+    /// Runs `f` in an immediate transaction, so that writers in other processes wait
+    /// their turn, and commits it if `f` succeeds.
+    fn write<T>(&mut self, f: impl FnOnce(&Transaction, &mut Replica) -> Result<T>) -> Result<T> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        match f(&tx, &mut self.replica) {
+            Ok(v) => {
+                tx.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                // Ids handed out inside the rolled-back transaction are void.
+                self.replica.authors.clear();
+                Err(e)
+            }
+        }
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
+
+fn read_device(conn: &Connection) -> Result<DeviceId> {
+    let bytes: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT value FROM shoal_meta WHERE key = 'device'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    bytes
+        .and_then(|b| b.try_into().ok())
+        .map(DeviceId)
+        .ok_or_else(|| {
+            StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows)
+        })
+}
+
+fn write_device(conn: &Connection, device: &DeviceId) -> Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO shoal_meta(key, value) VALUES ('device', ?1)",
+        [&device.0[..]],
+    )?;
+    Ok(())
+}
+
+/// The persisted clock: the highest reading this replica has made or accepted.
+pub(crate) fn load_hlc(conn: &Connection) -> Result<Hlc> {
+    let v: Option<i64> = conn
+        .query_row("SELECT value FROM shoal_meta WHERE key = 'hlc'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(Hlc(v.unwrap_or(0) as u64))
+}
+
+pub(crate) fn save_hlc(conn: &Connection, hlc: Hlc) -> Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO shoal_meta(key, value) VALUES ('hlc', ?1)",
+        [hlc.0 as i64],
+    )?;
+    Ok(())
 }

@@ -1,0 +1,531 @@
+//! Applying remote row changes to the app's tables by the merge rules, recording what
+//! loses in the conflict inbox and holding what cannot be applied yet.
+
+use std::collections::HashMap;
+
+use rusqlite::{ErrorCode, Transaction};
+use serde::{Deserialize, Serialize};
+use shoal_core::merge::{RowAction, concurrent, row_action};
+use shoal_core::{Op, Value, VerifiedCommit, Version};
+
+use crate::conflict::{self, ConflictKind, NewConflict, Side};
+use crate::error::Result;
+use crate::import::ImportReport;
+use crate::rows::{self, CellMeta, RowMeta, RowState, Ver};
+use crate::seal::read_row;
+use crate::sql::{Bind, ident, key_blob, key_match};
+use crate::track::{self, TrackedTable};
+use crate::Replica;
+
+/// A row change with every version spelled out, independent of the commit it came in.
+/// Held changes are stored in this form.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Incoming {
+    pub(crate) table: String,
+    pub(crate) key_columns: Vec<String>,
+    pub(crate) key: Vec<Value>,
+    pub(crate) op: Op,
+    pub(crate) cl: u64,
+    pub(crate) version: Version,
+    pub(crate) seen: Option<Version>,
+    pub(crate) cells: Vec<IncomingCell>,
+}
+
+/// One column written by an incoming change.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct IncomingCell {
+    pub(crate) column: String,
+    pub(crate) value: Value,
+    pub(crate) overwrote: Option<Version>,
+}
+
+/// The tracked tables by lower-cased name, loaded once per transaction.
+pub(crate) struct Tables(HashMap<String, TrackedTable>);
+
+impl Tables {
+    pub(crate) fn load(tx: &Transaction) -> Result<Tables> {
+        Ok(Tables(
+            track::load_all(tx)?
+                .into_iter()
+                .filter(|t| t.tracked)
+                .map(|t| (t.name.to_lowercase(), t))
+                .collect(),
+        ))
+    }
+
+    fn get(&self, name: &str) -> Option<&TrackedTable> {
+        self.0.get(&name.to_lowercase())
+    }
+}
+
+/// Applies every row change of a commit whose chain position has been checked.
+pub(crate) fn apply_commit(
+    tx: &Transaction,
+    r: &mut Replica,
+    tables: &Tables,
+    commit: &VerifiedCommit,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let body = &commit.body;
+    let version = body.version();
+    for t in &body.tables {
+        for row in &t.rows {
+            let incoming = Incoming {
+                table: t.table.clone(),
+                key_columns: t.key_columns.clone(),
+                key: row.key.clone(),
+                op: row.op,
+                cl: row.cl,
+                version,
+                seen: row.seen.and_then(|s| body.resolve(s)),
+                cells: row
+                    .cells
+                    .iter()
+                    .map(|c| IncomingCell {
+                        column: t.columns[c.column as usize].clone(),
+                        value: c.value.clone(),
+                        overwrote: c.overwrote.and_then(|o| body.resolve(o)),
+                    })
+                    .collect(),
+            };
+            apply(tx, r, tables, incoming, report)?;
+        }
+    }
+    Ok(())
+}
+
+/// Tries every held change again; those still not applicable are held anew.
+pub(crate) fn retry_held(
+    tx: &Transaction,
+    r: &mut Replica,
+    tables: &Tables,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let held: Vec<(i64, String, Vec<u8>)> = {
+        let mut stmt = tx.prepare_cached("SELECT id, tbl, change FROM shoal_held ORDER BY id")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    for (id, table, blob) in held {
+        if tables.get(&table).is_none() {
+            continue;
+        }
+        let Ok(incoming) = postcard::from_bytes::<Incoming>(&blob) else {
+            continue;
+        };
+        tx.prepare_cached("DELETE FROM shoal_held WHERE id = ?1")?
+            .execute([id])?;
+        let held_before = report.held;
+        apply(tx, r, tables, incoming, report)?;
+        if report.held == held_before {
+            report.held_applied += 1;
+        } else {
+            report.held -= 1;
+        }
+    }
+    Ok(())
+}
+
+fn apply(
+    tx: &Transaction,
+    r: &mut Replica,
+    tables: &Tables,
+    mut inc: Incoming,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let Some(table) = tables.get(&inc.table) else {
+        let reason = format!("table {:?} is not tracked here", inc.table);
+        return hold(tx, &inc, &reason, report);
+    };
+    let same_key = inc.key_columns.len() == table.key_columns.len()
+        && inc
+            .key_columns
+            .iter()
+            .zip(&table.key_columns)
+            .all(|(a, b)| a.eq_ignore_ascii_case(b));
+    if !same_key {
+        let reason = format!(
+            "the primary key here is ({}), the change's is ({})",
+            table.key_columns.join(", "),
+            inc.key_columns.join(", ")
+        );
+        return hold(tx, &inc, &reason, report);
+    }
+    let mut unknown = Vec::new();
+    let mut known = Vec::new();
+    for mut cell in std::mem::take(&mut inc.cells) {
+        match table.columns.iter().find(|c| c.eq_ignore_ascii_case(&cell.column)) {
+            Some(local) => {
+                cell.column = local.clone();
+                known.push(cell);
+            }
+            None => unknown.push(cell),
+        }
+    }
+    if !unknown.is_empty() {
+        let names: Vec<&str> = unknown.iter().map(|c| c.column.as_str()).collect();
+        let reason = format!("column(s) {} not in the local table", names.join(", "));
+        let part = Incoming {
+            op: Op::Update,
+            cells: unknown,
+            ..inc.clone()
+        };
+        hold(tx, &part, &reason, report)?;
+        if inc.op == Op::Update && known.is_empty() {
+            return Ok(());
+        }
+    }
+    inc.cells = known;
+    merge(tx, r, table, inc, report)
+}
+
+fn merge(
+    tx: &Transaction,
+    r: &mut Replica,
+    table: &TrackedTable,
+    inc: Incoming,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let blob = key_blob(&inc.key);
+    let mut state = rows::load(tx, table.id, &blob)?;
+    let ver = Ver::of(inc.version, &mut r.authors, tx)?;
+    match row_action(state.cl, inc.op, inc.cl) {
+        RowAction::Duplicate => return Ok(()),
+        RowAction::Hold => {
+            return hold(tx, &inc, "waiting for the insert that starts this row's life", report);
+        }
+        RowAction::Stale => {
+            if inc.op == Op::Update && !state.alive() && state.cl == inc.cl + 1 {
+                let seen = state.meta.seen.map(|v| v.resolve(&mut r.authors, tx)).transpose()?;
+                if concurrent(inc.version, seen) {
+                    let local = state.meta.event.map(|v| v.resolve(&mut r.authors, tx)).transpose()?;
+                    record(tx, r, table, report, NewConflict {
+                        kind: ConflictKind::UpdateDelete,
+                        key: &inc.key,
+                        cl: inc.cl,
+                        columns: inc.cells.iter().map(|c| c.column.clone()).collect(),
+                        winner: Side::Local,
+                        local_values: None,
+                        remote_values: Some(pairs(&inc.cells)),
+                        local,
+                        remote: inc.version,
+                        refused: None,
+                        detail: None,
+                    })?;
+                }
+            }
+            return Ok(());
+        }
+        RowAction::Replace if inc.op == Op::Delete => {
+            if state.alive() {
+                let mut lost = Vec::new();
+                let mut newest_lost: Option<Version> = None;
+                for cell in &state.meta.cells {
+                    let v = cell.version.resolve(&mut r.authors, tx)?;
+                    if concurrent(v, inc.seen) {
+                        lost.push(cell.column.clone());
+                        newest_lost = newest_lost.max(Some(v));
+                    }
+                }
+                if !lost.is_empty() {
+                    let before = read_row(tx, table, &inc.key)?;
+                    record(tx, r, table, report, NewConflict {
+                        kind: ConflictKind::UpdateDelete,
+                        key: &inc.key,
+                        cl: state.cl,
+                        columns: lost,
+                        winner: Side::Remote,
+                        local_values: before.map(|v| table.columns.iter().cloned().zip(v).collect()),
+                        remote_values: None,
+                        local: newest_lost,
+                        remote: inc.version,
+                        refused: None,
+                        detail: None,
+                    })?;
+                }
+                delete_row(tx, table, &inc.key)?;
+            }
+            state = RowState {
+                cl: inc.cl,
+                meta: RowMeta {
+                    event: Some(ver),
+                    seen: inc.seen.map(|v| Ver::of(v, &mut r.authors, tx)).transpose()?,
+                    cells: Vec::new(),
+                },
+            };
+        }
+        RowAction::Replace => {
+            if let Err(e) = upsert_row(tx, table, &inc) {
+                return refuse(tx, r, table, report, &inc, e);
+            }
+            let mut cells = Vec::with_capacity(inc.cells.len());
+            for c in &inc.cells {
+                cells.push(CellMeta {
+                    column: c.column.clone(),
+                    version: ver,
+                    overwrote: c.overwrote.map(|o| Ver::of(o, &mut r.authors, tx)).transpose()?,
+                });
+            }
+            state = RowState {
+                cl: inc.cl,
+                meta: RowMeta {
+                    event: Some(ver),
+                    seen: None,
+                    cells,
+                },
+            };
+        }
+        RowAction::MergeCells => {
+            let event = state.meta.event.map(|v| v.resolve(&mut r.authors, tx)).transpose()?;
+            let collision = inc.op == Op::Insert && event != Some(inc.version);
+            let mut winners: Vec<&IncomingCell> = Vec::new();
+            let mut remote_won: Vec<(String, Version)> = Vec::new();
+            let mut local_won: Vec<(String, Version)> = Vec::new();
+            for cell in &inc.cells {
+                let Some(local) = state.meta.cell(&cell.column) else {
+                    winners.push(cell);
+                    continue;
+                };
+                let lv = local.version.resolve(&mut r.authors, tx)?;
+                if inc.version == lv {
+                    continue;
+                }
+                if inc.version > lv {
+                    winners.push(cell);
+                    if !collision && concurrent(lv, cell.overwrote) {
+                        remote_won.push((cell.column.clone(), lv));
+                    }
+                } else {
+                    let lp = local.overwrote.map(|o| o.resolve(&mut r.authors, tx)).transpose()?;
+                    if !collision && concurrent(inc.version, lp) {
+                        local_won.push((cell.column.clone(), lv));
+                    }
+                }
+            }
+            let before = if collision || !remote_won.is_empty() || !local_won.is_empty() {
+                read_row(tx, table, &inc.key)?
+            } else {
+                None
+            };
+            if !winners.is_empty() {
+                if let Err(e) = update_row(tx, table, &inc.key, &winners) {
+                    return refuse(tx, r, table, report, &inc, e);
+                }
+            }
+            let local_values = |cols: &[String]| -> Option<Vec<(String, Value)>> {
+                let before = before.as_ref()?;
+                Some(
+                    table
+                        .columns
+                        .iter()
+                        .zip(before)
+                        .filter(|(c, _)| cols.iter().any(|x| x == *c))
+                        .map(|(c, v)| (c.clone(), v.clone()))
+                        .collect(),
+                )
+            };
+            if collision {
+                let cols = table.columns.clone();
+                record(tx, r, table, report, NewConflict {
+                    kind: ConflictKind::InsertCollision,
+                    key: &inc.key,
+                    cl: inc.cl,
+                    winner: if event.is_none_or(|e| inc.version > e) { Side::Remote } else { Side::Local },
+                    local_values: local_values(&cols),
+                    remote_values: Some(pairs(&inc.cells)),
+                    local: event,
+                    remote: inc.version,
+                    columns: cols,
+                    refused: None,
+                    detail: None,
+                })?;
+            }
+            for (won, side) in [(&remote_won, Side::Remote), (&local_won, Side::Local)] {
+                if won.is_empty() {
+                    continue;
+                }
+                let cols: Vec<String> = won.iter().map(|(c, _)| c.clone()).collect();
+                let remote_values: Vec<(String, Value)> = pairs(&inc.cells)
+                    .into_iter()
+                    .filter(|(c, _)| cols.contains(c))
+                    .collect();
+                record(tx, r, table, report, NewConflict {
+                    kind: ConflictKind::ConcurrentWrite,
+                    key: &inc.key,
+                    cl: inc.cl,
+                    winner: side,
+                    local_values: local_values(&cols),
+                    remote_values: Some(remote_values),
+                    local: won.iter().map(|(_, v)| *v).max(),
+                    remote: inc.version,
+                    columns: cols,
+                    refused: None,
+                    detail: None,
+                })?;
+            }
+            if collision {
+                // The incarnation's creator is the winning insert, the same everywhere.
+                let creator = event.max(Some(inc.version));
+                state.meta.event = creator.map(|v| Ver::of(v, &mut r.authors, tx)).transpose()?;
+            }
+            for cell in winners {
+                let overwrote = cell.overwrote.map(|o| Ver::of(o, &mut r.authors, tx)).transpose()?;
+                state.meta.set_cell(&cell.column, ver, overwrote);
+            }
+        }
+    }
+    rows::save(tx, table.id, &blob, &state)?;
+    let written: Vec<(String, Option<Version>)> =
+        inc.cells.iter().map(|c| (c.column.clone(), c.overwrote)).collect();
+    conflict::close_superseded(tx, r, &table.name, &blob, inc.cl, &written, inc.version)?;
+    report.changes_applied += 1;
+    Ok(())
+}
+
+fn pairs(cells: &[IncomingCell]) -> Vec<(String, Value)> {
+    cells.iter().map(|c| (c.column.clone(), c.value.clone())).collect()
+}
+
+fn record(
+    tx: &Transaction,
+    r: &mut Replica,
+    table: &TrackedTable,
+    report: &mut ImportReport,
+    c: NewConflict<'_>,
+) -> Result<()> {
+    if conflict::record(tx, r, table, c)? {
+        report.conflicts += 1;
+    }
+    Ok(())
+}
+
+/// Keeps a change that a constraint of the local schema refused in the inbox, or
+/// passes on any other error.
+fn refuse(
+    tx: &Transaction,
+    r: &mut Replica,
+    table: &TrackedTable,
+    report: &mut ImportReport,
+    inc: &Incoming,
+    error: rusqlite::Error,
+) -> Result<()> {
+    let rusqlite::Error::SqliteFailure(code, message) = &error else {
+        return Err(error.into());
+    };
+    if code.code != ErrorCode::ConstraintViolation {
+        return Err(error.into());
+    }
+    let what = match code.extended_code {
+        2067 | 1555 => "UNIQUE",
+        1299 => "NOT NULL",
+        275 => "CHECK",
+        787 => "FOREIGN KEY",
+        _ => "constraint",
+    };
+    let detail = format!("{what}: {}", message.clone().unwrap_or_default());
+    record(tx, r, table, report, NewConflict {
+        kind: ConflictKind::Constraint,
+        key: &inc.key,
+        cl: inc.cl,
+        columns: inc.cells.iter().map(|c| c.column.clone()).collect(),
+        winner: Side::Local,
+        local_values: None,
+        remote_values: Some(pairs(&inc.cells)),
+        local: None,
+        remote: inc.version,
+        refused: Some(postcard::to_stdvec(inc).unwrap_or_default()),
+        detail: Some(detail),
+    })
+}
+
+fn hold(tx: &Transaction, inc: &Incoming, reason: &str, report: &mut ImportReport) -> Result<()> {
+    tx.prepare_cached("INSERT INTO shoal_held(tbl, reason, change) VALUES (?1, ?2, ?3)")?
+        .execute(rusqlite::params![
+            inc.table,
+            reason,
+            postcard::to_stdvec(inc).unwrap_or_default()
+        ])?;
+    report.held += 1;
+    Ok(())
+}
+
+/// Re-applies a change that a constraint refused, after a person asked for it.
+pub(crate) fn reapply(tx: &Transaction, r: &mut Replica, refused: &[u8]) -> Result<ImportReport> {
+    let mut report = ImportReport::default();
+    let Ok(inc) = postcard::from_bytes::<Incoming>(refused) else {
+        return Ok(report);
+    };
+    let tables = Tables::load(tx)?;
+    tx.execute("INSERT INTO shoal_applying VALUES (1)", [])?;
+    apply(tx, r, &tables, inc, &mut report)?;
+    tx.execute("DELETE FROM shoal_applying", [])?;
+    Ok(report)
+}
+
+fn upsert_row(tx: &Transaction, table: &TrackedTable, inc: &Incoming) -> rusqlite::Result<()> {
+    let mut names: Vec<String> = table.key_columns.iter().map(|c| ident(c)).collect();
+    names.extend(inc.cells.iter().map(|c| ident(&c.column)));
+    let params: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+    let keys: Vec<String> = table.key_columns.iter().map(|c| ident(c)).collect();
+    let action = if inc.cells.is_empty() {
+        "NOTHING".to_owned()
+    } else {
+        let sets: Vec<String> = inc
+            .cells
+            .iter()
+            .map(|c| format!("{0} = excluded.{0}", ident(&c.column)))
+            .collect();
+        format!("UPDATE SET {}", sets.join(", "))
+    };
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
+        ident(&table.name),
+        names.join(", "),
+        params.join(", "),
+        keys.join(", ")
+    );
+    let binds: Vec<Bind<'_>> = inc
+        .key
+        .iter()
+        .chain(inc.cells.iter().map(|c| &c.value))
+        .map(Bind)
+        .collect();
+    let params: Vec<&dyn rusqlite::ToSql> = binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
+    tx.prepare_cached(&sql)?.execute(params.as_slice())?;
+    Ok(())
+}
+
+fn update_row(
+    tx: &Transaction,
+    table: &TrackedTable,
+    key: &[Value],
+    cells: &[&IncomingCell],
+) -> rusqlite::Result<()> {
+    let sets: Vec<String> = cells
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = ?{}", ident(&c.column), i + 1))
+        .collect();
+    let sql = format!(
+        "UPDATE {} SET {} WHERE {}",
+        ident(&table.name),
+        sets.join(", "),
+        key_match(&table.key_columns, cells.len() + 1)
+    );
+    let binds: Vec<Bind<'_>> = cells.iter().map(|c| &c.value).chain(key).map(Bind).collect();
+    let params: Vec<&dyn rusqlite::ToSql> = binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
+    tx.prepare_cached(&sql)?.execute(params.as_slice())?;
+    Ok(())
+}
+
+fn delete_row(tx: &Transaction, table: &TrackedTable, key: &[Value]) -> Result<()> {
+    let sql = format!(
+        "DELETE FROM {} WHERE {}",
+        ident(&table.name),
+        key_match(&table.key_columns, 1)
+    );
+    let binds: Vec<Bind<'_>> = key.iter().map(Bind).collect();
+    let params: Vec<&dyn rusqlite::ToSql> = binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
+    tx.prepare_cached(&sql)?.execute(params.as_slice())?;
+    Ok(())
+}

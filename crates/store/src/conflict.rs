@@ -1,0 +1,420 @@
+//! The conflict inbox: what lost a merge, kept so that a person can review it.
+//!
+//! The deterministic winner is always applied, so devices converge whatever the inbox
+//! says. A record keeps both sides; resolving it is a new write that syncs, and a record
+//! closes by itself wherever a write arrives from someone who had seen the winner.
+
+use rusqlite::{Connection, OptionalExtension, Transaction};
+use serde::Serialize;
+use shoal_core::{DeviceId, Hlc, Value, Version};
+
+use crate::error::{Result, StoreError};
+use crate::rows;
+use crate::sql::{Bind, ident, key_blob, key_from_blob, key_match, key_text};
+use crate::track::{self, Policy, TrackedTable};
+use crate::{Replica, apply, load_hlc};
+
+/// What kind of conflict a record is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictKind {
+    /// A write lost to a concurrent write of the same column.
+    ConcurrentWrite,
+    /// An update lost to a concurrent delete of the row.
+    UpdateDelete,
+    /// Two devices inserted the same primary key.
+    InsertCollision,
+    /// A merged row broke a UNIQUE, CHECK, NOT NULL or FOREIGN KEY constraint and
+    /// the remote change was not applied.
+    Constraint,
+}
+
+/// One side of a conflict, as seen from this device.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// This device's version.
+    Local,
+    /// The other device's version.
+    Remote,
+}
+
+/// Where a conflict record stands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictStatus {
+    /// Waiting for a person (the table's policy is `review`).
+    Pending,
+    /// The winner stands by policy (`lww`); kept for audit.
+    Auto,
+    /// A person resolved it here.
+    Resolved,
+    /// A later write that had seen the winner made it moot.
+    Closed,
+}
+
+/// How a person resolves a conflict.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resolution {
+    /// Keep one side's values.
+    Keep(Side),
+    /// Write these values instead.
+    Set(Vec<(String, Value)>),
+}
+
+/// A conflict record.
+#[derive(Clone, Debug, Serialize)]
+pub struct Conflict {
+    /// Stable id, the same on every device that finds the same conflict.
+    pub id: String,
+    /// What kind.
+    pub kind: ConflictKind,
+    /// The table.
+    pub table: String,
+    /// The row's primary key.
+    #[serde(skip)]
+    pub key: Vec<Value>,
+    /// The key as SQL literals.
+    pub key_text: String,
+    /// The columns in dispute.
+    pub columns: Vec<String>,
+    /// Which side the merge rules chose.
+    pub winner: Side,
+    /// This device's values of those columns (absent when the row was deleted here).
+    #[serde(skip)]
+    pub local_values: Option<Vec<(String, Value)>>,
+    /// The other device's values (absent for a delete).
+    #[serde(skip)]
+    pub remote_values: Option<Vec<(String, Value)>>,
+    /// The clock and device of the local side.
+    pub local: Option<(Hlc, DeviceId)>,
+    /// The clock and device of the remote side.
+    pub remote: (Hlc, DeviceId),
+    /// What a constraint said, for constraint conflicts.
+    pub detail: Option<String>,
+    /// Where it stands.
+    pub status: ConflictStatus,
+    /// How it was resolved or closed.
+    pub resolution: Option<String>,
+}
+
+/// A conflict found while merging.
+pub(crate) struct NewConflict<'a> {
+    pub(crate) kind: ConflictKind,
+    pub(crate) key: &'a [Value],
+    pub(crate) cl: u64,
+    pub(crate) columns: Vec<String>,
+    pub(crate) winner: Side,
+    pub(crate) local_values: Option<Vec<(String, Value)>>,
+    pub(crate) remote_values: Option<Vec<(String, Value)>>,
+    pub(crate) local: Option<Version>,
+    pub(crate) remote: Version,
+    pub(crate) refused: Option<Vec<u8>>,
+    pub(crate) detail: Option<String>,
+}
+
+impl ConflictKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ConflictKind::ConcurrentWrite => "concurrent_write",
+            ConflictKind::UpdateDelete => "update_delete",
+            ConflictKind::InsertCollision => "insert_collision",
+            ConflictKind::Constraint => "constraint",
+        }
+    }
+
+    fn parse(s: &str) -> ConflictKind {
+        match s {
+            "update_delete" => ConflictKind::UpdateDelete,
+            "insert_collision" => ConflictKind::InsertCollision,
+            "constraint" => ConflictKind::Constraint,
+            _ => ConflictKind::ConcurrentWrite,
+        }
+    }
+}
+
+impl Side {
+    fn as_str(self) -> &'static str {
+        match self {
+            Side::Local => "local",
+            Side::Remote => "remote",
+        }
+    }
+}
+
+impl ConflictStatus {
+    fn parse(s: &str) -> ConflictStatus {
+        match s {
+            "pending" => ConflictStatus::Pending,
+            "auto" => ConflictStatus::Auto,
+            "resolved" => ConflictStatus::Resolved,
+            _ => ConflictStatus::Closed,
+        }
+    }
+}
+
+/// Records a conflict unless the same one is on record already; returns whether it is
+/// new. The id hashes what both devices see alike, so they agree on it.
+pub(crate) fn record(tx: &Transaction, r: &mut Replica, table: &TrackedTable, c: NewConflict<'_>) -> Result<bool> {
+    let _ = r;
+    let key = key_blob(c.key);
+    let mut sides = [Some(c.remote), c.local];
+    sides.sort();
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(c.kind.as_str().as_bytes());
+    hasher.update(table.name.to_lowercase().as_bytes());
+    hasher.update(&key);
+    for v in sides.iter().flatten() {
+        hasher.update(&v.hlc.0.to_be_bytes());
+        hasher.update(&v.author.0);
+    }
+    let id = hex::encode(&hasher.finalize().as_bytes()[..8]);
+    let status = match (c.kind, table.policy) {
+        (ConflictKind::Constraint, _) | (_, Policy::Review) => "pending",
+        (_, Policy::Lww) => "auto",
+    };
+    let values = |v: &Option<Vec<(String, Value)>>| v.as_ref().map(|v| postcard::to_stdvec(v).unwrap_or_default());
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO shoal_conflicts(id, kind, tbl, key, cl, columns, winner, local_values, remote_values, local_hlc, local_device, remote_hlc, remote_device, refused, detail, status, found_hlc)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        )?
+        .execute(rusqlite::params![
+            id,
+            c.kind.as_str(),
+            table.name,
+            key,
+            c.cl as i64,
+            serde_json::to_string(&c.columns).unwrap_or_default(),
+            c.winner.as_str(),
+            values(&c.local_values),
+            values(&c.remote_values),
+            c.local.map(|v| v.hlc.0 as i64),
+            c.local.map(|v| v.author.0.to_vec()),
+            c.remote.hlc.0 as i64,
+            &c.remote.author.0[..],
+            c.refused,
+            c.detail,
+            status,
+            load_hlc(tx)?.0 as i64,
+        ])?;
+    Ok(inserted > 0)
+}
+
+/// Closes open records on a row that a write has made moot: one that starts a later
+/// life of the row, or that overwrote a disputed column having seen the winner.
+pub(crate) fn close_superseded(
+    tx: &Transaction,
+    r: &Replica,
+    table: &str,
+    key: &[u8],
+    cl: u64,
+    written: &[(String, Option<Version>)],
+    by: Version,
+) -> Result<()> {
+    let _ = r;
+    let open: Vec<(String, String, i64, String, String, Option<i64>, Option<Vec<u8>>, i64, Vec<u8>)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, kind, cl, columns, winner, local_hlc, local_device, remote_hlc, remote_device FROM shoal_conflicts
+             WHERE tbl = ?1 AND key = ?2 AND status IN ('pending', 'auto')",
+        )?;
+        stmt.query_map(rusqlite::params![table, key], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    for (id, kind, c_cl, columns, winner, lh, ld, rh, rd) in open {
+        if kind == "constraint" {
+            continue;
+        }
+        let columns: Vec<String> = serde_json::from_str(&columns).unwrap_or_default();
+        let remote = version(Some(rh), Some(rd));
+        let local = version(lh, ld);
+        let winner = if winner == "local" { local } else { remote };
+        let moot = cl > c_cl as u64
+            || written.iter().any(|(col, overwrote)| {
+                columns.iter().any(|c| c.eq_ignore_ascii_case(col)) && winner.is_some() && *overwrote >= winner
+            });
+        if moot {
+            tx.prepare_cached("UPDATE shoal_conflicts SET status = 'closed', resolution = ?2 WHERE id = ?1")?
+                .execute(rusqlite::params![
+                    id,
+                    format!("superseded by a write from {} at {}", by.author.short(), by.hlc)
+                ])?;
+        }
+    }
+    Ok(())
+}
+
+fn version(hlc: Option<i64>, device: Option<Vec<u8>>) -> Option<Version> {
+    Some(Version {
+        hlc: Hlc(hlc? as u64),
+        author: DeviceId(device?.try_into().ok()?),
+    })
+}
+
+const SELECT: &str = "SELECT id, kind, tbl, key, columns, winner, local_values, remote_values, local_hlc, local_device, remote_hlc, remote_device, detail, status, resolution FROM shoal_conflicts";
+
+fn row_to_conflict(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conflict> {
+    let key: Vec<u8> = r.get(3)?;
+    let key = key_from_blob(&key);
+    let columns: String = r.get(4)?;
+    let winner: String = r.get(5)?;
+    let values = |b: Option<Vec<u8>>| b.and_then(|b| postcard::from_bytes::<Vec<(String, Value)>>(&b).ok());
+    let local = version(r.get(8)?, r.get(9)?);
+    let remote = version(r.get(10)?, r.get(11)?).unwrap_or(Version {
+        hlc: Hlc(0),
+        author: DeviceId([0; 32]),
+    });
+    let kind: String = r.get(1)?;
+    let status: String = r.get(13)?;
+    Ok(Conflict {
+        id: r.get(0)?,
+        kind: ConflictKind::parse(&kind),
+        table: r.get(2)?,
+        key_text: key_text(&key),
+        key,
+        columns: serde_json::from_str(&columns).unwrap_or_default(),
+        winner: if winner == "local" { Side::Local } else { Side::Remote },
+        local_values: values(r.get(6)?),
+        remote_values: values(r.get(7)?),
+        local: local.map(|v| (v.hlc, v.author)),
+        remote: (remote.hlc, remote.author),
+        detail: r.get(12)?,
+        status: ConflictStatus::parse(&status),
+        resolution: r.get(14)?,
+    })
+}
+
+pub(crate) fn list(conn: &Connection, all: bool) -> Result<Vec<Conflict>> {
+    let filter = if all { "" } else { " WHERE status IN ('pending', 'auto')" };
+    let mut stmt = conn.prepare(&format!("{SELECT}{filter} ORDER BY found_hlc DESC, id"))?;
+    let rows = stmt.query_map([], row_to_conflict)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn get(conn: &Connection, id: &str) -> Result<Conflict> {
+    let pattern = format!("{}%", id.replace(['%', '_'], ""));
+    let mut stmt = conn.prepare(&format!("{SELECT} WHERE id LIKE ?1 LIMIT 2"))?;
+    let found: Vec<Conflict> = stmt.query_map([&pattern], row_to_conflict)?.collect::<Result<_, _>>()?;
+    match found.as_slice() {
+        [one] if !id.is_empty() => Ok(one.clone()),
+        _ => Err(StoreError::NoSuchConflict { id: id.to_owned() }),
+    }
+}
+
+/// Writes what the resolution asks for, through the capture triggers like any app write.
+pub(crate) fn resolve(tx: &Transaction, r: &mut Replica, id: &str, resolution: &Resolution) -> Result<()> {
+    let c = get(tx, id)?;
+    let cannot = |reason: String| StoreError::CannotResolve {
+        id: c.id.clone(),
+        reason,
+    };
+    if matches!(c.status, ConflictStatus::Resolved | ConflictStatus::Closed) {
+        return Err(cannot(format!(
+            "it is {} already ({})",
+            if c.status == ConflictStatus::Resolved { "resolved" } else { "closed" },
+            c.resolution.clone().unwrap_or_default()
+        )));
+    }
+    let table = track::load_by_name(tx, &c.table)?
+        .filter(|t| t.tracked)
+        .ok_or_else(|| StoreError::NotTracked { table: c.table.clone() })?;
+    let side_values = |side: Side| match side {
+        Side::Local => c.local_values.clone(),
+        Side::Remote => c.remote_values.clone(),
+    };
+    let blob = key_blob(&c.key);
+    let alive = rows::load(tx, table.id, &blob)?.alive();
+    match (c.kind, resolution) {
+        (ConflictKind::Constraint, Resolution::Keep(Side::Local)) => Ok(()),
+        (ConflictKind::Constraint, Resolution::Keep(Side::Remote)) => {
+            let refused: Option<Vec<u8>> = tx
+                .query_row("SELECT refused FROM shoal_conflicts WHERE id = ?1", [&c.id], |r| r.get(0))
+                .optional()?
+                .flatten();
+            let report = apply::reapply(tx, r, &refused.unwrap_or_default())?;
+            if report.conflicts > 0 || report.changes_applied == 0 {
+                return Err(cannot(format!(
+                    "the remote change still breaks a constraint ({}); change the clashing row first, or set other values",
+                    c.detail.clone().unwrap_or_default()
+                )));
+            }
+            Ok(())
+        }
+        (ConflictKind::UpdateDelete, Resolution::Keep(side)) if *side == c.winner && !alive => {
+            // The delete stands: re-delete, so that devices holding the record see a
+            // write that saw both sides.
+            log_ops(tx, &table, &c.key, &[(1, None), (3, None)])
+        }
+        (_, Resolution::Keep(side)) => {
+            let values = side_values(*side).ok_or_else(|| {
+                cannot(format!("the {} side deleted the row; keep the other side or set values", side.as_str()))
+            })?;
+            write(tx, &table, &c.key, &values, alive).map_err(|e| cannot(e.to_string()))
+        }
+        (_, Resolution::Set(values)) => {
+            for (col, _) in values {
+                if !table.columns.iter().any(|c| c.eq_ignore_ascii_case(col)) {
+                    return Err(cannot(format!("{:?} has no column {col:?} to set", table.name)));
+                }
+            }
+            write(tx, &table, &c.key, values, alive).map_err(|e| cannot(e.to_string()))
+        }
+    }
+}
+
+/// Writes `values` to the row (re-inserting it when it is deleted) and logs every
+/// column, so that even a value equal to the current one goes out as a new write.
+fn write(tx: &Transaction, table: &TrackedTable, key: &[Value], values: &[(String, Value)], alive: bool) -> Result<()> {
+    let binds: Vec<Bind<'_>> = values.iter().map(|(_, v)| v).chain(key).map(Bind).collect();
+    let params: Vec<&dyn rusqlite::ToSql> = binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
+    if alive {
+        let sets: Vec<String> = values.iter().enumerate().map(|(i, (c, _))| format!("{} = ?{}", ident(c), i + 1)).collect();
+        if !sets.is_empty() {
+            tx.execute(
+                &format!("UPDATE {} SET {} WHERE {}", ident(&table.name), sets.join(", "), key_match(&table.key_columns, values.len() + 1)),
+                params.as_slice(),
+            )?;
+        }
+        let ops: Vec<(i64, Option<&str>)> = values.iter().map(|(c, _)| (2, Some(c.as_str()))).collect();
+        log_ops(tx, table, key, &ops)
+    } else {
+        let names: Vec<String> = values.iter().map(|(c, _)| ident(c)).chain(table.key_columns.iter().map(|c| ident(c))).collect();
+        let slots: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+        tx.execute(
+            &format!("INSERT INTO {} ({}) VALUES ({})", ident(&table.name), names.join(", "), slots.join(", ")),
+            params.as_slice(),
+        )?;
+        Ok(())
+    }
+}
+
+/// Adds entries to the capture log by hand: `(op, column)` as the triggers write them.
+fn log_ops(tx: &Transaction, table: &TrackedTable, key: &[Value], ops: &[(i64, Option<&str>)]) -> Result<()> {
+    let slots: String = (0..key.len()).map(|i| format!(", k{i}")).collect();
+    let params: String = (0..key.len()).map(|i| format!(", ?{}", i + 4)).collect();
+    let sql = format!("INSERT INTO shoal_log(tbl, op, col{slots}) VALUES (?1, ?2, ?3{params})");
+    for (op, col) in ops {
+        let binds: Vec<Bind<'_>> = key.iter().map(Bind).collect();
+        let mut p: Vec<&dyn rusqlite::ToSql> = vec![&table.id, op, col];
+        p.extend(binds.iter().map(|b| b as &dyn rusqlite::ToSql));
+        tx.execute(&sql, p.as_slice())?;
+    }
+    Ok(())
+}
+
+pub(crate) fn mark_resolved(tx: &Transaction, id: &str, resolution: &Resolution) -> Result<()> {
+    let text = match resolution {
+        Resolution::Keep(side) => format!("kept the {} side", side.as_str()),
+        Resolution::Set(values) => {
+            let parts: Vec<String> = values.iter().map(|(c, v)| format!("{c} = {}", v.to_sql_literal())).collect();
+            format!("set {}", parts.join(", "))
+        }
+    };
+    tx.execute(
+        "UPDATE shoal_conflicts SET status = 'resolved', resolution = ?2 WHERE id = ?1",
+        rusqlite::params![id, text],
+    )?;
+    Ok(())
+}

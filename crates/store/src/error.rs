@@ -1,0 +1,123 @@
+//! The errors of the storage layer, each saying what went wrong and what to do.
+
+use std::path::PathBuf;
+
+use shoal_core::{CoreError, DeviceId};
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Commit or record data was bad.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// A file in the data directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The database has no Shoal tables yet.
+    #[error("{path} is not a Shoal database yet: run `shoal init {path}` first", path = .path.display())]
+    NotInitialised {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// `init` was run on a database that already has a device.
+    #[error("{path} is already initialised as device {device}", path = .path.display())]
+    AlreadyInitialised {
+        /// The database file.
+        path: PathBuf,
+        /// The device it belongs to.
+        device: DeviceId,
+    },
+    /// The database's device key is not in the data directory: it is a copy.
+    #[error(
+        "{path} belongs to device {device}, whose key is not in {data_dir}; if this file is a copy, run `shoal adopt {path}` to make it a new device (or point --data-dir at the original device's data directory)",
+        path = .path.display(),
+        data_dir = .data_dir.display()
+    )]
+    KeyMissing {
+        /// The database file.
+        path: PathBuf,
+        /// The device recorded in it.
+        device: DeviceId,
+        /// Where its key was looked for.
+        data_dir: PathBuf,
+    },
+    /// A key file is readable by other users.
+    #[error("key file {path} can be read by other users: run `chmod 600 {path}`", path = .path.display())]
+    KeyExposed {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// A key file does not hold a key.
+    #[error("key file {path} is damaged: it must hold 64 hexadecimal digits", path = .path.display())]
+    KeyDamaged {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The database was made by a newer version of Shoal.
+    #[error("the database uses Shoal schema {found}, newer than this program's {supported}: upgrade shoal")]
+    SchemaTooNew {
+        /// The schema version in the file.
+        found: i64,
+        /// The newest this program knows.
+        supported: i64,
+    },
+    /// A table cannot be tracked.
+    #[error("cannot track {table:?}: {reason}")]
+    Untrackable {
+        /// The table named.
+        table: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// A table named in a command is not tracked.
+    #[error("{table:?} is not tracked: run `shoal track DB {table}` first")]
+    NotTracked {
+        /// The table named.
+        table: String,
+    },
+    /// A row is too large to fit in a commit.
+    #[error("a row of {table:?} is {size} bytes encoded, over the commit limit of {limit} bytes; store large files outside the database")]
+    RowTooLarge {
+        /// The table.
+        table: String,
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A commit is for a group this database does not belong to.
+    #[error("commit {seq} by {author} is for group {group}, which this database is not a member of")]
+    UnknownGroup {
+        /// The commit's author.
+        author: DeviceId,
+        /// Its sequence number.
+        seq: u64,
+        /// The group it names.
+        group: String,
+    },
+    /// No conflict has the given id.
+    #[error("no conflict has the id {id:?}: `shoal conflicts DB list` shows them")]
+    NoSuchConflict {
+        /// The id asked for.
+        id: String,
+    },
+    /// A conflict resolution could not be carried out.
+    #[error("cannot resolve conflict {id}: {reason}")]
+    CannotResolve {
+        /// The conflict.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The result type of this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,164 @@
+//! What a replica holds, for people and scripts: `shoal status` and `shoal log`.
+
+use rusqlite::Connection;
+use serde::Serialize;
+use shoal_core::{DeviceId, Hlc};
+
+use crate::error::Result;
+use crate::track::{self, Policy};
+use crate::{Replica, authors, load_hlc};
+
+/// A summary of one replica.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// This replica's device.
+    pub device: String,
+    /// Tables tracked (or once tracked).
+    pub tables: Vec<TableStatus>,
+    /// Writes captured but not yet sealed into commits.
+    pub unsealed_changes: u64,
+    /// Commits held, by every author.
+    pub commits: u64,
+    /// Commits this device sealed.
+    pub own_commits: u64,
+    /// Author → highest contiguous seq.
+    pub version_vector: Vec<(String, u64)>,
+    /// Conflicts waiting for a person.
+    pub conflicts_pending: u64,
+    /// Conflicts auto-resolved by policy and kept for audit.
+    pub conflicts_auto: u64,
+    /// Remote changes held until they can be applied, by reason.
+    pub held: Vec<HeldSummary>,
+    /// Commits waiting for an earlier commit of their author.
+    pub waiting_commits: u64,
+    /// Commits held because their clock is too far ahead.
+    pub future_commits: u64,
+    /// Authors caught forking their chain, whose commits are refused.
+    pub forked_authors: Vec<String>,
+    /// The replica's clock.
+    pub clock: String,
+}
+
+/// One tracked table.
+#[derive(Clone, Debug, Serialize)]
+pub struct TableStatus {
+    /// The table.
+    pub name: String,
+    /// Whether writes are captured now.
+    pub tracked: bool,
+    /// Conflict policy.
+    pub policy: Policy,
+    /// Primary-key columns.
+    pub key_columns: Vec<String>,
+    /// Other synced columns.
+    pub columns: Vec<String>,
+}
+
+/// Held changes grouped by table and reason.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeldSummary {
+    /// The table the changes are for.
+    pub table: String,
+    /// Why they wait.
+    pub reason: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// One commit in the log.
+#[derive(Clone, Debug, Serialize)]
+pub struct CommitSummary {
+    /// Its author.
+    pub author: String,
+    /// Its place in the author's chain.
+    pub seq: u64,
+    /// The author's clock when sealing.
+    pub clock: String,
+    /// Row changes carried.
+    pub changes: u64,
+    /// applied, waiting (for an earlier commit) or future (clock too far ahead).
+    pub state: &'static str,
+    /// Its hash.
+    pub hash: String,
+}
+
+pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
+    let count = |sql: &str| -> Result<u64> { Ok(conn.query_row(sql, [], |row| row.get::<_, i64>(0))? as u64) };
+    let tables = track::load_all(conn)?
+        .into_iter()
+        .map(|t| TableStatus {
+            name: t.name,
+            tracked: t.tracked,
+            policy: t.policy,
+            key_columns: t.key_columns,
+            columns: t.columns,
+        })
+        .collect();
+    let mut held = Vec::new();
+    {
+        let mut stmt = conn.prepare("SELECT tbl, reason, count(*) FROM shoal_held GROUP BY tbl, reason ORDER BY tbl, reason")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            held.push(HeldSummary {
+                table: row.get(0)?,
+                reason: row.get(1)?,
+                count: row.get::<_, i64>(2)? as u64,
+            });
+        }
+    }
+    let forked_authors = {
+        let mut stmt = conn.prepare("SELECT device FROM shoal_authors WHERE forked = 1")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        rows.filter_map(|r| r.ok())
+            .filter_map(|b| b.try_into().ok().map(|b| DeviceId(b).to_string()))
+            .collect()
+    };
+    let own_commits: i64 = conn.query_row(
+        "SELECT count(*) FROM shoal_commits c JOIN shoal_authors a ON a.id = c.author WHERE a.device = ?1",
+        [&r.device.0[..]],
+        |row| row.get(0),
+    )?;
+    Ok(Status {
+        device: r.device.to_string(),
+        tables,
+        unsealed_changes: count("SELECT count(*) FROM shoal_log")?,
+        commits: count("SELECT count(*) FROM shoal_commits WHERE state = 0")?,
+        own_commits: own_commits as u64,
+        version_vector: authors::version_vector(conn)?
+            .0
+            .into_iter()
+            .map(|(d, s)| (d.to_string(), s.0))
+            .collect(),
+        conflicts_pending: count("SELECT count(*) FROM shoal_conflicts WHERE status = 'pending'")?,
+        conflicts_auto: count("SELECT count(*) FROM shoal_conflicts WHERE status = 'auto'")?,
+        held,
+        waiting_commits: count("SELECT count(*) FROM shoal_commits WHERE state = 1")?,
+        future_commits: count("SELECT count(*) FROM shoal_commits WHERE state = 2")?,
+        forked_authors,
+        clock: load_hlc(conn)?.to_string(),
+    })
+}
+
+pub(crate) fn log(conn: &Connection, limit: usize) -> Result<Vec<CommitSummary>> {
+    let mut stmt = conn.prepare(
+        "SELECT a.device, c.seq, c.hlc, c.changes, c.state, c.hash FROM shoal_commits c JOIN shoal_authors a ON a.id = c.author
+         ORDER BY c.hlc DESC, a.device LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit as i64], |row| {
+        let device: Vec<u8> = row.get(0)?;
+        let hash: Vec<u8> = row.get(5)?;
+        Ok(CommitSummary {
+            author: device.try_into().map(|d| DeviceId(d).to_string()).unwrap_or_default(),
+            seq: row.get::<_, i64>(1)? as u64,
+            clock: Hlc(row.get::<_, i64>(2)? as u64).to_string(),
+            changes: row.get::<_, i64>(3)? as u64,
+            state: match row.get::<_, i64>(4)? {
+                0 => "applied",
+                1 => "waiting",
+                _ => "future",
+            },
+            hash: hex::encode(hash),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,339 @@
+//! Tracking tables: checking they can be synced, and installing the capture triggers.
+//!
+//! The triggers are plain SQL, so a write from any SQLite client is captured in the
+//! same transaction as the write itself. They record keys only (values are read when
+//! sealing) and stay silent while Shoal applies remote changes.
+
+use rusqlite::{Connection, OptionalExtension, Transaction};
+use serde::Serialize;
+use shoal_core::commit::{MAX_KEY_COLUMNS, MAX_NAME_BYTES};
+
+use crate::error::{Result, StoreError};
+use crate::sql::{ident, key_blob, value};
+use crate::{Replica, import, rows};
+
+/// How conflicts in a table are handled.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// The deterministic winner stands; the conflict is kept for audit only.
+    Lww,
+    /// The conflict waits in the inbox until a person decides.
+    Review,
+}
+
+/// A table Shoal tracks (or tracked once).
+#[derive(Clone, Debug, Serialize)]
+pub struct TrackedTable {
+    /// Local id, used by the triggers.
+    #[serde(skip)]
+    pub id: i64,
+    /// The table's name.
+    pub name: String,
+    /// Primary-key columns, in key order.
+    pub key_columns: Vec<String>,
+    /// The other columns synced.
+    pub columns: Vec<String>,
+    /// Conflict policy.
+    pub policy: Policy,
+    /// Whether writes are being captured now.
+    pub tracked: bool,
+}
+
+/// What tracking a table did.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrackReport {
+    /// The table as now tracked.
+    pub table: TrackedTable,
+    /// Rows already in the table that were captured to be synced.
+    pub rows_captured: u64,
+    /// Held remote changes applied because the table or its new columns now exist.
+    pub held_applied: usize,
+    /// Things the user should know.
+    pub warnings: Vec<String>,
+}
+
+impl Policy {
+    /// Parses `lww` or `review`.
+    pub fn parse(s: &str) -> Option<Policy> {
+        match s {
+            "lww" => Some(Policy::Lww),
+            "review" => Some(Policy::Review),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Policy::Lww => "lww",
+            Policy::Review => "review",
+        }
+    }
+}
+
+pub(crate) fn track(
+    tx: &Transaction,
+    r: &mut Replica,
+    table: &str,
+    policy: Option<Policy>,
+) -> Result<TrackReport> {
+    let shape = inspect(tx, table)?;
+    let existing = load_by_name(tx, &shape.name)?;
+    if let Some(old) = &existing {
+        if !old.key_columns.iter().map(|c| c.to_lowercase()).eq(shape.key_columns.iter().map(|c| c.to_lowercase())) {
+            return Err(StoreError::Untrackable {
+                table: shape.name,
+                reason: format!(
+                    "its primary key changed from ({}) to ({}); rows synced under the old key cannot follow, so make a new table",
+                    old.key_columns.join(", "),
+                    shape.key_columns.join(", ")
+                ),
+            });
+        }
+    }
+    let policy = policy.or(existing.as_ref().map(|t| t.policy)).unwrap_or(Policy::Review);
+    let keys_json = json_array(&shape.key_columns);
+    let cols_json = json_array(&shape.columns);
+    let id = match &existing {
+        Some(t) => {
+            tx.execute(
+                "UPDATE shoal_tables SET name = ?2, key_columns = ?3, columns = ?4, policy = ?5, tracked = 1 WHERE id = ?1",
+                rusqlite::params![t.id, shape.name, keys_json, cols_json, policy.as_str()],
+            )?;
+            t.id
+        }
+        None => {
+            tx.execute(
+                "INSERT INTO shoal_tables(name, key_columns, columns, policy) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![shape.name, keys_json, cols_json, policy.as_str()],
+            )?;
+            tx.last_insert_rowid()
+        }
+    };
+    let tracked = TrackedTable {
+        id,
+        name: shape.name,
+        key_columns: shape.key_columns,
+        columns: shape.columns,
+        policy,
+        tracked: true,
+    };
+    drop_triggers(tx, id)?;
+    tx.execute_batch(&triggers(&tracked))?;
+    let rows_captured = capture_existing(tx, &tracked)?;
+    let held_applied = import::import(tx, r, Vec::new())?.held_applied;
+    Ok(TrackReport {
+        table: tracked,
+        rows_captured,
+        held_applied,
+        warnings: shape.warnings,
+    })
+}
+
+pub(crate) fn untrack(tx: &Transaction, table: &str) -> Result<()> {
+    let t = load_by_name(tx, table)?.ok_or_else(|| StoreError::NotTracked {
+        table: table.to_owned(),
+    })?;
+    drop_triggers(tx, t.id)?;
+    tx.execute("UPDATE shoal_tables SET tracked = 0 WHERE id = ?1", [t.id])?;
+    Ok(())
+}
+
+pub(crate) fn set_policy(tx: &Transaction, table: &str, policy: Policy) -> Result<()> {
+    let t = load_by_name(tx, table)?.ok_or_else(|| StoreError::NotTracked {
+        table: table.to_owned(),
+    })?;
+    tx.execute(
+        "UPDATE shoal_tables SET policy = ?2 WHERE id = ?1",
+        rusqlite::params![t.id, policy.as_str()],
+    )?;
+    Ok(())
+}
+
+/// Every table in `shoal_tables`, tracked now or not.
+pub(crate) fn load_all(conn: &Connection) -> Result<Vec<TrackedTable>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, key_columns, columns, policy, tracked FROM shoal_tables ORDER BY name",
+    )?;
+    let rows = stmt.query_map([], row_to_table)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One table by name (as SQLite matches names: without regard to ASCII case).
+pub(crate) fn load_by_name(conn: &Connection, name: &str) -> Result<Option<TrackedTable>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, name, key_columns, columns, policy, tracked FROM shoal_tables WHERE name = ?1 COLLATE NOCASE",
+        )?
+        .query_row([name], row_to_table)
+        .optional()?)
+}
+
+fn row_to_table(r: &rusqlite::Row<'_>) -> rusqlite::Result<TrackedTable> {
+    let keys: String = r.get(2)?;
+    let cols: String = r.get(3)?;
+    let policy: String = r.get(4)?;
+    Ok(TrackedTable {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        key_columns: parse_json_array(&keys),
+        columns: parse_json_array(&cols),
+        policy: Policy::parse(&policy).unwrap_or(Policy::Review),
+        tracked: r.get(5)?,
+    })
+}
+
+struct Shape {
+    name: String,
+    key_columns: Vec<String>,
+    columns: Vec<String>,
+    warnings: Vec<String>,
+}
+
+fn inspect(conn: &Connection, table: &str) -> Result<Shape> {
+    let refuse = |reason: String| StoreError::Untrackable {
+        table: table.to_owned(),
+        reason,
+    };
+    let lower = table.to_ascii_lowercase();
+    if lower.starts_with("shoal_") || lower.starts_with("sqlite_") {
+        return Err(refuse("tables named shoal_* and sqlite_* belong to Shoal and SQLite".into()));
+    }
+    if table.len() > MAX_NAME_BYTES {
+        return Err(refuse(format!("its name is longer than {MAX_NAME_BYTES} bytes")));
+    }
+    let found: Option<(String, String, Option<String>)> = conn
+        .query_row(
+            "SELECT name, type, sql FROM sqlite_schema WHERE name = ?1 COLLATE NOCASE AND type IN ('table', 'view')",
+            [table],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((name, kind, sql)) = found else {
+        return Err(refuse("there is no such table in this database".into()));
+    };
+    if kind == "view" {
+        return Err(refuse("it is a view; track the tables it reads from instead".into()));
+    }
+    if sql.unwrap_or_default().trim_start().to_ascii_uppercase().starts_with("CREATE VIRTUAL") {
+        return Err(refuse("it is a virtual table, whose rows SQLite does not store itself".into()));
+    }
+    let mut stmt = conn.prepare(&format!("PRAGMA table_xinfo({})", ident(&name)))?;
+    // (name, declared type, position in the primary key, hidden)
+    let cols: Vec<(String, String, i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(5)?, r.get(6)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut keys: Vec<&(String, String, i64, i64)> = cols.iter().filter(|c| c.2 > 0).collect();
+    keys.sort_by_key(|c| c.2);
+    if keys.is_empty() {
+        return Err(refuse(
+            "it has no primary key, and Shoal needs one to tell rows apart across devices; add one, for example a TEXT column holding a UUID".into(),
+        ));
+    }
+    if keys.len() > MAX_KEY_COLUMNS {
+        return Err(refuse(format!("its primary key has {} columns; at most {MAX_KEY_COLUMNS} are supported", keys.len())));
+    }
+    let mut warnings = Vec::new();
+    if keys.len() == 1 && keys[0].1.eq_ignore_ascii_case("INTEGER") {
+        warnings.push(format!(
+            "{name}.{} is an INTEGER PRIMARY KEY: ids that SQLite picks (max + 1, or AUTOINCREMENT) collide when two devices insert at once, and the rows then conflict; have the app choose keys unique everywhere, such as a TEXT UUID or a random 64-bit integer",
+            keys[0].0
+        ));
+    }
+    for c in &cols {
+        if c.0.len() > MAX_NAME_BYTES {
+            return Err(refuse(format!("column {:?} has a name longer than {MAX_NAME_BYTES} bytes", c.0)));
+        }
+    }
+    Ok(Shape {
+        key_columns: keys.iter().map(|c| c.0.clone()).collect(),
+        // Generated columns (hidden 2 and 3) are computed, not stored: never synced.
+        columns: cols.iter().filter(|c| c.2 == 0 && c.3 == 0).map(|c| c.0.clone()).collect(),
+        name,
+        warnings,
+    })
+}
+
+fn drop_triggers(conn: &Connection, id: i64) -> Result<()> {
+    for op in ["ins", "upd", "del"] {
+        conn.execute_batch(&format!("DROP TRIGGER IF EXISTS shoal_{op}_{id};"))?;
+    }
+    Ok(())
+}
+
+/// The three capture triggers of a table.
+fn triggers(t: &TrackedTable) -> String {
+    let id = t.id;
+    let table = ident(&t.name);
+    let slots: String = (0..t.key_columns.len()).map(|i| format!(", k{i}")).collect();
+    let keys = |row: &str| -> String {
+        t.key_columns.iter().map(|c| format!(", {row}.{}", ident(c))).collect()
+    };
+    // Byte-exact change test: `IS NOT` alone calls 1 and 1.0 equal and follows the
+    // column's collation.
+    let differs = |c: &str| {
+        let c = ident(c);
+        format!("(OLD.{c} IS NOT NEW.{c} COLLATE BINARY OR typeof(OLD.{c}) IS NOT typeof(NEW.{c}))")
+    };
+    let key_changed = t.key_columns.iter().map(|c| differs(c)).collect::<Vec<_>>().join(" OR ");
+    let when = "WHEN NOT EXISTS (SELECT 1 FROM shoal_applying)";
+    let mut update = format!(
+        "INSERT INTO shoal_log(tbl, op, col{slots}) SELECT {id}, 3, NULL{} WHERE {key_changed};\n\
+         INSERT INTO shoal_log(tbl, op, col{slots}) SELECT {id}, 1, NULL{} WHERE {key_changed};\n",
+        keys("OLD"),
+        keys("NEW"),
+    );
+    for c in &t.columns {
+        update.push_str(&format!(
+            "INSERT INTO shoal_log(tbl, op, col{slots}) SELECT {id}, 2, '{}'{} WHERE NOT ({key_changed}) AND {};\n",
+            c.replace('\'', "''"),
+            keys("NEW"),
+            differs(c)
+        ));
+    }
+    format!(
+        "CREATE TRIGGER shoal_ins_{id} AFTER INSERT ON {table} {when} BEGIN\n\
+           INSERT INTO shoal_log(tbl, op, col{slots}) VALUES ({id}, 1, NULL{});\n\
+         END;\n\
+         CREATE TRIGGER shoal_upd_{id} AFTER UPDATE ON {table} {when} BEGIN\n{update}END;\n\
+         CREATE TRIGGER shoal_del_{id} AFTER DELETE ON {table} {when} BEGIN\n\
+           INSERT INTO shoal_log(tbl, op, col{slots}) VALUES ({id}, 3, NULL{});\n\
+         END;\n",
+        keys("NEW"),
+        keys("OLD"),
+    )
+}
+
+/// Logs an insert for every row of the table that Shoal does not know as alive, so
+/// that rows written before tracking (or while untracked) sync too.
+fn capture_existing(conn: &Connection, t: &TrackedTable) -> Result<u64> {
+    let keys: Vec<String> = t.key_columns.iter().map(|c| ident(c)).collect();
+    let mut stmt = conn.prepare(&format!("SELECT {} FROM {}", keys.join(", "), ident(&t.name)))?;
+    let slots: String = (0..keys.len()).map(|i| format!(", k{i}")).collect();
+    let params: String = (0..keys.len()).map(|i| format!(", ?{}", i + 2)).collect();
+    let mut log = conn.prepare(&format!(
+        "INSERT INTO shoal_log(tbl, op{slots}) VALUES (?1, 1{params})"
+    ))?;
+    let mut rows = stmt.query([])?;
+    let mut captured = 0;
+    while let Some(row) = rows.next()? {
+        let key: Vec<_> = (0..keys.len()).map(|i| row.get_ref(i).map(value)).collect::<Result<_, _>>()?;
+        if rows::load(conn, t.id, &key_blob(&key))?.alive() {
+            continue;
+        }
+        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&t.id];
+        let binds: Vec<crate::sql::Bind<'_>> = key.iter().map(crate::sql::Bind).collect();
+        params.extend(binds.iter().map(|b| b as &dyn rusqlite::ToSql));
+        log.execute(params.as_slice())?;
+        captured += 1;
+    }
+    Ok(captured)
+}
+
+fn json_array(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_json_array(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
