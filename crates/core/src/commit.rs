@@ -307,12 +307,13 @@ impl SignedCommit {
                 limit: MAX_COMMIT_BYTES,
             });
         }
-        let (signature, body) = bytes
-            .split_first_chunk::<64>()
-            .ok_or_else(|| CoreError::Malformed {
-                what: "commit",
-                reason: "shorter than a signature".into(),
-            })?;
+        let (signature, body) =
+            bytes
+                .split_first_chunk::<64>()
+                .ok_or_else(|| CoreError::Malformed {
+                    what: "commit",
+                    reason: "shorter than a signature".into(),
+                })?;
         Ok(SignedCommit {
             body: body.to_vec(),
             signature: *signature,
@@ -337,7 +338,10 @@ impl SignedCommit {
         let (body, rest): (CommitBody, _) =
             postcard::take_from_bytes(&self.body).map_err(|e| malformed(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(malformed(format!("{} stray bytes after the body", rest.len())));
+            return Err(malformed(format!(
+                "{} stray bytes after the body",
+                rest.len()
+            )));
         }
         if postcard::to_stdvec(&body).ok().as_deref() != Some(&self.body[..]) {
             return Err(malformed("the encoding is not canonical".into()));

@@ -25,7 +25,9 @@ pub enum CoreError {
         limit: usize,
     },
     /// A commit's signature does not match its author's key.
-    #[error("commit {seq} by {author} has an invalid signature: it was forged or altered in transit")]
+    #[error(
+        "commit {seq} by {author} has an invalid signature: it was forged or altered in transit"
+    )]
     BadSignature {
         /// The claimed author.
         author: DeviceId,

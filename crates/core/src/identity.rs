@@ -144,7 +144,10 @@ mod tests {
     fn ids_parse_from_their_display_form_and_reject_garbage() {
         let id = DeviceKey::from_seed([1; 32]).id();
         assert_eq!(id.to_string().parse::<DeviceId>(), Ok(id));
-        assert!(matches!("abc".parse::<DeviceId>(), Err(CoreError::BadId { .. })));
+        assert!(matches!(
+            "abc".parse::<DeviceId>(),
+            Err(CoreError::BadId { .. })
+        ));
         assert!("zz".repeat(32).parse::<GroupId>().is_err());
     }
 }

@@ -158,6 +158,9 @@ mod tests {
         ] {
             assert_eq!(Value::parse_literal(&v.to_sql_literal()), v);
         }
-        assert_eq!(Value::parse_literal("hello"), Value::Text(b"hello".to_vec()));
+        assert_eq!(
+            Value::parse_literal("hello"),
+            Value::Text(b"hello".to_vec())
+        );
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use shoal_core::merge::{RowAction, concurrent, row_action};
 use shoal_core::{Op, Value, VerifiedCommit, Version};
 
+use crate::Replica;
 use crate::conflict::{self, ConflictKind, NewConflict, Side};
 use crate::error::Result;
 use crate::import::ImportReport;
@@ -15,7 +16,6 @@ use crate::rows::{self, CellMeta, RowMeta, RowState, Ver};
 use crate::seal::read_row;
 use crate::sql::{Bind, ident, key_blob, key_match};
 use crate::track::{self, TrackedTable};
-use crate::Replica;
 
 /// A row change with every version spelled out, independent of the commit it came in.
 /// Held changes are stored in this form.
@@ -154,7 +154,11 @@ fn apply(
     let mut unknown = Vec::new();
     let mut known = Vec::new();
     for mut cell in std::mem::take(&mut inc.cells) {
-        match table.columns.iter().find(|c| c.eq_ignore_ascii_case(&cell.column)) {
+        match table
+            .columns
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case(&cell.column))
+        {
             Some(local) => {
                 cell.column = local.clone();
                 known.push(cell);
@@ -192,26 +196,45 @@ fn merge(
     match row_action(state.cl, inc.op, inc.cl) {
         RowAction::Duplicate => return Ok(()),
         RowAction::Hold => {
-            return hold(tx, &inc, "waiting for the insert that starts this row's life", report);
+            return hold(
+                tx,
+                &inc,
+                "waiting for the insert that starts this row's life",
+                report,
+            );
         }
         RowAction::Stale => {
             if inc.op == Op::Update && !state.alive() && state.cl == inc.cl + 1 {
-                let seen = state.meta.seen.map(|v| v.resolve(&mut r.authors, tx)).transpose()?;
+                let seen = state
+                    .meta
+                    .seen
+                    .map(|v| v.resolve(&mut r.authors, tx))
+                    .transpose()?;
                 if concurrent(inc.version, seen) {
-                    let local = state.meta.event.map(|v| v.resolve(&mut r.authors, tx)).transpose()?;
-                    record(tx, r, table, report, NewConflict {
-                        kind: ConflictKind::UpdateDelete,
-                        key: &inc.key,
-                        cl: inc.cl,
-                        columns: inc.cells.iter().map(|c| c.column.clone()).collect(),
-                        winner: Side::Local,
-                        local_values: None,
-                        remote_values: Some(pairs(&inc.cells)),
-                        local,
-                        remote: inc.version,
-                        refused: None,
-                        detail: None,
-                    })?;
+                    let local = state
+                        .meta
+                        .event
+                        .map(|v| v.resolve(&mut r.authors, tx))
+                        .transpose()?;
+                    record(
+                        tx,
+                        r,
+                        table,
+                        report,
+                        NewConflict {
+                            kind: ConflictKind::UpdateDelete,
+                            key: &inc.key,
+                            cl: state.cl,
+                            columns: inc.cells.iter().map(|c| c.column.clone()).collect(),
+                            winner: Side::Local,
+                            local_values: None,
+                            remote_values: Some(pairs(&inc.cells)),
+                            local,
+                            remote: inc.version,
+                            refused: None,
+                            detail: None,
+                        },
+                    )?;
                 }
             }
             return Ok(());
@@ -229,19 +252,26 @@ fn merge(
                 }
                 if !lost.is_empty() {
                     let before = read_row(tx, table, &inc.key)?;
-                    record(tx, r, table, report, NewConflict {
-                        kind: ConflictKind::UpdateDelete,
-                        key: &inc.key,
-                        cl: state.cl,
-                        columns: lost,
-                        winner: Side::Remote,
-                        local_values: before.map(|v| table.columns.iter().cloned().zip(v).collect()),
-                        remote_values: None,
-                        local: newest_lost,
-                        remote: inc.version,
-                        refused: None,
-                        detail: None,
-                    })?;
+                    record(
+                        tx,
+                        r,
+                        table,
+                        report,
+                        NewConflict {
+                            kind: ConflictKind::UpdateDelete,
+                            key: &inc.key,
+                            cl: inc.cl,
+                            columns: lost,
+                            winner: Side::Remote,
+                            local_values: before
+                                .map(|v| table.columns.iter().cloned().zip(v).collect()),
+                            remote_values: None,
+                            local: newest_lost,
+                            remote: inc.version,
+                            refused: None,
+                            detail: None,
+                        },
+                    )?;
                 }
                 delete_row(tx, table, &inc.key)?;
             }
@@ -249,7 +279,10 @@ fn merge(
                 cl: inc.cl,
                 meta: RowMeta {
                     event: Some(ver),
-                    seen: inc.seen.map(|v| Ver::of(v, &mut r.authors, tx)).transpose()?,
+                    seen: inc
+                        .seen
+                        .map(|v| Ver::of(v, &mut r.authors, tx))
+                        .transpose()?,
                     cells: Vec::new(),
                 },
             };
@@ -263,7 +296,10 @@ fn merge(
                 cells.push(CellMeta {
                     column: c.column.clone(),
                     version: ver,
-                    overwrote: c.overwrote.map(|o| Ver::of(o, &mut r.authors, tx)).transpose()?,
+                    overwrote: c
+                        .overwrote
+                        .map(|o| Ver::of(o, &mut r.authors, tx))
+                        .transpose()?,
                 });
             }
             state = RowState {
@@ -276,7 +312,11 @@ fn merge(
             };
         }
         RowAction::MergeCells => {
-            let event = state.meta.event.map(|v| v.resolve(&mut r.authors, tx)).transpose()?;
+            let event = state
+                .meta
+                .event
+                .map(|v| v.resolve(&mut r.authors, tx))
+                .transpose()?;
             let collision = inc.op == Op::Insert && event != Some(inc.version);
             let mut winners: Vec<&IncomingCell> = Vec::new();
             let mut remote_won: Vec<(String, Version)> = Vec::new();
@@ -296,7 +336,10 @@ fn merge(
                         remote_won.push((cell.column.clone(), lv));
                     }
                 } else {
-                    let lp = local.overwrote.map(|o| o.resolve(&mut r.authors, tx)).transpose()?;
+                    let lp = local
+                        .overwrote
+                        .map(|o| o.resolve(&mut r.authors, tx))
+                        .transpose()?;
                     if !collision && concurrent(inc.version, lp) {
                         local_won.push((cell.column.clone(), lv));
                     }
@@ -326,19 +369,29 @@ fn merge(
             };
             if collision {
                 let cols = table.columns.clone();
-                record(tx, r, table, report, NewConflict {
-                    kind: ConflictKind::InsertCollision,
-                    key: &inc.key,
-                    cl: inc.cl,
-                    winner: if event.is_none_or(|e| inc.version > e) { Side::Remote } else { Side::Local },
-                    local_values: local_values(&cols),
-                    remote_values: Some(pairs(&inc.cells)),
-                    local: event,
-                    remote: inc.version,
-                    columns: cols,
-                    refused: None,
-                    detail: None,
-                })?;
+                record(
+                    tx,
+                    r,
+                    table,
+                    report,
+                    NewConflict {
+                        kind: ConflictKind::InsertCollision,
+                        key: &inc.key,
+                        cl: inc.cl,
+                        winner: if event.is_none_or(|e| inc.version > e) {
+                            Side::Remote
+                        } else {
+                            Side::Local
+                        },
+                        local_values: local_values(&cols),
+                        remote_values: Some(pairs(&inc.cells)),
+                        local: event,
+                        remote: inc.version,
+                        columns: cols,
+                        refused: None,
+                        detail: None,
+                    },
+                )?;
             }
             for (won, side) in [(&remote_won, Side::Remote), (&local_won, Side::Local)] {
                 if won.is_empty() {
@@ -349,41 +402,58 @@ fn merge(
                     .into_iter()
                     .filter(|(c, _)| cols.contains(c))
                     .collect();
-                record(tx, r, table, report, NewConflict {
-                    kind: ConflictKind::ConcurrentWrite,
-                    key: &inc.key,
-                    cl: inc.cl,
-                    winner: side,
-                    local_values: local_values(&cols),
-                    remote_values: Some(remote_values),
-                    local: won.iter().map(|(_, v)| *v).max(),
-                    remote: inc.version,
-                    columns: cols,
-                    refused: None,
-                    detail: None,
-                })?;
+                record(
+                    tx,
+                    r,
+                    table,
+                    report,
+                    NewConflict {
+                        kind: ConflictKind::ConcurrentWrite,
+                        key: &inc.key,
+                        cl: inc.cl,
+                        winner: side,
+                        local_values: local_values(&cols),
+                        remote_values: Some(remote_values),
+                        local: won.iter().map(|(_, v)| *v).max(),
+                        remote: inc.version,
+                        columns: cols,
+                        refused: None,
+                        detail: None,
+                    },
+                )?;
             }
             if collision {
                 // The incarnation's creator is the winning insert, the same everywhere.
                 let creator = event.max(Some(inc.version));
-                state.meta.event = creator.map(|v| Ver::of(v, &mut r.authors, tx)).transpose()?;
+                state.meta.event = creator
+                    .map(|v| Ver::of(v, &mut r.authors, tx))
+                    .transpose()?;
             }
             for cell in winners {
-                let overwrote = cell.overwrote.map(|o| Ver::of(o, &mut r.authors, tx)).transpose()?;
+                let overwrote = cell
+                    .overwrote
+                    .map(|o| Ver::of(o, &mut r.authors, tx))
+                    .transpose()?;
                 state.meta.set_cell(&cell.column, ver, overwrote);
             }
         }
     }
     rows::save(tx, table.id, &blob, &state)?;
-    let written: Vec<(String, Option<Version>)> =
-        inc.cells.iter().map(|c| (c.column.clone(), c.overwrote)).collect();
+    let written: Vec<(String, Option<Version>)> = inc
+        .cells
+        .iter()
+        .map(|c| (c.column.clone(), c.overwrote))
+        .collect();
     conflict::close_superseded(tx, r, &table.name, &blob, inc.cl, &written, inc.version)?;
     report.changes_applied += 1;
     Ok(())
 }
 
 fn pairs(cells: &[IncomingCell]) -> Vec<(String, Value)> {
-    cells.iter().map(|c| (c.column.clone(), c.value.clone())).collect()
+    cells
+        .iter()
+        .map(|c| (c.column.clone(), c.value.clone()))
+        .collect()
 }
 
 fn record(
@@ -423,19 +493,25 @@ fn refuse(
         _ => "constraint",
     };
     let detail = format!("{what}: {}", message.clone().unwrap_or_default());
-    record(tx, r, table, report, NewConflict {
-        kind: ConflictKind::Constraint,
-        key: &inc.key,
-        cl: inc.cl,
-        columns: inc.cells.iter().map(|c| c.column.clone()).collect(),
-        winner: Side::Local,
-        local_values: None,
-        remote_values: Some(pairs(&inc.cells)),
-        local: None,
-        remote: inc.version,
-        refused: Some(postcard::to_stdvec(inc).unwrap_or_default()),
-        detail: Some(detail),
-    })
+    record(
+        tx,
+        r,
+        table,
+        report,
+        NewConflict {
+            kind: ConflictKind::Constraint,
+            key: &inc.key,
+            cl: inc.cl,
+            columns: inc.cells.iter().map(|c| c.column.clone()).collect(),
+            winner: Side::Local,
+            local_values: None,
+            remote_values: Some(pairs(&inc.cells)),
+            local: None,
+            remote: inc.version,
+            refused: Some(postcard::to_stdvec(inc).unwrap_or_default()),
+            detail: Some(detail),
+        },
+    )
 }
 
 fn hold(tx: &Transaction, inc: &Incoming, reason: &str, report: &mut ImportReport) -> Result<()> {
@@ -490,7 +566,8 @@ fn upsert_row(tx: &Transaction, table: &TrackedTable, inc: &Incoming) -> rusqlit
         .chain(inc.cells.iter().map(|c| &c.value))
         .map(Bind)
         .collect();
-    let params: Vec<&dyn rusqlite::ToSql> = binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
+    let params: Vec<&dyn rusqlite::ToSql> =
+        binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
     tx.prepare_cached(&sql)?.execute(params.as_slice())?;
     Ok(())
 }
@@ -512,8 +589,14 @@ fn update_row(
         sets.join(", "),
         key_match(&table.key_columns, cells.len() + 1)
     );
-    let binds: Vec<Bind<'_>> = cells.iter().map(|c| &c.value).chain(key).map(Bind).collect();
-    let params: Vec<&dyn rusqlite::ToSql> = binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
+    let binds: Vec<Bind<'_>> = cells
+        .iter()
+        .map(|c| &c.value)
+        .chain(key)
+        .map(Bind)
+        .collect();
+    let params: Vec<&dyn rusqlite::ToSql> =
+        binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
     tx.prepare_cached(&sql)?.execute(params.as_slice())?;
     Ok(())
 }
@@ -525,7 +608,8 @@ fn delete_row(tx: &Transaction, table: &TrackedTable, key: &[Value]) -> Result<(
         key_match(&table.key_columns, 1)
     );
     let binds: Vec<Bind<'_>> = key.iter().map(Bind).collect();
-    let params: Vec<&dyn rusqlite::ToSql> = binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
+    let params: Vec<&dyn rusqlite::ToSql> =
+        binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
     tx.prepare_cached(&sql)?.execute(params.as_slice())?;
     Ok(())
 }

@@ -92,18 +92,30 @@ pub(crate) fn head(conn: &Connection, id: i64) -> Result<Head> {
 }
 
 /// Moves `id`'s head to a newly applied commit.
-pub(crate) fn advance(conn: &Connection, id: i64, seq: Seq, hash: CommitHash, hlc: Hlc) -> Result<()> {
+pub(crate) fn advance(
+    conn: &Connection,
+    id: i64,
+    seq: Seq,
+    hash: CommitHash,
+    hlc: Hlc,
+) -> Result<()> {
     conn.prepare_cached(
         "UPDATE shoal_authors SET head_seq = ?2, head_hash = ?3, head_hlc = ?4 WHERE id = ?1",
     )?
-    .execute(rusqlite::params![id, seq.0 as i64, &hash.0[..], hlc.0 as i64])?;
+    .execute(rusqlite::params![
+        id,
+        seq.0 as i64,
+        &hash.0[..],
+        hlc.0 as i64
+    ])?;
     Ok(())
 }
 
 /// What the database holds, author by author.
 pub(crate) fn version_vector(conn: &Connection) -> Result<VersionVector> {
     let mut vv = VersionVector::default();
-    let mut stmt = conn.prepare_cached("SELECT device, head_seq FROM shoal_authors WHERE head_seq > 0")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT device, head_seq FROM shoal_authors WHERE head_seq > 0")?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let bytes: Vec<u8> = row.get(0)?;

@@ -155,7 +155,12 @@ impl ConflictStatus {
 
 /// Records a conflict unless the same one is on record already; returns whether it is
 /// new. The id hashes what both devices see alike, so they agree on it.
-pub(crate) fn record(tx: &Transaction, r: &mut Replica, table: &TrackedTable, c: NewConflict<'_>) -> Result<bool> {
+pub(crate) fn record(
+    tx: &Transaction,
+    r: &mut Replica,
+    table: &TrackedTable,
+    c: NewConflict<'_>,
+) -> Result<bool> {
     let _ = r;
     let key = key_blob(c.key);
     let mut sides = [Some(c.remote), c.local];
@@ -173,7 +178,10 @@ pub(crate) fn record(tx: &Transaction, r: &mut Replica, table: &TrackedTable, c:
         (ConflictKind::Constraint, _) | (_, Policy::Review) => "pending",
         (_, Policy::Lww) => "auto",
     };
-    let values = |v: &Option<Vec<(String, Value)>>| v.as_ref().map(|v| postcard::to_stdvec(v).unwrap_or_default());
+    let values = |v: &Option<Vec<(String, Value)>>| {
+        v.as_ref()
+            .map(|v| postcard::to_stdvec(v).unwrap_or_default())
+    };
     let inserted = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO shoal_conflicts(id, kind, tbl, key, cl, columns, winner, local_values, remote_values, local_hlc, local_device, remote_hlc, remote_device, refused, detail, status, found_hlc)
@@ -213,13 +221,33 @@ pub(crate) fn close_superseded(
     by: Version,
 ) -> Result<()> {
     let _ = r;
-    let open: Vec<(String, String, i64, String, String, Option<i64>, Option<Vec<u8>>, i64, Vec<u8>)> = {
+    let open: Vec<(
+        String,
+        String,
+        i64,
+        String,
+        String,
+        Option<i64>,
+        Option<Vec<u8>>,
+        i64,
+        Vec<u8>,
+    )> = {
         let mut stmt = tx.prepare_cached(
             "SELECT id, kind, cl, columns, winner, local_hlc, local_device, remote_hlc, remote_device FROM shoal_conflicts
              WHERE tbl = ?1 AND key = ?2 AND status IN ('pending', 'auto')",
         )?;
         stmt.query_map(rusqlite::params![table, key], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
         })?
         .collect::<Result<_, _>>()?
     };
@@ -233,14 +261,22 @@ pub(crate) fn close_superseded(
         let winner = if winner == "local" { local } else { remote };
         let moot = cl > c_cl as u64
             || written.iter().any(|(col, overwrote)| {
-                columns.iter().any(|c| c.eq_ignore_ascii_case(col)) && winner.is_some() && *overwrote >= winner
+                columns.iter().any(|c| c.eq_ignore_ascii_case(col))
+                    && winner.is_some()
+                    && *overwrote >= winner
             });
         if moot {
-            tx.prepare_cached("UPDATE shoal_conflicts SET status = 'closed', resolution = ?2 WHERE id = ?1")?
-                .execute(rusqlite::params![
-                    id,
-                    format!("superseded by a write from {} at {}", by.author.short(), by.hlc)
-                ])?;
+            tx.prepare_cached(
+                "UPDATE shoal_conflicts SET status = 'closed', resolution = ?2 WHERE id = ?1",
+            )?
+            .execute(rusqlite::params![
+                id,
+                format!(
+                    "superseded by a write from {} at {}",
+                    by.author.short(),
+                    by.hlc
+                )
+            ])?;
         }
     }
     Ok(())
@@ -260,7 +296,8 @@ fn row_to_conflict(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conflict> {
     let key = key_from_blob(&key);
     let columns: String = r.get(4)?;
     let winner: String = r.get(5)?;
-    let values = |b: Option<Vec<u8>>| b.and_then(|b| postcard::from_bytes::<Vec<(String, Value)>>(&b).ok());
+    let values =
+        |b: Option<Vec<u8>>| b.and_then(|b| postcard::from_bytes::<Vec<(String, Value)>>(&b).ok());
     let local = version(r.get(8)?, r.get(9)?);
     let remote = version(r.get(10)?, r.get(11)?).unwrap_or(Version {
         hlc: Hlc(0),
@@ -275,7 +312,11 @@ fn row_to_conflict(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conflict> {
         key_text: key_text(&key),
         key,
         columns: serde_json::from_str(&columns).unwrap_or_default(),
-        winner: if winner == "local" { Side::Local } else { Side::Remote },
+        winner: if winner == "local" {
+            Side::Local
+        } else {
+            Side::Remote
+        },
         local_values: values(r.get(6)?),
         remote_values: values(r.get(7)?),
         local: local.map(|v| (v.hlc, v.author)),
@@ -287,7 +328,11 @@ fn row_to_conflict(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conflict> {
 }
 
 pub(crate) fn list(conn: &Connection, all: bool) -> Result<Vec<Conflict>> {
-    let filter = if all { "" } else { " WHERE status IN ('pending', 'auto')" };
+    let filter = if all {
+        ""
+    } else {
+        " WHERE status IN ('pending', 'auto')"
+    };
     let mut stmt = conn.prepare(&format!("{SELECT}{filter} ORDER BY found_hlc DESC, id"))?;
     let rows = stmt.query_map([], row_to_conflict)?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -296,7 +341,9 @@ pub(crate) fn list(conn: &Connection, all: bool) -> Result<Vec<Conflict>> {
 pub(crate) fn get(conn: &Connection, id: &str) -> Result<Conflict> {
     let pattern = format!("{}%", id.replace(['%', '_'], ""));
     let mut stmt = conn.prepare(&format!("{SELECT} WHERE id LIKE ?1 LIMIT 2"))?;
-    let found: Vec<Conflict> = stmt.query_map([&pattern], row_to_conflict)?.collect::<Result<_, _>>()?;
+    let found: Vec<Conflict> = stmt
+        .query_map([&pattern], row_to_conflict)?
+        .collect::<Result<_, _>>()?;
     match found.as_slice() {
         [one] if !id.is_empty() => Ok(one.clone()),
         _ => Err(StoreError::NoSuchConflict { id: id.to_owned() }),
@@ -304,7 +351,12 @@ pub(crate) fn get(conn: &Connection, id: &str) -> Result<Conflict> {
 }
 
 /// Writes what the resolution asks for, through the capture triggers like any app write.
-pub(crate) fn resolve(tx: &Transaction, r: &mut Replica, id: &str, resolution: &Resolution) -> Result<()> {
+pub(crate) fn resolve(
+    tx: &Transaction,
+    r: &mut Replica,
+    id: &str,
+    resolution: &Resolution,
+) -> Result<()> {
     let c = get(tx, id)?;
     let cannot = |reason: String| StoreError::CannotResolve {
         id: c.id.clone(),
@@ -313,13 +365,19 @@ pub(crate) fn resolve(tx: &Transaction, r: &mut Replica, id: &str, resolution: &
     if matches!(c.status, ConflictStatus::Resolved | ConflictStatus::Closed) {
         return Err(cannot(format!(
             "it is {} already ({})",
-            if c.status == ConflictStatus::Resolved { "resolved" } else { "closed" },
+            if c.status == ConflictStatus::Resolved {
+                "resolved"
+            } else {
+                "closed"
+            },
             c.resolution.clone().unwrap_or_default()
         )));
     }
     let table = track::load_by_name(tx, &c.table)?
         .filter(|t| t.tracked)
-        .ok_or_else(|| StoreError::NotTracked { table: c.table.clone() })?;
+        .ok_or_else(|| StoreError::NotTracked {
+            table: c.table.clone(),
+        })?;
     let side_values = |side: Side| match side {
         Side::Local => c.local_values.clone(),
         Side::Remote => c.remote_values.clone(),
@@ -330,7 +388,11 @@ pub(crate) fn resolve(tx: &Transaction, r: &mut Replica, id: &str, resolution: &
         (ConflictKind::Constraint, Resolution::Keep(Side::Local)) => Ok(()),
         (ConflictKind::Constraint, Resolution::Keep(Side::Remote)) => {
             let refused: Option<Vec<u8>> = tx
-                .query_row("SELECT refused FROM shoal_conflicts WHERE id = ?1", [&c.id], |r| r.get(0))
+                .query_row(
+                    "SELECT refused FROM shoal_conflicts WHERE id = ?1",
+                    [&c.id],
+                    |r| r.get(0),
+                )
                 .optional()?
                 .flatten();
             let report = apply::reapply(tx, r, &refused.unwrap_or_default())?;
@@ -349,14 +411,20 @@ pub(crate) fn resolve(tx: &Transaction, r: &mut Replica, id: &str, resolution: &
         }
         (_, Resolution::Keep(side)) => {
             let values = side_values(*side).ok_or_else(|| {
-                cannot(format!("the {} side deleted the row; keep the other side or set values", side.as_str()))
+                cannot(format!(
+                    "the {} side deleted the row; keep the other side or set values",
+                    side.as_str()
+                ))
             })?;
             write(tx, &table, &c.key, &values, alive).map_err(|e| cannot(e.to_string()))
         }
         (_, Resolution::Set(values)) => {
             for (col, _) in values {
                 if !table.columns.iter().any(|c| c.eq_ignore_ascii_case(col)) {
-                    return Err(cannot(format!("{:?} has no column {col:?} to set", table.name)));
+                    return Err(cannot(format!(
+                        "{:?} has no column {col:?} to set",
+                        table.name
+                    )));
                 }
             }
             write(tx, &table, &c.key, values, alive).map_err(|e| cannot(e.to_string()))
@@ -366,24 +434,50 @@ pub(crate) fn resolve(tx: &Transaction, r: &mut Replica, id: &str, resolution: &
 
 /// Writes `values` to the row (re-inserting it when it is deleted) and logs every
 /// column, so that even a value equal to the current one goes out as a new write.
-fn write(tx: &Transaction, table: &TrackedTable, key: &[Value], values: &[(String, Value)], alive: bool) -> Result<()> {
+fn write(
+    tx: &Transaction,
+    table: &TrackedTable,
+    key: &[Value],
+    values: &[(String, Value)],
+    alive: bool,
+) -> Result<()> {
     let binds: Vec<Bind<'_>> = values.iter().map(|(_, v)| v).chain(key).map(Bind).collect();
-    let params: Vec<&dyn rusqlite::ToSql> = binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
+    let params: Vec<&dyn rusqlite::ToSql> =
+        binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
     if alive {
-        let sets: Vec<String> = values.iter().enumerate().map(|(i, (c, _))| format!("{} = ?{}", ident(c), i + 1)).collect();
+        let sets: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| format!("{} = ?{}", ident(c), i + 1))
+            .collect();
         if !sets.is_empty() {
             tx.execute(
-                &format!("UPDATE {} SET {} WHERE {}", ident(&table.name), sets.join(", "), key_match(&table.key_columns, values.len() + 1)),
+                &format!(
+                    "UPDATE {} SET {} WHERE {}",
+                    ident(&table.name),
+                    sets.join(", "),
+                    key_match(&table.key_columns, values.len() + 1)
+                ),
                 params.as_slice(),
             )?;
         }
-        let ops: Vec<(i64, Option<&str>)> = values.iter().map(|(c, _)| (2, Some(c.as_str()))).collect();
+        let ops: Vec<(i64, Option<&str>)> =
+            values.iter().map(|(c, _)| (2, Some(c.as_str()))).collect();
         log_ops(tx, table, key, &ops)
     } else {
-        let names: Vec<String> = values.iter().map(|(c, _)| ident(c)).chain(table.key_columns.iter().map(|c| ident(c))).collect();
+        let names: Vec<String> = values
+            .iter()
+            .map(|(c, _)| ident(c))
+            .chain(table.key_columns.iter().map(|c| ident(c)))
+            .collect();
         let slots: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
         tx.execute(
-            &format!("INSERT INTO {} ({}) VALUES ({})", ident(&table.name), names.join(", "), slots.join(", ")),
+            &format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                ident(&table.name),
+                names.join(", "),
+                slots.join(", ")
+            ),
             params.as_slice(),
         )?;
         Ok(())
@@ -391,7 +485,12 @@ fn write(tx: &Transaction, table: &TrackedTable, key: &[Value], values: &[(Strin
 }
 
 /// Adds entries to the capture log by hand: `(op, column)` as the triggers write them.
-fn log_ops(tx: &Transaction, table: &TrackedTable, key: &[Value], ops: &[(i64, Option<&str>)]) -> Result<()> {
+fn log_ops(
+    tx: &Transaction,
+    table: &TrackedTable,
+    key: &[Value],
+    ops: &[(i64, Option<&str>)],
+) -> Result<()> {
     let slots: String = (0..key.len()).map(|i| format!(", k{i}")).collect();
     let params: String = (0..key.len()).map(|i| format!(", ?{}", i + 4)).collect();
     let sql = format!("INSERT INTO shoal_log(tbl, op, col{slots}) VALUES (?1, ?2, ?3{params})");
@@ -408,7 +507,10 @@ pub(crate) fn mark_resolved(tx: &Transaction, id: &str, resolution: &Resolution)
     let text = match resolution {
         Resolution::Keep(side) => format!("kept the {} side", side.as_str()),
         Resolution::Set(values) => {
-            let parts: Vec<String> = values.iter().map(|(c, v)| format!("{c} = {}", v.to_sql_literal())).collect();
+            let parts: Vec<String> = values
+                .iter()
+                .map(|(c, v)| format!("{c} = {}", v.to_sql_literal()))
+                .collect();
             format!("set {}", parts.join(", "))
         }
     };

@@ -62,7 +62,9 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The database was made by a newer version of Shoal.
-    #[error("the database uses Shoal schema {found}, newer than this program's {supported}: upgrade shoal")]
+    #[error(
+        "the database uses Shoal schema {found}, newer than this program's {supported}: upgrade shoal"
+    )]
     SchemaTooNew {
         /// The schema version in the file.
         found: i64,
@@ -84,7 +86,9 @@ pub enum StoreError {
         table: String,
     },
     /// A row is too large to fit in a commit.
-    #[error("a row of {table:?} is {size} bytes encoded, over the commit limit of {limit} bytes; store large files outside the database")]
+    #[error(
+        "a row of {table:?} is {size} bytes encoded, over the commit limit of {limit} bytes; store large files outside the database"
+    )]
     RowTooLarge {
         /// The table.
         table: String,
@@ -94,7 +98,9 @@ pub enum StoreError {
         limit: usize,
     },
     /// A commit is for a group this database does not belong to.
-    #[error("commit {seq} by {author} is for group {group}, which this database is not a member of")]
+    #[error(
+        "commit {seq} by {author} is for group {group}, which this database is not a member of"
+    )]
     UnknownGroup {
         /// The commit's author.
         author: DeviceId,

@@ -64,7 +64,11 @@ pub struct ForkReport {
     pub seq: u64,
 }
 
-pub(crate) fn import(tx: &Transaction, r: &mut Replica, commits: Vec<VerifiedCommit>) -> Result<ImportReport> {
+pub(crate) fn import(
+    tx: &Transaction,
+    r: &mut Replica,
+    commits: Vec<VerifiedCommit>,
+) -> Result<ImportReport> {
     let mut report = ImportReport {
         sealed: seal::seal(tx, r)?,
         ..ImportReport::default()
@@ -92,7 +96,11 @@ pub(crate) fn import(tx: &Transaction, r: &mut Replica, commits: Vec<VerifiedCom
             .query_row(rusqlite::params![id, c.body.seq.0 as i64], |r| r.get(0))
             .optional()?;
         match existing {
-            Some(signed) if SignedCommit::from_bytes(&signed).map(|s| s.body == c.signed.body).unwrap_or(false) => {
+            Some(signed)
+                if SignedCommit::from_bytes(&signed)
+                    .map(|s| s.body == c.signed.body)
+                    .unwrap_or(false) =>
+            {
                 report.duplicates += 1;
             }
             Some(signed) => {
@@ -112,7 +120,8 @@ pub(crate) fn import(tx: &Transaction, r: &mut Replica, commits: Vec<VerifiedCom
     }
     // Authors with commits left waiting by earlier imports may be able to go on now.
     {
-        let mut stmt = tx.prepare_cached("SELECT DISTINCT author FROM shoal_commits WHERE state != 0")?;
+        let mut stmt =
+            tx.prepare_cached("SELECT DISTINCT author FROM shoal_commits WHERE state != 0")?;
         for id in stmt.query_map([], |r| r.get::<_, i64>(0))? {
             touched.insert(id?);
         }
@@ -206,7 +215,12 @@ fn advance_chain(
 }
 
 /// Stores a verified commit.
-pub(crate) fn store_commit(tx: &Transaction, author: i64, c: &VerifiedCommit, state: State) -> Result<()> {
+pub(crate) fn store_commit(
+    tx: &Transaction,
+    author: i64,
+    c: &VerifiedCommit,
+    state: State,
+) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO shoal_commits(author, seq, hash, hlc, grp, changes, state, signed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
@@ -253,7 +267,9 @@ pub(crate) fn export_each(
     mut each: impl FnMut(SignedCommit) -> Result<()>,
 ) -> Result<()> {
     let heads: Vec<(i64, Vec<u8>, i64)> = conn
-        .prepare_cached("SELECT id, device, head_seq FROM shoal_authors WHERE head_seq > 0 ORDER BY id")?
+        .prepare_cached(
+            "SELECT id, device, head_seq FROM shoal_authors WHERE head_seq > 0 ORDER BY id",
+        )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare_cached(

@@ -127,13 +127,12 @@ impl Store {
             });
         }
         let device = read_device(&conn)?;
-        let key = keystore::load(&options.data_dir, &device)?.ok_or_else(|| {
-            StoreError::KeyMissing {
+        let key =
+            keystore::load(&options.data_dir, &device)?.ok_or_else(|| StoreError::KeyMissing {
                 path: path.to_owned(),
                 device,
                 data_dir: options.data_dir.clone(),
-            }
-        })?;
+            })?;
         Ok(Store {
             conn,
             replica: Replica {
@@ -316,9 +315,7 @@ fn read_device(conn: &Connection) -> Result<DeviceId> {
     bytes
         .and_then(|b| b.try_into().ok())
         .map(DeviceId)
-        .ok_or_else(|| {
-            StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows)
-        })
+        .ok_or_else(|| StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
 }
 
 fn write_device(conn: &Connection, device: &DeviceId) -> Result<()> {

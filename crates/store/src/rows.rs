@@ -48,12 +48,18 @@ impl RowState {
 
 impl RowMeta {
     pub(crate) fn cell(&self, column: &str) -> Option<&CellMeta> {
-        self.cells.iter().find(|c| c.column.eq_ignore_ascii_case(column))
+        self.cells
+            .iter()
+            .find(|c| c.column.eq_ignore_ascii_case(column))
     }
 
     /// Sets a column's version, adding the column if it is new.
     pub(crate) fn set_cell(&mut self, column: &str, version: Ver, overwrote: Option<Ver>) {
-        match self.cells.iter_mut().find(|c| c.column.eq_ignore_ascii_case(column)) {
+        match self
+            .cells
+            .iter_mut()
+            .find(|c| c.column.eq_ignore_ascii_case(column))
+        {
             Some(c) => {
                 c.version = version;
                 c.overwrote = overwrote;
@@ -67,9 +73,17 @@ impl RowMeta {
     }
 
     /// The newest write the row has seen: its event or any cell.
-    pub(crate) fn newest(&self, authors: &mut Authors, conn: &Connection) -> Result<Option<Version>> {
+    pub(crate) fn newest(
+        &self,
+        authors: &mut Authors,
+        conn: &Connection,
+    ) -> Result<Option<Version>> {
         let mut best: Option<Version> = None;
-        for v in self.event.iter().chain(self.cells.iter().map(|c| &c.version)) {
+        for v in self
+            .event
+            .iter()
+            .chain(self.cells.iter().map(|c| &c.version))
+        {
             let v = v.resolve(authors, conn)?;
             best = best.max(Some(v));
         }
@@ -97,7 +111,9 @@ impl Ver {
 pub(crate) fn load(conn: &Connection, table: i64, key: &[u8]) -> Result<RowState> {
     let found: Option<(i64, Vec<u8>)> = conn
         .prepare_cached("SELECT cl, meta FROM shoal_rows WHERE tbl = ?1 AND key = ?2")?
-        .query_row(rusqlite::params![table, key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(rusqlite::params![table, key], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
     Ok(match found {
         Some((cl, meta)) => RowState {
@@ -114,7 +130,9 @@ pub(crate) fn load(conn: &Connection, table: i64, key: &[u8]) -> Result<RowState
 /// Stores a row's state.
 pub(crate) fn save(conn: &Connection, table: i64, key: &[u8], state: &RowState) -> Result<()> {
     let meta = postcard::to_stdvec(&state.meta).unwrap_or_default();
-    conn.prepare_cached("INSERT OR REPLACE INTO shoal_rows(tbl, key, cl, meta) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(rusqlite::params![table, key, state.cl as i64, meta])?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO shoal_rows(tbl, key, cl, meta) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(rusqlite::params![table, key, state.cl as i64, meta])?;
     Ok(())
 }

@@ -213,7 +213,11 @@ impl Builder {
             Op::Insert => (0..table.columns.len()).collect(),
             Op::Update if all => (0..table.columns.len()).collect(),
             Op::Update => (0..table.columns.len())
-                .filter(|&i| changed.iter().any(|c| c.eq_ignore_ascii_case(&table.columns[i])))
+                .filter(|&i| {
+                    changed
+                        .iter()
+                        .any(|c| c.eq_ignore_ascii_case(&table.columns[i]))
+                })
                 .collect(),
             Op::Delete => Vec::new(),
         };
@@ -249,7 +253,9 @@ impl Builder {
                 Op::Update => state.meta.cell(name).map(|c| c.version),
                 _ => None,
             };
-            let overwrote_version = overwrote.map(|o| o.resolve(&mut r.authors, tx)).transpose()?;
+            let overwrote_version = overwrote
+                .map(|o| o.resolve(&mut r.authors, tx))
+                .transpose()?;
             let overwrote_ref = overwrote_version.map(|v| self.reference(r.device, v));
             let v = values.get(i).cloned().unwrap_or(Value::Null);
             size += value_size(&v) + 12;
@@ -322,11 +328,20 @@ impl Builder {
 }
 
 /// The row's non-key columns as they are now, or `None` when it does not exist.
-pub(crate) fn read_row(tx: &Transaction, table: &TrackedTable, key: &[Value]) -> Result<Option<Vec<Value>>> {
+pub(crate) fn read_row(
+    tx: &Transaction,
+    table: &TrackedTable,
+    key: &[Value],
+) -> Result<Option<Vec<Value>>> {
     let cols = if table.columns.is_empty() {
         "1".to_owned()
     } else {
-        table.columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
+        table
+            .columns
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let sql = format!(
         "SELECT {cols} FROM {} WHERE {}",
@@ -335,7 +350,8 @@ pub(crate) fn read_row(tx: &Transaction, table: &TrackedTable, key: &[Value]) ->
     );
     let mut stmt = tx.prepare_cached(&sql)?;
     let binds: Vec<Bind<'_>> = key.iter().map(Bind).collect();
-    let params: Vec<&dyn rusqlite::ToSql> = binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
+    let params: Vec<&dyn rusqlite::ToSql> =
+        binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
     let mut q = stmt.query(params.as_slice())?;
     match q.next()? {
         Some(row) => Ok(Some(
@@ -353,4 +369,3 @@ fn value_size(v: &Value) -> usize {
         _ => 9,
     }
 }
-

@@ -1,7 +1,7 @@
 //! Moving values between Shoal and SQLite, and quoting names safely in generated SQL.
 
-use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::ToSql;
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use shoal_core::Value;
 
 /// A table or column name as a quoted SQL identifier, whatever characters it holds.

@@ -83,7 +83,9 @@ pub struct CommitSummary {
 }
 
 pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
-    let count = |sql: &str| -> Result<u64> { Ok(conn.query_row(sql, [], |row| row.get::<_, i64>(0))? as u64) };
+    let count = |sql: &str| -> Result<u64> {
+        Ok(conn.query_row(sql, [], |row| row.get::<_, i64>(0))? as u64)
+    };
     let tables = track::load_all(conn)?
         .into_iter()
         .map(|t| TableStatus {
@@ -148,7 +150,10 @@ pub(crate) fn log(conn: &Connection, limit: usize) -> Result<Vec<CommitSummary>>
         let device: Vec<u8> = row.get(0)?;
         let hash: Vec<u8> = row.get(5)?;
         Ok(CommitSummary {
-            author: device.try_into().map(|d| DeviceId(d).to_string()).unwrap_or_default(),
+            author: device
+                .try_into()
+                .map(|d| DeviceId(d).to_string())
+                .unwrap_or_default(),
             seq: row.get::<_, i64>(1)? as u64,
             clock: Hlc(row.get::<_, i64>(2)? as u64).to_string(),
             changes: row.get::<_, i64>(3)? as u64,

@@ -80,7 +80,12 @@ pub(crate) fn track(
     let shape = inspect(tx, table)?;
     let existing = load_by_name(tx, &shape.name)?;
     if let Some(old) = &existing {
-        if !old.key_columns.iter().map(|c| c.to_lowercase()).eq(shape.key_columns.iter().map(|c| c.to_lowercase())) {
+        if !old
+            .key_columns
+            .iter()
+            .map(|c| c.to_lowercase())
+            .eq(shape.key_columns.iter().map(|c| c.to_lowercase()))
+        {
             return Err(StoreError::Untrackable {
                 table: shape.name,
                 reason: format!(
@@ -91,7 +96,9 @@ pub(crate) fn track(
             });
         }
     }
-    let policy = policy.or(existing.as_ref().map(|t| t.policy)).unwrap_or(Policy::Review);
+    let policy = policy
+        .or(existing.as_ref().map(|t| t.policy))
+        .unwrap_or(Policy::Review);
     let keys_json = json_array(&shape.key_columns);
     let cols_json = json_array(&shape.columns);
     let id = match &existing {
@@ -197,10 +204,14 @@ fn inspect(conn: &Connection, table: &str) -> Result<Shape> {
     };
     let lower = table.to_ascii_lowercase();
     if lower.starts_with("shoal_") || lower.starts_with("sqlite_") {
-        return Err(refuse("tables named shoal_* and sqlite_* belong to Shoal and SQLite".into()));
+        return Err(refuse(
+            "tables named shoal_* and sqlite_* belong to Shoal and SQLite".into(),
+        ));
     }
     if table.len() > MAX_NAME_BYTES {
-        return Err(refuse(format!("its name is longer than {MAX_NAME_BYTES} bytes")));
+        return Err(refuse(format!(
+            "its name is longer than {MAX_NAME_BYTES} bytes"
+        )));
     }
     let found: Option<(String, String, Option<String>)> = conn
         .query_row(
@@ -213,10 +224,19 @@ fn inspect(conn: &Connection, table: &str) -> Result<Shape> {
         return Err(refuse("there is no such table in this database".into()));
     };
     if kind == "view" {
-        return Err(refuse("it is a view; track the tables it reads from instead".into()));
+        return Err(refuse(
+            "it is a view; track the tables it reads from instead".into(),
+        ));
     }
-    if sql.unwrap_or_default().trim_start().to_ascii_uppercase().starts_with("CREATE VIRTUAL") {
-        return Err(refuse("it is a virtual table, whose rows SQLite does not store itself".into()));
+    if sql
+        .unwrap_or_default()
+        .trim_start()
+        .to_ascii_uppercase()
+        .starts_with("CREATE VIRTUAL")
+    {
+        return Err(refuse(
+            "it is a virtual table, whose rows SQLite does not store itself".into(),
+        ));
     }
     let mut stmt = conn.prepare(&format!("PRAGMA table_xinfo({})", ident(&name)))?;
     // (name, declared type, position in the primary key, hidden)
@@ -231,7 +251,10 @@ fn inspect(conn: &Connection, table: &str) -> Result<Shape> {
         ));
     }
     if keys.len() > MAX_KEY_COLUMNS {
-        return Err(refuse(format!("its primary key has {} columns; at most {MAX_KEY_COLUMNS} are supported", keys.len())));
+        return Err(refuse(format!(
+            "its primary key has {} columns; at most {MAX_KEY_COLUMNS} are supported",
+            keys.len()
+        )));
     }
     let mut warnings = Vec::new();
     if keys.len() == 1 && keys[0].1.eq_ignore_ascii_case("INTEGER") {
@@ -242,13 +265,20 @@ fn inspect(conn: &Connection, table: &str) -> Result<Shape> {
     }
     for c in &cols {
         if c.0.len() > MAX_NAME_BYTES {
-            return Err(refuse(format!("column {:?} has a name longer than {MAX_NAME_BYTES} bytes", c.0)));
+            return Err(refuse(format!(
+                "column {:?} has a name longer than {MAX_NAME_BYTES} bytes",
+                c.0
+            )));
         }
     }
     Ok(Shape {
         key_columns: keys.iter().map(|c| c.0.clone()).collect(),
         // Generated columns (hidden 2 and 3) are computed, not stored: never synced.
-        columns: cols.iter().filter(|c| c.2 == 0 && c.3 == 0).map(|c| c.0.clone()).collect(),
+        columns: cols
+            .iter()
+            .filter(|c| c.2 == 0 && c.3 == 0)
+            .map(|c| c.0.clone())
+            .collect(),
         name,
         warnings,
     })
@@ -265,9 +295,14 @@ fn drop_triggers(conn: &Connection, id: i64) -> Result<()> {
 fn triggers(t: &TrackedTable) -> String {
     let id = t.id;
     let table = ident(&t.name);
-    let slots: String = (0..t.key_columns.len()).map(|i| format!(", k{i}")).collect();
+    let slots: String = (0..t.key_columns.len())
+        .map(|i| format!(", k{i}"))
+        .collect();
     let keys = |row: &str| -> String {
-        t.key_columns.iter().map(|c| format!(", {row}.{}", ident(c))).collect()
+        t.key_columns
+            .iter()
+            .map(|c| format!(", {row}.{}", ident(c)))
+            .collect()
     };
     // Byte-exact change test: `IS NOT` alone calls 1 and 1.0 equal and follows the
     // column's collation.
@@ -275,7 +310,12 @@ fn triggers(t: &TrackedTable) -> String {
         let c = ident(c);
         format!("(OLD.{c} IS NOT NEW.{c} COLLATE BINARY OR typeof(OLD.{c}) IS NOT typeof(NEW.{c}))")
     };
-    let key_changed = t.key_columns.iter().map(|c| differs(c)).collect::<Vec<_>>().join(" OR ");
+    let key_changed = t
+        .key_columns
+        .iter()
+        .map(|c| differs(c))
+        .collect::<Vec<_>>()
+        .join(" OR ");
     let when = "WHEN NOT EXISTS (SELECT 1 FROM shoal_applying)";
     let mut update = format!(
         "INSERT INTO shoal_log(tbl, op, col{slots}) SELECT {id}, 3, NULL{} WHERE {key_changed};\n\
@@ -308,7 +348,11 @@ fn triggers(t: &TrackedTable) -> String {
 /// that rows written before tracking (or while untracked) sync too.
 fn capture_existing(conn: &Connection, t: &TrackedTable) -> Result<u64> {
     let keys: Vec<String> = t.key_columns.iter().map(|c| ident(c)).collect();
-    let mut stmt = conn.prepare(&format!("SELECT {} FROM {}", keys.join(", "), ident(&t.name)))?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {} FROM {}",
+        keys.join(", "),
+        ident(&t.name)
+    ))?;
     let slots: String = (0..keys.len()).map(|i| format!(", k{i}")).collect();
     let params: String = (0..keys.len()).map(|i| format!(", ?{}", i + 2)).collect();
     let mut log = conn.prepare(&format!(
@@ -317,7 +361,9 @@ fn capture_existing(conn: &Connection, t: &TrackedTable) -> Result<u64> {
     let mut rows = stmt.query([])?;
     let mut captured = 0;
     while let Some(row) = rows.next()? {
-        let key: Vec<_> = (0..keys.len()).map(|i| row.get_ref(i).map(value)).collect::<Result<_, _>>()?;
+        let key: Vec<_> = (0..keys.len())
+            .map(|i| row.get_ref(i).map(value))
+            .collect::<Result<_, _>>()?;
         if rows::load(conn, t.id, &key_blob(&key))?.alive() {
             continue;
         }

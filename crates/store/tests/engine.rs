@@ -1,0 +1,754 @@
+//! The engine's behaviour end to end: real SQLite files, real triggers, real commits.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::types::ValueRef;
+use shoal_core::Value;
+use shoal_store::{
+    ConflictKind, ConflictStatus, Policy, Resolution, Side, Store, StoreError, StoreOptions,
+};
+use tempfile::TempDir;
+
+/// A directory with a shared data directory and any number of replicas, on a clock the
+/// test moves by hand.
+struct World {
+    dir: TempDir,
+    now: Arc<AtomicU64>,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            dir: TempDir::new().expect("temp dir"),
+            now: Arc::new(AtomicU64::new(1_700_000_000_000)),
+        }
+    }
+
+    fn options(&self) -> StoreOptions {
+        let now = self.now.clone();
+        let mut options = StoreOptions::new(self.dir.path().join("data"));
+        options.wall_clock = Arc::new(move || now.load(Ordering::SeqCst));
+        options
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.db"))
+    }
+
+    /// A replica with `schema` applied and `tables` tracked.
+    fn replica(&self, name: &str, schema: &str, tables: &[&str]) -> Store {
+        let path = self.path(name);
+        rusqlite::Connection::open(&path)
+            .expect("open")
+            .execute_batch(schema)
+            .expect("schema");
+        let mut store = Store::init(&path, self.options()).expect("init");
+        for t in tables {
+            store.track(t, None).expect("track");
+        }
+        store
+    }
+
+    fn tick(&self, ms: u64) {
+        self.now.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+const NOTES: &str = "CREATE TABLE notes (id TEXT PRIMARY KEY, title, body, n INTEGER);";
+
+fn exec(store: &Store, sql: &str) {
+    store.connection().execute_batch(sql).expect(sql);
+}
+
+/// Seals both sides and exchanges everything each lacks.
+fn sync(a: &mut Store, b: &mut Store) {
+    a.seal().expect("seal a");
+    b.seal().expect("seal b");
+    let to_b = a.export(&b.version_vector().expect("vv")).expect("export");
+    b.import(to_b).expect("import into b");
+    let to_a = b.export(&a.version_vector().expect("vv")).expect("export");
+    a.import(to_a).expect("import into a");
+}
+
+/// Every row of a table, ordered by its key, with each value as SQLite holds it.
+fn dump(store: &Store, table: &str) -> Vec<Vec<Value>> {
+    let conn = store.connection();
+    let mut stmt = conn
+        .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
+        .expect("dump");
+    let n = stmt.column_count();
+    stmt.query_map([], |row| {
+        Ok((0..n)
+            .map(|i| match row.get_ref(i).expect("value") {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(i) => Value::Integer(i),
+                ValueRef::Real(r) => Value::Real(r),
+                ValueRef::Text(t) => Value::Text(t.to_vec()),
+                ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+            })
+            .collect())
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.as_bytes().to_vec())
+}
+
+fn count(store: &Store, sql: &str) -> i64 {
+    store
+        .connection()
+        .query_row(sql, [], |r| r.get(0))
+        .expect(sql)
+}
+
+#[test]
+fn writes_from_sql_reach_the_other_replica() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    exec(
+        &a,
+        "INSERT INTO notes VALUES ('n1', 'first', 'hello', 1), ('n2', 'second', 'x', 2), ('n3', 'third', 'y', 3);",
+    );
+    exec(
+        &a,
+        "UPDATE notes SET body = 'hello, world' WHERE id = 'n1'; DELETE FROM notes WHERE id = 'n2';",
+    );
+    exec(&a, "UPDATE notes SET id = 'n4' WHERE id = 'n3';");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&b, "notes"), dump(&a, "notes"));
+    assert_eq!(
+        dump(&b, "notes"),
+        vec![
+            vec![
+                text("n1"),
+                text("first"),
+                text("hello, world"),
+                Value::Integer(1)
+            ],
+            vec![text("n4"), text("third"), text("y"), Value::Integer(3)],
+        ]
+    );
+    // Applying remote changes is never captured again.
+    assert_eq!(count(&b, "SELECT count(*) FROM shoal_log"), 0);
+    assert_eq!(b.status().expect("status").own_commits, 0);
+    // And the other way.
+    exec(&b, "UPDATE notes SET n = 40 WHERE id = 'n4';");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&a, "notes")[1][3], Value::Integer(40));
+}
+
+#[test]
+fn only_changed_columns_are_sent() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    exec(&a, "INSERT INTO notes VALUES ('n1', 1, 'b', 1);");
+    a.seal().expect("seal");
+    // title is untyped, so 1 -> 1.0 changes what is stored; n is INTEGER, so 1.0 is 1.
+    exec(
+        &a,
+        "UPDATE notes SET title = 1.0, body = 'changed', n = 1.0 WHERE id = 'n1';",
+    );
+    a.seal().expect("seal");
+    let commits = a.export(&Default::default()).expect("export");
+    let last = commits
+        .last()
+        .expect("commit")
+        .clone()
+        .verify()
+        .expect("verify");
+    let table = &last.body.tables[0];
+    let written: Vec<&str> = table.rows[0]
+        .cells
+        .iter()
+        .map(|c| table.columns[c.column as usize].as_str())
+        .collect();
+    assert_eq!(written, vec!["title", "body"]);
+}
+
+#[test]
+fn values_round_trip_byte_for_byte() {
+    let w = World::new();
+    let schema = "CREATE TABLE v (id INTEGER PRIMARY KEY, x, r REAL);";
+    let mut a = w.replica("a", schema, &["v"]);
+    let mut b = w.replica("b", schema, &["v"]);
+    let values = [
+        Value::Integer(i64::MIN),
+        Value::Integer(i64::MAX),
+        Value::Real(-0.0),
+        Value::Real(f64::INFINITY),
+        Value::Real(f64::NEG_INFINITY),
+        Value::Real(f64::NAN),
+        Value::Real(1.5e-300),
+        Value::Text(vec![0xff, 0xfe, 0x00, b'a']),
+        Value::Text("ünïcødé ✓".as_bytes().to_vec()),
+        Value::Blob(vec![0, 1, 2, 255]),
+        Value::Blob(vec![]),
+        Value::Null,
+    ];
+    {
+        let conn = a.connection();
+        let mut stmt = conn
+            .prepare("INSERT INTO v VALUES (?1, ?2, ?3)")
+            .expect("prepare");
+        for (i, v) in values.iter().enumerate() {
+            let bind = match v {
+                Value::Null => rusqlite::types::Value::Null,
+                Value::Integer(i) => rusqlite::types::Value::Integer(*i),
+                Value::Real(r) => rusqlite::types::Value::Real(*r),
+                Value::Text(_) | Value::Blob(_) => rusqlite::types::Value::Null,
+            };
+            let raw = match v {
+                Value::Text(t) => ValueRef::Text(t),
+                Value::Blob(b) => ValueRef::Blob(b),
+                _ => ValueRef::from(&bind),
+            };
+            let raw = rusqlite::types::ToSqlOutput::Borrowed(raw);
+            stmt.execute(rusqlite::params![i as i64, raw, raw])
+                .expect("insert");
+        }
+    }
+    sync(&mut a, &mut b);
+    let (da, db) = (dump(&a, "v"), dump(&b, "v"));
+    assert_eq!(da, db, "replicas differ");
+    assert_eq!(da.len(), values.len());
+    // The untyped column holds exactly what was written (SQLite stores NaN as NULL).
+    for (row, v) in da.iter().zip(&values) {
+        let expect = match v {
+            Value::Real(r) if r.is_nan() => Value::Null,
+            v => v.clone(),
+        };
+        assert_eq!(row[1], expect);
+    }
+}
+
+#[test]
+fn composite_and_without_rowid_keys_sync() {
+    let w = World::new();
+    let schema =
+        "CREATE TABLE t (a INTEGER, b TEXT, c BLOB, v, PRIMARY KEY (b, a, c)) WITHOUT ROWID;";
+    let mut a = w.replica("a", schema, &["t"]);
+    let mut b = w.replica("b", schema, &["t"]);
+    exec(
+        &a,
+        "INSERT INTO t VALUES (1, 'x', X'00', 'one'), (1, 'y', X'00', 'two'), (2, 'x', X'01', 'three');",
+    );
+    sync(&mut a, &mut b);
+    exec(
+        &b,
+        "UPDATE t SET v = 'TWO' WHERE a = 1 AND b = 'y'; DELETE FROM t WHERE a = 2;",
+    );
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&a, "t"), dump(&b, "t"));
+    assert_eq!(dump(&a, "t").len(), 2);
+    let tables = a.tables().expect("tables");
+    assert_eq!(tables[0].key_columns, vec!["b", "a", "c"]);
+}
+
+#[test]
+fn tables_that_cannot_be_synced_are_refused_with_reasons() {
+    let w = World::new();
+    let mut a = w.replica(
+        "a",
+        "CREATE TABLE nokey (x, y); CREATE TABLE k (id TEXT PRIMARY KEY, v);
+         CREATE VIEW kv AS SELECT * FROM k; CREATE VIRTUAL TABLE search USING fts5(body);",
+        &[],
+    );
+    let mut reason = |t: &str| match a.track(t, None) {
+        Err(StoreError::Untrackable { reason, .. }) => reason,
+        other => panic!("{t}: expected a refusal, got {other:?}"),
+    };
+    assert!(reason("nokey").contains("no primary key"));
+    assert!(reason("kv").contains("view"));
+    assert!(reason("search").contains("virtual"));
+    assert!(reason("missing").contains("no such table"));
+    assert!(reason("shoal_log").contains("belong to Shoal"));
+    assert!(matches!(a.untrack("k"), Err(StoreError::NotTracked { .. })));
+}
+
+#[test]
+fn integer_keys_are_warned_about() {
+    let w = World::new();
+    let mut a = w.replica(
+        "a",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v);",
+        &[],
+    );
+    let report = a.track("t", None).expect("track");
+    assert_eq!(report.warnings.len(), 1);
+    assert!(
+        report.warnings[0].contains("UUID"),
+        "{}",
+        report.warnings[0]
+    );
+    let mut b = w.replica("b", "CREATE TABLE t (id TEXT PRIMARY KEY, v);", &[]);
+    assert!(b.track("t", None).expect("track").warnings.is_empty());
+}
+
+#[test]
+fn rows_present_before_tracking_are_synced() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &[]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    exec(
+        &a,
+        "INSERT INTO notes VALUES ('old1', 'a', 'b', 1), ('old2', 'c', 'd', 2);",
+    );
+    let report = a.track("notes", Some(Policy::Lww)).expect("track");
+    assert_eq!(report.rows_captured, 2);
+    // Re-tracking captures nothing twice.
+    a.seal().expect("seal");
+    assert_eq!(a.track("notes", None).expect("retrack").rows_captured, 0);
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&b, "notes").len(), 2);
+}
+
+#[test]
+fn untracked_tables_stay_local_and_untrack_stops_capture() {
+    let w = World::new();
+    let schema = "CREATE TABLE notes (id TEXT PRIMARY KEY, v); CREATE TABLE private (id TEXT PRIMARY KEY, v);";
+    let mut a = w.replica("a", schema, &["notes"]);
+    let mut b = w.replica("b", schema, &["notes", "private"]);
+    exec(
+        &a,
+        "INSERT INTO notes VALUES ('1', 'shared'); INSERT INTO private VALUES ('1', 'secret');",
+    );
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&b, "private").len(), 0);
+    a.untrack("notes").expect("untrack");
+    exec(&a, "INSERT INTO notes VALUES ('2', 'after untrack');");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&b, "notes").len(), 1);
+}
+
+#[test]
+fn a_copied_database_must_be_adopted_before_it_writes() {
+    let w = World::new();
+    let a = w.replica("a", NOTES, &["notes"]);
+    let device = a.device();
+    drop(a);
+    std::fs::copy(w.path("a"), w.path("copy")).expect("copy");
+    let elsewhere = {
+        let mut o = w.options();
+        o.data_dir = w.dir.path().join("other-machine");
+        o
+    };
+    let err = Store::open(w.path("copy"), elsewhere.clone())
+        .err()
+        .expect("refused");
+    assert!(matches!(err, StoreError::KeyMissing { .. }));
+    assert!(err.to_string().contains("shoal adopt"), "{err}");
+    let adopted = Store::adopt(w.path("copy"), elsewhere).expect("adopt");
+    assert_ne!(adopted.device(), device);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = w
+            .dir
+            .path()
+            .join("other-machine/devices")
+            .join(format!("{}.key", adopted.device()));
+        assert_eq!(
+            std::fs::metadata(key).expect("key").permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    assert!(matches!(
+        Store::init(w.path("a"), w.options()),
+        Err(StoreError::AlreadyInitialised { .. })
+    ));
+    assert!(matches!(
+        Store::open(w.path("nothing"), w.options()),
+        Err(StoreError::NotInitialised { .. })
+    ));
+}
+
+fn conflicts_of(store: &Store) -> Vec<shoal_store::Conflict> {
+    store.conflicts(false).expect("conflicts")
+}
+
+/// Produces a conflict on both replicas, resolves it on `a` as asked, and checks the
+/// resolution reaches `b` and closes the record there.
+fn check_conflict(
+    setup: &str,
+    write_a: &str,
+    write_b: &str,
+    kind: ConflictKind,
+    resolution: Resolution,
+    expect_after: Vec<Vec<Value>>,
+) {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    exec(&a, setup);
+    sync(&mut a, &mut b);
+    // b's write is sealed later, so it wins.
+    exec(&a, write_a);
+    a.seal().expect("seal");
+    w.tick(5);
+    exec(&b, write_b);
+    b.seal().expect("seal");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&a, "notes"), dump(&b, "notes"), "replicas diverged");
+    let (ca, cb) = (conflicts_of(&a), conflicts_of(&b));
+    assert_eq!(ca.len(), 1, "a: {ca:?}");
+    assert_eq!(cb.len(), 1, "b: {cb:?}");
+    assert_eq!(ca[0].kind, kind);
+    assert_eq!(ca[0].id, cb[0].id, "both devices name the conflict alike");
+    assert_eq!(ca[0].status, ConflictStatus::Pending);
+    let resolved = a.resolve(&ca[0].id[..6], resolution).expect("resolve");
+    assert_eq!(resolved.status, ConflictStatus::Resolved);
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&a, "notes"), expect_after);
+    assert_eq!(dump(&b, "notes"), expect_after);
+    let on_b = b.conflict(&cb[0].id).expect("b's record");
+    assert_eq!(on_b.status, ConflictStatus::Closed, "{on_b:?}");
+    assert!(conflicts_of(&b).is_empty());
+    assert!(conflicts_of(&a).is_empty());
+}
+
+fn row(id: &str, title: &str, body: &str, n: i64) -> Vec<Value> {
+    vec![text(id), text(title), text(body), Value::Integer(n)]
+}
+
+#[test]
+fn concurrent_write_conflict_is_found_resolved_and_closed() {
+    // b writes later, so b wins; a keeps its own value by resolving.
+    check_conflict(
+        "INSERT INTO notes VALUES ('n', 't', 'base', 0);",
+        "UPDATE notes SET body = 'from a' WHERE id = 'n';",
+        "UPDATE notes SET body = 'from b' WHERE id = 'n';",
+        ConflictKind::ConcurrentWrite,
+        Resolution::Keep(Side::Local),
+        vec![row("n", "t", "from a", 0)],
+    );
+}
+
+#[test]
+fn keeping_the_winner_still_closes_the_other_record() {
+    check_conflict(
+        "INSERT INTO notes VALUES ('n', 't', 'base', 0);",
+        "UPDATE notes SET body = 'from a' WHERE id = 'n';",
+        "UPDATE notes SET body = 'from b' WHERE id = 'n';",
+        ConflictKind::ConcurrentWrite,
+        Resolution::Keep(Side::Remote),
+        vec![row("n", "t", "from b", 0)],
+    );
+}
+
+#[test]
+fn update_delete_conflict_is_found_resolved_and_closed() {
+    // a updates, b deletes: the delete wins; a brings the row back.
+    check_conflict(
+        "INSERT INTO notes VALUES ('n', 't', 'base', 0);",
+        "UPDATE notes SET body = 'edited' WHERE id = 'n';",
+        "DELETE FROM notes WHERE id = 'n';",
+        ConflictKind::UpdateDelete,
+        Resolution::Keep(Side::Local),
+        vec![row("n", "t", "edited", 0)],
+    );
+}
+
+#[test]
+fn update_delete_conflict_can_confirm_the_delete() {
+    check_conflict(
+        "INSERT INTO notes VALUES ('n', 't', 'base', 0);",
+        "UPDATE notes SET body = 'edited' WHERE id = 'n';",
+        "DELETE FROM notes WHERE id = 'n';",
+        ConflictKind::UpdateDelete,
+        Resolution::Keep(Side::Remote),
+        vec![],
+    );
+}
+
+#[test]
+fn insert_collision_is_found_resolved_and_closed() {
+    check_conflict(
+        "",
+        "INSERT INTO notes VALUES ('same', 'from a', 'a', 1);",
+        "INSERT INTO notes VALUES ('same', 'from b', 'b', 2);",
+        ConflictKind::InsertCollision,
+        Resolution::Set(vec![("body".into(), text("merged by hand"))]),
+        vec![row("same", "from b", "merged by hand", 2)],
+    );
+}
+
+#[test]
+fn constraint_violation_is_kept_not_blocking() {
+    let w = World::new();
+    let schema_a = "CREATE TABLE notes (id TEXT PRIMARY KEY, title, body, n INTEGER);";
+    // b's schema has a UNIQUE title that a's lacks.
+    let schema_b = "CREATE TABLE notes (id TEXT PRIMARY KEY, title UNIQUE, body, n INTEGER);";
+    let mut a = w.replica("a", schema_a, &["notes"]);
+    let mut b = w.replica("b", schema_b, &["notes"]);
+    exec(&b, "INSERT INTO notes VALUES ('b1', 'clash', 'mine', 0);");
+    exec(
+        &a,
+        "INSERT INTO notes VALUES ('a1', 'clash', 'theirs', 1), ('a2', 'fine', 'ok', 2);",
+    );
+    sync(&mut a, &mut b);
+    // The rest of the batch applied; the refused row change is kept in the inbox.
+    assert_eq!(dump(&b, "notes").len(), 2);
+    let c = conflicts_of(&b);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].kind, ConflictKind::Constraint);
+    assert!(
+        c[0].detail.as_deref().unwrap_or("").contains("UNIQUE"),
+        "{:?}",
+        c[0].detail
+    );
+    // Still clashing: taking the remote side is refused with a reason.
+    let err = b
+        .resolve(&c[0].id, Resolution::Keep(Side::Remote))
+        .expect_err("still clashes");
+    assert!(err.to_string().contains("constraint"), "{err}");
+    // Rename the local row, then the remote change applies.
+    exec(&b, "UPDATE notes SET title = 'renamed' WHERE id = 'b1';");
+    b.resolve(&c[0].id, Resolution::Keep(Side::Remote))
+        .expect("resolve");
+    assert_eq!(dump(&b, "notes").len(), 3);
+}
+
+#[test]
+fn lww_policy_keeps_conflicts_for_audit_only() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    a.set_policy("notes", Policy::Lww).expect("policy");
+    exec(&a, "INSERT INTO notes VALUES ('n', 't', 'base', 0);");
+    sync(&mut a, &mut b);
+    exec(&a, "UPDATE notes SET body = 'a' WHERE id = 'n';");
+    a.seal().expect("seal");
+    w.tick(1);
+    exec(&b, "UPDATE notes SET body = 'b' WHERE id = 'n';");
+    sync(&mut a, &mut b);
+    let c = conflicts_of(&a);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].status, ConflictStatus::Auto);
+    assert_eq!(a.status().expect("status").conflicts_pending, 0);
+}
+
+#[test]
+fn a_sequential_edit_is_not_a_conflict() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    exec(&a, "INSERT INTO notes VALUES ('n', 't', 'base', 0);");
+    sync(&mut a, &mut b);
+    exec(&b, "UPDATE notes SET body = 'b saw a' WHERE id = 'n';");
+    sync(&mut a, &mut b);
+    exec(&a, "DELETE FROM notes WHERE id = 'n';");
+    sync(&mut a, &mut b);
+    assert!(conflicts_of(&a).is_empty() && conflicts_of(&b).is_empty());
+    assert!(dump(&b, "notes").is_empty());
+}
+
+fn export_all(store: &mut Store) -> Vec<shoal_core::SignedCommit> {
+    store.seal().expect("seal");
+    store.export(&Default::default()).expect("export")
+}
+
+fn fingerprint(store: &Store) -> (Vec<Vec<Value>>, i64, i64) {
+    (
+        dump(store, "notes"),
+        count(store, "SELECT count(*) FROM shoal_commits"),
+        count(store, "SELECT count(*) FROM shoal_rows"),
+    )
+}
+
+#[test]
+fn a_tampered_commit_is_refused_and_changes_nothing() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    exec(&a, "INSERT INTO notes VALUES ('n1', 't', 'b', 1);");
+    a.seal().expect("seal");
+    exec(&a, "INSERT INTO notes VALUES ('n2', 't', 'b', 2);");
+    let mut commits = export_all(&mut a);
+    let before = fingerprint(&b);
+    let last = commits.last_mut().expect("commit");
+    let i = last.body.len() - 3;
+    last.body[i] ^= 0x01;
+    let err = b.import(commits).expect_err("tampered");
+    assert!(matches!(err, StoreError::Core(_)), "{err}");
+    assert_eq!(
+        fingerprint(&b),
+        before,
+        "a refused batch changed the database"
+    );
+}
+
+#[test]
+fn a_gap_waits_until_it_fills() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    for i in 0..3 {
+        exec(
+            &a,
+            &format!("INSERT INTO notes VALUES ('n{i}', 't', 'b', {i});"),
+        );
+        a.seal().expect("seal");
+    }
+    let commits = export_all(&mut a);
+    let report = b.import(vec![commits[2].clone()]).expect("import");
+    assert_eq!((report.commits_applied, report.waiting), (0, 1));
+    assert!(dump(&b, "notes").is_empty());
+    assert_eq!(b.status().expect("status").waiting_commits, 1);
+    let report = b.import(vec![commits[0].clone()]).expect("import");
+    assert_eq!((report.commits_applied, report.waiting), (1, 1));
+    let report = b.import(vec![commits[1].clone()]).expect("import");
+    assert_eq!((report.commits_applied, report.waiting), (2, 0));
+    assert_eq!(dump(&b, "notes"), dump(&a, "notes"));
+    // Replays change nothing.
+    let report = b.import(commits).expect("replay");
+    assert_eq!((report.commits_applied, report.duplicates), (0, 3));
+}
+
+#[test]
+fn a_fork_is_recorded_and_its_author_refused() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    exec(&a, "INSERT INTO notes VALUES ('n1', 't', 'b', 1);");
+    let original = export_all(&mut a);
+    // A second database with a's key signs a different commit 1: a fork.
+    drop(a);
+    std::fs::copy(w.path("a"), w.path("a2")).expect("copy");
+    let mut a = Store::open(w.path("a"), w.options()).expect("open");
+    exec(&a, "INSERT INTO notes VALUES ('n2', 't', 'b', 2);");
+    a.seal().expect("seal");
+    let mut twin = Store::open(w.path("a2"), w.options()).expect("open twin");
+    exec(&twin, "INSERT INTO notes VALUES ('evil', 't', 'b', 9);");
+    twin.seal().expect("seal twin");
+    let forked = twin.export(&Default::default()).expect("export");
+    b.import(original).expect("import");
+    // b first hears of the twin's commit 2, then of the original's: two commits 2.
+    b.import(vec![forked[1].clone()]).expect("import twin");
+    let report = b
+        .import(a.export(&Default::default()).expect("export"))
+        .expect("import fork");
+    assert_eq!(report.forks.len(), 1, "{report:?}");
+    assert_eq!(report.forks[0].seq, 2);
+    let status = b.status().expect("status");
+    assert_eq!(status.forked_authors, vec![a.device().to_string()]);
+    assert_eq!(count(&b, "SELECT count(*) FROM shoal_forks"), 1);
+    // Everything the forked author sends from now on is refused.
+    exec(&a, "INSERT INTO notes VALUES ('n3', 't', 'b', 3);");
+    let later = export_all(&mut a);
+    let report = b.import(later).expect("import");
+    assert!(
+        report.refused.iter().any(|r| r.contains("forked")),
+        "{report:?}"
+    );
+    assert_eq!(report.commits_applied, 0);
+    assert!(!dump(&b, "notes").iter().any(|r| r[0] == text("n3")));
+}
+
+#[test]
+fn a_far_future_commit_is_held_until_the_clock_reaches_it() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let now = w.now.load(Ordering::SeqCst);
+    // a's clock runs ten minutes fast.
+    let fast = w.now.clone();
+    let mut fast_options = w.options();
+    let skew = 10 * 60_000;
+    fast_options.wall_clock = Arc::new(move || fast.load(Ordering::SeqCst) + skew);
+    drop(a);
+    a = Store::open(w.path("a"), fast_options).expect("open");
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    exec(&a, "INSERT INTO notes VALUES ('n1', 't', 'b', 1);");
+    let report = b.import(export_all(&mut a)).expect("import");
+    assert_eq!((report.commits_applied, report.future), (0, 1));
+    assert!(dump(&b, "notes").is_empty());
+    assert_eq!(b.status().expect("status").future_commits, 1);
+    // b's clock did not move because of it.
+    let clock = b.status().expect("status").clock;
+    let physical: u64 = clock
+        .split('.')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("clock");
+    assert!(
+        physical < now + skew,
+        "b's clock {clock} was dragged forward"
+    );
+    w.tick(skew);
+    let report = b.retry_held().expect("retry");
+    assert_eq!(report.commits_applied, 1);
+    assert_eq!(dump(&b, "notes").len(), 1);
+}
+
+#[test]
+fn changes_for_unknown_columns_are_held_until_the_schema_has_them() {
+    let w = World::new();
+    let mut a = w.replica(
+        "a",
+        "CREATE TABLE notes (id TEXT PRIMARY KEY, title, mood);",
+        &["notes"],
+    );
+    let mut b = w.replica(
+        "b",
+        "CREATE TABLE notes (id TEXT PRIMARY KEY, title);",
+        &["notes"],
+    );
+    exec(&a, "INSERT INTO notes VALUES ('n1', 'hello', 'calm');");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&b, "notes"), vec![vec![text("n1"), text("hello")]]);
+    let status = b.status().expect("status");
+    assert_eq!(status.held.len(), 1);
+    assert!(status.held[0].reason.contains("mood"), "{:?}", status.held);
+    exec(&b, "ALTER TABLE notes ADD COLUMN mood;");
+    let report = b.track("notes", None).expect("retrack");
+    assert_eq!(report.held_applied, 1);
+    assert_eq!(
+        dump(&b, "notes"),
+        vec![vec![text("n1"), text("hello"), text("calm")]]
+    );
+    assert!(b.status().expect("status").held.is_empty());
+}
+
+#[test]
+fn changes_for_unknown_tables_are_held_until_tracked() {
+    let w = World::new();
+    let schema = "CREATE TABLE notes (id TEXT PRIMARY KEY, v);";
+    let mut a = w.replica("a", schema, &["notes"]);
+    let mut b = w.replica("b", schema, &[]);
+    exec(&a, "INSERT INTO notes VALUES ('1', 'x');");
+    sync(&mut a, &mut b);
+    assert!(dump(&b, "notes").is_empty());
+    assert_eq!(b.track("notes", None).expect("track").held_applied, 1);
+    assert_eq!(dump(&b, "notes").len(), 1);
+}
+
+#[test]
+fn an_unsealed_local_write_is_never_overwritten_by_an_import() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    exec(&a, "INSERT INTO notes VALUES ('n', 'a', 'a', 1);");
+    let from_a = export_all(&mut a);
+    w.tick(10);
+    exec(&b, "INSERT INTO notes VALUES ('n', 'b', 'b', 2);");
+    // b has not sealed; importing a's commit must not lose b's later write.
+    b.import(from_a).expect("import");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&a, "notes"), vec![row("n", "b", "b", 2)]);
+    assert_eq!(dump(&b, "notes"), dump(&a, "notes"));
+}
+
+#[test]
+fn conflicts_report_what_to_do_with_unknown_ids() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let err = a
+        .resolve("nope", Resolution::Keep(Side::Local))
+        .expect_err("unknown");
+    assert!(err.to_string().contains("shoal conflicts"), "{err}");
+}
