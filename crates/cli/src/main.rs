@@ -1,3 +1,307 @@
-fn main() {
-    println!("Hello, world!");
+//! The `shoal` command: thin glue between the command line and the store.
+
+mod bench;
+mod demo;
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use shoal_core::Value;
+use shoal_store::{Policy, Resolution, Side, Store, StoreOptions};
+
+/// Local-first, peer-to-peer sync for SQLite: capture writes to chosen tables into
+/// signed commits and merge them between replicas.
+#[derive(Parser)]
+#[command(name = "shoal", version, about)]
+struct Cli {
+    /// Where device keys are kept [default: the platform's data directory + /shoal]
+    #[arg(long, global = true, env = "SHOAL_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a SQLite database a Shoal replica, with a new device key
+    Init {
+        /// The database file (created if missing)
+        db: PathBuf,
+    },
+    /// Make a copied database a device of its own, with a new key
+    Adopt {
+        /// The copied database file
+        db: PathBuf,
+    },
+    /// Start syncing tables (or refresh them after a schema change)
+    Track {
+        /// The database file
+        db: PathBuf,
+        /// Tables to track
+        #[arg(required = true)]
+        tables: Vec<String>,
+        /// How conflicts are handled: `review` waits for a person, `lww` keeps the
+        /// winner and records the conflict for audit
+        #[arg(long, value_parser = ["review", "lww"])]
+        policy: Option<String>,
+    },
+    /// Stop syncing a table (its sync state is kept for a later re-track)
+    Untrack {
+        /// The database file
+        db: PathBuf,
+        /// The table
+        table: String,
+    },
+    /// Seal captured writes into signed commits
+    Seal {
+        /// The database file
+        db: PathBuf,
+    },
+    /// Seal both databases and exchange commits both ways
+    Merge {
+        /// One database file
+        a: PathBuf,
+        /// The other database file
+        b: PathBuf,
+    },
+    /// List commits, newest first
+    Log {
+        /// The database file
+        db: PathBuf,
+        /// How many commits to show
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show the replica's device, tables, commits, conflicts and held changes
+    Status {
+        /// The database file
+        db: PathBuf,
+    },
+    /// List, show and resolve conflicts
+    Conflicts {
+        /// The database file
+        db: PathBuf,
+        #[command(subcommand)]
+        action: Option<ConflictAction>,
+    },
+    /// Two devices on a trading journal: writes, a concurrent edit, a delete against
+    /// an update, a merge and a resolution, printed step by step
+    Demo {
+        /// Keep the demo's databases in this directory instead of a temporary one
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
+    /// Measure capture overhead, sealing rate and merge rate against raw SQLite
+    Bench {
+        /// Rows to write
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+    },
+    #[command(hide = true)]
+    BenchImport { from: PathBuf, to: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum ConflictAction {
+    /// List open conflicts
+    List {
+        /// Include resolved and closed ones
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show both sides of one conflict
+    Show {
+        /// The conflict's id (a unique prefix will do)
+        id: String,
+    },
+    /// Resolve a conflict with a new write that syncs
+    Resolve {
+        /// The conflict's id (a unique prefix will do)
+        id: String,
+        /// Keep this device's values or the other device's
+        #[arg(long, value_parser = ["local", "remote"], conflicts_with = "set")]
+        keep: Option<String>,
+        /// Write this value instead (repeatable); SQL literals: 42, 1.5, 'text', X'00ff', NULL
+        #[arg(long, value_name = "COLUMN=VALUE")]
+        set: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn data_dir(cli: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = cli {
+        return Ok(d.clone());
+    }
+    let base = dirs::data_dir().context(
+        "no data directory known for this platform: pass --data-dir or set SHOAL_DATA_DIR",
+    )?;
+    Ok(base.join("shoal"))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.json;
+    let options =
+        || -> anyhow::Result<StoreOptions> { Ok(StoreOptions::new(data_dir(&cli.data_dir)?)) };
+    let open = |db: &Path| -> anyhow::Result<Store> { Ok(Store::open(db, options()?)?) };
+    match &cli.command {
+        Command::Init { db } => {
+            let store = Store::init(db, options()?)?;
+            output::init(json, &store, "initialised");
+        }
+        Command::Adopt { db } => {
+            let store = Store::adopt(db, options()?)?;
+            output::init(json, &store, "adopted as a new device");
+        }
+        Command::Track { db, tables, policy } => {
+            let mut store = open(db)?;
+            let policy = policy.as_deref().and_then(Policy::parse);
+            let mut reports = Vec::new();
+            for t in tables {
+                reports.push(store.track(t, policy)?);
+            }
+            output::track(json, &reports);
+        }
+        Command::Untrack { db, table } => {
+            open(db)?.untrack(table)?;
+            output::done(
+                json,
+                &format!("{table} is no longer tracked; its sync state is kept"),
+            );
+        }
+        Command::Seal { db } => {
+            let report = open(db)?.seal()?;
+            output::seal(json, &report);
+        }
+        Command::Merge { a, b } => {
+            if a.canonicalize().ok() == b.canonicalize().ok() {
+                bail!("{} and {} are the same file", a.display(), b.display());
+            }
+            let mut a_store = open(a)?;
+            let mut b_store = open(b)?;
+            let report = merge(&mut a_store, &mut b_store)?;
+            output::merge(json, a, b, &report);
+        }
+        Command::Log { db, limit } => output::log(json, &open(db)?.log(*limit)?),
+        Command::Status { db } => output::status(json, &open(db)?.status()?),
+        Command::Conflicts { db, action } => {
+            let action = action
+                .as_ref()
+                .unwrap_or(&ConflictAction::List { all: false });
+            match action {
+                ConflictAction::List { all } => {
+                    output::conflicts(json, &open(db)?.conflicts(*all)?)
+                }
+                ConflictAction::Show { id } => output::conflict(json, &open(db)?.conflict(id)?),
+                ConflictAction::Resolve { id, keep, set } => {
+                    let resolution = match (keep.as_deref(), set.is_empty()) {
+                        (Some("local"), _) => Resolution::Keep(Side::Local),
+                        (Some(_), _) => Resolution::Keep(Side::Remote),
+                        (None, false) => Resolution::Set(parse_sets(set)?),
+                        (None, true) => bail!(
+                            "say how to resolve it: --keep local, --keep remote, or --set COLUMN=VALUE"
+                        ),
+                    };
+                    let c = open(db)?.resolve(id, resolution)?;
+                    output::conflict(json, &c);
+                }
+            }
+        }
+        Command::Demo { keep } => demo::run(keep.as_deref(), json)?,
+        Command::Bench { rows } => bench::run(*rows, json)?,
+        Command::BenchImport { from, to } => {
+            bench::import_child(&data_dir(&cli.data_dir)?, from, to)?
+        }
+    }
+    Ok(())
+}
+
+fn parse_sets(sets: &[String]) -> anyhow::Result<Vec<(String, Value)>> {
+    sets.iter()
+        .map(|s| {
+            let (col, value) = s
+                .split_once('=')
+                .with_context(|| format!("--set {s:?}: write it as COLUMN=VALUE"))?;
+            Ok((col.trim().to_owned(), Value::parse_literal(value)))
+        })
+        .collect()
+}
+
+/// What a two-way merge moved.
+#[derive(Default, serde::Serialize)]
+pub(crate) struct MergeReport {
+    pub(crate) a_to_b: Direction,
+    pub(crate) b_to_a: Direction,
+}
+
+/// One direction of a merge.
+#[derive(Default, serde::Serialize)]
+pub(crate) struct Direction {
+    pub(crate) commits: usize,
+    pub(crate) changes: usize,
+    pub(crate) conflicts: usize,
+    pub(crate) held: usize,
+    pub(crate) bytes: usize,
+}
+
+/// Commits moved per import, so that memory stays bounded whatever the backlog.
+const MERGE_BATCH_BYTES: usize = 8 << 20;
+
+/// Seals both replicas and sends each what the other lacks, in bounded batches.
+pub(crate) fn merge(a: &mut Store, b: &mut Store) -> anyhow::Result<MergeReport> {
+    a.seal()?;
+    b.seal()?;
+    let a_to_b = send(a, b)?;
+    let b_to_a = send(b, a)?;
+    Ok(MergeReport { a_to_b, b_to_a })
+}
+
+pub(crate) fn send(from: &Store, to: &mut Store) -> shoal_store::Result<Direction> {
+    let mut d = Direction::default();
+    let mut batch = Vec::new();
+    let mut size = 0;
+    let have = to.version_vector()?;
+    from.export_each(&have, |c| {
+        size += c.body.len() + 64;
+        d.bytes += c.body.len() + 64;
+        batch.push(c);
+        if size >= MERGE_BATCH_BYTES {
+            size = 0;
+            import(to, &mut batch, &mut d)?;
+        }
+        Ok(())
+    })?;
+    import(to, &mut batch, &mut d)?;
+    Ok(d)
+}
+
+fn import(
+    to: &mut Store,
+    batch: &mut Vec<shoal_core::SignedCommit>,
+    d: &mut Direction,
+) -> shoal_store::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let report = to.import(std::mem::take(batch))?;
+    d.commits += report.commits_applied;
+    d.changes += report.changes_applied;
+    d.conflicts += report.conflicts;
+    d.held += report.held;
+    Ok(())
 }

@@ -137,12 +137,7 @@ fn apply(
         let reason = format!("table {:?} is not tracked here", inc.table);
         return hold(tx, &inc, &reason, report);
     };
-    let same_key = inc.key_columns.len() == table.key_columns.len()
-        && inc
-            .key_columns
-            .iter()
-            .zip(&table.key_columns)
-            .all(|(a, b)| a.eq_ignore_ascii_case(b));
+    let same_key = track::same_names(&inc.key_columns, &table.key_columns);
     if !same_key {
         let reason = format!(
             "the primary key here is ({}), the change's is ({})",
@@ -218,7 +213,6 @@ fn merge(
                         .transpose()?;
                     record(
                         tx,
-                        r,
                         table,
                         report,
                         NewConflict {
@@ -254,7 +248,6 @@ fn merge(
                     let before = read_row(tx, table, &inc.key)?;
                     record(
                         tx,
-                        r,
                         table,
                         report,
                         NewConflict {
@@ -289,7 +282,7 @@ fn merge(
         }
         RowAction::Replace => {
             if let Err(e) = upsert_row(tx, table, &inc) {
-                return refuse(tx, r, table, report, &inc, e);
+                return refuse(tx, table, report, &inc, e);
             }
             let mut cells = Vec::with_capacity(inc.cells.len());
             for c in &inc.cells {
@@ -350,10 +343,10 @@ fn merge(
             } else {
                 None
             };
-            if !winners.is_empty() {
-                if let Err(e) = update_row(tx, table, &inc.key, &winners) {
-                    return refuse(tx, r, table, report, &inc, e);
-                }
+            if !winners.is_empty()
+                && let Err(e) = update_row(tx, table, &inc.key, &winners)
+            {
+                return refuse(tx, table, report, &inc, e);
             }
             let local_values = |cols: &[String]| -> Option<Vec<(String, Value)>> {
                 let before = before.as_ref()?;
@@ -371,7 +364,6 @@ fn merge(
                 let cols = table.columns.clone();
                 record(
                     tx,
-                    r,
                     table,
                     report,
                     NewConflict {
@@ -404,7 +396,6 @@ fn merge(
                     .collect();
                 record(
                     tx,
-                    r,
                     table,
                     report,
                     NewConflict {
@@ -444,7 +435,7 @@ fn merge(
         .iter()
         .map(|c| (c.column.clone(), c.overwrote))
         .collect();
-    conflict::close_superseded(tx, r, &table.name, &blob, inc.cl, &written, inc.version)?;
+    conflict::close_superseded(tx, &table.name, &blob, inc.cl, &written, inc.version)?;
     report.changes_applied += 1;
     Ok(())
 }
@@ -458,12 +449,11 @@ fn pairs(cells: &[IncomingCell]) -> Vec<(String, Value)> {
 
 fn record(
     tx: &Transaction,
-    r: &mut Replica,
     table: &TrackedTable,
     report: &mut ImportReport,
     c: NewConflict<'_>,
 ) -> Result<()> {
-    if conflict::record(tx, r, table, c)? {
+    if conflict::record(tx, table, c)? {
         report.conflicts += 1;
     }
     Ok(())
@@ -473,7 +463,6 @@ fn record(
 /// passes on any other error.
 fn refuse(
     tx: &Transaction,
-    r: &mut Replica,
     table: &TrackedTable,
     report: &mut ImportReport,
     inc: &Incoming,
@@ -495,7 +484,6 @@ fn refuse(
     let detail = format!("{what}: {}", message.clone().unwrap_or_default());
     record(
         tx,
-        r,
         table,
         report,
         NewConflict {

@@ -155,13 +155,7 @@ impl ConflictStatus {
 
 /// Records a conflict unless the same one is on record already; returns whether it is
 /// new. The id hashes what both devices see alike, so they agree on it.
-pub(crate) fn record(
-    tx: &Transaction,
-    r: &mut Replica,
-    table: &TrackedTable,
-    c: NewConflict<'_>,
-) -> Result<bool> {
-    let _ = r;
+pub(crate) fn record(tx: &Transaction, table: &TrackedTable, c: NewConflict<'_>) -> Result<bool> {
     let key = key_blob(c.key);
     let mut sides = [Some(c.remote), c.local];
     sides.sort();
@@ -211,66 +205,51 @@ pub(crate) fn record(
 
 /// Closes open records on a row that a write has made moot: one that starts a later
 /// life of the row, or that overwrote a disputed column having seen the winner.
+/// Constraint conflicts wait for a person whatever is written.
 pub(crate) fn close_superseded(
     tx: &Transaction,
-    r: &Replica,
     table: &str,
     key: &[u8],
     cl: u64,
     written: &[(String, Option<Version>)],
     by: Version,
 ) -> Result<()> {
-    let _ = r;
-    let open: Vec<(
-        String,
-        String,
-        i64,
-        String,
-        String,
-        Option<i64>,
-        Option<Vec<u8>>,
-        i64,
-        Vec<u8>,
-    )> = {
+    struct Open {
+        id: String,
+        cl: u64,
+        columns: Vec<String>,
+        winner: Option<Version>,
+    }
+    let open: Vec<Open> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, kind, cl, columns, winner, local_hlc, local_device, remote_hlc, remote_device FROM shoal_conflicts
-             WHERE tbl = ?1 AND key = ?2 AND status IN ('pending', 'auto')",
+            "SELECT id, cl, columns, winner, local_hlc, local_device, remote_hlc, remote_device FROM shoal_conflicts
+             WHERE tbl = ?1 AND key = ?2 AND status IN ('pending', 'auto') AND kind != 'constraint'",
         )?;
         stmt.query_map(rusqlite::params![table, key], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-            ))
+            let columns: String = r.get(2)?;
+            let winner: String = r.get(3)?;
+            let (hlc, device) = if winner == "local" { (4, 5) } else { (6, 7) };
+            Ok(Open {
+                id: r.get(0)?,
+                cl: r.get::<_, i64>(1)? as u64,
+                columns: serde_json::from_str(&columns).unwrap_or_default(),
+                winner: version(r.get(hlc)?, r.get(device)?),
+            })
         })?
         .collect::<Result<_, _>>()?
     };
-    for (id, kind, c_cl, columns, winner, lh, ld, rh, rd) in open {
-        if kind == "constraint" {
-            continue;
-        }
-        let columns: Vec<String> = serde_json::from_str(&columns).unwrap_or_default();
-        let remote = version(Some(rh), Some(rd));
-        let local = version(lh, ld);
-        let winner = if winner == "local" { local } else { remote };
-        let moot = cl > c_cl as u64
-            || written.iter().any(|(col, overwrote)| {
-                columns.iter().any(|c| c.eq_ignore_ascii_case(col))
-                    && winner.is_some()
-                    && *overwrote >= winner
-            });
-        if moot {
+    for c in open {
+        let overwrote_winner = |(col, overwrote): &(String, Option<Version>)| {
+            c.columns.iter().any(|x| x.eq_ignore_ascii_case(col))
+                && c.winner.is_some()
+                && *overwrote >= c.winner
+        };
+        if cl > c.cl || written.iter().any(overwrote_winner) {
             tx.prepare_cached(
                 "UPDATE shoal_conflicts SET status = 'closed', resolution = ?2 WHERE id = ?1",
             )?
             .execute(rusqlite::params![
-                id,
+                c.id,
                 format!(
                     "superseded by a write from {} at {}",
                     by.author.short(),

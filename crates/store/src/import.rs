@@ -104,7 +104,7 @@ pub(crate) fn import(
                 report.duplicates += 1;
             }
             Some(signed) => {
-                record_fork(tx, r, id, c.body.author, c.body.seq, &signed, &c.signed)?;
+                record_fork(tx, id, c.body.author, c.body.seq, &signed, &c.signed)?;
                 report.forks.push(ForkReport {
                     author: c.body.author.to_string(),
                     seq: c.body.seq.0,
@@ -182,7 +182,7 @@ fn advance_chain(
                 rusqlite::params![id, head.seq.0 as i64],
                 |r| r.get(0),
             )?;
-            record_fork(tx, r, id, author, head.seq, &ours, &commit.signed)?;
+            record_fork(tx, id, author, head.seq, &ours, &commit.signed)?;
             report.forks.push(ForkReport {
                 author: author.to_string(),
                 seq: head.seq.0,
@@ -195,7 +195,7 @@ fn advance_chain(
                 rusqlite::params![id, head.seq.0 as i64],
                 |r| r.get(0),
             )?;
-            record_fork(tx, r, id, author, commit.body.seq, &ours, &commit.signed)?;
+            record_fork(tx, id, author, commit.body.seq, &ours, &commit.signed)?;
             report.refused.push(format!(
                 "commit {} by {author}: its clock is not later than its predecessor's; the author is no longer trusted",
                 commit.body.seq
@@ -245,7 +245,6 @@ fn set_state(tx: &Transaction, author: i64, seq: Seq, state: State) -> Result<()
 
 fn record_fork(
     tx: &Transaction,
-    r: &Replica,
     id: i64,
     author: DeviceId,
     seq: Seq,
@@ -257,7 +256,6 @@ fn record_fork(
         rusqlite::params![&author.0[..], seq.0 as i64, first, second.to_bytes(), load_hlc(tx)?.0 as i64],
     )?;
     tx.execute("UPDATE shoal_authors SET forked = 1 WHERE id = ?1", [id])?;
-    let _ = r;
     Ok(())
 }
 

@@ -280,7 +280,7 @@ impl Builder {
             hlc: self.hlc,
             author: r.device,
         };
-        conflict::close_superseded(tx, r, &table.name, &blob, cl, &written, by)?;
+        conflict::close_superseded(tx, &table.name, &blob, cl, &written, by)?;
         let slot = *self.table_index.entry(table.id).or_insert_with(|| {
             self.tables.push(TableChanges {
                 table: table.name.clone(),

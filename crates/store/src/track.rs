@@ -79,22 +79,17 @@ pub(crate) fn track(
 ) -> Result<TrackReport> {
     let shape = inspect(tx, table)?;
     let existing = load_by_name(tx, &shape.name)?;
-    if let Some(old) = &existing {
-        if !old
-            .key_columns
-            .iter()
-            .map(|c| c.to_lowercase())
-            .eq(shape.key_columns.iter().map(|c| c.to_lowercase()))
-        {
-            return Err(StoreError::Untrackable {
-                table: shape.name,
-                reason: format!(
-                    "its primary key changed from ({}) to ({}); rows synced under the old key cannot follow, so make a new table",
-                    old.key_columns.join(", "),
-                    shape.key_columns.join(", ")
-                ),
-            });
-        }
+    if let Some(old) = &existing
+        && !same_names(&old.key_columns, &shape.key_columns)
+    {
+        return Err(StoreError::Untrackable {
+            table: shape.name,
+            reason: format!(
+                "its primary key changed from ({}) to ({}); rows synced under the old key cannot follow, so make a new table",
+                old.key_columns.join(", "),
+                shape.key_columns.join(", ")
+            ),
+        });
     }
     let policy = policy
         .or(existing.as_ref().map(|t| t.policy))
@@ -135,6 +130,11 @@ pub(crate) fn track(
         held_applied,
         warnings: shape.warnings,
     })
+}
+
+/// Whether two lists name the same columns in the same order, as SQLite compares names.
+pub(crate) fn same_names(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
 }
 
 pub(crate) fn untrack(tx: &Transaction, table: &str) -> Result<()> {

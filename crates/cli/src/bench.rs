@@ -1,0 +1,194 @@
+//! `shoal bench`: capture overhead, sealing rate and merge rate, each against raw SQLite
+//! doing the same work on the same machine in the same run.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+use rusqlite::Connection;
+use serde::Serialize;
+use shoal_store::{Store, StoreOptions};
+
+const SCHEMA: &str =
+    "CREATE TABLE trades (id TEXT PRIMARY KEY, symbol TEXT, qty INTEGER, price REAL, note TEXT);";
+const INSERT: &str = "INSERT INTO trades VALUES (?1, ?2, ?3, ?4, ?5)";
+const UPSERT: &str = "INSERT INTO trades VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO UPDATE SET symbol = excluded.symbol, qty = excluded.qty, price = excluded.price, note = excluded.note";
+
+#[derive(Serialize)]
+struct Figures {
+    rows: u64,
+    raw_insert_per_s: f64,
+    tracked_insert_per_s: f64,
+    capture_overhead: f64,
+    seal_per_s: f64,
+    commits: usize,
+    commit_bytes: u64,
+    raw_upsert_per_s: f64,
+    import_per_s: f64,
+    import_vs_upsert: f64,
+    import_peak_rss_mb: f64,
+}
+
+/// What the import child reports.
+#[derive(Serialize, serde::Deserialize)]
+struct ImportFigures {
+    seconds: f64,
+    changes: usize,
+    peak_rss_kb: u64,
+}
+
+fn connect(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+    Ok(conn)
+}
+
+/// Writes `rows` rows with `sql` in one transaction; returns rows per second.
+fn write_rows(conn: &mut Connection, sql: &str, rows: u64) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare(sql)?;
+        for i in 0..rows {
+            stmt.execute(rusqlite::params![
+                format!("{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                ["AAPL", "MSFT", "NVDA", "TSLA"][(i % 4) as usize],
+                (i % 100) as i64,
+                100.0 + (i % 1000) as f64 / 8.0,
+                "bench row"
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+pub(crate) fn run(rows: u64, json: bool) -> anyhow::Result<()> {
+    let dir = tempfile::TempDir::new()?;
+    let keys = dir.path().join("keys");
+    let options = StoreOptions::new(&keys);
+    let say = |s: String| {
+        if !json {
+            println!("{s}");
+        }
+    };
+    say(format!(
+        "{rows} rows; raw SQLite and Shoal in the same run, WAL, synchronous=NORMAL"
+    ));
+
+    let mut raw = connect(&dir.path().join("raw.db"))?;
+    raw.execute_batch(SCHEMA)?;
+    let raw_insert = write_rows(&mut raw, INSERT, rows)?;
+    drop(raw);
+
+    let src_path = dir.path().join("src.db");
+    connect(&src_path)?.execute_batch(SCHEMA)?;
+    let mut src = Store::init(&src_path, options.clone())?;
+    src.track("trades", None)?;
+    let mut conn = connect(&src_path)?;
+    let tracked_insert = write_rows(&mut conn, INSERT, rows)?;
+    drop(conn);
+    say(format!(
+        "capture: raw insert {raw_insert:.0} rows/s, tracked {tracked_insert:.0} rows/s: overhead {:.2}x",
+        raw_insert / tracked_insert
+    ));
+
+    let started = Instant::now();
+    let sealed = src.seal()?;
+    let seal_rate = sealed.changes as f64 / started.elapsed().as_secs_f64();
+    let bytes: i64 =
+        src.connection()
+            .query_row("SELECT sum(length(signed)) FROM shoal_commits", [], |r| {
+                r.get(0)
+            })?;
+    say(format!(
+        "seal: {} changes into {} commits in {:.2} s: {seal_rate:.0} changes/s, {} bytes ({:.1} bytes/change)",
+        sealed.changes,
+        sealed.commits,
+        started.elapsed().as_secs_f64(),
+        bytes,
+        bytes as f64 / sealed.changes.max(1) as f64
+    ));
+    drop(src);
+
+    let mut raw2 = connect(&dir.path().join("raw2.db"))?;
+    raw2.execute_batch(SCHEMA)?;
+    let raw_upsert = write_rows(&mut raw2, UPSERT, rows)?;
+    drop(raw2);
+
+    let dst_path = dir.path().join("dst.db");
+    connect(&dst_path)?.execute_batch(SCHEMA)?;
+    Store::init(&dst_path, options.clone())?.track("trades", None)?;
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe)
+        .arg("--data-dir")
+        .arg(&keys)
+        .arg("bench-import")
+        .arg(&src_path)
+        .arg(&dst_path)
+        .output()
+        .context("running the import child")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "import child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let child: ImportFigures = serde_json::from_slice(&out.stdout)?;
+    let import_rate = child.changes as f64 / child.seconds;
+    say(format!(
+        "merge: import {} changes into an empty database in {:.2} s: {import_rate:.0} changes/s; raw upsert {raw_upsert:.0} rows/s: {:.2} of raw; peak RSS {:.1} MB",
+        child.changes,
+        child.seconds,
+        import_rate / raw_upsert,
+        child.peak_rss_kb as f64 / 1024.0
+    ));
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Figures {
+                rows,
+                raw_insert_per_s: raw_insert,
+                tracked_insert_per_s: tracked_insert,
+                capture_overhead: raw_insert / tracked_insert,
+                seal_per_s: seal_rate,
+                commits: sealed.commits,
+                commit_bytes: bytes as u64,
+                raw_upsert_per_s: raw_upsert,
+                import_per_s: import_rate,
+                import_vs_upsert: import_rate / raw_upsert,
+                import_peak_rss_mb: child.peak_rss_kb as f64 / 1024.0,
+            })?
+        );
+    }
+    Ok(())
+}
+
+/// The import half, in its own process so that its peak memory is its own.
+pub(crate) fn import_child(data_dir: &Path, from: &Path, to: &Path) -> anyhow::Result<()> {
+    let options = StoreOptions::new(data_dir);
+    let src = Store::open(from, options.clone())?;
+    let mut dst = Store::open(to, options)?;
+    dst.connection()
+        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+    let started = Instant::now();
+    let report = crate::send(&src, &mut dst)?;
+    let figures = ImportFigures {
+        seconds: started.elapsed().as_secs_f64(),
+        changes: report.changes,
+        peak_rss_kb: peak_rss_kb(),
+    };
+    println!("{}", serde_json::to_string(&figures)?);
+    Ok(())
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
