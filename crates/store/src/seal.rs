@@ -31,6 +31,8 @@ pub struct SealReport {
     pub changes: usize,
     /// The sequence number of the last commit made.
     pub last_seq: Option<u64>,
+    /// The clock of the last commit made: the version of every write it carries.
+    pub last_clock: Option<Hlc>,
 }
 
 /// Log entries folded at a time; bounds memory whatever the backlog.
@@ -323,6 +325,7 @@ impl Builder {
         report.commits += 1;
         report.changes += changes;
         report.last_seq = Some(seq.0);
+        report.last_clock = Some(self.hlc);
         Ok(())
     }
 }

@@ -11,6 +11,8 @@ use shoal_store::{
 };
 use tempfile::TempDir;
 
+mod convergence;
+
 /// A directory with a shared data directory and any number of replicas, on a clock the
 /// test moves by hand.
 struct World {
@@ -21,7 +23,10 @@ struct World {
 impl World {
     fn new() -> World {
         World {
-            dir: TempDir::new().expect("temp dir"),
+            // A memory-backed directory where there is one: the tests fsync a lot.
+            dir: TempDir::new_in("/dev/shm")
+                .or_else(|_| TempDir::new())
+                .expect("temp dir"),
             now: Arc::new(AtomicU64::new(1_700_000_000_000)),
         }
     }
