@@ -1,0 +1,231 @@
+//! The `shoal` binary as people and scripts use it: real processes, real files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+struct Env {
+    dir: TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: TempDir::new().expect("temp dir"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn shoal(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .env("SHOAL_DATA_DIR", self.path("data"))
+            .output()
+            .expect("shoal runs")
+    }
+
+    /// Runs shoal, expecting success, and returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.shoal(args);
+        assert!(
+            out.status.success(),
+            "shoal {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    /// Runs shoal, expecting failure, and returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.shoal(args);
+        assert!(!out.status.success(), "shoal {args:?} should have failed");
+        String::from_utf8(out.stderr).expect("utf-8")
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(&all)).expect("json")
+    }
+
+    fn sql(&self, db: &str, sql: &str) {
+        rusqlite::Connection::open(self.path(db))
+            .expect("open")
+            .execute_batch(sql)
+            .expect(sql);
+    }
+
+    fn db(&self, name: &str) -> String {
+        self.path(name).to_string_lossy().into_owned()
+    }
+}
+
+fn count(path: &Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(path)
+        .expect("open")
+        .query_row(sql, [], |r| r.get(0))
+        .expect(sql)
+}
+
+#[test]
+fn the_demo_converges() {
+    let env = Env::new();
+    let out = env.ok(&["demo"]);
+    assert!(out.contains("identical journals: true"), "{out}");
+    assert!(
+        out.contains("ConcurrentWrite") && out.contains("UpdateDelete"),
+        "{out}"
+    );
+    let json = env.json(&["demo"]);
+    assert_eq!(json["identical"], true);
+}
+
+#[test]
+fn init_track_merge_and_inspect_from_the_command_line() {
+    let env = Env::new();
+    let (a, b) = (env.db("a.db"), env.db("b.db"));
+    for db in ["a.db", "b.db"] {
+        env.sql(db, "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT);");
+    }
+    env.ok(&["init", &a]);
+    env.ok(&["init", &b]);
+    let tracked = env.json(&["track", &a, "notes"]);
+    assert_eq!(tracked[0]["table"]["key_columns"][0], "id");
+    env.ok(&["track", &b, "notes", "--policy", "review"]);
+    env.sql(
+        "a.db",
+        "INSERT INTO notes VALUES ('1', 'one'), ('2', 'two');",
+    );
+    let status = env.json(&["status", &a]);
+    assert_eq!(status["unsealed_changes"], 2);
+    let merged = env.json(&["merge", &a, &b]);
+    assert_eq!(merged["a_to_b"]["changes"], 2);
+    assert_eq!(count(&env.path("b.db"), "SELECT count(*) FROM notes"), 2);
+    let log = env.json(&["log", &b]);
+    assert_eq!(log[0]["changes"], 2);
+    assert_eq!(log[0]["state"], "applied");
+    // A concurrent edit, seen from the command line.
+    env.sql("a.db", "UPDATE notes SET body = 'a' WHERE id = '1';");
+    env.ok(&["seal", &a]);
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    env.sql("b.db", "UPDATE notes SET body = 'b' WHERE id = '1';");
+    env.ok(&["merge", &a, &b]);
+    let conflicts = env.json(&["conflicts", &a, "list"]);
+    let id = conflicts[0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(conflicts[0]["kind"], "concurrent_write");
+    let shown = env.ok(&["conflicts", &a, "show", &id[..6]]);
+    assert!(shown.contains("'a'") && shown.contains("'b'"), "{shown}");
+    let resolved = env.json(&["conflicts", &a, "resolve", &id, "--set", "body='both'"]);
+    assert_eq!(resolved["status"], "resolved");
+    env.ok(&["merge", &a, &b]);
+    let on_b = env.json(&["conflicts", &b, "show", &id]);
+    assert_eq!(on_b["status"], "closed");
+    assert_eq!(
+        count(
+            &env.path("b.db"),
+            "SELECT count(*) FROM notes WHERE body = 'both'"
+        ),
+        1
+    );
+}
+
+#[test]
+fn mistakes_get_clear_errors() {
+    let env = Env::new();
+    let a = env.db("a.db");
+    env.sql("a.db", "CREATE TABLE loose (x, y);");
+    assert!(env.fails(&["status", &a]).contains("shoal init"));
+    env.ok(&["init", &a]);
+    assert!(env.fails(&["init", &a]).contains("already initialised"));
+    assert!(
+        env.fails(&["track", &a, "loose"])
+            .contains("no primary key")
+    );
+    assert!(
+        env.fails(&["conflicts", &a, "resolve", "abc"])
+            .contains("--keep")
+    );
+    assert!(env.fails(&["merge", &a, &a]).contains("same file"));
+    // A copy on another machine (another data directory) must be adopted.
+    std::fs::copy(env.path("a.db"), env.path("copy.db")).expect("copy");
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["status", &env.db("copy.db")])
+        .env("SHOAL_DATA_DIR", env.path("elsewhere"))
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("shoal adopt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_import_killed_midway_leaves_the_database_whole() {
+    let env = Env::new();
+    let (src, dst) = (env.db("src.db"), env.db("dst.db"));
+    let schema = "CREATE TABLE trades (id TEXT PRIMARY KEY, symbol TEXT, qty INTEGER, note TEXT);";
+    env.sql("src.db", schema);
+    env.sql("dst.db", schema);
+    env.ok(&["init", &src]);
+    env.ok(&["init", &dst]);
+    env.ok(&["track", &src, "trades"]);
+    env.ok(&["track", &dst, "trades"]);
+    env.sql(
+        "src.db",
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60000)
+         INSERT INTO trades SELECT printf('t%08d', i), 'AAPL', i, 'a note of some length' FROM n;",
+    );
+    env.ok(&["seal", &src]);
+    let journal = env.path("dst.db-journal");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["merge", &src, &dst])
+        .env("SHOAL_DATA_DIR", env.path("data"))
+        .spawn()
+        .expect("merge runs");
+    // The rollback journal exists while the import's transaction is open.
+    let mut killed = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::time::Instant::now() < deadline {
+        if journal.exists() && count_journal(&journal) {
+            child.kill().expect("SIGKILL");
+            killed = true;
+            break;
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    child.wait().expect("reaped");
+    assert!(killed, "the import finished before it could be killed");
+    let integrity: String = rusqlite::Connection::open(env.path("dst.db"))
+        .expect("open")
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(integrity, "ok");
+    // Whatever was applied is whole: every applied commit's rows, nothing else.
+    let rows = count(&env.path("dst.db"), "SELECT count(*) FROM trades");
+    let applied = count(
+        &env.path("dst.db"),
+        "SELECT coalesce(sum(changes), 0) FROM shoal_commits WHERE state = 0",
+    );
+    assert_eq!(rows, applied);
+    // And syncing again completes it.
+    env.ok(&["merge", &src, &dst]);
+    assert_eq!(
+        count(&env.path("dst.db"), "SELECT count(*) FROM trades"),
+        60_000
+    );
+}
+
+/// Whether a journal file has content yet (the import has started writing).
+fn count_journal(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false)
+}
