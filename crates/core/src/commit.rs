@@ -222,6 +222,13 @@ impl CommitBody {
         let mut tables = HashSet::new();
         for t in &self.tables {
             check_name(&t.table)?;
+            let lower = t.table.to_ascii_lowercase();
+            if lower.starts_with("shoal_") || lower.starts_with("sqlite_") {
+                return Err(format!(
+                    "table {:?} belongs to Shoal or SQLite, not to an app",
+                    t.table
+                ));
+            }
             if !tables.insert(t.table.as_str()) {
                 return Err(format!("table {:?} appears twice", t.table));
             }
@@ -465,6 +472,14 @@ mod tests {
         check(|b| b.tables[0].rows[0].cl = 2, "alive");
         check(|b| b.tables[0].rows[0].cells.clear(), "every column");
         check(|b| b.tables[0].key_columns.clear(), "key columns");
+        check(
+            |b| b.tables[0].table = "shoal_log".into(),
+            "belongs to Shoal",
+        );
+        check(
+            |b| b.tables[0].table = "SQLITE_schema".into(),
+            "belongs to Shoal",
+        );
         check(
             |b| b.tables[0].rows[0].cells[0].column = 5,
             "missing or repeated",

@@ -373,6 +373,31 @@ fn capture_existing(conn: &Connection, t: &TrackedTable) -> Result<u64> {
         log.execute(params.as_slice())?;
         captured += 1;
     }
+    // Rows deleted while the table was not tracked: alive here, gone from the table.
+    let mut alive =
+        conn.prepare_cached("SELECT key FROM shoal_rows WHERE tbl = ?1 AND cl % 2 = 1")?;
+    let mut exists = conn.prepare(&format!(
+        "SELECT 1 FROM {} WHERE {}",
+        ident(&t.name),
+        crate::sql::key_match(&t.key_columns, 1)
+    ))?;
+    let mut log_delete = conn.prepare(&format!(
+        "INSERT INTO shoal_log(tbl, op{slots}) VALUES (?1, 3{params})"
+    ))?;
+    let mut q = alive.query([t.id])?;
+    while let Some(row) = q.next()? {
+        let key = crate::sql::key_from_blob(&row.get::<_, Vec<u8>>(0)?);
+        let binds: Vec<crate::sql::Bind<'_>> = key.iter().map(crate::sql::Bind).collect();
+        let key_params: Vec<&dyn rusqlite::ToSql> =
+            binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
+        if exists.exists(key_params.as_slice())? {
+            continue;
+        }
+        let mut p: Vec<&dyn rusqlite::ToSql> = vec![&t.id];
+        p.extend(key_params);
+        log_delete.execute(p.as_slice())?;
+        captured += 1;
+    }
     Ok(captured)
 }
 

@@ -330,6 +330,14 @@ fn untracked_tables_stay_local_and_untrack_stops_capture() {
     exec(&a, "INSERT INTO notes VALUES ('2', 'after untrack');");
     sync(&mut a, &mut b);
     assert_eq!(dump(&b, "notes").len(), 1);
+    // Re-tracking picks up rows inserted and deleted in the meantime.
+    exec(&a, "DELETE FROM notes WHERE id = '1';");
+    assert_eq!(a.track("notes", None).expect("retrack").rows_captured, 2);
+    sync(&mut a, &mut b);
+    assert_eq!(
+        dump(&b, "notes"),
+        vec![vec![text("2"), text("after untrack")]]
+    );
 }
 
 #[test]
