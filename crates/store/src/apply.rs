@@ -213,6 +213,7 @@ fn merge(
                         .transpose()?;
                     record(
                         tx,
+                        r,
                         table,
                         report,
                         NewConflict {
@@ -248,6 +249,7 @@ fn merge(
                     let before = read_row(tx, table, &inc.key)?;
                     record(
                         tx,
+                        r,
                         table,
                         report,
                         NewConflict {
@@ -269,6 +271,7 @@ fn merge(
                 delete_row(tx, table, &inc.key)?;
             }
             state = RowState {
+                stored: state.stored,
                 cl: inc.cl,
                 meta: RowMeta {
                     event: Some(ver),
@@ -282,7 +285,7 @@ fn merge(
         }
         RowAction::Replace => {
             if let Err(e) = upsert_row(tx, table, &inc) {
-                return refuse(tx, table, report, &inc, e);
+                return refuse(tx, r, table, report, &inc, e);
             }
             let mut cells = Vec::with_capacity(inc.cells.len());
             for c in &inc.cells {
@@ -296,6 +299,7 @@ fn merge(
                 });
             }
             state = RowState {
+                stored: state.stored,
                 cl: inc.cl,
                 meta: RowMeta {
                     event: Some(ver),
@@ -346,7 +350,7 @@ fn merge(
             if !winners.is_empty()
                 && let Err(e) = update_row(tx, table, &inc.key, &winners)
             {
-                return refuse(tx, table, report, &inc, e);
+                return refuse(tx, r, table, report, &inc, e);
             }
             let local_values = |cols: &[String]| -> Option<Vec<(String, Value)>> {
                 let before = before.as_ref()?;
@@ -364,6 +368,7 @@ fn merge(
                 let cols = table.columns.clone();
                 record(
                     tx,
+                    r,
                     table,
                     report,
                     NewConflict {
@@ -396,6 +401,7 @@ fn merge(
                     .collect();
                 record(
                     tx,
+                    r,
                     table,
                     report,
                     NewConflict {
@@ -435,7 +441,7 @@ fn merge(
         .iter()
         .map(|c| (c.column.clone(), c.overwrote))
         .collect();
-    conflict::close_superseded(tx, &table.name, &blob, inc.cl, &written, inc.version)?;
+    conflict::close_superseded(tx, r, &table.name, &blob, inc.cl, &written, inc.version)?;
     report.changes_applied += 1;
     Ok(())
 }
@@ -449,11 +455,12 @@ fn pairs(cells: &[IncomingCell]) -> Vec<(String, Value)> {
 
 fn record(
     tx: &Transaction,
+    r: &mut Replica,
     table: &TrackedTable,
     report: &mut ImportReport,
     c: NewConflict<'_>,
 ) -> Result<()> {
-    if conflict::record(tx, table, c)? {
+    if conflict::record(tx, r, table, c)? {
         report.conflicts += 1;
     }
     Ok(())
@@ -463,6 +470,7 @@ fn record(
 /// passes on any other error.
 fn refuse(
     tx: &Transaction,
+    r: &mut Replica,
     table: &TrackedTable,
     report: &mut ImportReport,
     inc: &Incoming,
@@ -484,6 +492,7 @@ fn refuse(
     let detail = format!("{what}: {}", message.clone().unwrap_or_default());
     record(
         tx,
+        r,
         table,
         report,
         NewConflict {
@@ -527,9 +536,30 @@ pub(crate) fn reapply(tx: &Transaction, r: &mut Replica, refused: &[u8]) -> Resu
 }
 
 fn upsert_row(tx: &Transaction, table: &TrackedTable, inc: &Incoming) -> rusqlite::Result<()> {
+    let binds: Vec<Bind<'_>> = inc
+        .key
+        .iter()
+        .chain(inc.cells.iter().map(|c| &c.value))
+        .map(Bind)
+        .collect();
+    let params: Vec<&dyn rusqlite::ToSql> =
+        binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
+    // Usually the change writes every local column in local order: the prepared
+    // statement serves. Otherwise (a column the sender lacks) build one to fit.
+    let in_order = inc.cells.len() == table.columns.len()
+        && inc
+            .cells
+            .iter()
+            .zip(&table.columns)
+            .all(|(c, name)| &c.column == name);
+    if in_order {
+        tx.prepare_cached(&table.sql.upsert_all)?
+            .execute(params.as_slice())?;
+        return Ok(());
+    }
     let mut names: Vec<String> = table.key_columns.iter().map(|c| ident(c)).collect();
     names.extend(inc.cells.iter().map(|c| ident(&c.column)));
-    let params: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+    let slots: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
     let keys: Vec<String> = table.key_columns.iter().map(|c| ident(c)).collect();
     let action = if inc.cells.is_empty() {
         "NOTHING".to_owned()
@@ -545,17 +575,9 @@ fn upsert_row(tx: &Transaction, table: &TrackedTable, inc: &Incoming) -> rusqlit
         "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
         ident(&table.name),
         names.join(", "),
-        params.join(", "),
+        slots.join(", "),
         keys.join(", ")
     );
-    let binds: Vec<Bind<'_>> = inc
-        .key
-        .iter()
-        .chain(inc.cells.iter().map(|c| &c.value))
-        .map(Bind)
-        .collect();
-    let params: Vec<&dyn rusqlite::ToSql> =
-        binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
     tx.prepare_cached(&sql)?.execute(params.as_slice())?;
     Ok(())
 }
@@ -590,14 +612,10 @@ fn update_row(
 }
 
 fn delete_row(tx: &Transaction, table: &TrackedTable, key: &[Value]) -> Result<()> {
-    let sql = format!(
-        "DELETE FROM {} WHERE {}",
-        ident(&table.name),
-        key_match(&table.key_columns, 1)
-    );
     let binds: Vec<Bind<'_>> = key.iter().map(Bind).collect();
     let params: Vec<&dyn rusqlite::ToSql> =
         binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
-    tx.prepare_cached(&sql)?.execute(params.as_slice())?;
+    tx.prepare_cached(&table.sql.delete)?
+        .execute(params.as_slice())?;
     Ok(())
 }

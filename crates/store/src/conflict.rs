@@ -155,7 +155,12 @@ impl ConflictStatus {
 
 /// Records a conflict unless the same one is on record already; returns whether it is
 /// new. The id hashes what both devices see alike, so they agree on it.
-pub(crate) fn record(tx: &Transaction, table: &TrackedTable, c: NewConflict<'_>) -> Result<bool> {
+pub(crate) fn record(
+    tx: &Transaction,
+    r: &mut Replica,
+    table: &TrackedTable,
+    c: NewConflict<'_>,
+) -> Result<bool> {
     let key = key_blob(c.key);
     let mut sides = [Some(c.remote), c.local];
     sides.sort();
@@ -200,6 +205,9 @@ pub(crate) fn record(tx: &Transaction, table: &TrackedTable, c: NewConflict<'_>)
             status,
             load_hlc(tx)?.0 as i64,
         ])?;
+    if inserted > 0 {
+        r.open_conflicts = Some(true);
+    }
     Ok(inserted > 0)
 }
 
@@ -208,12 +216,28 @@ pub(crate) fn record(tx: &Transaction, table: &TrackedTable, c: NewConflict<'_>)
 /// Constraint conflicts wait for a person whatever is written.
 pub(crate) fn close_superseded(
     tx: &Transaction,
+    r: &mut Replica,
     table: &str,
     key: &[u8],
     cl: u64,
     written: &[(String, Option<Version>)],
     by: Version,
 ) -> Result<()> {
+    let any_open = match r.open_conflicts {
+        Some(any) => any,
+        None => {
+            let any = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM shoal_conflicts WHERE status IN ('pending', 'auto'))",
+                [],
+                |r| r.get(0),
+            )?;
+            r.open_conflicts = Some(any);
+            any
+        }
+    };
+    if !any_open {
+        return Ok(());
+    }
     struct Open {
         id: String,
         cl: u64,

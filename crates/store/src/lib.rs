@@ -83,6 +83,9 @@ pub(crate) struct Replica {
     pub(crate) path: PathBuf,
     pub(crate) authors: Authors,
     pub(crate) options: StoreOptions,
+    /// Whether any conflict record is open, learnt once per transaction: most
+    /// databases have none, and then no write needs to look for records to close.
+    pub(crate) open_conflicts: Option<bool>,
 }
 
 impl Replica {
@@ -141,6 +144,7 @@ impl Store {
                 path: path.to_owned(),
                 authors: Authors::default(),
                 options,
+                open_conflicts: None,
             },
         })
     }
@@ -283,6 +287,7 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.replica.open_conflicts = None;
         match f(&tx, &mut self.replica) {
             Ok(v) => {
                 tx.commit()?;
@@ -300,6 +305,10 @@ impl Store {
 fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(30))?;
+    // Sealing and merging touch two B-trees per row (the app's table and shoal_rows);
+    // a larger page cache than SQLite's 2 MiB default keeps big batches off the disk
+    // until commit. This is Shoal's connection only; the app's are untouched.
+    conn.pragma_update(None, "cache_size", -16_384)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }

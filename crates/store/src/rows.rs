@@ -38,6 +38,8 @@ pub(crate) struct RowMeta {
 pub(crate) struct RowState {
     pub(crate) cl: u64,
     pub(crate) meta: RowMeta,
+    /// Whether `shoal_rows` has the row yet: saving then updates rather than inserts.
+    pub(crate) stored: bool,
 }
 
 impl RowState {
@@ -119,10 +121,12 @@ pub(crate) fn load(conn: &Connection, table: i64, key: &[u8]) -> Result<RowState
         Some((cl, meta)) => RowState {
             cl: cl as u64,
             meta: postcard::from_bytes(&meta).unwrap_or_default(),
+            stored: true,
         },
         None => RowState {
             cl: 0,
             meta: RowMeta::default(),
+            stored: false,
         },
     })
 }
@@ -130,9 +134,12 @@ pub(crate) fn load(conn: &Connection, table: i64, key: &[u8]) -> Result<RowState
 /// Stores a row's state.
 pub(crate) fn save(conn: &Connection, table: i64, key: &[u8], state: &RowState) -> Result<()> {
     let meta = postcard::to_stdvec(&state.meta).unwrap_or_default();
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO shoal_rows(tbl, key, cl, meta) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(rusqlite::params![table, key, state.cl as i64, meta])?;
+    let sql = if state.stored {
+        "UPDATE shoal_rows SET cl = ?3, meta = ?4 WHERE tbl = ?1 AND key = ?2"
+    } else {
+        "INSERT INTO shoal_rows(tbl, key, cl, meta) VALUES (?1, ?2, ?3, ?4)"
+    };
+    conn.prepare_cached(sql)?
+        .execute(rusqlite::params![table, key, state.cl as i64, meta])?;
     Ok(())
 }

@@ -18,7 +18,7 @@ use shoal_core::{
 use crate::authors::{self, Head};
 use crate::error::{Result, StoreError};
 use crate::rows::{self, RowMeta, Ver};
-use crate::sql::{Bind, ident, key_blob, key_match, value};
+use crate::sql::{Bind, key_blob, value};
 use crate::track::{self, TrackedTable};
 use crate::{Replica, conflict, import, load_hlc, save_hlc};
 
@@ -282,7 +282,7 @@ impl Builder {
             hlc: self.hlc,
             author: r.device,
         };
-        conflict::close_superseded(tx, &table.name, &blob, cl, &written, by)?;
+        conflict::close_superseded(tx, r, &table.name, &blob, cl, &written, by)?;
         let slot = *self.table_index.entry(table.id).or_insert_with(|| {
             self.tables.push(TableChanges {
                 table: table.name.clone(),
@@ -336,22 +336,7 @@ pub(crate) fn read_row(
     table: &TrackedTable,
     key: &[Value],
 ) -> Result<Option<Vec<Value>>> {
-    let cols = if table.columns.is_empty() {
-        "1".to_owned()
-    } else {
-        table
-            .columns
-            .iter()
-            .map(|c| ident(c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let sql = format!(
-        "SELECT {cols} FROM {} WHERE {}",
-        ident(&table.name),
-        key_match(&table.key_columns, 1)
-    );
-    let mut stmt = tx.prepare_cached(&sql)?;
+    let mut stmt = tx.prepare_cached(&table.sql.select_row)?;
     let binds: Vec<Bind<'_>> = key.iter().map(Bind).collect();
     let params: Vec<&dyn rusqlite::ToSql> =
         binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();

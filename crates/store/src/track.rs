@@ -38,6 +38,54 @@ pub struct TrackedTable {
     pub policy: Policy,
     /// Whether writes are being captured now.
     pub tracked: bool,
+    /// Statements used for every row, written once per load.
+    #[serde(skip)]
+    pub(crate) sql: TableSql,
+}
+
+/// The SQL Shoal runs against a tracked table, row after row.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TableSql {
+    /// Reads the non-key columns of one row (`SELECT 1` when there are none).
+    pub(crate) select_row: String,
+    /// Inserts a row with every column, or overwrites every column of an existing one.
+    pub(crate) upsert_all: String,
+    /// Deletes one row.
+    pub(crate) delete: String,
+}
+
+impl TableSql {
+    fn new(name: &str, key_columns: &[String], columns: &[String]) -> TableSql {
+        let table = ident(name);
+        let key_match = crate::sql::key_match(key_columns, 1);
+        let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+        let keys: Vec<String> = key_columns.iter().map(|c| ident(c)).collect();
+        let all: Vec<String> = keys.iter().chain(&cols).cloned().collect();
+        let slots: Vec<String> = (1..=all.len()).map(|i| format!("?{i}")).collect();
+        let action = if cols.is_empty() {
+            "NOTHING".to_owned()
+        } else {
+            let sets: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+            format!("UPDATE SET {}", sets.join(", "))
+        };
+        TableSql {
+            select_row: format!(
+                "SELECT {} FROM {table} WHERE {key_match}",
+                if cols.is_empty() {
+                    "1".to_owned()
+                } else {
+                    cols.join(", ")
+                }
+            ),
+            upsert_all: format!(
+                "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
+                all.join(", "),
+                slots.join(", "),
+                keys.join(", ")
+            ),
+            delete: format!("DELETE FROM {table} WHERE {key_match}"),
+        }
+    }
 }
 
 /// What tracking a table did.
@@ -114,6 +162,7 @@ pub(crate) fn track(
     };
     let tracked = TrackedTable {
         id,
+        sql: TableSql::new(&shape.name, &shape.key_columns, &shape.columns),
         name: shape.name,
         key_columns: shape.key_columns,
         columns: shape.columns,
@@ -180,11 +229,15 @@ fn row_to_table(r: &rusqlite::Row<'_>) -> rusqlite::Result<TrackedTable> {
     let keys: String = r.get(2)?;
     let cols: String = r.get(3)?;
     let policy: String = r.get(4)?;
+    let name: String = r.get(1)?;
+    let key_columns = parse_json_array(&keys);
+    let columns = parse_json_array(&cols);
     Ok(TrackedTable {
         id: r.get(0)?,
-        name: r.get(1)?,
-        key_columns: parse_json_array(&keys),
-        columns: parse_json_array(&cols),
+        sql: TableSql::new(&name, &key_columns, &columns),
+        name,
+        key_columns,
+        columns,
         policy: Policy::parse(&policy).unwrap_or(Policy::Review),
         tracked: r.get(5)?,
     })
