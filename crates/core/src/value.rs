@@ -48,7 +48,8 @@ impl Value {
         if t.len() >= 2 && t.starts_with('\'') && t.ends_with('\'') {
             return Value::Text(t[1..t.len() - 1].replace("''", "'").into_bytes());
         }
-        if (t.starts_with("X'") || t.starts_with("x'"))
+        if t.len() >= 3
+            && (t.starts_with("X'") || t.starts_with("x'"))
             && t.ends_with('\'')
             && let Ok(b) = hex::decode(&t[2..t.len() - 1])
         {

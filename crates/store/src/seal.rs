@@ -5,7 +5,7 @@
 //! clock and records what each write overwrote, so that peers can tell a concurrent
 //! write from a later one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::Transaction;
 use serde::Serialize;
@@ -49,8 +49,14 @@ enum Logged {
 }
 
 pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
+    // A table the app has dropped has nothing left to seal: its log entries go.
+    let existing: HashSet<String> = tx
+        .prepare_cached("SELECT lower(name) FROM sqlite_schema WHERE type = 'table'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     let tables: HashMap<i64, TrackedTable> = track::load_all(tx)?
         .into_iter()
+        .filter(|t| existing.contains(&t.name.to_lowercase()))
         .map(|t| (t.id, t))
         .collect();
     let me = r.authors.id(tx, &r.device)?;

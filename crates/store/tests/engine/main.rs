@@ -278,6 +278,22 @@ fn tables_that_cannot_be_synced_are_refused_with_reasons() {
 }
 
 #[test]
+fn a_dropped_table_does_not_block_sealing_or_sync() {
+    let w = World::new();
+    let schema = "CREATE TABLE notes (id TEXT PRIMARY KEY, v); CREATE TABLE scratch (id TEXT PRIMARY KEY, v);";
+    let mut a = w.replica("a", schema, &["notes", "scratch"]);
+    let mut b = w.replica("b", schema, &["notes", "scratch"]);
+    exec(
+        &a,
+        "INSERT INTO scratch VALUES ('1', 'x'); INSERT INTO notes VALUES ('1', 'kept');",
+    );
+    exec(&a, "DROP TABLE scratch;");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&b, "notes").len(), 1);
+    assert_eq!(count(&a, "SELECT count(*) FROM shoal_log"), 0);
+}
+
+#[test]
 fn integer_keys_are_warned_about() {
     let w = World::new();
     let mut a = w.replica(
