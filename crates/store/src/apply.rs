@@ -542,8 +542,6 @@ fn upsert_row(tx: &Transaction, table: &TrackedTable, inc: &Incoming) -> rusqlit
         .chain(inc.cells.iter().map(|c| &c.value))
         .map(Bind)
         .collect();
-    let params: Vec<&dyn rusqlite::ToSql> =
-        binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
     // Usually the change writes every local column in local order: the prepared
     // statement serves. Otherwise (a column the sender lacks) build one to fit.
     let in_order = inc.cells.len() == table.columns.len()
@@ -554,7 +552,7 @@ fn upsert_row(tx: &Transaction, table: &TrackedTable, inc: &Incoming) -> rusqlit
             .all(|(c, name)| &c.column == name);
     if in_order {
         tx.prepare_cached(&table.sql.upsert_all)?
-            .execute(params.as_slice())?;
+            .execute(rusqlite::params_from_iter(&binds))?;
         return Ok(());
     }
     let mut names: Vec<String> = table.key_columns.iter().map(|c| ident(c)).collect();
@@ -578,7 +576,8 @@ fn upsert_row(tx: &Transaction, table: &TrackedTable, inc: &Incoming) -> rusqlit
         slots.join(", "),
         keys.join(", ")
     );
-    tx.prepare_cached(&sql)?.execute(params.as_slice())?;
+    tx.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(&binds))?;
     Ok(())
 }
 
@@ -605,17 +604,14 @@ fn update_row(
         .chain(key)
         .map(Bind)
         .collect();
-    let params: Vec<&dyn rusqlite::ToSql> =
-        binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
-    tx.prepare_cached(&sql)?.execute(params.as_slice())?;
+    tx.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(&binds))?;
     Ok(())
 }
 
 fn delete_row(tx: &Transaction, table: &TrackedTable, key: &[Value]) -> Result<()> {
     let binds: Vec<Bind<'_>> = key.iter().map(Bind).collect();
-    let params: Vec<&dyn rusqlite::ToSql> =
-        binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
     tx.prepare_cached(&table.sql.delete)?
-        .execute(params.as_slice())?;
+        .execute(rusqlite::params_from_iter(&binds))?;
     Ok(())
 }

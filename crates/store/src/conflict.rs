@@ -445,8 +445,6 @@ fn write(
     alive: bool,
 ) -> Result<()> {
     let binds: Vec<Bind<'_>> = values.iter().map(|(_, v)| v).chain(key).map(Bind).collect();
-    let params: Vec<&dyn rusqlite::ToSql> =
-        binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
     if alive {
         let sets: Vec<String> = values
             .iter()
@@ -461,7 +459,7 @@ fn write(
                     sets.join(", "),
                     key_match(&table.key_columns, values.len() + 1)
                 ),
-                params.as_slice(),
+                rusqlite::params_from_iter(&binds),
             )?;
         }
         let ops: Vec<(i64, Option<&str>)> =
@@ -481,7 +479,7 @@ fn write(
                 names.join(", "),
                 slots.join(", ")
             ),
-            params.as_slice(),
+            rusqlite::params_from_iter(&binds),
         )?;
         Ok(())
     }

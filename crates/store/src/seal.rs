@@ -344,9 +344,7 @@ pub(crate) fn read_row(
 ) -> Result<Option<Vec<Value>>> {
     let mut stmt = tx.prepare_cached(&table.sql.select_row)?;
     let binds: Vec<Bind<'_>> = key.iter().map(Bind).collect();
-    let params: Vec<&dyn rusqlite::ToSql> =
-        binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
-    let mut q = stmt.query(params.as_slice())?;
+    let mut q = stmt.query(rusqlite::params_from_iter(&binds))?;
     match q.next()? {
         Some(row) => Ok(Some(
             (0..table.columns.len())
