@@ -1,9 +1,10 @@
 //! Applying remote row changes to the app's tables by the merge rules, recording what
 //! loses in the conflict inbox and holding what cannot be applied yet.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
-use rusqlite::{ErrorCode, Transaction};
+use rusqlite::{ErrorCode, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use shoal_core::merge::{RowAction, concurrent, row_action};
 use shoal_core::{Op, Value, VerifiedCommit, Version};
@@ -39,23 +40,179 @@ pub(crate) struct IncomingCell {
     pub(crate) overwrote: Option<Version>,
 }
 
-/// The tracked tables by lower-cased name, loaded once per transaction.
-pub(crate) struct Tables(HashMap<String, TrackedTable>);
+/// The tracked tables by lower-cased name, loaded once per transaction, with the
+/// foreign keys of each and the rows this transaction wrote to tables that have any.
+pub(crate) struct Tables {
+    by_name: HashMap<String, TrackedTable>,
+    foreign: HashMap<i64, Vec<ForeignKey>>,
+    /// Rows written to tables with foreign keys, checked once the whole batch is in,
+    /// so that a child arriving before its parent in one batch is no violation.
+    written: RefCell<Vec<(i64, Vec<Value>, Version)>>,
+}
+
+/// One foreign key of a tracked table.
+struct ForeignKey {
+    parent: String,
+    from: Vec<String>,
+    to: Vec<String>,
+}
 
 impl Tables {
     pub(crate) fn load(tx: &Transaction) -> Result<Tables> {
-        Ok(Tables(
-            track::load_all(tx)?
-                .into_iter()
-                .filter(|t| t.tracked)
-                .map(|t| (t.name.to_lowercase(), t))
-                .collect(),
-        ))
+        let mut by_name = HashMap::new();
+        let mut foreign = HashMap::new();
+        for t in track::load_all(tx)?.into_iter().filter(|t| t.tracked) {
+            let keys = foreign_keys(tx, &t.name)?;
+            if !keys.is_empty() {
+                foreign.insert(t.id, keys);
+            }
+            by_name.insert(t.name.to_lowercase(), t);
+        }
+        Ok(Tables {
+            by_name,
+            foreign,
+            written: RefCell::new(Vec::new()),
+        })
     }
 
     fn get(&self, name: &str) -> Option<&TrackedTable> {
-        self.0.get(&name.to_lowercase())
+        self.by_name.get(&name.to_lowercase())
     }
+
+    fn note_written(&self, table: &TrackedTable, key: &[Value], version: Version) {
+        if self.foreign.contains_key(&table.id) {
+            self.written
+                .borrow_mut()
+                .push((table.id, key.to_vec(), version));
+        }
+    }
+
+    /// Records a conflict for every row written in this transaction whose parent row
+    /// is missing. The row stays: it becomes valid when its parent arrives, and every
+    /// device keeps the same rows.
+    pub(crate) fn check_foreign_keys(
+        &self,
+        tx: &Transaction,
+        r: &mut Replica,
+        report: &mut ImportReport,
+    ) -> Result<()> {
+        let written = std::mem::take(&mut *self.written.borrow_mut());
+        for (table_id, key, version) in written {
+            let (Some(table), Some(fks)) = (
+                self.by_name.values().find(|t| t.id == table_id),
+                self.foreign.get(&table_id),
+            ) else {
+                continue;
+            };
+            for fk in fks {
+                let cols: Vec<String> = fk.from.iter().map(|c| ident(c)).collect();
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE {}",
+                    cols.join(", "),
+                    ident(&table.name),
+                    key_match(&table.key_columns, 1)
+                );
+                let binds: Vec<Bind<'_>> = key.iter().map(Bind).collect();
+                let values: Option<Vec<Value>> = tx
+                    .prepare_cached(&sql)?
+                    .query_row(rusqlite::params_from_iter(&binds), |row| {
+                        (0..cols.len())
+                            .map(|i| row.get_ref(i).map(crate::sql::value))
+                            .collect()
+                    })
+                    .optional()?;
+                // A deleted row, or a NULL in the reference, refers to nothing.
+                let Some(values) = values.filter(|v| !v.contains(&Value::Null)) else {
+                    continue;
+                };
+                let exists = format!(
+                    "SELECT EXISTS (SELECT 1 FROM {} WHERE {})",
+                    ident(&fk.parent),
+                    key_match(&fk.to, 1)
+                );
+                let binds: Vec<Bind<'_>> = values.iter().map(Bind).collect();
+                let found: bool = tx
+                    .prepare_cached(&exists)?
+                    .query_row(rusqlite::params_from_iter(&binds), |row| row.get(0))?;
+                if found {
+                    continue;
+                }
+                record(
+                    tx,
+                    r,
+                    table,
+                    report,
+                    NewConflict {
+                        kind: ConflictKind::Constraint,
+                        key: &key,
+                        cl: rows::load(tx, table.id, &key_blob(&key))?.cl,
+                        columns: fk.from.clone(),
+                        winner: Side::Remote,
+                        local_values: None,
+                        remote_values: Some(fk.from.iter().cloned().zip(values).collect()),
+                        local: None,
+                        remote: version,
+                        refused: None,
+                        detail: Some(format!(
+                            "FOREIGN KEY: {}({}) refers to a row of {}({}) that is not here; the row is kept and becomes valid when its parent arrives",
+                            table.name,
+                            fk.from.join(", "),
+                            fk.parent,
+                            fk.to.join(", ")
+                        )),
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The foreign keys declared on `table`, with the parent's key filled in where the
+/// declaration leaves it implicit.
+fn foreign_keys(tx: &Transaction, table: &str) -> Result<Vec<ForeignKey>> {
+    let mut stmt = tx.prepare(&format!("PRAGMA foreign_key_list({})", ident(table)))?;
+    // (id, parent, from, to)
+    let rows: Vec<(i64, String, String, Option<String>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut keys: Vec<(i64, ForeignKey)> = Vec::new();
+    for (id, parent, from, to) in rows {
+        if keys.last().is_none_or(|(last, _)| *last != id) {
+            keys.push((
+                id,
+                ForeignKey {
+                    parent: parent.clone(),
+                    from: Vec::new(),
+                    to: Vec::new(),
+                },
+            ));
+        }
+        if let Some((_, fk)) = keys.last_mut() {
+            fk.from.push(from);
+            if let Some(to) = to {
+                fk.to.push(to);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (_, mut fk) in keys {
+        if fk.to.is_empty() {
+            let mut stmt = tx.prepare(&format!("PRAGMA table_info({})", ident(&fk.parent)))?;
+            let mut pk: Vec<(i64, String)> = stmt
+                .query_map([], |r| Ok((r.get(5)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .filter(|(pos, _)| *pos > 0)
+                .collect();
+            pk.sort();
+            fk.to = pk.into_iter().map(|(_, c)| c).collect();
+        }
+        if fk.to.len() == fk.from.len() {
+            out.push(fk);
+        }
+    }
+    Ok(out)
 }
 
 /// Applies every row change of a commit whose chain position has been checked.
@@ -175,12 +332,13 @@ fn apply(
         }
     }
     inc.cells = known;
-    merge(tx, r, table, inc, report)
+    merge(tx, r, tables, table, inc, report)
 }
 
 fn merge(
     tx: &Transaction,
     r: &mut Replica,
+    tables: &Tables,
     table: &TrackedTable,
     inc: Incoming,
     report: &mut ImportReport,
@@ -436,6 +594,7 @@ fn merge(
         }
     }
     rows::save(tx, table.id, &blob, &state)?;
+    tables.note_written(table, &inc.key, inc.version);
     let written: Vec<(String, Option<Version>)> = inc
         .cells
         .iter()
@@ -531,6 +690,7 @@ pub(crate) fn reapply(tx: &Transaction, r: &mut Replica, refused: &[u8]) -> Resu
     let tables = Tables::load(tx)?;
     tx.execute("INSERT INTO shoal_applying VALUES (1)", [])?;
     apply(tx, r, &tables, inc, &mut report)?;
+    tables.check_foreign_keys(tx, r, &mut report)?;
     tx.execute("DELETE FROM shoal_applying", [])?;
     Ok(report)
 }

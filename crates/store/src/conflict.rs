@@ -398,7 +398,11 @@ pub(crate) fn resolve(
                 )
                 .optional()?
                 .flatten();
-            let report = apply::reapply(tx, r, &refused.unwrap_or_default())?;
+            // A foreign-key record refused nothing: the row is in place already.
+            let Some(refused) = refused else {
+                return Ok(());
+            };
+            let report = apply::reapply(tx, r, &refused)?;
             if report.conflicts > 0 || report.changes_applied == 0 {
                 return Err(cannot(format!(
                     "the remote change still breaks a constraint ({}); change the clashing row first, or set other values",

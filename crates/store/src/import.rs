@@ -133,6 +133,7 @@ pub(crate) fn import(
         advance_chain(tx, r, &tables, id, &mut batch, &mut hlc, &mut report)?;
     }
     apply::retry_held(tx, r, &tables, &mut report)?;
+    tables.check_foreign_keys(tx, r, &mut report)?;
     tx.execute("DELETE FROM shoal_applying", [])?;
     save_hlc(tx, hlc)?;
     let (waiting, future): (i64, i64) = tx.query_row(

@@ -283,7 +283,28 @@ impl Store {
 
     /// Runs `f` in an immediate transaction, so that writers in other processes wait
     /// their turn, and commits it if `f` succeeds.
+    ///
+    /// Foreign keys are not enforced inside: a batch may carry a child before its
+    /// parent, and a missing parent is a conflict to record, not a reason to refuse
+    /// the batch. The connection's own setting is restored afterwards.
     fn write<T>(&mut self, f: impl FnOnce(&Transaction, &mut Replica) -> Result<T>) -> Result<T> {
+        let enforced: bool = self
+            .conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
+        if enforced {
+            self.conn.pragma_update(None, "foreign_keys", false)?;
+        }
+        let result = self.transaction(f);
+        if enforced {
+            self.conn.pragma_update(None, "foreign_keys", true)?;
+        }
+        result
+    }
+
+    fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction, &mut Replica) -> Result<T>,
+    ) -> Result<T> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

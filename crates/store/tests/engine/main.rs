@@ -545,6 +545,55 @@ fn constraint_violation_is_kept_not_blocking() {
 }
 
 #[test]
+fn foreign_keys_are_checked_after_the_whole_batch() {
+    let w = World::new();
+    let schema = "CREATE TABLE trades (id TEXT PRIMARY KEY, symbol TEXT);
+                  CREATE TABLE notes (id TEXT PRIMARY KEY, trade_id TEXT REFERENCES trades(id), body);";
+    let mut a = w.replica("a", schema, &["trades", "notes"]);
+    let mut b = w.replica("b", schema, &["trades", "notes"]);
+    // a's app does not enforce foreign keys; b's connection does.
+    exec(&a, "PRAGMA foreign_keys = OFF;");
+    exec(&b, "PRAGMA foreign_keys = ON;");
+    // The child is sealed in an earlier commit than its parent: one batch, no conflict.
+    exec(&a, "INSERT INTO notes VALUES ('n1', 't1', 'note first');");
+    a.seal().expect("seal");
+    exec(&a, "INSERT INTO trades VALUES ('t1', 'AAPL');");
+    sync(&mut a, &mut b);
+    assert!(conflicts_of(&b).is_empty(), "{:?}", conflicts_of(&b));
+    assert_eq!(dump(&b, "notes").len(), 1);
+    // An orphan is kept, and reported.
+    exec(&a, "INSERT INTO notes VALUES ('n2', 'missing', 'orphan');");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&b, "notes"), dump(&a, "notes"));
+    let c = conflicts_of(&b);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0].kind, ConflictKind::Constraint);
+    assert_eq!(c[0].key_text, "('n2')");
+    assert!(
+        c[0].detail
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("FOREIGN KEY"),
+        "{:?}",
+        c[0].detail
+    );
+    let resolved = b
+        .resolve(&c[0].id, Resolution::Keep(Side::Remote))
+        .expect("accept");
+    assert_eq!(resolved.status, ConflictStatus::Resolved);
+    // NULL references nothing, so it is no violation.
+    exec(&a, "INSERT INTO notes VALUES ('n3', NULL, 'unattached');");
+    sync(&mut a, &mut b);
+    assert!(conflicts_of(&b).is_empty());
+    // b's own connection still enforces them.
+    let enforced: bool = b
+        .connection()
+        .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+        .expect("pragma");
+    assert!(enforced);
+}
+
+#[test]
 fn lww_policy_keeps_conflicts_for_audit_only() {
     let w = World::new();
     let mut a = w.replica("a", NOTES, &["notes"]);
