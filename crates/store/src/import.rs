@@ -176,31 +176,32 @@ fn advance_chain(
             }
         };
         let author = commit.body.author;
-        if commit.body.prev != head.hash {
-            // The author signed a commit following a different commit at head.seq.
+        // Either way the author signed two incompatible successors of head.seq: ours
+        // and this one. Keep both as proof and trust the author no more.
+        let broken = if commit.body.prev != head.hash {
+            Some(None)
+        } else if commit.body.hlc <= head.hlc {
+            Some(Some(format!(
+                "commit {} by {author}: its clock is not later than its predecessor's; the author is no longer trusted",
+                commit.body.seq
+            )))
+        } else {
+            None
+        };
+        if let Some(refusal) = broken {
             let ours: Vec<u8> = tx.query_row(
                 "SELECT signed FROM shoal_commits WHERE author = ?1 AND seq = ?2",
                 rusqlite::params![id, head.seq.0 as i64],
                 |r| r.get(0),
             )?;
             record_fork(tx, id, author, head.seq, &ours, &commit.signed)?;
-            report.forks.push(ForkReport {
-                author: author.to_string(),
-                seq: head.seq.0,
-            });
-            return Ok(());
-        }
-        if commit.body.hlc <= head.hlc {
-            let ours: Vec<u8> = tx.query_row(
-                "SELECT signed FROM shoal_commits WHERE author = ?1 AND seq = ?2",
-                rusqlite::params![id, head.seq.0 as i64],
-                |r| r.get(0),
-            )?;
-            record_fork(tx, id, author, commit.body.seq, &ours, &commit.signed)?;
-            report.refused.push(format!(
-                "commit {} by {author}: its clock is not later than its predecessor's; the author is no longer trusted",
-                commit.body.seq
-            ));
+            match refusal {
+                Some(reason) => report.refused.push(reason),
+                None => report.forks.push(ForkReport {
+                    author: author.to_string(),
+                    seq: head.seq.0,
+                }),
+            }
             return Ok(());
         }
         if check_drift(commit.body.hlc, r.now_ms(), r.options.max_drift_ms).is_err() {

@@ -730,6 +730,45 @@ fn a_fork_is_recorded_and_its_author_refused() {
 }
 
 #[test]
+fn a_commit_whose_clock_goes_back_is_refused_and_its_author_distrusted() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    exec(&a, "INSERT INTO notes VALUES ('n1', 't', 'b', 1);");
+    let first = export_all(&mut a)[0].clone().verify().expect("verify");
+    // a's own key signs a well-formed seq 2 whose clock is not later than seq 1's.
+    let seed = std::fs::read_to_string(
+        w.dir
+            .path()
+            .join("data/devices")
+            .join(format!("{}.key", a.device())),
+    )
+    .expect("key file");
+    let seed: [u8; 32] = hex::decode(seed.trim())
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let key = shoal_core::DeviceKey::from_seed(seed);
+    let mut body = first.body.clone();
+    body.seq = shoal_core::Seq(2);
+    body.prev = first.hash;
+    body.tables[0].rows[0].key = vec![text("n2")];
+    let backwards = body.seal(&key).expect("seal");
+    b.import(vec![first.signed.clone()]).expect("import");
+    let report = b.import(vec![backwards.signed]).expect("import");
+    assert_eq!(report.commits_applied, 0);
+    assert!(
+        report.refused.iter().any(|r| r.contains("clock")),
+        "{report:?}"
+    );
+    assert_eq!(dump(&b, "notes").len(), 1);
+    assert_eq!(
+        b.status().expect("status").forked_authors,
+        vec![a.device().to_string()]
+    );
+}
+
+#[test]
 fn a_far_future_commit_is_held_until_the_clock_reaches_it() {
     let w = World::new();
     let mut a = w.replica("a", NOTES, &["notes"]);
