@@ -260,7 +260,7 @@ pub(crate) struct Direction {
 }
 
 /// Commits moved per import, so that memory stays bounded whatever the backlog.
-const MERGE_BATCH_BYTES: usize = 4 << 20;
+const MERGE_BATCH_BYTES: usize = 8 << 20;
 
 /// Seals both replicas and sends each what the other lacks, in bounded batches.
 pub(crate) fn merge(a: &mut Store, b: &mut Store) -> anyhow::Result<MergeReport> {

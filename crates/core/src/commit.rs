@@ -246,12 +246,13 @@ impl CommitBody {
                     return Err(format!("table {:?} names column {c:?} twice", t.table));
                 }
             }
-            let mut keys = HashSet::new();
+            let mut keys = HashSet::with_capacity(t.rows.len());
+            let mut written = vec![false; t.columns.len()];
             for row in &t.rows {
                 if row.key.len() != t.key_columns.len() {
                     return Err(format!("a key in {:?} has the wrong width", t.table));
                 }
-                if !keys.insert(postcard::to_stdvec(&row.key).unwrap_or_default()) {
+                if !keys.insert(row.key.as_slice()) {
                     return Err(format!("a row of {:?} changes twice", t.table));
                 }
                 let alive = row.cl % 2 == 1;
@@ -273,10 +274,11 @@ impl CommitBody {
                 if let Some(seen) = &row.seen {
                     check_ref(seen, "a delete's seen version")?;
                 }
-                let mut written = HashSet::new();
+                written.fill(false);
                 for cell in &row.cells {
-                    if cell.column as usize >= t.columns.len() || !written.insert(cell.column) {
-                        return Err("a cell names a missing or repeated column".into());
+                    match written.get_mut(cell.column as usize) {
+                        Some(w) if !*w => *w = true,
+                        _ => return Err("a cell names a missing or repeated column".into()),
                     }
                     if let Some(o) = &cell.overwrote {
                         check_ref(o, "an overwritten version")?;
@@ -499,6 +501,15 @@ mod tests {
                 b.tables[0].rows.push(row);
             },
             "changes twice",
+        );
+        check(
+            |b| {
+                let row = &mut b.tables[0].rows[0];
+                row.op = Op::Update;
+                let cell = row.cells[0].clone();
+                row.cells.push(cell);
+            },
+            "missing or repeated",
         );
     }
 }

@@ -75,6 +75,19 @@ impl PartialEq for Value {
 
 impl Eq for Value {}
 
+/// Hashes what `eq` compares: the storage class and the exact bytes.
+impl std::hash::Hash for Value {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Value::Null => {}
+            Value::Integer(i) => i.hash(state),
+            Value::Real(r) => r.to_bits().hash(state),
+            Value::Text(b) | Value::Blob(b) => b.hash(state),
+        }
+    }
+}
+
 /// Serializes byte vectors as one length-prefixed run instead of element by element.
 mod serde_bytes_vec {
     use serde::{Deserializer, Serializer, de};

@@ -3,11 +3,12 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use rusqlite::{ErrorCode, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use shoal_core::merge::{RowAction, concurrent, row_action};
-use shoal_core::{Op, Value, VerifiedCommit, Version};
+use shoal_core::{Op, RowChange, Value, VerifiedCommit, Version};
 
 use crate::Replica;
 use crate::conflict::{self, ConflictKind, NewConflict, Side};
@@ -19,11 +20,12 @@ use crate::sql::{Bind, ident, key_blob, key_match};
 use crate::track::{self, TrackedTable};
 
 /// A row change with every version spelled out, independent of the commit it came in.
-/// Held changes are stored in this form.
+/// Held changes are stored in this form. Names are shared with the other changes of
+/// the same commit, not copied for each.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Incoming {
-    pub(crate) table: String,
-    pub(crate) key_columns: Vec<String>,
+    pub(crate) table: Rc<str>,
+    pub(crate) key_columns: Rc<[String]>,
     pub(crate) key: Vec<Value>,
     pub(crate) op: Op,
     pub(crate) cl: u64,
@@ -35,7 +37,7 @@ pub(crate) struct Incoming {
 /// One column written by an incoming change.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct IncomingCell {
-    pub(crate) column: String,
+    pub(crate) column: Rc<str>,
     pub(crate) value: Value,
     pub(crate) overwrote: Option<Version>,
 }
@@ -76,7 +78,10 @@ impl Tables {
     }
 
     fn get(&self, name: &str) -> Option<&TrackedTable> {
-        self.by_name.get(&name.to_lowercase())
+        match self.by_name.get(name) {
+            Some(t) => Some(t),
+            None => self.by_name.get(&name.to_lowercase()),
+        }
     }
 
     fn note_written(&self, table: &TrackedTable, key: &[Value], version: Version) {
@@ -220,27 +225,35 @@ pub(crate) fn apply_commit(
     tx: &Transaction,
     r: &mut Replica,
     tables: &Tables,
-    commit: &VerifiedCommit,
+    commit: VerifiedCommit,
     report: &mut ImportReport,
 ) -> Result<()> {
-    let body = &commit.body;
+    let mut body = commit.body;
     let version = body.version();
-    for t in &body.tables {
-        for row in &t.rows {
+    for t in std::mem::take(&mut body.tables) {
+        let table: Rc<str> = Rc::from(t.table);
+        let key_columns: Rc<[String]> = Rc::from(t.key_columns);
+        let columns: Vec<Rc<str>> = t.columns.into_iter().map(Rc::from).collect();
+        // A commit changes each row at most once, so their order is free: in key order
+        // the tables' B-trees are walked once instead of at random.
+        let mut rows: Vec<(Vec<u8>, RowChange)> =
+            t.rows.into_iter().map(|r| (key_blob(&r.key), r)).collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (_, row) in rows {
             let incoming = Incoming {
-                table: t.table.clone(),
-                key_columns: t.key_columns.clone(),
-                key: row.key.clone(),
+                table: table.clone(),
+                key_columns: key_columns.clone(),
+                key: row.key,
                 op: row.op,
                 cl: row.cl,
                 version,
                 seen: row.seen.and_then(|s| body.resolve(s)),
                 cells: row
                     .cells
-                    .iter()
+                    .into_iter()
                     .map(|c| IncomingCell {
-                        column: t.columns[c.column as usize].clone(),
-                        value: c.value.clone(),
+                        column: columns[c.column as usize].clone(),
+                        value: c.value,
                         overwrote: c.overwrote.and_then(|o| body.resolve(o)),
                     })
                     .collect(),
@@ -291,7 +304,7 @@ fn apply(
     report: &mut ImportReport,
 ) -> Result<()> {
     let Some(table) = tables.get(&inc.table) else {
-        let reason = format!("table {:?} is not tracked here", inc.table);
+        let reason = format!("table {:?} is not tracked here", &*inc.table);
         return hold(tx, &inc, &reason, report);
     };
     let same_key = track::same_names(&inc.key_columns, &table.key_columns);
@@ -312,14 +325,16 @@ fn apply(
             .find(|c| c.eq_ignore_ascii_case(&cell.column))
         {
             Some(local) => {
-                cell.column = local.clone();
+                if **local != *cell.column {
+                    cell.column = Rc::from(local.as_str());
+                }
                 known.push(cell);
             }
             None => unknown.push(cell),
         }
     }
     if !unknown.is_empty() {
-        let names: Vec<&str> = unknown.iter().map(|c| c.column.as_str()).collect();
+        let names: Vec<&str> = unknown.iter().map(|c| &*c.column).collect();
         let reason = format!("column(s) {} not in the local table", names.join(", "));
         let part = Incoming {
             op: Op::Update,
@@ -344,8 +359,11 @@ fn merge(
     report: &mut ImportReport,
 ) -> Result<()> {
     let blob = key_blob(&inc.key);
-    let mut state = rows::load(tx, table.id, &blob)?;
     let ver = Ver::of(inc.version, &mut r.authors, tx)?;
+    if inc.op == Op::Insert && insert_new(tx, r, tables, table, &inc, &blob, ver, report)? {
+        return Ok(());
+    }
+    let mut state = rows::load(tx, table.id, &blob)?;
     match row_action(state.cl, inc.op, inc.cl) {
         RowAction::Duplicate => return Ok(()),
         RowAction::Hold => {
@@ -378,7 +396,7 @@ fn merge(
                             kind: ConflictKind::UpdateDelete,
                             key: &inc.key,
                             cl: state.cl,
-                            columns: inc.cells.iter().map(|c| c.column.clone()).collect(),
+                            columns: inc.cells.iter().map(|c| c.column.to_string()).collect(),
                             winner: Side::Local,
                             local_values: None,
                             remote_values: Some(pairs(&inc.cells)),
@@ -445,25 +463,10 @@ fn merge(
             if let Err(e) = upsert_row(tx, table, &inc) {
                 return refuse(tx, r, table, report, &inc, e);
             }
-            let mut cells = Vec::with_capacity(inc.cells.len());
-            for c in &inc.cells {
-                cells.push(CellMeta {
-                    column: c.column.clone(),
-                    version: ver,
-                    overwrote: c
-                        .overwrote
-                        .map(|o| Ver::of(o, &mut r.authors, tx))
-                        .transpose()?,
-                });
-            }
             state = RowState {
                 stored: state.stored,
                 cl: inc.cl,
-                meta: RowMeta {
-                    event: Some(ver),
-                    seen: None,
-                    cells,
-                },
+                meta: inserted_meta(tx, r, &inc, ver)?,
             };
         }
         RowAction::MergeCells => {
@@ -488,7 +491,7 @@ fn merge(
                 if inc.version > lv {
                     winners.push(cell);
                     if !collision && concurrent(lv, cell.overwrote) {
-                        remote_won.push((cell.column.clone(), lv));
+                        remote_won.push((cell.column.to_string(), lv));
                     }
                 } else {
                     let lp = local
@@ -496,7 +499,7 @@ fn merge(
                         .map(|o| o.resolve(&mut r.authors, tx))
                         .transpose()?;
                     if !collision && concurrent(inc.version, lp) {
-                        local_won.push((cell.column.clone(), lv));
+                        local_won.push((cell.column.to_string(), lv));
                     }
                 }
             }
@@ -594,13 +597,80 @@ fn merge(
         }
     }
     rows::save(tx, table.id, &blob, &state)?;
+    applied(tx, r, tables, table, &inc, &blob, report)
+}
+
+/// An insert of a row this file has never seen, the bulk of a first sync, takes its
+/// place in `shoal_rows` in one statement instead of a lookup and a write. Returns
+/// false, having changed nothing, when the row is known after all.
+#[allow(clippy::too_many_arguments)]
+fn insert_new(
+    tx: &Transaction,
+    r: &mut Replica,
+    tables: &Tables,
+    table: &TrackedTable,
+    inc: &Incoming,
+    blob: &[u8],
+    ver: Ver,
+    report: &mut ImportReport,
+) -> Result<bool> {
+    let state = RowState {
+        stored: false,
+        cl: inc.cl,
+        meta: inserted_meta(tx, r, inc, ver)?,
+    };
+    if !rows::claim(tx, table.id, blob, &state)? {
+        return Ok(false);
+    }
+    if let Err(e) = upsert_row(tx, table, inc) {
+        rows::forget(tx, table.id, blob)?;
+        refuse(tx, r, table, report, inc, e)?;
+        return Ok(true);
+    }
+    applied(tx, r, tables, table, inc, blob, report)?;
+    Ok(true)
+}
+
+/// The merge state of a row that an insert has just (re)started.
+fn inserted_meta(tx: &Transaction, r: &mut Replica, inc: &Incoming, ver: Ver) -> Result<RowMeta> {
+    let mut cells = Vec::with_capacity(inc.cells.len());
+    for c in &inc.cells {
+        cells.push(CellMeta {
+            column: c.column.to_string(),
+            version: ver,
+            overwrote: c
+                .overwrote
+                .map(|o| Ver::of(o, &mut r.authors, tx))
+                .transpose()?,
+        });
+    }
+    Ok(RowMeta {
+        event: Some(ver),
+        seen: None,
+        cells,
+    })
+}
+
+/// What follows every applied change: noting it for the foreign-key check, closing
+/// conflicts it settles, counting it.
+fn applied(
+    tx: &Transaction,
+    r: &mut Replica,
+    tables: &Tables,
+    table: &TrackedTable,
+    inc: &Incoming,
+    blob: &[u8],
+    report: &mut ImportReport,
+) -> Result<()> {
     tables.note_written(table, &inc.key, inc.version);
-    let written: Vec<(String, Option<Version>)> = inc
-        .cells
-        .iter()
-        .map(|c| (c.column.clone(), c.overwrote))
-        .collect();
-    conflict::close_superseded(tx, r, &table.name, &blob, inc.cl, &written, inc.version)?;
+    if r.open_conflicts != Some(false) {
+        let written: Vec<(&str, Option<Version>)> = inc
+            .cells
+            .iter()
+            .map(|c| (&*c.column, c.overwrote))
+            .collect();
+        conflict::close_superseded(tx, r, &table.name, blob, inc.cl, &written, inc.version)?;
+    }
     report.changes_applied += 1;
     Ok(())
 }
@@ -608,7 +678,7 @@ fn merge(
 fn pairs(cells: &[IncomingCell]) -> Vec<(String, Value)> {
     cells
         .iter()
-        .map(|c| (c.column.clone(), c.value.clone()))
+        .map(|c| (c.column.to_string(), c.value.clone()))
         .collect()
 }
 
@@ -658,7 +728,7 @@ fn refuse(
             kind: ConflictKind::Constraint,
             key: &inc.key,
             cl: inc.cl,
-            columns: inc.cells.iter().map(|c| c.column.clone()).collect(),
+            columns: inc.cells.iter().map(|c| c.column.to_string()).collect(),
             winner: Side::Local,
             local_values: None,
             remote_values: Some(pairs(&inc.cells)),
@@ -673,7 +743,7 @@ fn refuse(
 fn hold(tx: &Transaction, inc: &Incoming, reason: &str, report: &mut ImportReport) -> Result<()> {
     tx.prepare_cached("INSERT INTO shoal_held(tbl, reason, change) VALUES (?1, ?2, ?3)")?
         .execute(rusqlite::params![
-            inc.table,
+            &*inc.table,
             reason,
             postcard::to_stdvec(inc).unwrap_or_default()
         ])?;
@@ -709,7 +779,7 @@ fn upsert_row(tx: &Transaction, table: &TrackedTable, inc: &Incoming) -> rusqlit
             .cells
             .iter()
             .zip(&table.columns)
-            .all(|(c, name)| &c.column == name);
+            .all(|(c, name)| *c.column == **name);
     if in_order {
         tx.prepare_cached(&table.sql.upsert_all)?
             .execute(rusqlite::params_from_iter(&binds))?;

@@ -220,7 +220,7 @@ pub(crate) fn close_superseded(
     table: &str,
     key: &[u8],
     cl: u64,
-    written: &[(String, Option<Version>)],
+    written: &[(&str, Option<Version>)],
     by: Version,
 ) -> Result<()> {
     let any_open = match r.open_conflicts {
@@ -263,7 +263,7 @@ pub(crate) fn close_superseded(
         .collect::<Result<_, _>>()?
     };
     for c in open {
-        let overwrote_winner = |(col, overwrote): &(String, Option<Version>)| {
+        let overwrote_winner = |(col, overwrote): &(&str, Option<Version>)| {
             c.columns.iter().any(|x| x.eq_ignore_ascii_case(col))
                 && c.winner.is_some()
                 && *overwrote >= c.winner

@@ -64,18 +64,22 @@ pub struct ForkReport {
     pub seq: u64,
 }
 
+/// Verifies, stores and applies a batch of commits. Each is decoded when it is
+/// checked and again when it is applied, so that a large batch costs its bytes in
+/// memory, not its decoded form; any commit that fails to verify fails the batch.
 pub(crate) fn import(
     tx: &Transaction,
     r: &mut Replica,
-    commits: Vec<VerifiedCommit>,
+    commits: Vec<SignedCommit>,
 ) -> Result<ImportReport> {
     let mut report = ImportReport {
         sealed: seal::seal(tx, r)?,
         ..ImportReport::default()
     };
-    let mut batch: HashMap<(i64, u64), VerifiedCommit> = HashMap::new();
+    let mut batch: HashMap<(i64, u64), SignedCommit> = HashMap::new();
     let mut touched = BTreeSet::new();
-    for c in commits {
+    for signed in commits {
+        let c = signed.verify()?;
         if c.body.group != GroupId::DEFAULT {
             return Err(StoreError::UnknownGroup {
                 author: c.body.author,
@@ -114,7 +118,7 @@ pub(crate) fn import(
             None => {
                 store_commit(tx, id, &c, State::Waiting)?;
                 touched.insert(id);
-                batch.insert((id, c.body.seq.0), c);
+                batch.insert((id, c.body.seq.0), c.signed);
             }
         }
     }
@@ -152,7 +156,7 @@ fn advance_chain(
     r: &mut Replica,
     tables: &Tables,
     id: i64,
-    batch: &mut HashMap<(i64, u64), VerifiedCommit>,
+    batch: &mut HashMap<(i64, u64), SignedCommit>,
     hlc: &mut shoal_core::Hlc,
     report: &mut ImportReport,
 ) -> Result<()> {
@@ -163,7 +167,7 @@ fn advance_chain(
         }
         let next = head.seq.0 + 1;
         let commit = match batch.remove(&(id, next)) {
-            Some(c) => c,
+            Some(c) => c.verify()?,
             None => {
                 let stored: Option<Vec<u8>> = tx
                     .prepare_cached("SELECT signed FROM shoal_commits WHERE author = ?1 AND seq = ?2 AND state != 0")?
@@ -208,10 +212,11 @@ fn advance_chain(
             set_state(tx, id, commit.body.seq, State::Future)?;
             return Ok(());
         }
-        apply::apply_commit(tx, r, tables, &commit, report)?;
-        set_state(tx, id, commit.body.seq, State::Applied)?;
-        authors::advance(tx, id, commit.body.seq, commit.hash, commit.body.hlc)?;
-        *hlc = (*hlc).max(commit.body.hlc);
+        let (seq, hash, clock) = (commit.body.seq, commit.hash, commit.body.hlc);
+        apply::apply_commit(tx, r, tables, commit, report)?;
+        set_state(tx, id, seq, State::Applied)?;
+        authors::advance(tx, id, seq, hash, clock)?;
+        *hlc = (*hlc).max(clock);
         report.commits_applied += 1;
     }
 }

@@ -143,3 +143,22 @@ pub(crate) fn save(conn: &Connection, table: i64, key: &[u8], state: &RowState) 
         .execute(rusqlite::params![table, key, state.cl as i64, meta])?;
     Ok(())
 }
+
+/// Stores the state of a row that `shoal_rows` does not have yet; false, changing
+/// nothing, if it has.
+pub(crate) fn claim(conn: &Connection, table: i64, key: &[u8], state: &RowState) -> Result<bool> {
+    let meta = postcard::to_stdvec(&state.meta).unwrap_or_default();
+    let added = conn
+        .prepare_cached(
+            "INSERT INTO shoal_rows(tbl, key, cl, meta) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )?
+        .execute(rusqlite::params![table, key, state.cl as i64, meta])?;
+    Ok(added == 1)
+}
+
+/// Takes back a claim whose row change was refused.
+pub(crate) fn forget(conn: &Connection, table: i64, key: &[u8]) -> Result<()> {
+    conn.prepare_cached("DELETE FROM shoal_rows WHERE tbl = ?1 AND key = ?2")?
+        .execute(rusqlite::params![table, key])?;
+    Ok(())
+}

@@ -272,7 +272,7 @@ impl Builder {
                 value: v,
                 overwrote: overwrote_ref,
             });
-            written.push((name.clone(), overwrote_version));
+            written.push((name.as_str(), overwrote_version));
             state.meta.set_cell(name, self.ver, overwrote);
         }
         if size > MAX_COMMIT_BYTES - 4096 {
