@@ -275,17 +275,21 @@ pub(crate) fn send(from: &Store, to: &mut Store) -> shoal_store::Result<Directio
     let mut d = Direction::default();
     let mut batch = Vec::new();
     let mut size = 0;
-    let have = to.version_vector()?;
-    from.export_each(&have, |c| {
-        size += c.body.len() + 64;
-        d.bytes += c.body.len() + 64;
-        batch.push(c);
-        if size >= MERGE_BATCH_BYTES {
-            size = 0;
-            import(to, &mut batch, &mut d)?;
-        }
-        Ok(())
-    })?;
+    // Every log: the local group's, and each group's the sender knows. The receiver
+    // checks each group's membership itself.
+    for group in from.group_ids()? {
+        let have = to.version_vector(&group)?;
+        from.export_each(&group, &have, |c| {
+            size += c.body.len() + 64;
+            d.bytes += c.body.len() + 64;
+            batch.push(c);
+            if size >= MERGE_BATCH_BYTES {
+                size = 0;
+                import(to, &mut batch, &mut d)?;
+            }
+            Ok(())
+        })?;
+    }
     import(to, &mut batch, &mut d)?;
     Ok(d)
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Hlc;
 use crate::error::CoreError;
+use crate::group::{GroupOp, MAX_OPS_PER_COMMIT, check_plain_name, check_table_name};
 use crate::identity::{DeviceId, DeviceKey, GroupId};
 use crate::value::Value;
 
@@ -81,6 +82,9 @@ pub struct CommitBody {
     pub hlc: Hlc,
     /// Other devices named by the versions in this commit.
     pub authors: Vec<DeviceId>,
+    /// Operations on the group itself (membership, what it carries), applied in order
+    /// before the row changes. Only admins' count.
+    pub ops: Vec<GroupOp>,
     /// The changes, table by table.
     pub tables: Vec<TableChanges>,
 }
@@ -219,16 +223,21 @@ impl CommitBody {
             }
             Ok(())
         };
+        if self.ops.len() > MAX_OPS_PER_COMMIT {
+            return Err(format!(
+                "{} group operations; at most {MAX_OPS_PER_COMMIT} are allowed",
+                self.ops.len()
+            ));
+        }
+        if self.group == GroupId::DEFAULT && !self.ops.is_empty() {
+            return Err("the local group has no operations".into());
+        }
+        for op in &self.ops {
+            op.check(&self.group, &self.author, self.seq)?;
+        }
         let mut tables = HashSet::new();
         for t in &self.tables {
-            check_name(&t.table)?;
-            let lower = t.table.to_ascii_lowercase();
-            if lower.starts_with("shoal_") || lower.starts_with("sqlite_") {
-                return Err(format!(
-                    "table {:?} belongs to Shoal or SQLite, not to an app",
-                    t.table
-                ));
-            }
+            check_table_name(&t.table)?;
             if !tables.insert(t.table.as_str()) {
                 return Err(format!("table {:?} appears twice", t.table));
             }
@@ -241,7 +250,7 @@ impl CommitBody {
             }
             let mut names = HashSet::new();
             for c in t.key_columns.iter().chain(&t.columns) {
-                check_name(c)?;
+                check_plain_name(c)?;
                 if !names.insert(c.to_ascii_lowercase()) {
                     return Err(format!("table {:?} names column {c:?} twice", t.table));
                 }
@@ -288,13 +297,6 @@ impl CommitBody {
         }
         Ok(())
     }
-}
-
-fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.contains('\0') {
-        return Err(format!("name {name:?} is empty, too long or holds a NUL"));
-    }
-    Ok(())
 }
 
 fn signing_message(hash: &CommitHash) -> Vec<u8> {
@@ -412,6 +414,7 @@ mod tests {
             prev: CommitHash::default(),
             hlc: Hlc::new(1_000, 0),
             authors: vec![],
+            ops: vec![],
             tables: vec![TableChanges {
                 table: "notes".into(),
                 key_columns: vec!["id".into()],

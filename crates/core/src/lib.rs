@@ -1,13 +1,15 @@
 //! Shoal's core: the vocabulary every other crate speaks.
 //!
 //! Device identity, hybrid logical clocks, SQLite-shaped values, version vectors,
-//! signed hash-chained commits and the merge rules as pure functions. This crate
+//! signed hash-chained commits, groups and their membership rules, and the merge rules
+//! as pure functions. This crate
 //! knows nothing of SQLite, async code, the network or the wall clock: time comes in
 //! as an argument.
 
 pub mod clock;
 pub mod commit;
 pub mod error;
+pub mod group;
 pub mod identity;
 pub mod merge;
 pub mod value;
@@ -19,6 +21,7 @@ pub use commit::{
     Version,
 };
 pub use error::CoreError;
+pub use group::{Group, GroupOp, Role};
 pub use identity::{DeviceId, DeviceKey, GroupId};
 pub use value::Value;
 pub use vv::VersionVector;

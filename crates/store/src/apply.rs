@@ -8,7 +8,7 @@ use std::rc::Rc;
 use rusqlite::{ErrorCode, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use shoal_core::merge::{RowAction, concurrent, row_action};
-use shoal_core::{Op, RowChange, Value, VerifiedCommit, Version};
+use shoal_core::{Group, Op, RowChange, Value, VerifiedCommit, Version};
 
 use crate::Replica;
 use crate::conflict::{self, ConflictKind, NewConflict, Side};
@@ -220,17 +220,43 @@ fn foreign_keys(tx: &Transaction, table: &str) -> Result<Vec<ForeignKey>> {
     Ok(out)
 }
 
-/// Applies every row change of a commit whose chain position has been checked.
+/// Applies every row change of a commit whose chain position and author have been
+/// checked. A commit of a group (`carried`) changes only the tables and columns the
+/// group carries; anything else in it is left out, so no member can reach a table
+/// the group does not share.
 pub(crate) fn apply_commit(
     tx: &Transaction,
     r: &mut Replica,
     tables: &Tables,
+    carried: Option<&Group>,
     commit: VerifiedCommit,
     report: &mut ImportReport,
 ) -> Result<()> {
     let mut body = commit.body;
     let version = body.version();
     for t in std::mem::take(&mut body.tables) {
+        let share = match carried {
+            None => None,
+            Some(g) => match g.share(&t.table) {
+                Some(share) => Some(share),
+                None => {
+                    report.refused.push(format!(
+                        "commit {} by {}: {} row change(s) to table {:?}, which group {} does not carry, left out",
+                        body.seq,
+                        body.author,
+                        t.rows.len(),
+                        t.table,
+                        g.name
+                    ));
+                    continue;
+                }
+            },
+        };
+        let kept: Vec<bool> = t
+            .columns
+            .iter()
+            .map(|c| share.is_none_or(|s| s.carries(c)))
+            .collect();
         let table: Rc<str> = Rc::from(t.table);
         let key_columns: Rc<[String]> = Rc::from(t.key_columns);
         let columns: Vec<Rc<str>> = t.columns.into_iter().map(Rc::from).collect();
@@ -251,6 +277,7 @@ pub(crate) fn apply_commit(
                 cells: row
                     .cells
                     .into_iter()
+                    .filter(|c| kept[c.column as usize])
                     .map(|c| IncomingCell {
                         column: columns[c.column as usize].clone(),
                         value: c.value,
@@ -258,6 +285,9 @@ pub(crate) fn apply_commit(
                     })
                     .collect(),
             };
+            if incoming.op == Op::Update && incoming.cells.is_empty() {
+                continue;
+            }
             apply(tx, r, tables, incoming, report)?;
         }
     }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension};
-use shoal_core::{CommitHash, DeviceId, Hlc, Seq, VersionVector};
+use shoal_core::{CommitHash, DeviceId, GroupId, Hlc, Seq, VersionVector};
 
 use crate::error::Result;
 
@@ -16,8 +16,9 @@ pub(crate) struct Authors {
     by_id: HashMap<i64, DeviceId>,
 }
 
-/// Where an author's applied chain ends.
+/// Where an author's applied chain in one group ends.
 pub(crate) struct Head {
+    pub(crate) group: GroupId,
     pub(crate) id: i64,
     pub(crate) seq: Seq,
     pub(crate) hash: CommitHash,
@@ -73,37 +74,45 @@ impl Authors {
     }
 }
 
-/// The head of `id`'s chain, read fresh: other processes may have moved it.
-pub(crate) fn head(conn: &Connection, id: i64) -> Result<Head> {
-    Ok(conn
+/// The head of `id`'s chain in `group`, read fresh: other processes may have moved it.
+pub(crate) fn head(conn: &Connection, group: &GroupId, id: i64) -> Result<Head> {
+    let forked: bool = conn
+        .prepare_cached("SELECT forked FROM shoal_authors WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    let chain: Option<(i64, Option<Vec<u8>>, i64)> = conn
         .prepare_cached(
-            "SELECT head_seq, head_hash, head_hlc, forked FROM shoal_authors WHERE id = ?1",
+            "SELECT head_seq, head_hash, head_hlc FROM shoal_chains WHERE grp = ?1 AND author = ?2",
         )?
-        .query_row([id], |r| {
-            let hash: Option<Vec<u8>> = r.get(1)?;
-            Ok(Head {
-                id,
-                seq: Seq(r.get::<_, i64>(0)? as u64),
-                hash: CommitHash(hash.and_then(|h| h.try_into().ok()).unwrap_or_default()),
-                hlc: Hlc(r.get::<_, i64>(2)? as u64),
-                forked: r.get(3)?,
-            })
-        })?)
+        .query_row(rusqlite::params![&group.0[..], id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let (seq, hash, hlc) = chain.unwrap_or((0, None, 0));
+    Ok(Head {
+        group: *group,
+        id,
+        seq: Seq(seq as u64),
+        hash: CommitHash(hash.and_then(|h| h.try_into().ok()).unwrap_or_default()),
+        hlc: Hlc(hlc as u64),
+        forked,
+    })
 }
 
-/// Moves `id`'s head to a newly applied commit.
+/// Moves a chain's head to a newly applied commit.
 pub(crate) fn advance(
     conn: &Connection,
-    id: i64,
+    head: &Head,
     seq: Seq,
     hash: CommitHash,
     hlc: Hlc,
 ) -> Result<()> {
     conn.prepare_cached(
-        "UPDATE shoal_authors SET head_seq = ?2, head_hash = ?3, head_hlc = ?4 WHERE id = ?1",
+        "INSERT INTO shoal_chains(grp, author, head_seq, head_hash, head_hlc) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (grp, author) DO UPDATE SET head_seq = excluded.head_seq, head_hash = excluded.head_hash, head_hlc = excluded.head_hlc",
     )?
     .execute(rusqlite::params![
-        id,
+        &head.group.0[..],
+        head.id,
         seq.0 as i64,
         &hash.0[..],
         hlc.0 as i64
@@ -111,12 +120,14 @@ pub(crate) fn advance(
     Ok(())
 }
 
-/// What the database holds, author by author.
-pub(crate) fn version_vector(conn: &Connection) -> Result<VersionVector> {
+/// What the database holds of one group, author by author.
+pub(crate) fn version_vector(conn: &Connection, group: &GroupId) -> Result<VersionVector> {
     let mut vv = VersionVector::default();
-    let mut stmt =
-        conn.prepare_cached("SELECT device, head_seq FROM shoal_authors WHERE head_seq > 0")?;
-    let mut rows = stmt.query([])?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.device, c.head_seq FROM shoal_chains c JOIN shoal_authors a ON a.id = c.author
+         WHERE c.grp = ?1 AND c.head_seq > 0",
+    )?;
+    let mut rows = stmt.query([&group.0[..]])?;
     while let Some(row) = rows.next()? {
         let bytes: Vec<u8> = row.get(0)?;
         if let Ok(id) = bytes.try_into() {

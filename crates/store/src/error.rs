@@ -61,6 +61,16 @@ pub enum StoreError {
         /// The key file.
         path: PathBuf,
     },
+    /// The database was made by an older, incompatible version of Shoal.
+    #[error(
+        "the database uses Shoal schema {found}, older than this program's {supported}, and cannot be upgraded in place: export the app's tables, or keep using the older shoal"
+    )]
+    SchemaTooOld {
+        /// The schema version in the file.
+        found: i64,
+        /// The version this program writes.
+        supported: i64,
+    },
     /// The database was made by a newer version of Shoal.
     #[error(
         "the database uses Shoal schema {found}, newer than this program's {supported}: upgrade shoal"
@@ -97,17 +107,45 @@ pub enum StoreError {
         /// The limit.
         limit: usize,
     },
-    /// A commit is for a group this database does not belong to.
+    /// No group matches what was named.
     #[error(
-        "commit {seq} by {author} is for group {group}, which this database is not a member of"
+        "this database knows no group {which:?}: `shoal group list DB` shows the groups it knows"
     )]
-    UnknownGroup {
-        /// The commit's author.
-        author: DeviceId,
-        /// Its sequence number.
-        seq: u64,
-        /// The group it names.
+    NoSuchGroup {
+        /// The name or id asked for.
+        which: String,
+    },
+    /// Several groups match what was named.
+    #[error("{count} groups match {which:?}: name the group by its id (`shoal group list DB`)")]
+    AmbiguousGroup {
+        /// The name or id prefix asked for.
+        which: String,
+        /// How many matched.
+        count: usize,
+    },
+    /// A change to a group was asked of a device that is not its admin.
+    #[error(
+        "this device is not an admin of group {group:?}: ask one of its admins (`shoal members DB --group {group}`)"
+    )]
+    NotAdmin {
+        /// The group's name.
         group: String,
+    },
+    /// A device named in a group command is not in the group.
+    #[error("device {device} is not a member of group {group:?}")]
+    NotAMember {
+        /// The device.
+        device: DeviceId,
+        /// The group's name.
+        group: String,
+    },
+    /// A column named in a command is not a synced column of the table.
+    #[error("table {table:?} has no synced column {column:?}")]
+    NoSuchColumn {
+        /// The table.
+        table: String,
+        /// The column asked for.
+        column: String,
     },
     /// No conflict has the given id.
     #[error("no conflict has the id {id:?}: `shoal conflicts DB list` shows them")]

@@ -9,13 +9,13 @@ use std::collections::{BTreeSet, HashMap};
 use rusqlite::{Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 use shoal_core::clock::check_drift;
-use shoal_core::{DeviceId, GroupId, Seq, SignedCommit, VerifiedCommit, VersionVector};
+use shoal_core::{DeviceId, GroupId, GroupOp, Seq, SignedCommit, VerifiedCommit, VersionVector};
 
 use crate::apply::{self, Tables};
-use crate::authors;
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 use crate::seal::{self, SealReport};
 use crate::{Replica, load_hlc, save_hlc};
+use crate::{authors, groups};
 
 /// Where a stored commit stands.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -26,6 +26,8 @@ pub(crate) enum State {
     Waiting = 1,
     /// Stamped further ahead of the local clock than the allowed drift.
     Future = 2,
+    /// Refused for good: its author was revoked before it, or may only read.
+    Refused = 3,
 }
 
 /// What an import did.
@@ -76,19 +78,13 @@ pub(crate) fn import(
         sealed: seal::seal(tx, r)?,
         ..ImportReport::default()
     };
-    let mut batch: HashMap<(i64, u64), SignedCommit> = HashMap::new();
+    let mut batch: Batch = HashMap::new();
     let mut touched = BTreeSet::new();
     for signed in commits {
         let c = signed.verify()?;
-        if c.body.group != GroupId::DEFAULT {
-            return Err(StoreError::UnknownGroup {
-                author: c.body.author,
-                seq: c.body.seq.0,
-                group: c.body.group.to_string(),
-            });
-        }
+        let group = c.body.group;
         let id = r.authors.id(tx, &c.body.author)?;
-        if authors::head(tx, id)?.forked {
+        if authors::head(tx, &group, id)?.forked {
             report.refused.push(format!(
                 "commit {} by {}: its author forked its chain and is no longer trusted",
                 c.body.seq, c.body.author
@@ -96,8 +92,13 @@ pub(crate) fn import(
             continue;
         }
         let existing: Option<Vec<u8>> = tx
-            .prepare_cached("SELECT signed FROM shoal_commits WHERE author = ?1 AND seq = ?2")?
-            .query_row(rusqlite::params![id, c.body.seq.0 as i64], |r| r.get(0))
+            .prepare_cached(
+                "SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq = ?3",
+            )?
+            .query_row(
+                rusqlite::params![&group.0[..], id, c.body.seq.0 as i64],
+                |r| r.get(0),
+            )
             .optional()?;
         match existing {
             Some(signed)
@@ -108,40 +109,71 @@ pub(crate) fn import(
                 report.duplicates += 1;
             }
             Some(signed) => {
-                record_fork(tx, id, c.body.author, c.body.seq, &signed, &c.signed)?;
+                record_fork(
+                    tx,
+                    &group,
+                    id,
+                    c.body.author,
+                    c.body.seq,
+                    &signed,
+                    &c.signed,
+                )?;
                 report.forks.push(ForkReport {
                     author: c.body.author.to_string(),
                     seq: c.body.seq.0,
                 });
             }
-            None if batch.contains_key(&(id, c.body.seq.0)) => report.duplicates += 1,
+            None if batch.contains_key(&(group, id, c.body.seq.0)) => report.duplicates += 1,
             None => {
                 store_commit(tx, id, &c, State::Waiting)?;
-                touched.insert(id);
-                batch.insert((id, c.body.seq.0), c.signed);
+                touched.insert((group, id));
+                batch.insert((group, id, c.body.seq.0), c.signed);
             }
         }
     }
-    // Authors with commits left waiting by earlier imports may be able to go on now.
+    // Chains with commits left waiting by earlier imports may be able to go on now.
     {
-        let mut stmt =
-            tx.prepare_cached("SELECT DISTINCT author FROM shoal_commits WHERE state != 0")?;
-        for id in stmt.query_map([], |r| r.get::<_, i64>(0))? {
-            touched.insert(id?);
+        let mut stmt = tx.prepare_cached(
+            "SELECT DISTINCT grp, author FROM shoal_commits WHERE state IN (1, 2)",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let grp: Vec<u8> = row.get(0)?;
+            if let Ok(grp) = grp.try_into() {
+                touched.insert((GroupId(grp), row.get::<_, i64>(1)?));
+            }
         }
     }
     tx.execute("INSERT INTO shoal_applying VALUES (1)", [])?;
     let tables = Tables::load(tx)?;
     let mut hlc = load_hlc(tx)?;
-    for id in touched {
-        advance_chain(tx, r, &tables, id, &mut batch, &mut hlc, &mut report)?;
+    let mut groups = groups::Cache::default();
+    // A membership change can let a chain that is waiting for its author to be made a
+    // member go on: go round until a pass changes no group.
+    loop {
+        let mut changed = false;
+        for (group, id) in &touched {
+            let mut chain = Chain {
+                tables: &tables,
+                groups: &mut groups,
+                batch: &mut batch,
+                hlc: &mut hlc,
+                report: &mut report,
+                changed: false,
+            };
+            chain.advance(tx, r, group, *id)?;
+            changed |= chain.changed;
+        }
+        if !changed {
+            break;
+        }
     }
     apply::retry_held(tx, r, &tables, &mut report)?;
     tables.check_foreign_keys(tx, r, &mut report)?;
     tx.execute("DELETE FROM shoal_applying", [])?;
     save_hlc(tx, hlc)?;
     let (waiting, future): (i64, i64) = tx.query_row(
-        "SELECT count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2) FROM shoal_commits WHERE state != 0",
+        "SELECT count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2) FROM shoal_commits WHERE state IN (1, 2)",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
@@ -150,74 +182,156 @@ pub(crate) fn import(
     Ok(report)
 }
 
-/// Applies `id`'s commits that follow its head, for as long as the chain holds.
-fn advance_chain(
-    tx: &Transaction,
-    r: &mut Replica,
-    tables: &Tables,
-    id: i64,
-    batch: &mut HashMap<(i64, u64), SignedCommit>,
-    hlc: &mut shoal_core::Hlc,
-    report: &mut ImportReport,
-) -> Result<()> {
-    loop {
-        let head = authors::head(tx, id)?;
-        if head.forked {
-            return Ok(());
-        }
-        let next = head.seq.0 + 1;
-        let commit = match batch.remove(&(id, next)) {
-            Some(c) => c.verify()?,
-            None => {
-                let stored: Option<Vec<u8>> = tx
-                    .prepare_cached("SELECT signed FROM shoal_commits WHERE author = ?1 AND seq = ?2 AND state != 0")?
-                    .query_row(rusqlite::params![id, next as i64], |r| r.get(0))
-                    .optional()?;
-                match stored {
-                    Some(bytes) => SignedCommit::from_bytes(&bytes)?.verify()?,
-                    None => return Ok(()),
+/// Commits of this import not yet applied, by (group, author, seq).
+type Batch = HashMap<(GroupId, i64, u64), SignedCommit>;
+
+/// What moving chains forward needs and changes.
+struct Chain<'a> {
+    tables: &'a Tables,
+    groups: &'a mut groups::Cache,
+    batch: &'a mut Batch,
+    hlc: &'a mut shoal_core::Hlc,
+    report: &'a mut ImportReport,
+    /// Whether a group's log grew, which may let other chains go on.
+    changed: bool,
+}
+
+/// Whether a commit may be applied, in the light of its group's membership.
+enum Standing {
+    Accepted,
+    /// Its author is not (yet, as far as this file knows) a member: keep it.
+    Unknown,
+    /// Refused for good, and why.
+    Refused(String),
+}
+
+impl Chain<'_> {
+    /// Applies the commits of `id` in `group` that follow its head, for as long as the
+    /// chain holds and the group accepts them.
+    fn advance(
+        &mut self,
+        tx: &Transaction,
+        r: &mut Replica,
+        group: &GroupId,
+        id: i64,
+    ) -> Result<()> {
+        loop {
+            let head = authors::head(tx, group, id)?;
+            if head.forked {
+                return Ok(());
+            }
+            let next = head.seq.0 + 1;
+            let commit = match self.batch.remove(&(*group, id, next)) {
+                Some(c) => c.verify()?,
+                None => {
+                    let stored: Option<Vec<u8>> = tx
+                        .prepare_cached("SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq = ?3 AND state IN (1, 2)")?
+                        .query_row(rusqlite::params![&group.0[..], id, next as i64], |r| r.get(0))
+                        .optional()?;
+                    match stored {
+                        Some(bytes) => SignedCommit::from_bytes(&bytes)?.verify()?,
+                        None => return Ok(()),
+                    }
+                }
+            };
+            let author = commit.body.author;
+            // Either way the author signed two incompatible successors of head.seq: ours
+            // and this one. Keep both as proof and trust the author no more.
+            let broken = if commit.body.prev != head.hash {
+                Some(None)
+            } else if commit.body.hlc <= head.hlc {
+                Some(Some(format!(
+                    "commit {} by {author}: its clock is not later than its predecessor's; the author is no longer trusted",
+                    commit.body.seq
+                )))
+            } else {
+                None
+            };
+            if let Some(refusal) = broken {
+                let ours: Vec<u8> = tx.query_row(
+                    "SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq = ?3",
+                    rusqlite::params![&group.0[..], id, head.seq.0 as i64],
+                    |r| r.get(0),
+                )?;
+                record_fork(tx, group, id, author, head.seq, &ours, &commit.signed)?;
+                match refusal {
+                    Some(reason) => self.report.refused.push(reason),
+                    None => self.report.forks.push(ForkReport {
+                        author: author.to_string(),
+                        seq: head.seq.0,
+                    }),
+                }
+                return Ok(());
+            }
+            if check_drift(commit.body.hlc, r.now_ms(), r.options.max_drift_ms).is_err() {
+                set_state(tx, group, id, commit.body.seq, State::Future)?;
+                return Ok(());
+            }
+            match self.standing(tx, r, &commit)? {
+                Standing::Accepted => {}
+                Standing::Unknown => return Ok(()),
+                Standing::Refused(reason) => {
+                    set_state(tx, group, id, commit.body.seq, State::Refused)?;
+                    self.report.refused.push(reason);
+                    return Ok(());
                 }
             }
-        };
-        let author = commit.body.author;
-        // Either way the author signed two incompatible successors of head.seq: ours
-        // and this one. Keep both as proof and trust the author no more.
-        let broken = if commit.body.prev != head.hash {
-            Some(None)
-        } else if commit.body.hlc <= head.hlc {
-            Some(Some(format!(
-                "commit {} by {author}: its clock is not later than its predecessor's; the author is no longer trusted",
-                commit.body.seq
-            )))
-        } else {
-            None
-        };
-        if let Some(refusal) = broken {
-            let ours: Vec<u8> = tx.query_row(
-                "SELECT signed FROM shoal_commits WHERE author = ?1 AND seq = ?2",
-                rusqlite::params![id, head.seq.0 as i64],
-                |r| r.get(0),
-            )?;
-            record_fork(tx, id, author, head.seq, &ours, &commit.signed)?;
-            match refusal {
-                Some(reason) => report.refused.push(reason),
-                None => report.forks.push(ForkReport {
-                    author: author.to_string(),
-                    seq: head.seq.0,
-                }),
+            if !commit.body.ops.is_empty() {
+                groups::record_ops(tx, id, &commit.body)?;
+                self.groups.forget(group);
+                self.changed = true;
             }
-            return Ok(());
+            let (seq, hash, clock) = (commit.body.seq, commit.hash, commit.body.hlc);
+            let carried = if *group == GroupId::DEFAULT {
+                None
+            } else {
+                self.groups.get(tx, &mut r.authors, group)?.cloned()
+            };
+            apply::apply_commit(tx, r, self.tables, carried.as_ref(), commit, self.report)?;
+            set_state(tx, group, id, seq, State::Applied)?;
+            authors::advance(tx, &head, seq, hash, clock)?;
+            *self.hlc = (*self.hlc).max(clock);
+            self.report.commits_applied += 1;
         }
-        if check_drift(commit.body.hlc, r.now_ms(), r.options.max_drift_ms).is_err() {
-            set_state(tx, id, commit.body.seq, State::Future)?;
-            return Ok(());
+    }
+
+    /// Judges a commit by its group's membership at its author's point in the chain.
+    fn standing(
+        &mut self,
+        tx: &Transaction,
+        r: &mut Replica,
+        c: &VerifiedCommit,
+    ) -> Result<Standing> {
+        let body = &c.body;
+        if body.group == GroupId::DEFAULT {
+            return Ok(Standing::Accepted);
         }
-        let (seq, hash, clock) = (commit.body.seq, commit.hash, commit.body.hlc);
-        apply::apply_commit(tx, r, tables, commit, report)?;
-        set_state(tx, id, seq, State::Applied)?;
-        authors::advance(tx, id, seq, hash, clock)?;
-        *hlc = (*hlc).max(clock);
-        report.commits_applied += 1;
+        // The creating commit stands on its own: `verify` checked the id.
+        if body.ops.iter().any(|o| matches!(o, GroupOp::Create { .. })) {
+            return Ok(Standing::Accepted);
+        }
+        let Some(group) = self.groups.get(tx, &mut r.authors, &body.group)? else {
+            return Ok(Standing::Unknown);
+        };
+        let who = format!(
+            "commit {} by {} in group {}",
+            body.seq, body.author, group.name
+        );
+        match group.role_at(&body.author, body.seq) {
+            _ if group
+                .revoked_after(&body.author)
+                .is_some_and(|after| body.seq > after) =>
+            {
+                Ok(Standing::Refused(format!(
+                    "{who}: its author was revoked before it"
+                )))
+            }
+            Some(role) if role.may_write() || body.tables.is_empty() => Ok(Standing::Accepted),
+            Some(_) => Ok(Standing::Refused(format!(
+                "{who}: its author may only read"
+            ))),
+            None => Ok(Standing::Unknown),
+        }
     }
 }
 
@@ -244,14 +358,22 @@ pub(crate) fn store_commit(
     Ok(())
 }
 
-fn set_state(tx: &Transaction, author: i64, seq: Seq, state: State) -> Result<()> {
-    tx.prepare_cached("UPDATE shoal_commits SET state = ?3 WHERE author = ?1 AND seq = ?2")?
-        .execute(rusqlite::params![author, seq.0 as i64, state as i64])?;
+fn set_state(tx: &Transaction, group: &GroupId, author: i64, seq: Seq, state: State) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE shoal_commits SET state = ?4 WHERE grp = ?1 AND author = ?2 AND seq = ?3",
+    )?
+    .execute(rusqlite::params![
+        &group.0[..],
+        author,
+        seq.0 as i64,
+        state as i64
+    ])?;
     Ok(())
 }
 
 fn record_fork(
     tx: &Transaction,
+    group: &GroupId,
     id: i64,
     author: DeviceId,
     seq: Seq,
@@ -259,26 +381,30 @@ fn record_fork(
     second: &SignedCommit,
 ) -> Result<()> {
     tx.execute(
-        "INSERT INTO shoal_forks(author, seq, first, second, found_hlc) VALUES (?1, ?2, ?3, ?4, ?5)",
-        rusqlite::params![&author.0[..], seq.0 as i64, first, second.to_bytes(), load_hlc(tx)?.0 as i64],
+        "INSERT INTO shoal_forks(grp, author, seq, first, second, found_hlc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        rusqlite::params![&group.0[..], &author.0[..], seq.0 as i64, first, second.to_bytes(), load_hlc(tx)?.0 as i64],
     )?;
     tx.execute("UPDATE shoal_authors SET forked = 1 WHERE id = ?1", [id])?;
     Ok(())
 }
 
+/// Hands every applied commit of `group` that `have` lacks to `each`, in per-author
+/// order.
 pub(crate) fn export_each(
     conn: &Connection,
+    group: &GroupId,
     have: &VersionVector,
     mut each: impl FnMut(SignedCommit) -> Result<()>,
 ) -> Result<()> {
     let heads: Vec<(i64, Vec<u8>, i64)> = conn
         .prepare_cached(
-            "SELECT id, device, head_seq FROM shoal_authors WHERE head_seq > 0 ORDER BY id",
+            "SELECT c.author, a.device, c.head_seq FROM shoal_chains c JOIN shoal_authors a ON a.id = c.author
+             WHERE c.grp = ?1 AND c.head_seq > 0 ORDER BY c.author",
         )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([&group.0[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare_cached(
-        "SELECT signed FROM shoal_commits WHERE author = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq",
+        "SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq > ?3 AND seq <= ?4 AND state = 0 ORDER BY seq",
     )?;
     for (id, device, head) in heads {
         let Ok(device) = device.try_into().map(DeviceId) else {
@@ -288,7 +414,7 @@ pub(crate) fn export_each(
         if from >= head {
             continue;
         }
-        let mut rows = stmt.query(rusqlite::params![id, from, head])?;
+        let mut rows = stmt.query(rusqlite::params![&group.0[..], id, from, head])?;
         while let Some(row) = rows.next()? {
             let bytes: Vec<u8> = row.get(0)?;
             each(SignedCommit::from_bytes(&bytes)?)?;

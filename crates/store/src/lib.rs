@@ -11,6 +11,7 @@ mod apply;
 mod authors;
 pub mod conflict;
 mod error;
+mod groups;
 mod import;
 mod keystore;
 mod rows;
@@ -25,13 +26,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
-use shoal_core::{DeviceId, DeviceKey, Hlc, MAX_DRIFT_MS, SignedCommit, VersionVector};
+use shoal_core::{
+    DeviceId, DeviceKey, Group, GroupId, GroupOp, Hlc, MAX_DRIFT_MS, Role, SignedCommit,
+    VersionVector,
+};
 
 pub use conflict::{Conflict, ConflictKind, ConflictStatus, Resolution, Side};
 pub use error::{Result, StoreError};
 pub use import::ImportReport;
 pub use seal::SealReport;
-pub use status::{CommitSummary, HeldSummary, Status, TableStatus};
+pub use status::{CommitSummary, GroupSummary, HeldSummary, Status, TableStatus};
 pub use track::{Policy, TrackReport, TrackedTable};
 
 use authors::Authors;
@@ -210,28 +214,182 @@ impl Store {
         self.write(seal::seal)
     }
 
-    /// What this database holds: author → highest contiguous seq.
-    pub fn version_vector(&self) -> Result<VersionVector> {
-        authors::version_vector(&self.conn)
+    /// What this database holds of `group`: author → highest contiguous seq.
+    pub fn version_vector(&self, group: &GroupId) -> Result<VersionVector> {
+        authors::version_vector(&self.conn, group)
     }
 
-    /// Calls `each` with every applied commit that `have` lacks, in per-author order.
+    /// Calls `each` with every applied commit of `group` that `have` lacks, in
+    /// per-author order.
     pub fn export_each(
         &self,
+        group: &GroupId,
         have: &VersionVector,
         each: impl FnMut(SignedCommit) -> Result<()>,
     ) -> Result<()> {
-        import::export_each(&self.conn, have, each)
+        import::export_each(&self.conn, group, have, each)
     }
 
-    /// Every applied commit that `have` lacks, in per-author order.
-    pub fn export(&self, have: &VersionVector) -> Result<Vec<SignedCommit>> {
+    /// Every applied commit of `group` that `have` lacks, in per-author order.
+    pub fn export(&self, group: &GroupId, have: &VersionVector) -> Result<Vec<SignedCommit>> {
         let mut out = Vec::new();
-        self.export_each(have, |c| {
+        self.export_each(group, have, |c| {
             out.push(c);
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// The ids of every log this database holds: the local group's, then each known
+    /// group's.
+    pub fn group_ids(&self) -> Result<Vec<GroupId>> {
+        let mut ids = vec![GroupId::DEFAULT];
+        ids.extend(groups::known(&self.conn)?);
+        Ok(ids)
+    }
+
+    /// The groups this database knows (it holds their creating commit).
+    pub fn groups(&self) -> Result<Vec<Group>> {
+        let mut authors = Authors::default();
+        let mut out = Vec::new();
+        for id in groups::known(&self.conn)? {
+            if let Some(g) = groups::load(&self.conn, &mut authors, &id)? {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One group, by id, or by name or id prefix if that is unambiguous.
+    pub fn group(&self, which: &str) -> Result<Group> {
+        let all = self.groups()?;
+        let matches: Vec<&Group> = all
+            .iter()
+            .filter(|g| {
+                g.name == which || g.id.to_string().starts_with(&which.to_ascii_lowercase())
+            })
+            .collect();
+        match matches.as_slice() {
+            [g] => Ok((*g).clone()),
+            [] => Err(StoreError::NoSuchGroup {
+                which: which.to_owned(),
+            }),
+            _ => Err(StoreError::AmbiguousGroup {
+                which: which.to_owned(),
+                count: matches.len(),
+            }),
+        }
+    }
+
+    /// Creates a group with this device as its admin, carrying `tables` (each with
+    /// the columns it leaves out). Rows already in those tables are shared with it.
+    pub fn create_group(&mut self, name: &str, tables: &[(String, Vec<String>)]) -> Result<Group> {
+        let nonce = shoal_core::group::fresh_nonce()?;
+        let id = GroupId::derive(&self.replica.device, &nonce);
+        let mut ops = vec![GroupOp::Create {
+            name: name.to_owned(),
+            nonce,
+        }];
+        for (table, excluded) in tables {
+            ops.push(self.share_op(table, excluded)?);
+        }
+        self.write(|tx, r| {
+            seal::seal_ops(tx, r, id, ops)?;
+            for (table, _) in tables {
+                track::log_snapshot(tx, table, &id)?;
+            }
+            seal::seal(tx, r)
+        })?;
+        self.group(&id.to_string())
+    }
+
+    /// Starts carrying `table` in `group`, without the `excluded` columns; the rows it
+    /// holds now are shared too.
+    pub fn share(&mut self, group: &str, table: &str, excluded: &[String]) -> Result<Group> {
+        let g = self.admin_of(group)?;
+        let op = self.share_op(table, excluded)?;
+        self.write(|tx, r| {
+            seal::seal_ops(tx, r, g.id, vec![op])?;
+            track::log_snapshot(tx, table, &g.id)?;
+            seal::seal(tx, r)
+        })?;
+        self.group(&g.id.to_string())
+    }
+
+    /// Stops carrying `table` in `group`.
+    pub fn unshare(&mut self, group: &str, table: &str) -> Result<Group> {
+        let g = self.admin_of(group)?;
+        let op = GroupOp::Unshare {
+            table: table.to_owned(),
+        };
+        self.group_ops(&g, vec![op])
+    }
+
+    /// Gives `device` `role` in `group`, for its commits from now on.
+    pub fn set_role(&mut self, group: &str, device: &DeviceId, role: Role) -> Result<Group> {
+        let g = self.admin_of(group)?;
+        let from = self.version_vector(&g.id)?.get(device);
+        self.group_ops(
+            &g,
+            vec![GroupOp::SetRole {
+                device: *device,
+                role,
+                from,
+            }],
+        )
+    }
+
+    /// Revokes `device` from `group`: its commits after the last one this database
+    /// holds are refused by every member, for good.
+    pub fn revoke(&mut self, group: &str, device: &DeviceId) -> Result<Group> {
+        let g = self.admin_of(group)?;
+        if g.role(device).is_none() && g.revoked_after(device).is_none() {
+            return Err(StoreError::NotAMember {
+                device: *device,
+                group: g.name.clone(),
+            });
+        }
+        let after = self.version_vector(&g.id)?.get(device);
+        self.group_ops(
+            &g,
+            vec![GroupOp::Revoke {
+                device: *device,
+                after,
+            }],
+        )
+    }
+
+    fn group_ops(&mut self, g: &Group, ops: Vec<GroupOp>) -> Result<Group> {
+        self.write(|tx, r| seal::seal_ops(tx, r, g.id, ops))?;
+        self.group(&g.id.to_string())
+    }
+
+    fn admin_of(&self, group: &str) -> Result<Group> {
+        let g = self.group(group)?;
+        if !g.role(&self.replica.device).is_some_and(Role::may_admin) {
+            return Err(StoreError::NotAdmin {
+                group: g.name.clone(),
+            });
+        }
+        Ok(g)
+    }
+
+    fn share_op(&self, table: &str, excluded: &[String]) -> Result<GroupOp> {
+        let t = track::load_by_name(&self.conn, table)?.ok_or_else(|| StoreError::NotTracked {
+            table: table.to_owned(),
+        })?;
+        for c in excluded {
+            if !t.columns.iter().any(|x| x.eq_ignore_ascii_case(c)) {
+                return Err(StoreError::NoSuchColumn {
+                    table: t.name.clone(),
+                    column: c.clone(),
+                });
+            }
+        }
+        Ok(GroupOp::Share {
+            table: t.name,
+            excluded: excluded.to_vec(),
+        })
     }
 
     /// Verifies and merges a batch of commits, all in one transaction: if any commit

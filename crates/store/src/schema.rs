@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{Result, StoreError};
 
 /// The schema version this code writes.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Creates Shoal's tables. Runs inside the caller's transaction.
 pub(crate) fn create(conn: &Connection) -> Result<()> {
@@ -39,6 +39,10 @@ pub(crate) fn check(conn: &Connection) -> Result<bool> {
             found: v,
             supported: SCHEMA_VERSION,
         }),
+        Some(v) if v < SCHEMA_VERSION => Err(StoreError::SchemaTooOld {
+            found: v,
+            supported: SCHEMA_VERSION,
+        }),
         Some(_) => Ok(true),
         None => Ok(false),
     }
@@ -65,42 +69,73 @@ CREATE TABLE shoal_tables (
 
 -- What the capture triggers record: one row per insert, per delete, and per column an
 -- update changed. Values are read from the table when sealing, so only keys are kept.
--- op: 1 insert, 2 update, 3 delete.
+-- op: 1 insert, 2 update, 3 delete. grp, when set, sends the entry to that group only
+-- (a table newly shared with it); otherwise to every group that carries the table.
 CREATE TABLE shoal_log (
     id INTEGER PRIMARY KEY,
     tbl INTEGER NOT NULL,
     op INTEGER NOT NULL,
     col TEXT,
-    k0, k1, k2, k3, k4, k5, k6, k7
+    k0, k1, k2, k3, k4, k5, k6, k7,
+    grp BLOB
 );
 
--- Every device whose commits this file holds; the row's id is a local shorthand.
+-- Every device whose commits this file holds; the row's id is a local shorthand. A
+-- device caught forking any of its chains is trusted no more, in any group.
 CREATE TABLE shoal_authors (
     id INTEGER PRIMARY KEY,
     device BLOB NOT NULL UNIQUE,
-    head_seq INTEGER NOT NULL DEFAULT 0,   -- highest contiguous seq applied
-    head_hash BLOB,
-    head_hlc INTEGER NOT NULL DEFAULT 0,
     forked INTEGER NOT NULL DEFAULT 0
 );
 
--- Every commit held: applied, waiting for a gap to fill, or waiting for the local clock
--- to reach it. state: 0 applied, 1 waiting for earlier seqs, 2 stamped too far ahead.
+-- Where each author's chain in each group ends: its highest contiguous seq applied.
+-- The local group (all zeroes) carries tables shared with no group, between files.
+CREATE TABLE shoal_chains (
+    grp BLOB NOT NULL,
+    author INTEGER NOT NULL,
+    head_seq INTEGER NOT NULL DEFAULT 0,
+    head_hash BLOB,
+    head_hlc INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (grp, author)
+) WITHOUT ROWID;
+
+-- Every commit held. state: 0 applied; 1 waiting for earlier seqs, or for its author
+-- to be made a member; 2 stamped too far ahead of the local clock; 3 refused for good
+-- (its author was revoked before it, or may only read).
 CREATE TABLE shoal_commits (
+    grp BLOB NOT NULL,
     author INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     hash BLOB NOT NULL,
     hlc INTEGER NOT NULL,
-    grp BLOB NOT NULL,
     changes INTEGER NOT NULL,
     state INTEGER NOT NULL,
     signed BLOB NOT NULL,
-    PRIMARY KEY (author, seq)
+    PRIMARY KEY (grp, author, seq)
 ) WITHOUT ROWID;
-CREATE INDEX shoal_commits_waiting ON shoal_commits (state, author) WHERE state != 0;
+CREATE INDEX shoal_commits_waiting ON shoal_commits (state, grp, author) WHERE state != 0;
+
+-- Groups this file knows: it holds their creating commit.
+CREATE TABLE shoal_groups (
+    id BLOB PRIMARY KEY,
+    name TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Every group operation in an applied commit, valid or not: the group's state is
+-- evaluated from all of them, so an operation that arrives late still counts.
+CREATE TABLE shoal_group_ops (
+    grp BLOB NOT NULL,
+    author INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hlc INTEGER NOT NULL,
+    op BLOB NOT NULL,
+    PRIMARY KEY (grp, author, seq, idx)
+) WITHOUT ROWID;
 
 -- Proof that an author signed two different commits for one place in its chain.
 CREATE TABLE shoal_forks (
+    grp BLOB NOT NULL,
     author BLOB NOT NULL,
     seq INTEGER NOT NULL,
     first BLOB NOT NULL,

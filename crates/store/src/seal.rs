@@ -5,14 +5,14 @@
 //! clock and records what each write overwrote, so that peers can tell a concurrent
 //! write from a later one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rusqlite::Transaction;
 use serde::Serialize;
 use shoal_core::commit::{FORMAT, MAX_COMMIT_BYTES};
 use shoal_core::{
-    Cell, CommitBody, DeviceId, GroupId, Hlc, Op, RowChange, Seq, TableChanges, Value, Version,
-    commit::VersionRef,
+    Cell, CommitBody, DeviceId, GroupId, GroupOp, Hlc, Op, Role, RowChange, Seq, TableChanges,
+    Value, Version, commit::VersionRef,
 };
 
 use crate::authors::{self, Head};
@@ -20,7 +20,7 @@ use crate::error::{Result, StoreError};
 use crate::rows::{self, RowMeta, Ver};
 use crate::sql::{Bind, key_blob, value};
 use crate::track::{self, TrackedTable};
-use crate::{Replica, conflict, import, load_hlc, save_hlc};
+use crate::{Replica, conflict, groups, import, load_hlc, save_hlc};
 
 /// What sealing did.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -39,6 +39,9 @@ pub struct SealReport {
 const LOG_CHUNK: i64 = 20_000;
 /// A commit is closed once its rows reach about this many bytes.
 const COMMIT_TARGET_BYTES: usize = 1 << 20;
+
+/// A row's logged operations: (table id, key, the one group they go to if any, ops).
+type Fold = (i64, Vec<Value>, Option<GroupId>, Vec<Logged>);
 
 /// A logged operation, as the triggers write it.
 #[derive(Clone, Debug)]
@@ -60,14 +63,15 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
         .map(|t| (t.id, t))
         .collect();
     let me = r.authors.id(tx, &r.device)?;
+    let targets = Targets::load(tx, r)?;
     let mut report = SealReport::default();
     let mut last_id = 0i64;
     loop {
-        let mut folds: Vec<(i64, Vec<Value>, Vec<Logged>)> = Vec::new();
-        let mut index: HashMap<(i64, Vec<u8>), usize> = HashMap::new();
+        let mut folds: Vec<Fold> = Vec::new();
+        let mut index: HashMap<(i64, Vec<u8>, Option<GroupId>), usize> = HashMap::new();
         {
             let mut stmt = tx.prepare_cached(
-                "SELECT id, tbl, op, col, k0, k1, k2, k3, k4, k5, k6, k7 FROM shoal_log WHERE id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT id, tbl, op, col, k0, k1, k2, k3, k4, k5, k6, k7, grp FROM shoal_log WHERE id > ?1 ORDER BY id LIMIT ?2",
             )?;
             let mut q = stmt.query([last_id, LOG_CHUNK])?;
             while let Some(row) = q.next()? {
@@ -84,11 +88,13 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
                     2 => Logged::Update(row.get::<_, Option<String>>(3)?.unwrap_or_default()),
                     _ => Logged::Delete,
                 };
-                let slot = *index.entry((tbl, key_blob(&key))).or_insert_with(|| {
-                    folds.push((tbl, key, Vec::new()));
+                let only: Option<Vec<u8>> = row.get(12)?;
+                let only = only.and_then(|g| g.try_into().ok()).map(GroupId);
+                let slot = *index.entry((tbl, key_blob(&key), only)).or_insert_with(|| {
+                    folds.push((tbl, key, only, Vec::new()));
                     folds.len() - 1
                 });
-                folds[slot].2.push(op);
+                folds[slot].3.push(op);
             }
         }
         if folds.is_empty() {
@@ -98,10 +104,14 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
         while folds.peek().is_some() {
             let mut builder = Builder::start(tx, r, me)?;
             while builder.size < COMMIT_TARGET_BYTES {
-                let Some((tbl, key, ops)) = folds.next() else {
+                let Some((tbl, key, only, ops)) = folds.next() else {
                     break;
                 };
-                builder.add(tx, r, &tables[&tbl], key, &ops)?;
+                let to = targets.of(tbl, only);
+                if to.is_empty() {
+                    continue;
+                }
+                builder.add(tx, r, &tables[&tbl], &to, key, &ops)?;
             }
             builder.finish(tx, r, &mut report)?;
         }
@@ -111,38 +121,93 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
     Ok(report)
 }
 
-/// One commit being put together.
+/// Where each table's changes go: every group that carries the table and lets this
+/// device write, with the columns it leaves out; the local group when there is none.
+struct Targets {
+    /// By table id.
+    carried: HashMap<i64, Vec<Target>>,
+    /// Groups this device may write in, by id, with their shares by table id.
+    writable: HashMap<GroupId, HashMap<i64, Target>>,
+}
+
+/// One group a table's changes go to.
+#[derive(Clone)]
+pub(crate) struct Target {
+    group: GroupId,
+    /// Columns of the table (by index) the group leaves out.
+    excluded: Vec<bool>,
+}
+
+impl Targets {
+    fn load(tx: &Transaction, r: &mut Replica) -> Result<Targets> {
+        let tables = track::load_all(tx)?;
+        let mut carried: HashMap<i64, Vec<Target>> = HashMap::new();
+        let mut writable = HashMap::new();
+        for id in groups::known(tx)? {
+            let Some(g) = groups::load(tx, &mut r.authors, &id)? else {
+                continue;
+            };
+            if !g.role(&r.device).is_some_and(Role::may_write) {
+                continue;
+            }
+            let mut shares = HashMap::new();
+            for t in &tables {
+                if let Some(share) = g.share(&t.name) {
+                    let target = Target {
+                        group: id,
+                        excluded: t.columns.iter().map(|c| !share.carries(c)).collect(),
+                    };
+                    carried.entry(t.id).or_default().push(target.clone());
+                    shares.insert(t.id, target);
+                }
+            }
+            writable.insert(id, shares);
+        }
+        Ok(Targets { carried, writable })
+    }
+
+    /// The targets of a log entry: `only` one group (a table newly shared), or all.
+    fn of(&self, table: i64, only: Option<GroupId>) -> Vec<Target> {
+        match only {
+            Some(g) => self
+                .writable
+                .get(&g)
+                .and_then(|shares| shares.get(&table))
+                .cloned()
+                .into_iter()
+                .collect(),
+            None => self.carried.get(&table).cloned().unwrap_or_else(|| {
+                vec![Target {
+                    group: GroupId::DEFAULT,
+                    excluded: Vec::new(),
+                }]
+            }),
+        }
+    }
+}
+
+/// The commits of one sealing pass, one per group, all with one clock: a row change
+/// sent to two groups has the same version in both, so a device that gets it twice
+/// applies it once.
 struct Builder {
-    head: Head,
+    me: i64,
     hlc: Hlc,
     ver: Ver,
-    authors: Vec<DeviceId>,
-    author_index: HashMap<DeviceId, u32>,
-    tables: Vec<TableChanges>,
-    table_index: HashMap<i64, usize>,
+    parts: BTreeMap<GroupId, Part>,
     size: usize,
 }
 
-impl Builder {
-    fn start(tx: &Transaction, r: &mut Replica, me: i64) -> Result<Builder> {
-        let head = authors::head(tx, me)?;
-        let hlc = load_hlc(tx)?.max(head.hlc).tick(r.now_ms());
-        save_hlc(tx, hlc)?;
-        Ok(Builder {
-            head,
-            hlc,
-            ver: Ver {
-                hlc: hlc.0,
-                author: me,
-            },
-            authors: Vec::new(),
-            author_index: HashMap::new(),
-            tables: Vec::new(),
-            table_index: HashMap::new(),
-            size: 0,
-        })
-    }
+/// One commit of a pass being put together.
+struct Part {
+    head: Head,
+    authors: Vec<DeviceId>,
+    author_index: HashMap<DeviceId, u32>,
+    ops: Vec<GroupOp>,
+    tables: Vec<TableChanges>,
+    table_index: HashMap<i64, usize>,
+}
 
+impl Part {
     /// A version as this commit names it: its author by index into the author list.
     fn reference(&mut self, me: DeviceId, version: Version) -> VersionRef {
         let author = if version.author == me {
@@ -158,12 +223,54 @@ impl Builder {
             author,
         }
     }
+}
+
+impl Builder {
+    fn start(tx: &Transaction, r: &mut Replica, me: i64) -> Result<Builder> {
+        // Never behind any of this device's chains.
+        let newest: i64 = tx
+            .prepare_cached(
+                "SELECT coalesce(max(head_hlc), 0) FROM shoal_chains WHERE author = ?1",
+            )?
+            .query_row([me], |r| r.get(0))?;
+        let hlc = load_hlc(tx)?.max(Hlc(newest as u64)).tick(r.now_ms());
+        save_hlc(tx, hlc)?;
+        Ok(Builder {
+            me,
+            hlc,
+            ver: Ver {
+                hlc: hlc.0,
+                author: me,
+            },
+            parts: BTreeMap::new(),
+            size: 0,
+        })
+    }
+
+    fn part(&mut self, tx: &Transaction, group: GroupId) -> Result<&mut Part> {
+        if !self.parts.contains_key(&group) {
+            let head = authors::head(tx, &group, self.me)?;
+            self.parts.insert(
+                group,
+                Part {
+                    head,
+                    authors: Vec::new(),
+                    author_index: HashMap::new(),
+                    ops: Vec::new(),
+                    tables: Vec::new(),
+                    table_index: HashMap::new(),
+                },
+            );
+        }
+        Ok(self.parts.get_mut(&group).expect("inserted above"))
+    }
 
     fn add(
         &mut self,
         tx: &Transaction,
         r: &mut Replica,
         table: &TrackedTable,
+        targets: &[Target],
         key: Vec<Value>,
         ops: &[Logged],
     ) -> Result<()> {
@@ -233,7 +340,7 @@ impl Builder {
             return Ok(());
         }
         let mut size = blob.len() + 16;
-        let mut cells = Vec::with_capacity(columns.len());
+        let mut cells: Vec<(usize, Value, Option<Version>)> = Vec::with_capacity(columns.len());
         let mut written = Vec::with_capacity(columns.len());
         let mut seen = None;
         let values = current.unwrap_or_default();
@@ -246,7 +353,7 @@ impl Builder {
             }
             Op::Delete => {
                 let newest = state.meta.newest(&mut r.authors, tx)?;
-                seen = newest.map(|v| self.reference(r.device, v));
+                seen = newest;
                 state.meta = RowMeta {
                     event: Some(self.ver),
                     seen: newest.map(|v| Ver::of(v, &mut r.authors, tx)).transpose()?,
@@ -264,14 +371,9 @@ impl Builder {
             let overwrote_version = overwrote
                 .map(|o| o.resolve(&mut r.authors, tx))
                 .transpose()?;
-            let overwrote_ref = overwrote_version.map(|v| self.reference(r.device, v));
             let v = values.get(i).cloned().unwrap_or(Value::Null);
             size += value_size(&v) + 12;
-            cells.push(Cell {
-                column: i as u32,
-                value: v,
-                overwrote: overwrote_ref,
-            });
+            cells.push((i, v, overwrote_version));
             written.push((name.as_str(), overwrote_version));
             state.meta.set_cell(name, self.ver, overwrote);
         }
@@ -289,51 +391,113 @@ impl Builder {
             author: r.device,
         };
         conflict::close_superseded(tx, r, &table.name, &blob, cl, &written, by)?;
-        let slot = *self.table_index.entry(table.id).or_insert_with(|| {
-            self.tables.push(TableChanges {
-                table: table.name.clone(),
-                key_columns: table.key_columns.clone(),
-                columns: table.columns.clone(),
-                rows: Vec::new(),
+        for target in targets {
+            let part = self.part(tx, target.group)?;
+            let kept = |i: usize| !target.excluded.get(i).copied().unwrap_or(false);
+            let slot = match part.table_index.get(&table.id) {
+                Some(slot) => *slot,
+                None => {
+                    // Cells name columns by index into this list, which leaves out the
+                    // group's excluded columns.
+                    part.tables.push(TableChanges {
+                        table: table.name.clone(),
+                        key_columns: table.key_columns.clone(),
+                        columns: (0..table.columns.len())
+                            .filter(|&i| kept(i))
+                            .map(|i| table.columns[i].clone())
+                            .collect(),
+                        rows: Vec::new(),
+                    });
+                    part.table_index.insert(table.id, part.tables.len() - 1);
+                    part.tables.len() - 1
+                }
+            };
+            let mut index = Vec::with_capacity(table.columns.len());
+            let mut n = 0u32;
+            for i in 0..table.columns.len() {
+                index.push(n);
+                if kept(i) {
+                    n += 1;
+                }
+            }
+            let mut row_cells = Vec::with_capacity(cells.len());
+            for (i, v, overwrote) in &cells {
+                if !kept(*i) {
+                    continue;
+                }
+                row_cells.push(Cell {
+                    column: index[*i],
+                    value: v.clone(),
+                    overwrote: overwrote.map(|o| part.reference(r.device, o)),
+                });
+            }
+            if op == Op::Update && row_cells.is_empty() {
+                continue;
+            }
+            let seen = seen.map(|v| part.reference(r.device, v));
+            part.tables[slot].rows.push(RowChange {
+                op,
+                key: key.clone(),
+                cl,
+                seen,
+                cells: row_cells,
             });
-            self.tables.len() - 1
-        });
-        self.tables[slot].rows.push(RowChange {
-            op,
-            key,
-            cl,
-            seen,
-            cells,
-        });
+        }
         self.size += size;
         Ok(())
     }
 
-    fn finish(self, tx: &Transaction, r: &mut Replica, report: &mut SealReport) -> Result<()> {
-        if self.tables.is_empty() {
-            return Ok(());
-        }
-        let seq = Seq(self.head.seq.0 + 1);
-        let body = CommitBody {
-            format: FORMAT,
-            group: GroupId::DEFAULT,
-            author: r.device,
-            seq,
-            prev: self.head.hash,
-            hlc: self.hlc,
-            authors: self.authors,
-            tables: self.tables,
-        };
-        let changes = body.change_count();
-        let commit = body.seal(&r.key)?;
-        import::store_commit(tx, self.head.id, &commit, import::State::Applied)?;
-        authors::advance(tx, self.head.id, seq, commit.hash, self.hlc)?;
-        report.commits += 1;
-        report.changes += changes;
-        report.last_seq = Some(seq.0);
-        report.last_clock = Some(self.hlc);
+    /// Adds group operations to this pass's commit in `group`.
+    fn add_ops(&mut self, tx: &Transaction, group: GroupId, ops: Vec<GroupOp>) -> Result<()> {
+        self.part(tx, group)?.ops.extend(ops);
         Ok(())
     }
+
+    fn finish(self, tx: &Transaction, r: &mut Replica, report: &mut SealReport) -> Result<()> {
+        for (group, part) in self.parts {
+            if part.tables.is_empty() && part.ops.is_empty() {
+                continue;
+            }
+            let seq = Seq(part.head.seq.0 + 1);
+            let body = CommitBody {
+                format: FORMAT,
+                group,
+                author: r.device,
+                seq,
+                prev: part.head.hash,
+                hlc: self.hlc,
+                authors: part.authors,
+                ops: part.ops,
+                tables: part.tables,
+            };
+            let changes = body.change_count();
+            let commit = body.seal(&r.key)?;
+            import::store_commit(tx, part.head.id, &commit, import::State::Applied)?;
+            groups::record_ops(tx, part.head.id, &commit.body)?;
+            authors::advance(tx, &part.head, seq, commit.hash, self.hlc)?;
+            report.commits += 1;
+            report.changes += changes;
+            report.last_seq = Some(seq.0);
+            report.last_clock = Some(self.hlc);
+        }
+        Ok(())
+    }
+}
+
+/// Seals group operations into a commit of `group` of their own, after sealing what
+/// was captured before them.
+pub(crate) fn seal_ops(
+    tx: &Transaction,
+    r: &mut Replica,
+    group: GroupId,
+    ops: Vec<GroupOp>,
+) -> Result<SealReport> {
+    let mut report = seal(tx, r)?;
+    let me = r.authors.id(tx, &r.device)?;
+    let mut builder = Builder::start(tx, r, me)?;
+    builder.add_ops(tx, group, ops)?;
+    builder.finish(tx, r, &mut report)?;
+    Ok(report)
 }
 
 /// The row's non-key columns as they are now, or `None` when it does not exist.

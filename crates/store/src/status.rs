@@ -2,11 +2,11 @@
 
 use rusqlite::Connection;
 use serde::Serialize;
-use shoal_core::{DeviceId, Hlc};
+use shoal_core::{DeviceId, GroupId, Hlc};
 
 use crate::error::Result;
 use crate::track::{self, Policy};
-use crate::{Replica, authors, load_hlc};
+use crate::{Replica, authors, groups, load_hlc};
 
 /// A summary of one replica.
 #[derive(Clone, Debug, Serialize)]
@@ -21,8 +21,11 @@ pub struct Status {
     pub commits: u64,
     /// Commits this device sealed.
     pub own_commits: u64,
-    /// Author → highest contiguous seq.
+    /// Author → highest contiguous seq, in the local group (tables shared with no
+    /// group, merged between files).
     pub version_vector: Vec<(String, u64)>,
+    /// The groups this database knows.
+    pub groups: Vec<GroupSummary>,
     /// Conflicts waiting for a person.
     pub conflicts_pending: u64,
     /// Conflicts auto-resolved by policy and kept for audit.
@@ -33,10 +36,29 @@ pub struct Status {
     pub waiting_commits: u64,
     /// Commits held because their clock is too far ahead.
     pub future_commits: u64,
+    /// Commits refused for good: their author was revoked before them, or may only read.
+    pub refused_commits: u64,
     /// Authors caught forking their chain, whose commits are refused.
     pub forked_authors: Vec<String>,
     /// The replica's clock.
     pub clock: String,
+}
+
+/// One group, as `status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupSummary {
+    /// The group's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// This device's role in it, if any.
+    pub role: Option<String>,
+    /// Devices with a role now.
+    pub members: usize,
+    /// Tables it carries.
+    pub tables: Vec<String>,
+    /// Author → highest contiguous seq held in the group.
+    pub version_vector: Vec<(String, u64)>,
 }
 
 /// One tracked table.
@@ -68,6 +90,8 @@ pub struct HeldSummary {
 /// One commit in the log.
 #[derive(Clone, Debug, Serialize)]
 pub struct CommitSummary {
+    /// Its group: `local`, or the group's name.
+    pub group: String,
     /// Its author.
     pub author: String,
     /// Its place in the author's chain.
@@ -76,7 +100,8 @@ pub struct CommitSummary {
     pub clock: String,
     /// Row changes carried.
     pub changes: u64,
-    /// applied, waiting (for an earlier commit) or future (clock too far ahead).
+    /// applied, waiting (for an earlier commit or for its author to be made a member),
+    /// future (clock too far ahead) or refused (revoked author, or a reader's).
     pub state: &'static str,
     /// Its hash.
     pub hash: String,
@@ -126,30 +151,55 @@ pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
         unsealed_changes: count("SELECT count(*) FROM shoal_log")?,
         commits: count("SELECT count(*) FROM shoal_commits WHERE state = 0")?,
         own_commits: own_commits as u64,
-        version_vector: authors::version_vector(conn)?
-            .0
-            .into_iter()
-            .map(|(d, s)| (d.to_string(), s.0))
-            .collect(),
+        version_vector: vv(conn, &GroupId::DEFAULT)?,
+        groups: {
+            let mut out = Vec::new();
+            let mut authors = crate::authors::Authors::default();
+            for id in groups::known(conn)? {
+                let Some(g) = groups::load(conn, &mut authors, &id)? else {
+                    continue;
+                };
+                out.push(GroupSummary {
+                    id: id.to_string(),
+                    name: g.name.clone(),
+                    role: g.role(&r.device).map(|role| role.to_string()),
+                    members: g.members().iter().filter(|m| m.role.is_some()).count(),
+                    tables: g.shares().map(|s| s.table.clone()).collect(),
+                    version_vector: vv(conn, &id)?,
+                });
+            }
+            out
+        },
         conflicts_pending: count("SELECT count(*) FROM shoal_conflicts WHERE status = 'pending'")?,
         conflicts_auto: count("SELECT count(*) FROM shoal_conflicts WHERE status = 'auto'")?,
         held,
         waiting_commits: count("SELECT count(*) FROM shoal_commits WHERE state = 1")?,
         future_commits: count("SELECT count(*) FROM shoal_commits WHERE state = 2")?,
+        refused_commits: count("SELECT count(*) FROM shoal_commits WHERE state = 3")?,
         forked_authors,
         clock: load_hlc(conn)?.to_string(),
     })
 }
 
+fn vv(conn: &Connection, group: &GroupId) -> Result<Vec<(String, u64)>> {
+    Ok(authors::version_vector(conn, group)?
+        .0
+        .into_iter()
+        .map(|(d, s)| (d.to_string(), s.0))
+        .collect())
+}
+
 pub(crate) fn log(conn: &Connection, limit: usize) -> Result<Vec<CommitSummary>> {
     let mut stmt = conn.prepare(
-        "SELECT a.device, c.seq, c.hlc, c.changes, c.state, c.hash FROM shoal_commits c JOIN shoal_authors a ON a.id = c.author
+        "SELECT a.device, c.seq, c.hlc, c.changes, c.state, c.hash, coalesce(g.name, 'local') FROM shoal_commits c
+         JOIN shoal_authors a ON a.id = c.author LEFT JOIN shoal_groups g ON g.id = c.grp
          ORDER BY c.hlc DESC, a.device LIMIT ?1",
     )?;
     let rows = stmt.query_map([limit as i64], |row| {
         let device: Vec<u8> = row.get(0)?;
         let hash: Vec<u8> = row.get(5)?;
         Ok(CommitSummary {
+            group: row.get(6)?,
             author: device
                 .try_into()
                 .map(|d| DeviceId(d).to_string())
@@ -160,7 +210,8 @@ pub(crate) fn log(conn: &Connection, limit: usize) -> Result<Vec<CommitSummary>>
             state: match row.get::<_, i64>(4)? {
                 0 => "applied",
                 1 => "waiting",
-                _ => "future",
+                2 => "future",
+                _ => "refused",
             },
             hash: hex::encode(hash),
         })

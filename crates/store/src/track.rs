@@ -6,6 +6,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction};
 use serde::Serialize;
+use shoal_core::GroupId;
 use shoal_core::commit::{MAX_KEY_COLUMNS, MAX_NAME_BYTES};
 
 use crate::error::{Result, StoreError};
@@ -399,6 +400,25 @@ fn triggers(t: &TrackedTable) -> String {
 
 /// Logs an insert for every row of the table that Shoal does not know as alive, so
 /// that rows written before tracking (or while untracked) sync too.
+/// Logs every row of `table` as an insert for `group` alone: a table newly shared with
+/// a group brings the rows it already has.
+pub(crate) fn log_snapshot(conn: &Connection, table: &str, group: &GroupId) -> Result<u64> {
+    let t = load_by_name(conn, table)?.ok_or_else(|| StoreError::NotTracked {
+        table: table.to_owned(),
+    })?;
+    let keys: Vec<String> = t.key_columns.iter().map(|c| ident(c)).collect();
+    let slots: String = (0..keys.len()).map(|i| format!(", k{i}")).collect();
+    let n = conn.execute(
+        &format!(
+            "INSERT INTO shoal_log(tbl, op{slots}, grp) SELECT ?1, 1, {}, ?2 FROM {}",
+            keys.join(", "),
+            ident(&t.name)
+        ),
+        rusqlite::params![t.id, &group.0[..]],
+    )?;
+    Ok(n as u64)
+}
+
 fn capture_existing(conn: &Connection, t: &TrackedTable) -> Result<u64> {
     let keys: Vec<String> = t.key_columns.iter().map(|c| ident(c)).collect();
     let mut stmt = conn.prepare(&format!(

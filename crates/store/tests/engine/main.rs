@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::types::ValueRef;
-use shoal_core::Value;
+use shoal_core::{GroupId, Value};
 use shoal_store::{
     ConflictKind, ConflictStatus, Policy, Resolution, Side, Store, StoreError, StoreOptions,
 };
@@ -72,10 +72,18 @@ fn exec(store: &Store, sql: &str) {
 fn sync(a: &mut Store, b: &mut Store) {
     a.seal().expect("seal a");
     b.seal().expect("seal b");
-    let to_b = a.export(&b.version_vector().expect("vv")).expect("export");
-    b.import(to_b).expect("import into b");
-    let to_a = b.export(&a.version_vector().expect("vv")).expect("export");
-    a.import(to_a).expect("import into a");
+    send(a, b);
+    send(b, a);
+}
+
+/// Sends `to` every commit it lacks from `from`, in every log `from` holds.
+fn send(from: &Store, to: &mut Store) {
+    let mut commits = Vec::new();
+    for g in from.group_ids().expect("groups") {
+        let have = to.version_vector(&g).expect("vv");
+        commits.extend(from.export(&g, &have).expect("export"));
+    }
+    to.import(commits).expect("import");
 }
 
 /// Every row of a table, ordered by its key, with each value as SQLite holds it.
@@ -161,7 +169,9 @@ fn only_changed_columns_are_sent() {
         "UPDATE notes SET title = 1.0, body = 'changed', n = 1.0 WHERE id = 'n1';",
     );
     a.seal().expect("seal");
-    let commits = a.export(&Default::default()).expect("export");
+    let commits = a
+        .export(&GroupId::DEFAULT, &Default::default())
+        .expect("export");
     let last = commits
         .last()
         .expect("commit")
@@ -629,7 +639,9 @@ fn a_sequential_edit_is_not_a_conflict() {
 
 fn export_all(store: &mut Store) -> Vec<shoal_core::SignedCommit> {
     store.seal().expect("seal");
-    store.export(&Default::default()).expect("export")
+    store
+        .export(&GroupId::DEFAULT, &Default::default())
+        .expect("export")
 }
 
 fn fingerprint(store: &Store) -> (Vec<Vec<Value>>, i64, i64) {
@@ -705,12 +717,17 @@ fn a_fork_is_recorded_and_its_author_refused() {
     let mut twin = Store::open(w.path("a2"), w.options()).expect("open twin");
     exec(&twin, "INSERT INTO notes VALUES ('evil', 't', 'b', 9);");
     twin.seal().expect("seal twin");
-    let forked = twin.export(&Default::default()).expect("export");
+    let forked = twin
+        .export(&GroupId::DEFAULT, &Default::default())
+        .expect("export");
     b.import(original).expect("import");
     // b first hears of the twin's commit 2, then of the original's: two commits 2.
     b.import(vec![forked[1].clone()]).expect("import twin");
     let report = b
-        .import(a.export(&Default::default()).expect("export"))
+        .import(
+            a.export(&GroupId::DEFAULT, &Default::default())
+                .expect("export"),
+        )
         .expect("import fork");
     assert_eq!(report.forks.len(), 1, "{report:?}");
     assert_eq!(report.forks[0].seq, 2);
