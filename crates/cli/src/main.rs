@@ -90,6 +90,32 @@ enum Command {
         #[command(subcommand)]
         action: Option<ConflictAction>,
     },
+    /// Create, list and show groups: what is shared with whom
+    Group {
+        /// The database file
+        db: PathBuf,
+        #[command(subcommand)]
+        action: GroupAction,
+    },
+    /// List a group's members and their roles
+    Members {
+        /// The database file
+        db: PathBuf,
+        /// The group (name or id); the only one if omitted
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Revoke a device: its commits after the last one this database holds are
+    /// refused by every member
+    Revoke {
+        /// The database file
+        db: PathBuf,
+        /// The group (name or id); the only one if omitted
+        #[arg(long)]
+        group: Option<String>,
+        /// The device's id
+        device: String,
+    },
     /// Two devices on a trading journal: writes, a concurrent edit, a delete against
     /// an update, a merge and a resolution, printed step by step
     Demo {
@@ -105,6 +131,55 @@ enum Command {
     },
     #[command(hide = true)]
     BenchImport { from: PathBuf, to: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum GroupAction {
+    /// Create a group with this device as its admin
+    Create {
+        /// A name for people
+        name: String,
+        /// A tracked table the group carries (repeatable); its rows are shared now
+        #[arg(long = "table", value_name = "TABLE")]
+        tables: Vec<String>,
+        /// A column left out, as TABLE.COLUMN (repeatable): it never leaves the device
+        #[arg(long, value_name = "TABLE.COLUMN")]
+        exclude: Vec<String>,
+    },
+    /// List the groups this database knows
+    List,
+    /// Show a group: members, roles, tables and excluded columns
+    Show {
+        /// The group (name or id); the only one if omitted
+        group: Option<String>,
+    },
+    /// Give a device a role (admin, member or reader) for its commits from now on
+    Add {
+        /// The group (name or id)
+        group: String,
+        /// The device's id
+        device: String,
+        /// Its role
+        #[arg(long, default_value = "member")]
+        role: String,
+    },
+    /// Carry one more tracked table in the group; its rows are shared now
+    Share {
+        /// The group (name or id)
+        group: String,
+        /// The table
+        table: String,
+        /// A column left out (repeatable)
+        #[arg(long, value_name = "COLUMN")]
+        exclude: Vec<String>,
+    },
+    /// Stop carrying a table in the group
+    Unshare {
+        /// The group (name or id)
+        group: String,
+        /// The table
+        table: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -222,6 +297,69 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Group { db, action } => {
+            let mut store = open(db)?;
+            match action {
+                GroupAction::Create {
+                    name,
+                    tables,
+                    exclude,
+                } => {
+                    let mut shares = Vec::new();
+                    for t in tables {
+                        let mut excluded = Vec::new();
+                        for e in exclude {
+                            let (table, column) = e.split_once('.').with_context(|| {
+                                format!("--exclude {e:?}: write it as TABLE.COLUMN")
+                            })?;
+                            if table.eq_ignore_ascii_case(t) {
+                                excluded.push(column.to_owned());
+                            }
+                        }
+                        shares.push((t.clone(), excluded));
+                    }
+                    for e in exclude {
+                        let table = e.split_once('.').map(|(t, _)| t).unwrap_or_default();
+                        anyhow::ensure!(
+                            tables.iter().any(|t| t.eq_ignore_ascii_case(table)),
+                            "--exclude {e:?} names a table not given with --table"
+                        );
+                    }
+                    let g = store.create_group(name, &shares)?;
+                    output::group(json, &g);
+                }
+                GroupAction::List => output::groups(json, &store.groups()?),
+                GroupAction::Show { group } => {
+                    output::group(json, &one_group(&store, group.as_deref())?)
+                }
+                GroupAction::Add {
+                    group,
+                    device,
+                    role,
+                } => {
+                    let g = store.set_role(group, &device.parse()?, role.parse()?)?;
+                    output::group(json, &g);
+                }
+                GroupAction::Share {
+                    group,
+                    table,
+                    exclude,
+                } => output::group(json, &store.share(group, table, exclude)?),
+                GroupAction::Unshare { group, table } => {
+                    output::group(json, &store.unshare(group, table)?)
+                }
+            }
+        }
+        Command::Members { db, group } => {
+            let store = open(db)?;
+            output::members(json, &one_group(&store, group.as_deref())?);
+        }
+        Command::Revoke { db, group, device } => {
+            let mut store = open(db)?;
+            let g = one_group(&store, group.as_deref())?;
+            let g = store.revoke(&g.id.to_string(), &device.parse()?)?;
+            output::members(json, &g);
+        }
         Command::Demo { keep } => demo::run(keep.as_deref(), json)?,
         Command::Bench { rows } => bench::run(*rows, json)?,
         Command::BenchImport { from, to } => {
@@ -257,6 +395,23 @@ pub(crate) struct Direction {
     pub(crate) conflicts: usize,
     pub(crate) held: usize,
     pub(crate) bytes: usize,
+}
+
+/// The group named, or the only one there is.
+fn one_group(store: &Store, which: Option<&str>) -> anyhow::Result<shoal_core::Group> {
+    if let Some(which) = which {
+        return Ok(store.group(which)?);
+    }
+    let mut all = store.groups()?;
+    match all.len() {
+        1 => Ok(all.remove(0)),
+        0 => anyhow::bail!(
+            "this database knows no group yet: `shoal group create DB NAME --table TABLE` makes one"
+        ),
+        n => anyhow::bail!(
+            "this database knows {n} groups: name one with --group (`shoal group list DB`)"
+        ),
+    }
 }
 
 /// Commits moved per import, so that memory stays bounded whatever the backlog.

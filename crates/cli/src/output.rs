@@ -94,8 +94,9 @@ pub(crate) fn log(json: bool, commits: &[CommitSummary]) {
     }
     for c in commits {
         println!(
-            "{}  seq {:>5}  clock {}  {:>6} change(s)  {}",
+            "{}  {:<10}  seq {:>5}  clock {}  {:>6} change(s)  {}",
             &c.author[..10],
+            c.group,
             c.seq,
             c.clock,
             c.changes,
@@ -155,6 +156,22 @@ pub(crate) fn status(json: bool, s: &Status) {
     }
     for f in &s.forked_authors {
         println!("forked     {f}: signed two histories; its commits are refused");
+    }
+    if s.refused_commits > 0 {
+        println!(
+            "refused    {} commit(s): revoked authors' or readers'",
+            s.refused_commits
+        );
+    }
+    for g in &s.groups {
+        println!(
+            "group      {} ({}): {}, {} member(s), tables: {}",
+            g.name,
+            &g.id[..16],
+            g.role.as_deref().unwrap_or("not a member"),
+            g.members,
+            g.tables.join(", ")
+        );
     }
 }
 
@@ -249,4 +266,115 @@ pub(crate) fn conflict(json: bool, c: &Conflict) {
             value(&c.remote_values, col)
         );
     }
+}
+
+/// A group as `group show` prints it and `--json` gives it.
+#[derive(Serialize)]
+struct GroupView {
+    id: String,
+    name: String,
+    creator: String,
+    members: Vec<MemberView>,
+    tables: Vec<ShareView>,
+}
+
+#[derive(Serialize)]
+struct MemberView {
+    device: String,
+    role: Option<String>,
+    revoked_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ShareView {
+    table: String,
+    excluded: Vec<String>,
+}
+
+fn group_view(g: &shoal_core::Group) -> GroupView {
+    GroupView {
+        id: g.id.to_string(),
+        name: g.name.clone(),
+        creator: g.creator.to_string(),
+        members: g
+            .members()
+            .into_iter()
+            .map(|m| MemberView {
+                device: m.device.to_string(),
+                role: m.role.map(|r| r.to_string()),
+                revoked_after: m.revoked_after.map(|s| s.0),
+            })
+            .collect(),
+        tables: g
+            .shares()
+            .map(|s| ShareView {
+                table: s.table.clone(),
+                excluded: s.excluded.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn print_members(v: &GroupView) {
+    for m in &v.members {
+        match (&m.role, m.revoked_after) {
+            (_, Some(after)) => println!("  {}  revoked (commits after {after} refused)", m.device),
+            (Some(role), None) => println!("  {}  {role}", m.device),
+            (None, None) => println!("  {}  no role", m.device),
+        }
+    }
+}
+
+pub(crate) fn group(json: bool, g: &shoal_core::Group) {
+    let v = group_view(g);
+    if json {
+        print_json(&v);
+        return;
+    }
+    println!("group {} ({})", v.name, v.id);
+    println!("created by {}", v.creator);
+    println!("members:");
+    print_members(&v);
+    println!("tables:");
+    if v.tables.is_empty() {
+        println!("  none yet: `shoal group share DB GROUP TABLE`");
+    }
+    for t in &v.tables {
+        if t.excluded.is_empty() {
+            println!("  {}", t.table);
+        } else {
+            println!("  {} (without {})", t.table, t.excluded.join(", "));
+        }
+    }
+}
+
+pub(crate) fn groups(json: bool, groups: &[shoal_core::Group]) {
+    let views: Vec<GroupView> = groups.iter().map(group_view).collect();
+    if json {
+        print_json(&views);
+        return;
+    }
+    if views.is_empty() {
+        println!("no groups yet: `shoal group create DB NAME --table TABLE` makes one");
+    }
+    for v in &views {
+        let tables: Vec<&str> = v.tables.iter().map(|t| t.table.as_str()).collect();
+        println!(
+            "{}  {}  {} member(s)  tables: {}",
+            &v.id[..16],
+            v.name,
+            v.members.iter().filter(|m| m.role.is_some()).count(),
+            tables.join(", ")
+        );
+    }
+}
+
+pub(crate) fn members(json: bool, g: &shoal_core::Group) {
+    let v = group_view(g);
+    if json {
+        print_json(&v.members);
+        return;
+    }
+    println!("members of {}:", v.name);
+    print_members(&v);
 }

@@ -134,6 +134,65 @@ fn init_track_merge_and_inspect_from_the_command_line() {
 }
 
 #[test]
+fn groups_from_the_command_line() {
+    let env = Env::new();
+    let (a, b) = (env.db("a.db"), env.db("b.db"));
+    for db in ["a.db", "b.db"] {
+        env.sql(
+            db,
+            "CREATE TABLE trades (id TEXT PRIMARY KEY, qty INTEGER, note TEXT);",
+        );
+    }
+    env.ok(&["init", &a]);
+    let b_id = env.json(&["init", &b])["device"]
+        .as_str()
+        .expect("device")
+        .to_owned();
+    env.ok(&["track", &a, "trades"]);
+    env.ok(&["track", &b, "trades"]);
+    let g = env.json(&[
+        "group",
+        &a,
+        "create",
+        "desk",
+        "--table",
+        "trades",
+        "--exclude",
+        "trades.note",
+    ]);
+    env.sql("a.db", "INSERT INTO trades VALUES ('t1', 5, 'private');");
+    assert_eq!(g["name"], "desk");
+    assert_eq!(g["tables"][0]["excluded"][0], "note");
+    assert_eq!(g["members"][0]["role"], "admin");
+    let added = env.json(&["group", &a, "add", "desk", &b_id, "--role", "member"]);
+    assert_eq!(added["members"].as_array().expect("members").len(), 2);
+    env.ok(&["merge", &a, &b]);
+    assert_eq!(
+        count(
+            &env.path("b.db"),
+            "SELECT count(*) FROM trades WHERE qty = 5 AND note IS NULL"
+        ),
+        1
+    );
+    let listed = env.json(&["group", &b, "list"]);
+    assert_eq!(listed[0]["name"], "desk");
+    // Only an admin changes the group; b is a member.
+    let err = env.fails(&["revoke", &b, &b_id]);
+    assert!(err.contains("not an admin"), "{err}");
+    let members = env.json(&["revoke", &a, "--group", "desk", &b_id]);
+    let revoked = members
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["device"] == b_id.as_str())
+        .expect("b listed");
+    assert!(revoked["role"].is_null());
+    assert_eq!(revoked["revoked_after"], 0);
+    let shown = env.ok(&["members", &a]);
+    assert!(shown.contains("revoked"), "{shown}");
+}
+
+#[test]
 fn mistakes_get_clear_errors() {
     let env = Env::new();
     let a = env.db("a.db");

@@ -111,7 +111,7 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
                 if to.is_empty() {
                     continue;
                 }
-                builder.add(tx, r, &tables[&tbl], &to, key, &ops)?;
+                builder.add(tx, r, &tables[&tbl], &to, only.is_some(), key, &ops)?;
             }
             builder.finish(tx, r, &mut report)?;
         }
@@ -265,12 +265,14 @@ impl Builder {
         Ok(self.parts.get_mut(&group).expect("inserted above"))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,
         tx: &Transaction,
         r: &mut Replica,
         table: &TrackedTable,
         targets: &[Target],
+        snapshot: bool,
         key: Vec<Value>,
         ops: &[Logged],
     ) -> Result<()> {
@@ -320,6 +322,8 @@ impl Builder {
         }
         let op = match (cl > before, alive) {
             (true, true) => Op::Insert,
+            // A row shared with a group anew starts its life there.
+            (false, true) if snapshot => Op::Insert,
             (true, false) => Op::Delete,
             (false, true) if all || !changed.is_empty() => Op::Update,
             _ => return Ok(()),

@@ -12,6 +12,7 @@ use shoal_store::{
 use tempfile::TempDir;
 
 mod convergence;
+mod groups;
 mod processes;
 
 /// A directory with a shared data directory and any number of replicas, on a clock the

@@ -1,0 +1,210 @@
+//! Groups end to end: what a group carries and leaves out, who may write, and commits
+//! from revoked devices and readers refused, also when another member relays them.
+
+use shoal_core::{DeviceId, Role, SignedCommit};
+use shoal_store::ImportReport;
+
+use super::*;
+
+const DESK: &str = "CREATE TABLE trades (id TEXT PRIMARY KEY, symbol TEXT, qty INTEGER, note TEXT);
+                    CREATE TABLE moods (id TEXT PRIMARY KEY, feeling TEXT);";
+
+/// The commits of `group` that `from` holds and `to` lacks, by `author` alone if given.
+fn group_commits(
+    from: &Store,
+    to: &Store,
+    group: &GroupId,
+    author: Option<DeviceId>,
+) -> Vec<SignedCommit> {
+    let have = to.version_vector(group).expect("vv");
+    from.export(group, &have)
+        .expect("export")
+        .into_iter()
+        .filter(|c| author.is_none_or(|a| c.clone().verify().expect("verify").body.author == a))
+        .collect()
+}
+
+/// What a network session will do: seal, then send one group's commits.
+fn sync_group(from: &mut Store, to: &mut Store, group: &GroupId) -> ImportReport {
+    from.seal().expect("seal");
+    let commits = group_commits(from, to, group, None);
+    to.import(commits).expect("import")
+}
+
+fn trade(store: &Store, id: &str) -> Option<Vec<Value>> {
+    dump(store, "trades").into_iter().find(|r| r[0] == text(id))
+}
+
+#[test]
+fn a_group_carries_only_its_tables_and_columns() {
+    let w = World::new();
+    let mut a = w.replica("a", DESK, &["trades", "moods"]);
+    let mut b = w.replica("b", DESK, &["trades", "moods"]);
+    exec(
+        &a,
+        "INSERT INTO trades VALUES ('t1', 'AAPL', 10, 'secret-note-1');
+         INSERT INTO moods VALUES ('m1', 'secret-mood-1');",
+    );
+    let g = a
+        .create_group("desk", &[("trades".into(), vec!["note".into()])])
+        .expect("create");
+    assert_eq!(a.groups().expect("groups"), vec![g.clone()]);
+    let gid = g.id.to_string();
+    a.set_role(&gid, &b.device(), Role::Member).expect("add b");
+    exec(
+        &a,
+        "INSERT INTO trades VALUES ('t2', 'MSFT', 5, 'secret-note-2');
+         INSERT INTO moods VALUES ('m2', 'secret-mood-2');",
+    );
+    sync_group(&mut a, &mut b, &g.id);
+    // Rows that were there before the group, and rows written since, without the note.
+    assert_eq!(
+        dump(&b, "trades"),
+        vec![
+            vec![text("t1"), text("AAPL"), Value::Integer(10), Value::Null],
+            vec![text("t2"), text("MSFT"), Value::Integer(5), Value::Null],
+        ]
+    );
+    assert_eq!(count(&b, "SELECT count(*) FROM moods"), 0);
+    // Neither the excluded column nor the private table is in anything b received.
+    let blobs: Vec<Vec<u8>> = b
+        .connection()
+        .prepare("SELECT signed FROM shoal_commits")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert!(!blobs.is_empty());
+    for needle in ["secret-note", "secret-mood", "moods"] {
+        assert!(
+            !blobs
+                .iter()
+                .any(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes())),
+            "{needle} reached b"
+        );
+    }
+    // b is a member: its writes come back through the group; its note stays home.
+    exec(
+        &b,
+        "UPDATE trades SET qty = 11 WHERE id = 't1'; UPDATE trades SET note = 'b-only' WHERE id = 't2';",
+    );
+    let report = sync_group(&mut b, &mut a, &g.id);
+    assert!(report.refused.is_empty(), "{report:?}");
+    assert_eq!(trade(&a, "t1").expect("t1")[2], Value::Integer(11));
+    assert_eq!(trade(&a, "t2").expect("t2")[3], text("secret-note-2"));
+    assert_eq!(
+        b.group("desk").expect("group").role(&b.device()),
+        Some(Role::Member)
+    );
+}
+
+#[test]
+fn commits_of_revoked_devices_and_readers_are_refused_also_when_relayed() {
+    let w = World::new();
+    let mut a = w.replica("a", DESK, &["trades"]);
+    let mut b = w.replica("b", DESK, &["trades"]);
+    let mut c = w.replica("c", DESK, &["trades"]);
+    let mut e = w.replica("e", DESK, &["trades"]);
+    let g = a
+        .create_group("desk", &[("trades".into(), vec![])])
+        .expect("create");
+    let gid = g.id.to_string();
+    for s in [&b, &c, &e] {
+        a.set_role(&gid, &s.device(), Role::Member).expect("add");
+    }
+    for s in [&mut b, &mut c, &mut e] {
+        sync_group(&mut a, s, &g.id);
+    }
+    // a revokes c and makes e a reader; neither has heard of it yet.
+    a.revoke(&gid, &c.device()).expect("revoke");
+    a.set_role(&gid, &e.device(), Role::Reader).expect("demote");
+    exec(&c, "INSERT INTO trades VALUES ('from-c', 'X', 1, NULL);");
+    exec(&e, "INSERT INTO trades VALUES ('from-e', 'Y', 2, NULL);");
+    // b has not heard either, and takes c's commit; then relays it to a.
+    sync_group(&mut c, &mut b, &g.id);
+    assert!(trade(&b, "from-c").is_some());
+    let relayed = sync_group(&mut b, &mut a, &g.id);
+    assert_eq!(relayed.refused.len(), 1, "{relayed:?}");
+    assert!(relayed.refused[0].contains("revoked"), "{relayed:?}");
+    assert!(trade(&a, "from-c").is_none());
+    let from_reader = sync_group(&mut e, &mut a, &g.id);
+    assert_eq!(from_reader.refused.len(), 1, "{from_reader:?}");
+    assert!(
+        from_reader.refused[0].contains("may only read"),
+        "{from_reader:?}"
+    );
+    assert!(trade(&a, "from-e").is_none());
+    assert_eq!(a.status().expect("status").refused_commits, 2);
+    let g = a.group("desk").expect("group");
+    assert_eq!(g.role(&c.device()), None);
+    assert_eq!(g.role(&e.device()), Some(Role::Reader));
+    // Once c knows it was revoked it seals nothing more into the group.
+    sync_group(&mut a, &mut c, &g.id);
+    exec(&c, "INSERT INTO trades VALUES ('later-c', 'Z', 3, NULL);");
+    c.seal().expect("seal");
+    assert_eq!(
+        c.version_vector(&g.id).expect("vv").get(&c.device()),
+        shoal_core::Seq(1)
+    );
+}
+
+#[test]
+fn an_unknown_author_waits_until_it_is_made_a_member() {
+    let w = World::new();
+    let mut a = w.replica("a", DESK, &["trades"]);
+    let mut b = w.replica("b", DESK, &["trades"]);
+    let mut f = w.replica("f", DESK, &["trades"]);
+    let g = a
+        .create_group("desk", &[("trades".into(), vec![])])
+        .expect("create");
+    let gid = g.id.to_string();
+    a.set_role(&gid, &b.device(), Role::Member).expect("add b");
+    sync_group(&mut a, &mut b, &g.id);
+    a.set_role(&gid, &f.device(), Role::Member).expect("add f");
+    sync_group(&mut a, &mut f, &g.id);
+    exec(&f, "INSERT INTO trades VALUES ('from-f', 'X', 1, NULL);");
+    f.seal().expect("seal");
+    // b gets f's commit before it hears that f was added: it keeps it, unapplied.
+    let only_f = group_commits(&f, &b, &g.id, Some(f.device()));
+    assert_eq!(only_f.len(), 1);
+    b.import(only_f).expect("import");
+    assert!(trade(&b, "from-f").is_none());
+    assert_eq!(b.status().expect("status").waiting_commits, 1);
+    // The admin's commit arrives: f's commit goes in, in the same import.
+    let report = sync_group(&mut a, &mut b, &g.id);
+    assert!(trade(&b, "from-f").is_some(), "{report:?}");
+    assert_eq!(b.status().expect("status").waiting_commits, 0);
+}
+
+#[test]
+fn only_admins_change_a_group() {
+    let w = World::new();
+    let mut a = w.replica("a", DESK, &["trades", "moods"]);
+    let mut b = w.replica("b", DESK, &["trades"]);
+    let g = a
+        .create_group("desk", &[("trades".into(), vec![])])
+        .expect("create");
+    let gid = g.id.to_string();
+    a.set_role(&gid, &b.device(), Role::Member).expect("add b");
+    sync_group(&mut a, &mut b, &g.id);
+    let err = b
+        .set_role(&gid, &b.device(), Role::Admin)
+        .expect_err("b is no admin");
+    assert!(matches!(err, StoreError::NotAdmin { .. }), "{err}");
+    assert!(err.to_string().contains("not an admin"), "{err}");
+    let err = a
+        .share(&gid, "trades", &["nope".into()])
+        .expect_err("no such column");
+    assert!(err.to_string().contains("nope"), "{err}");
+    assert!(matches!(
+        a.group("nothing"),
+        Err(StoreError::NoSuchGroup { .. })
+    ));
+    // Sharing a table later brings its rows along.
+    exec(&a, "INSERT INTO moods VALUES ('m1', 'calm');");
+    b.track("moods", None).expect("track");
+    a.share(&gid, "moods", &[]).expect("share");
+    sync_group(&mut a, &mut b, &g.id);
+    assert_eq!(dump(&b, "moods"), vec![vec![text("m1"), text("calm")]]);
+}
