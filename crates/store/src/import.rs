@@ -285,9 +285,9 @@ impl Chain<'_> {
             let carried = if *group == GroupId::DEFAULT {
                 None
             } else {
-                self.groups.get(tx, &mut r.authors, group)?.cloned()
+                self.groups.get(tx, &mut r.authors, group)?
             };
-            apply::apply_commit(tx, r, self.tables, carried.as_ref(), commit, self.report)?;
+            apply::apply_commit(tx, r, self.tables, carried, commit, self.report)?;
             set_state(tx, group, id, seq, State::Applied)?;
             authors::advance(tx, &head, seq, hash, clock)?;
             *self.hlc = (*self.hlc).max(clock);

@@ -134,8 +134,18 @@ struct Targets {
 #[derive(Clone)]
 pub(crate) struct Target {
     group: GroupId,
-    /// Columns of the table (by index) the group leaves out.
-    excluded: Vec<bool>,
+    /// For each column of the table, its index in the commit's column list, `None`
+    /// for a column the group leaves out; `None` as a whole when it carries them all.
+    columns: Option<Vec<Option<u32>>>,
+}
+
+impl Target {
+    fn column(&self, i: usize) -> Option<u32> {
+        match &self.columns {
+            None => Some(i as u32),
+            Some(map) => map.get(i).copied().flatten(),
+        }
+    }
 }
 
 impl Targets {
@@ -153,9 +163,20 @@ impl Targets {
             let mut shares = HashMap::new();
             for t in &tables {
                 if let Some(share) = g.share(&t.name) {
+                    let mut next = 0;
+                    let columns = t
+                        .columns
+                        .iter()
+                        .map(|c| {
+                            share.carries(c).then(|| {
+                                next += 1;
+                                next - 1
+                            })
+                        })
+                        .collect();
                     let target = Target {
                         group: id,
-                        excluded: t.columns.iter().map(|c| !share.carries(c)).collect(),
+                        columns: Some(columns),
                     };
                     carried.entry(t.id).or_default().push(target.clone());
                     shares.insert(t.id, target);
@@ -179,7 +200,7 @@ impl Targets {
             None => self.carried.get(&table).cloned().unwrap_or_else(|| {
                 vec![Target {
                     group: GroupId::DEFAULT,
-                    excluded: Vec::new(),
+                    columns: None,
                 }]
             }),
         }
@@ -397,7 +418,6 @@ impl Builder {
         conflict::close_superseded(tx, r, &table.name, &blob, cl, &written, by)?;
         for target in targets {
             let part = self.part(tx, target.group)?;
-            let kept = |i: usize| !target.excluded.get(i).copied().unwrap_or(false);
             let slot = match part.table_index.get(&table.id) {
                 Some(slot) => *slot,
                 None => {
@@ -407,7 +427,7 @@ impl Builder {
                         table: table.name.clone(),
                         key_columns: table.key_columns.clone(),
                         columns: (0..table.columns.len())
-                            .filter(|&i| kept(i))
+                            .filter(|&i| target.column(i).is_some())
                             .map(|i| table.columns[i].clone())
                             .collect(),
                         rows: Vec::new(),
@@ -416,21 +436,13 @@ impl Builder {
                     part.tables.len() - 1
                 }
             };
-            let mut index = Vec::with_capacity(table.columns.len());
-            let mut n = 0u32;
-            for i in 0..table.columns.len() {
-                index.push(n);
-                if kept(i) {
-                    n += 1;
-                }
-            }
             let mut row_cells = Vec::with_capacity(cells.len());
             for (i, v, overwrote) in &cells {
-                if !kept(*i) {
+                let Some(column) = target.column(*i) else {
                     continue;
-                }
+                };
                 row_cells.push(Cell {
-                    column: index[*i],
+                    column,
                     value: v.clone(),
                     overwrote: overwrote.map(|o| part.reference(r.device, o)),
                 });
