@@ -1,0 +1,353 @@
+//! The messages, their encodings and the checks on every field.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use shoal_core::commit::{MAX_COMMIT_BYTES, SignedCommit};
+use shoal_core::identity::{DeviceId, GroupId};
+use shoal_core::vv::VersionVector;
+
+use crate::error::ProtoError;
+
+/// The protocol version this code speaks.
+pub const VERSION: u16 = 1;
+
+/// A batch is closed once its commits reach this many (uncompressed) bytes.
+pub const TARGET_BATCH_BYTES: usize = 1 << 20;
+
+/// The most a batch may decompress to: room for one commit of the largest size.
+pub const MAX_BATCH_BYTES: usize = MAX_COMMIT_BYTES + (1 << 20);
+
+/// The largest batch frame: a batch's compressed form may exceed its raw size a little.
+pub(crate) const MAX_BATCH_FRAME: usize =
+    BATCH_HEADER + MAX_BATCH_BYTES + (MAX_BATCH_BYTES >> 7) + 1024;
+
+/// The most authors a version vector in a hello or welcome may name.
+pub const MAX_VECTOR_AUTHORS: usize = 16_384;
+
+/// The largest hello or welcome body (a version vector of the most authors).
+pub(crate) const MAX_HELLO_BYTES: usize = 256 + MAX_VECTOR_AUTHORS * 48;
+
+/// The longest explanation a refusal may carry.
+pub const MAX_DETAIL_BYTES: usize = 1024;
+
+const BATCH_HEADER: usize = 16;
+
+/// A hash of the columns a device has of a group's tables: equal fingerprints mean
+/// both sides can apply every change the other sends.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct Fingerprint(pub [u8; 32]);
+
+/// The initiator's opening.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version; always the first field, so any version can read it.
+    pub version: u16,
+    /// The group to reconcile.
+    pub group: GroupId,
+    /// The initiator's device; must be the device the transport authenticated.
+    pub device: DeviceId,
+    /// The initiator's schema fingerprint of the group's tables.
+    pub schema: Fingerprint,
+    /// What the initiator holds of the group's log.
+    pub have: VersionVector,
+    /// An invite being redeemed, when the initiator is not yet a member.
+    pub invite: Option<InviteClaim>,
+}
+
+/// Proof that the initiator holds an invite's secret.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct InviteClaim {
+    /// The invite's id.
+    pub invite: [u8; 16],
+    /// [`invite_proof`] of the secret for this group, joiner and inviter.
+    pub proof: [u8; 32],
+}
+
+/// The responder's acceptance.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version.
+    pub version: u16,
+    /// The responder's device.
+    pub device: DeviceId,
+    /// The responder's schema fingerprint of the group's tables.
+    pub schema: Fingerprint,
+    /// What the responder holds of the group's log.
+    pub have: VersionVector,
+}
+
+/// Why a session was refused.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The reason, for programs.
+    pub reason: Reason,
+    /// An explanation, for people.
+    pub detail: String,
+}
+
+/// The reasons a session can be refused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Reason {
+    /// Another protocol version.
+    Version {
+        /// The version the refusing side speaks.
+        supported: u16,
+    },
+    /// The responder does not know the group.
+    UnknownGroup,
+    /// The device is not a member of the group.
+    NotMember,
+    /// The device's membership was revoked.
+    Revoked,
+    /// The invite was not accepted.
+    Invite(InviteProblem),
+    /// The peer broke the protocol.
+    Protocol,
+    /// The device could not take part just now (its database failed).
+    Unavailable,
+}
+
+/// Why an invite was not accepted.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum InviteProblem {
+    /// The inviter has no such invite (a forged or altered ticket, or one made on
+    /// another database).
+    Unknown,
+    /// The invite's time is up.
+    Expired,
+    /// The invite has been used as often as it allows.
+    UsedUp,
+    /// The proof does not match the invite's secret.
+    BadProof,
+    /// The inviter may no longer add members to the group.
+    InviterNotAdmin,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Version { supported } => write!(f, "protocol version {supported} is needed"),
+            Reason::UnknownGroup => write!(f, "the device does not know this group"),
+            Reason::NotMember => write!(f, "not a member of the group"),
+            Reason::Revoked => write!(f, "membership in the group was revoked"),
+            Reason::Invite(p) => write!(f, "invite not accepted: {p}"),
+            Reason::Protocol => write!(f, "protocol violation"),
+            Reason::Unavailable => write!(f, "the device cannot sync just now"),
+        }
+    }
+}
+
+impl fmt::Display for InviteProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InviteProblem::Unknown => {
+                "no such invite (forged, altered, or made on another database)"
+            }
+            InviteProblem::Expired => "it has expired; ask for a new one",
+            InviteProblem::UsedUp => "it has been used up; ask for a new one",
+            InviteProblem::BadProof => "the ticket's secret does not match (altered ticket)",
+            InviteProblem::InviterNotAdmin => "the inviter is no longer an admin of the group",
+        })
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.detail.is_empty() {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "{} ({})", self.reason, self.detail)
+        }
+    }
+}
+
+/// An acknowledgement: the receiver has imported batch `batch`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Ack {
+    /// The batch, numbered from 0 in the order sent.
+    pub batch: u64,
+}
+
+/// The sender has sent everything the peer lacked, in `batches` batches.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Done {
+    /// How many batches were sent in all.
+    pub batches: u64,
+}
+
+/// The proof an invitee shows: a keyed hash of the group, both devices and a domain
+/// label under the invite's secret. It binds the claim to the joiner's authenticated
+/// device, so a proof seen on the wire is useless to anyone else.
+pub fn invite_proof(
+    secret: &[u8; 32],
+    group: &GroupId,
+    joiner: &DeviceId,
+    inviter: &DeviceId,
+) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(secret);
+    h.update(b"shoal invite proof v1\0");
+    h.update(&group.0);
+    h.update(&joiner.0);
+    h.update(&inviter.0);
+    *h.finalize().as_bytes()
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).unwrap_or_default()
+}
+
+pub(crate) fn decode<'a, T: Deserialize<'a>>(
+    what: &'static str,
+    body: &'a [u8],
+) -> Result<T, ProtoError> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(ProtoError::Malformed {
+            what,
+            reason: format!("{} bytes left over", rest.len()),
+        }),
+        Err(postcard::Error::DeserializeUnexpectedEnd) => Err(ProtoError::Malformed {
+            what,
+            reason: "truncated".into(),
+        }),
+        Err(e) => Err(ProtoError::Malformed {
+            what,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Reads the version that leads a hello or welcome, whatever follows it.
+pub(crate) fn leading_version(what: &'static str, body: &[u8]) -> Result<u16, ProtoError> {
+    postcard::take_from_bytes::<u16>(body)
+        .map(|(v, _)| v)
+        .map_err(|e| ProtoError::Malformed {
+            what,
+            reason: e.to_string(),
+        })
+}
+
+pub(crate) fn check_vector(what: &'static str, vv: &VersionVector) -> Result<(), ProtoError> {
+    if vv.0.len() > MAX_VECTOR_AUTHORS {
+        return Err(ProtoError::Malformed {
+            what,
+            reason: format!(
+                "version vector names {} authors; the limit is {MAX_VECTOR_AUTHORS}",
+                vv.0.len()
+            ),
+        });
+    }
+    if vv.0.values().any(|s| s.0 > i64::MAX as u64) {
+        return Err(ProtoError::Malformed {
+            what,
+            reason: "sequence number out of range".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Packs commits into a batch body: each as a little-endian `u32` length and its bytes.
+pub fn pack_commits(commits: &[SignedCommit]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in commits {
+        pack_one(&mut out, c);
+    }
+    out
+}
+
+pub(crate) fn pack_one(out: &mut Vec<u8>, c: &SignedCommit) {
+    let bytes = c.to_bytes();
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&bytes);
+}
+
+/// Unpacks a batch body of exactly `count` commits.
+pub fn unpack_commits(raw: &[u8], count: usize) -> Result<Vec<SignedCommit>, ProtoError> {
+    let bad = |reason: String| ProtoError::Malformed {
+        what: "batch",
+        reason,
+    };
+    let mut out = Vec::with_capacity(count.min(raw.len() / 100 + 1));
+    let mut rest = raw;
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err(bad("truncated commit length".into()));
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len > MAX_COMMIT_BYTES {
+            return Err(bad(format!(
+                "a commit of {len} bytes; the limit is {MAX_COMMIT_BYTES}"
+            )));
+        }
+        if rest.len() < 4 + len {
+            return Err(bad("truncated commit".into()));
+        }
+        let commit = SignedCommit::from_bytes(&rest[4..4 + len])
+            .map_err(|e| bad(format!("commit {}: {e}", out.len())))?;
+        out.push(commit);
+        rest = &rest[4 + len..];
+        if out.len() > count {
+            break;
+        }
+    }
+    if out.len() != count {
+        return Err(bad(format!(
+            "announced {count} commits, holds {}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// A batch's body: its number, commit count, raw size, then the zstd frame.
+pub(crate) fn encode_batch(id: u64, count: u32, raw: &[u8]) -> Vec<u8> {
+    let compressed = zstd::bulk::compress(raw, 1).unwrap_or_default();
+    let mut out = Vec::with_capacity(BATCH_HEADER + compressed.len());
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+    out.extend_from_slice(&compressed);
+    out
+}
+
+/// Decodes a batch body, refusing one that decompresses past what it announced.
+pub(crate) fn decode_batch(body: &[u8]) -> Result<(u64, Vec<SignedCommit>), ProtoError> {
+    if body.len() < BATCH_HEADER {
+        return Err(ProtoError::Malformed {
+            what: "batch",
+            reason: "truncated".into(),
+        });
+    }
+    let id = u64::from_be_bytes(body[0..8].try_into().unwrap_or_default());
+    let count = u32::from_be_bytes(body[8..12].try_into().unwrap_or_default()) as usize;
+    let raw_len = u32::from_be_bytes(body[12..16].try_into().unwrap_or_default()) as usize;
+    if count == 0 {
+        return Err(ProtoError::Malformed {
+            what: "batch",
+            reason: "no commits".into(),
+        });
+    }
+    if raw_len > MAX_BATCH_BYTES {
+        return Err(ProtoError::Bomb {
+            limit: MAX_BATCH_BYTES,
+        });
+    }
+    let raw = zstd::bulk::decompress(&body[BATCH_HEADER..], raw_len).map_err(|e| {
+        if e.to_string().contains("too small") {
+            ProtoError::Bomb { limit: raw_len }
+        } else {
+            ProtoError::Malformed {
+                what: "batch",
+                reason: format!("not a zstd frame: {e}"),
+            }
+        }
+    })?;
+    if raw.len() != raw_len {
+        return Err(ProtoError::Malformed {
+            what: "batch",
+            reason: format!("announced {raw_len} bytes, holds {}", raw.len()),
+        });
+    }
+    Ok((id, unpack_commits(&raw, count)?))
+}
