@@ -221,7 +221,9 @@ fn refusal_sent(s: &mut Session) -> Refusal {
 #[test]
 fn another_protocol_version_is_refused_with_ours() {
     let mut s = responder();
-    let err = s.receive(&hello_bytes(VERSION + 1, A), 0).unwrap_err();
+    let err = s
+        .receive(&hello_bytes(VERSION + 1, A), 0)
+        .expect_err("refused");
     assert_eq!(
         err,
         ProtoError::Version {
@@ -240,7 +242,7 @@ fn another_protocol_version_is_refused_with_ours() {
 #[test]
 fn a_hello_naming_another_device_is_an_impostor() {
     let mut s = responder();
-    let err = s.receive(&hello_bytes(VERSION, B), 0).unwrap_err();
+    let err = s.receive(&hello_bytes(VERSION, B), 0).expect_err("refused");
     assert!(matches!(err, ProtoError::Impostor { .. }), "{err}");
     assert_eq!(refusal_sent(&mut s).reason, Reason::Protocol);
 }
@@ -250,7 +252,7 @@ fn an_oversized_frame_is_refused() {
     let mut s = responder();
     let err = s
         .receive(&[Kind::Hello as u8, 0x7f, 0xff, 0xff, 0xff], 0)
-        .unwrap_err();
+        .expect_err("refused");
     assert!(
         matches!(err, ProtoError::OversizedFrame { kind: "hello", .. }),
         "{err}"
@@ -263,7 +265,9 @@ fn a_truncated_message_is_refused() {
     let full = hello_bytes(VERSION, A);
     // A frame whose announced length cuts the hello short.
     let body = &full[HEADER_LEN..full.len() - 10];
-    let err = s.receive(&encode_frame(Kind::Hello, body), 0).unwrap_err();
+    let err = s
+        .receive(&encode_frame(Kind::Hello, body), 0)
+        .expect_err("refused");
     assert!(
         matches!(&err, ProtoError::Malformed { what: "hello", reason } if reason == "truncated"),
         "{err}"
@@ -281,7 +285,7 @@ fn a_truncated_message_is_refused() {
 #[test]
 fn an_unknown_message_type_is_refused() {
     let mut s = responder();
-    let err = s.receive(&[42, 0, 0, 0, 0], 0).unwrap_err();
+    let err = s.receive(&[42, 0, 0, 0, 0], 0).expect_err("refused");
     assert_eq!(err, ProtoError::UnknownMessage(42));
     assert_eq!(refusal_sent(&mut s).reason, Reason::Protocol);
 }
@@ -299,7 +303,7 @@ fn a_batch_before_the_welcome_is_refused() {
     let raw = pack_commits(&[commit(1, 10)]);
     let err = s
         .receive(&batch_frame(0, 1, raw.len() as u32, &raw), 0)
-        .unwrap_err();
+        .expect_err("refused");
     assert!(
         matches!(
             err,
@@ -336,13 +340,15 @@ fn a_decompression_bomb_is_refused() {
     // 64 MiB of zeroes compress to a few kilobytes; the batch claims 1 KiB.
     let zeroes = vec![0u8; 64 << 20];
     let mut s = streaming();
-    let err = s.receive(&batch_frame(0, 1, 1024, &zeroes), 0).unwrap_err();
+    let err = s
+        .receive(&batch_frame(0, 1, 1024, &zeroes), 0)
+        .expect_err("refused");
     assert!(matches!(err, ProtoError::Bomb { limit: 1024 }), "{err}");
     // And one that announces more than any batch may hold.
     let mut s = streaming();
     let err = s
         .receive(&batch_frame(0, 1, u32::MAX, &[0; 10]), 0)
-        .unwrap_err();
+        .expect_err("refused");
     assert!(matches!(err, ProtoError::Bomb { .. }), "{err}");
     assert!(s.poll_event().is_none(), "no event for a refused batch");
 }
@@ -353,12 +359,12 @@ fn a_batch_that_lies_about_its_contents_is_refused() {
     let mut s = streaming();
     let err = s
         .receive(&batch_frame(0, 3, raw.len() as u32, &raw), 0)
-        .unwrap_err();
+        .expect_err("refused");
     assert!(err.to_string().contains("announced 3 commits"), "{err}");
     let mut s = streaming();
     let err = s
         .receive(&batch_frame(5, 2, raw.len() as u32, &raw), 0)
-        .unwrap_err();
+        .expect_err("refused");
     assert!(err.to_string().contains("numbered 5"), "{err}");
 }
 
