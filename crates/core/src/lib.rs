@@ -11,6 +11,7 @@ pub mod commit;
 pub mod error;
 pub mod group;
 pub mod identity;
+pub mod invite;
 pub mod merge;
 pub mod value;
 pub mod vv;

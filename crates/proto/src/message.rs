@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use shoal_core::commit::{MAX_COMMIT_BYTES, SignedCommit};
 use shoal_core::identity::{DeviceId, GroupId};
+pub use shoal_core::invite::{InviteProblem, invite_proof};
 use shoal_core::vv::VersionVector;
 
 use crate::error::ProtoError;
@@ -108,22 +109,6 @@ pub enum Reason {
     Unavailable,
 }
 
-/// Why an invite was not accepted.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub enum InviteProblem {
-    /// The inviter has no such invite (a forged or altered ticket, or one made on
-    /// another database).
-    Unknown,
-    /// The invite's time is up.
-    Expired,
-    /// The invite has been used as often as it allows.
-    UsedUp,
-    /// The proof does not match the invite's secret.
-    BadProof,
-    /// The inviter may no longer add members to the group.
-    InviterNotAdmin,
-}
-
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -135,20 +120,6 @@ impl fmt::Display for Reason {
             Reason::Protocol => write!(f, "protocol violation"),
             Reason::Unavailable => write!(f, "the device cannot sync just now"),
         }
-    }
-}
-
-impl fmt::Display for InviteProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            InviteProblem::Unknown => {
-                "no such invite (forged, altered, or made on another database)"
-            }
-            InviteProblem::Expired => "it has expired; ask for a new one",
-            InviteProblem::UsedUp => "it has been used up; ask for a new one",
-            InviteProblem::BadProof => "the ticket's secret does not match (altered ticket)",
-            InviteProblem::InviterNotAdmin => "the inviter is no longer an admin of the group",
-        })
     }
 }
 
@@ -174,23 +145,6 @@ pub struct Ack {
 pub struct Done {
     /// How many batches were sent in all.
     pub batches: u64,
-}
-
-/// The proof an invitee shows: a keyed hash of the group, both devices and a domain
-/// label under the invite's secret. It binds the claim to the joiner's authenticated
-/// device, so a proof seen on the wire is useless to anyone else.
-pub fn invite_proof(
-    secret: &[u8; 32],
-    group: &GroupId,
-    joiner: &DeviceId,
-    inviter: &DeviceId,
-) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_keyed(secret);
-    h.update(b"shoal invite proof v1\0");
-    h.update(&group.0);
-    h.update(&joiner.0);
-    h.update(&inviter.0);
-    *h.finalize().as_bytes()
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

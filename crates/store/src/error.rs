@@ -131,6 +131,17 @@ pub enum StoreError {
         /// The group's name.
         group: String,
     },
+    /// An invite was not accepted.
+    #[error("invite not accepted: {0}")]
+    Invite(shoal_core::invite::InviteProblem),
+    /// A revoked device asked to join again.
+    #[error("device {device} was revoked from group {group:?} and cannot join it again")]
+    Revoked {
+        /// The device.
+        device: DeviceId,
+        /// The group's name.
+        group: String,
+    },
     /// A device named in a group command is not in the group.
     #[error("device {device} is not a member of group {group:?}")]
     NotAMember {

@@ -13,6 +13,7 @@ pub mod conflict;
 mod error;
 mod groups;
 mod import;
+mod invites;
 mod keystore;
 mod rows;
 mod schema;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use shoal_core::invite::InviteProblem;
 use shoal_core::{
     DeviceId, DeviceKey, Group, GroupId, GroupOp, Hlc, MAX_DRIFT_MS, Role, SignedCommit,
     VersionVector,
@@ -34,6 +36,7 @@ use shoal_core::{
 pub use conflict::{Conflict, ConflictKind, ConflictStatus, Resolution, Side};
 pub use error::{Result, StoreError};
 pub use import::ImportReport;
+pub use invites::Invite;
 pub use seal::SealReport;
 pub use status::{CommitSummary, GroupSummary, HeldSummary, Status, TableStatus};
 pub use track::{Policy, TrackReport, TrackedTable};
@@ -357,6 +360,153 @@ impl Store {
                 after,
             }],
         )
+    }
+
+    /// One group by its id; `None` if this database has not seen it created.
+    pub fn group_by_id(&self, id: &GroupId) -> Result<Option<Group>> {
+        groups::load(&self.conn, &mut Authors::default(), id)
+    }
+
+    /// Makes an invite to `group` for a device to join as `role`, valid for `ttl_ms`
+    /// and `uses` joins. Only an admin may invite.
+    pub fn create_invite(
+        &mut self,
+        group: &str,
+        role: Role,
+        ttl_ms: u64,
+        uses: u32,
+    ) -> Result<Invite> {
+        let g = self.admin_of(group)?;
+        let mut id = [0; 16];
+        let mut secret = [0; 32];
+        getrandom::fill(&mut id)
+            .and_then(|()| getrandom::fill(&mut secret))
+            .map_err(|e| shoal_core::CoreError::NoRandomness {
+                reason: e.to_string(),
+            })?;
+        let now = self.replica.now_ms();
+        let invite = Invite {
+            id,
+            secret,
+            group: g.id,
+            group_name: g.name.clone(),
+            role,
+            expires_ms: now.saturating_add(ttl_ms),
+            uses,
+        };
+        self.write(|tx, _| invites::save(tx, &invite, now))?;
+        Ok(invite)
+    }
+
+    /// Admits `joiner` to `group` if `proof` shows it holds the secret of invite `id`,
+    /// which must be unexpired and not used up: spends one use and signs the joiner's
+    /// role into the group's log, in one transaction.
+    pub fn redeem_invite(
+        &mut self,
+        group: &GroupId,
+        id: &[u8; 16],
+        proof: &[u8; 32],
+        joiner: &DeviceId,
+    ) -> Result<Role> {
+        let g = self
+            .group_by_id(group)?
+            .ok_or_else(|| StoreError::Invite(InviteProblem::Unknown))?;
+        if !g.role(&self.replica.device).is_some_and(Role::may_admin) {
+            return Err(StoreError::Invite(InviteProblem::InviterNotAdmin));
+        }
+        if g.revoked_after(joiner).is_some() {
+            return Err(StoreError::Revoked {
+                device: *joiner,
+                group: g.name.clone(),
+            });
+        }
+        let from = self.version_vector(&g.id)?.get(joiner);
+        let now = self.replica.now_ms();
+        let inviter = self.replica.device;
+        let current = g.role(joiner);
+        self.write(|tx, r| {
+            let role = invites::spend(tx, group, id, proof, joiner, &inviter, now)?
+                .map_err(StoreError::Invite)?;
+            // A device that already has this role or a higher one keeps it.
+            if current.is_none_or(|c| c < role) {
+                let op = GroupOp::SetRole {
+                    device: *joiner,
+                    role,
+                    from,
+                };
+                seal::seal_ops(tx, r, g.id, vec![op])?;
+            }
+            Ok(role)
+        })
+    }
+
+    /// A hash of the columns this device syncs of each table `group` carries: two
+    /// devices with the same fingerprint can apply all of each other's changes.
+    pub fn schema_fingerprint(&self, group: &GroupId) -> Result<[u8; 32]> {
+        let mut h = blake3::Hasher::new();
+        h.update(b"shoal schema v1\0");
+        if let Some(g) = self.group_by_id(group)? {
+            let mut shares: Vec<_> = g.shares().collect();
+            shares.sort_by_key(|s| s.table.to_ascii_lowercase());
+            for share in shares {
+                h.update(share.table.to_ascii_lowercase().as_bytes());
+                h.update(b"\0");
+                match track::load_by_name(&self.conn, &share.table)? {
+                    Some(t) if t.tracked => {
+                        for c in t.key_columns.iter().chain(&t.columns) {
+                            if share.carries(c) {
+                                h.update(c.to_ascii_lowercase().as_bytes());
+                                h.update(b"\x01");
+                            }
+                        }
+                    }
+                    _ => {
+                        h.update(b"\x02untracked");
+                    }
+                }
+                h.update(b"\0");
+            }
+        }
+        Ok(*h.finalize().as_bytes())
+    }
+
+    /// Applied commits of `group` past `have`, in per-author order, up to about
+    /// `max_bytes`; `have` moves past what is returned, so calling again continues.
+    pub fn export_chunk(
+        &self,
+        group: &GroupId,
+        have: &mut VersionVector,
+        max_bytes: usize,
+    ) -> Result<Vec<SignedCommit>> {
+        import::export_chunk(&self.conn, group, have, max_bytes)
+    }
+
+    /// Remembers where `device` was reached, in the transport's own notation.
+    pub fn remember_peer(&mut self, device: &DeviceId, addr: &str) -> Result<()> {
+        let now = self.replica.now_ms();
+        self.conn.execute(
+            "INSERT INTO shoal_peers(device, addr, seen_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (device) DO UPDATE SET addr = excluded.addr, seen_ms = excluded.seen_ms",
+            rusqlite::params![&device.0[..], addr, now as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Where `device` was last reached, if anywhere.
+    pub fn peer_addr(&self, device: &DeviceId) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT addr FROM shoal_peers WHERE device = ?1",
+                [&device.0[..]],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// This device's key, for a transport that authenticates with it.
+    pub fn device_key(&self) -> &DeviceKey {
+        &self.replica.key
     }
 
     fn group_ops(&mut self, g: &Group, ops: Vec<GroupOp>) -> Result<Group> {

@@ -5,11 +5,12 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{Result, StoreError};
 
 /// The schema version this code writes.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Creates Shoal's tables. Runs inside the caller's transaction.
 pub(crate) fn create(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(SCHEMA_V3)?;
     conn.execute(
         "INSERT INTO shoal_meta(key, value) VALUES ('schema', ?1)",
         [SCHEMA_VERSION],
@@ -39,6 +40,13 @@ pub(crate) fn check(conn: &Connection) -> Result<bool> {
             found: v,
             supported: SCHEMA_VERSION,
         }),
+        Some(2) => {
+            // Version 3 only adds tables; the upgrade is done in place.
+            conn.execute_batch(&format!(
+                "SAVEPOINT shoal_upgrade; {SCHEMA_V3} UPDATE shoal_meta SET value = 3 WHERE key = 'schema'; RELEASE shoal_upgrade;"
+            ))?;
+            Ok(true)
+        }
         Some(v) if v < SCHEMA_VERSION => Err(StoreError::SchemaTooOld {
             found: v,
             supported: SCHEMA_VERSION,
@@ -183,4 +191,26 @@ CREATE TABLE shoal_conflicts (
     found_hlc INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX shoal_conflicts_row ON shoal_conflicts (tbl, key) WHERE status IN ('pending', 'auto');
+"#;
+
+/// What version 3 added: invites and remembered peer addresses.
+const SCHEMA_V3: &str = r#"
+-- Invites this device made. The secret stays here and in the ticket; a joiner proves
+-- it holds it without sending it.
+CREATE TABLE shoal_invites (
+    id BLOB PRIMARY KEY,
+    grp BLOB NOT NULL,
+    secret BLOB NOT NULL,
+    role TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    uses_left INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Where other devices were last reached, as the transport writes addresses.
+CREATE TABLE shoal_peers (
+    device BLOB PRIMARY KEY,
+    addr TEXT NOT NULL,
+    seen_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 "#;

@@ -208,3 +208,79 @@ fn only_admins_change_a_group() {
     sync_group(&mut a, &mut b, &g.id);
     assert_eq!(dump(&b, "moods"), vec![vec![text("m1"), text("calm")]]);
 }
+
+#[test]
+fn an_invite_admits_the_device_that_proves_its_secret_as_often_as_allowed() {
+    use shoal_core::invite::{InviteProblem, invite_proof};
+    let w = World::new();
+    let mut a = w.replica("a", DESK, &["trades"]);
+    let b = w.replica("b", DESK, &["trades"]);
+    let c = w.replica("c", DESK, &["trades"]);
+    let g = a
+        .create_group("desk", &[("trades".into(), vec![])])
+        .expect("create");
+    let invite = a
+        .create_invite("desk", Role::Reader, 60_000, 1)
+        .expect("invite");
+    let inviter = a.device();
+    let proof =
+        |joiner: &Store, secret: &[u8; 32]| invite_proof(secret, &g.id, &joiner.device(), &inviter);
+    let refused = |r: shoal_store::Result<Role>| match r {
+        Err(StoreError::Invite(p)) => p,
+        other => panic!("expected an invite refusal, got {other:?}"),
+    };
+    let head = a.version_vector(&g.id).expect("vv");
+    // A wrong secret, an unknown invite and a proof made for another device change nothing.
+    let wrong = proof(&b, &[0; 32]);
+    assert_eq!(
+        refused(a.redeem_invite(&g.id, &invite.id, &wrong, &b.device())),
+        InviteProblem::BadProof
+    );
+    let right = proof(&b, &invite.secret);
+    assert_eq!(
+        refused(a.redeem_invite(&g.id, &[9; 16], &right, &b.device())),
+        InviteProblem::Unknown
+    );
+    assert_eq!(
+        refused(a.redeem_invite(&g.id, &invite.id, &right, &c.device())),
+        InviteProblem::BadProof
+    );
+    assert_eq!(a.version_vector(&g.id).expect("vv"), head);
+    // The right proof admits b with the invite's role, once.
+    assert_eq!(
+        a.redeem_invite(&g.id, &invite.id, &right, &b.device())
+            .expect("redeem"),
+        Role::Reader
+    );
+    let g2 = a.group("desk").expect("group");
+    assert_eq!(g2.role(&b.device()), Some(Role::Reader));
+    assert_eq!(
+        refused(a.redeem_invite(&g.id, &invite.id, &proof(&c, &invite.secret), &c.device())),
+        InviteProblem::UsedUp
+    );
+    // An expired invite is refused even with uses left.
+    let later = a
+        .create_invite("desk", Role::Member, 1_000, 5)
+        .expect("invite");
+    w.tick(1_000);
+    assert_eq!(
+        refused(a.redeem_invite(&g.id, &later.id, &proof(&c, &later.secret), &c.device())),
+        InviteProblem::Expired
+    );
+    assert_eq!(a.group("desk").expect("group").role(&c.device()), None);
+    // A revoked device cannot come back through an invite.
+    let again = a
+        .create_invite("desk", Role::Member, 60_000, 5)
+        .expect("invite");
+    a.revoke("desk", &b.device()).expect("revoke");
+    assert!(matches!(
+        a.redeem_invite(&g.id, &again.id, &proof(&b, &again.secret), &b.device()),
+        Err(StoreError::Revoked { .. })
+    ));
+    // Only an admin may invite.
+    let mut b = b;
+    assert!(matches!(
+        b.create_invite(&g.id.to_string(), Role::Member, 1, 1),
+        Err(StoreError::NoSuchGroup { .. } | StoreError::NotAdmin { .. })
+    ));
+}
