@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod net;
 mod output;
 
 use std::path::{Path, PathBuf};
@@ -116,6 +117,63 @@ enum Command {
         /// The device's id
         device: String,
     },
+    /// Accept sync sessions from other members until stopped (Ctrl-C)
+    Serve {
+        /// The database file
+        db: PathBuf,
+        #[command(flatten)]
+        net: net::NetArgs,
+    },
+    /// Invite a device into a group: prints a ticket (and its QR code), then waits
+    /// for the new device to join
+    Invite {
+        /// The database file
+        db: PathBuf,
+        /// The group (name or id); the only one if omitted
+        #[arg(long)]
+        group: Option<String>,
+        /// The role the new device gets
+        #[arg(long, default_value = "member", value_parser = ["admin", "member", "reader"])]
+        role: String,
+        /// How long the ticket works: 90s, 30m, 24h, 7d
+        #[arg(long, default_value = "24h")]
+        expires: String,
+        /// How many devices may join with it
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Print the ticket and exit, for a `shoal serve` that is already running
+        #[arg(long)]
+        no_wait: bool,
+        /// Leave out the QR code
+        #[arg(long)]
+        no_qr: bool,
+        #[command(flatten)]
+        net: net::NetArgs,
+    },
+    /// Join a group with a ticket from `shoal invite`, and receive its history
+    Join {
+        /// The database file
+        db: PathBuf,
+        /// The ticket
+        ticket: String,
+        #[command(flatten)]
+        net: net::NetArgs,
+    },
+    /// Sync with other members once, both ways, and print what moved
+    Sync {
+        /// The database file
+        db: PathBuf,
+        /// Only this group (name or id)
+        #[arg(long)]
+        group: Option<String>,
+        /// A peer: an address printed by `shoal serve`, DEVICE@HOST:PORT, a device id
+        /// whose address is remembered, or HOST:PORT (repeatable) [default: every
+        /// member whose address is remembered]
+        #[arg(long = "peer", value_name = "PEER")]
+        peers: Vec<String>,
+        #[command(flatten)]
+        net: net::NetArgs,
+    },
     /// Two devices on a trading journal: writes, a concurrent edit, a delete against
     /// an update, a merge and a resolution, printed step by step
     Demo {
@@ -210,6 +268,13 @@ enum ConflictAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("shoal_net=info,warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -360,6 +425,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let g = store.revoke(&g.id.to_string(), &device.parse()?)?;
             output::members(json, &g);
         }
+        Command::Serve { db, net } => net::serve(db, options()?, net, json)?,
+        Command::Invite {
+            db,
+            group,
+            role,
+            expires,
+            uses,
+            no_wait,
+            no_qr,
+            net,
+        } => net::invite(
+            db,
+            options()?,
+            net,
+            net::InviteRequest {
+                group: group.as_deref(),
+                role: role.parse()?,
+                expires: net::parse_duration(expires)?,
+                uses: *uses,
+                no_wait: *no_wait,
+                qr: !*no_qr,
+            },
+            json,
+        )?,
+        Command::Join { db, ticket, net } => net::join(db, options()?, net, ticket, json)?,
+        Command::Sync {
+            db,
+            group,
+            peers,
+            net,
+        } => net::sync(db, options()?, net, group.as_deref(), peers, json)?,
         Command::Demo { keep } => demo::run(keep.as_deref(), json)?,
         Command::Bench { rows } => bench::run(*rows, json)?,
         Command::BenchImport { from, to } => {

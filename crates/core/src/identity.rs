@@ -69,6 +69,18 @@ impl DeviceKey {
 impl GroupId {
     /// The group every database belongs to until it creates or joins others.
     pub const DEFAULT: GroupId = GroupId([0; 32]);
+
+    /// The short form shown to people: the first 10 hex digits.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..5])
+    }
+}
+
+impl Default for GroupId {
+    /// The local group.
+    fn default() -> Self {
+        GroupId::DEFAULT
+    }
 }
 
 fn parse_hex32(what: &'static str, s: &str) -> Result<[u8; 32], CoreError> {

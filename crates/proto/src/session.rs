@@ -149,6 +149,8 @@ pub struct Session {
     received_batches: u64,
     applied_batches: u64,
     peer_done: Option<u64>,
+    /// (Responder) The hello being decided on.
+    hello: Option<Hello>,
     stats: Stats,
 }
 
@@ -200,6 +202,7 @@ impl Session {
             received_batches: 0,
             applied_batches: 0,
             peer_done: None,
+            hello: None,
             stats: Stats::default(),
         }
     }
@@ -328,6 +331,7 @@ impl Session {
                 }
                 self.local.group = hello.group;
                 self.state = State::Deciding;
+                self.hello = Some(hello.clone());
                 self.events.push_back(Event::Hello(hello));
             }
             Kind::Welcome => {
@@ -415,11 +419,17 @@ impl Session {
         Ok(())
     }
 
-    /// (Responder) Accepts the hello: `local` is this device's side of the group.
+    /// (Responder) Accepts the hello with this device's schema fingerprint and
+    /// holdings of the group; [`Event::Ready`] follows.
     pub fn accept(&mut self, schema: Fingerprint, have: VersionVector) -> Result<(), ProtoError> {
-        if self.state != State::Deciding {
+        let (State::Deciding, Some(hello)) = (self.state, self.hello.take()) else {
             return Err(ProtoError::Misuse("accept without a hello"));
-        }
+        };
+        self.events.push_back(Event::Ready {
+            peer: self.remote,
+            peer_have: hello.have,
+            schema_differs: hello.schema != schema,
+        });
         self.local.schema = schema;
         self.local.have = have;
         let welcome = Welcome {

@@ -60,7 +60,6 @@ impl Side {
                     self.session
                         .accept(Fingerprint([1; 32]), VersionVector::default())
                         .expect("accept");
-                    self.ready = true;
                 }
                 Event::Ready { .. } => {
                     self.events.push("ready");
@@ -144,7 +143,7 @@ fn both_sides_stream_what_the_other_lacks_and_finish() {
     assert_eq!(a.received, b_sends);
     assert!(a.session.is_finished() && b.session.is_finished());
     assert_eq!(a.events, ["ready", "finished"]);
-    assert_eq!(b.events, ["hello", "finished"]);
+    assert_eq!(b.events, ["hello", "ready", "finished"]);
     let (sa, sb) = (a.session.stats(), b.session.stats());
     assert_eq!((sa.commits_out, sb.commits_in), (500, 500));
     assert!(sa.batches_out >= 20, "batches are bounded: {sa:?}");
@@ -332,6 +331,7 @@ fn streaming() -> Session {
     assert!(matches!(s.poll_event(), Some(Event::Hello(_))));
     s.accept(Fingerprint::default(), VersionVector::default())
         .expect("accept");
+    assert!(matches!(s.poll_event(), Some(Event::Ready { .. })));
     s
 }
 

@@ -440,6 +440,18 @@ impl Store {
         })
     }
 
+    /// How many more devices may join with invite `id`; `None` if there is no such invite.
+    pub fn invite_uses_left(&self, id: &[u8; 16]) -> Result<Option<u32>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT max(uses_left, 0) FROM shoal_invites WHERE id = ?1",
+                [&id[..]],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// A hash of the columns this device syncs of each table `group` carries: two
     /// devices with the same fingerprint can apply all of each other's changes.
     pub fn schema_fingerprint(&self, group: &GroupId) -> Result<[u8; 32]> {

@@ -1,0 +1,440 @@
+//! The network commands: `serve`, `invite`, `join` and `sync`, each on its own
+//! runtime and endpoint.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use shoal_core::Role;
+use shoal_net::{InviteTicket, Node, NodeConfig, PeerSpec, PeerSync, Progress, Relay};
+use shoal_store::{Store, StoreOptions};
+
+/// Options shared by the commands that use the network.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct NetArgs {
+    /// Relays: `default` (iroh's public relays), `none` (direct addresses only, e.g.
+    /// on a LAN or Tailscale), or the URL of your own
+    #[arg(
+        long,
+        env = "SHOAL_RELAY",
+        default_value = "default",
+        value_name = "RELAY"
+    )]
+    relay: String,
+    /// The UDP port to listen on [default: any free port]
+    #[arg(long, env = "SHOAL_PORT")]
+    port: Option<u16>,
+}
+
+impl NetArgs {
+    fn config(&self) -> anyhow::Result<NodeConfig> {
+        let relay = match self.relay.as_str() {
+            "default" => Relay::Default,
+            "none" | "off" | "disabled" => Relay::Disabled,
+            url => Relay::Custom(url.parse().with_context(|| {
+                format!("--relay {url:?} is not `default`, `none` or a relay URL")
+            })?),
+        };
+        Ok(NodeConfig {
+            relay,
+            port: self.port,
+            ..NodeConfig::default()
+        })
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+async fn bind(db: &Path, options: &StoreOptions, net: &NetArgs) -> anyhow::Result<Node> {
+    Ok(Node::bind(db, options.clone(), net.config()?).await?)
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `shoal serve`: accepts sessions until stopped.
+pub(crate) fn serve(
+    db: &Path,
+    options: StoreOptions,
+    net: &NetArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let node = Arc::new(bind(db, &options, net).await?);
+        let addr = node.addr().await;
+        let ticket = PeerSpec::remembered(&addr);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"device": node.device().to_string(), "addr": ticket})
+            );
+        } else {
+            println!("device {} is listening", node.device());
+            println!("other members sync with it by:");
+            println!("  shoal sync THEIR_DB --peer {ticket}");
+            println!("stop with Ctrl-C");
+        }
+        std::io::stdout().flush()?;
+        let server = node.clone();
+        tokio::select! {
+            r = server.serve() => r?,
+            () = stopped() => {}
+        }
+        node.close().await;
+        Ok(())
+    })
+}
+
+/// How long an invite lasts: `90s`, `30m`, `24h`, `7d`.
+pub(crate) fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("{s:?} is not a duration like 30m, 24h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" | "" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("{s:?} is not a duration like 30m, 24h or 7d"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// What `shoal invite` was asked for.
+pub(crate) struct InviteRequest<'a> {
+    pub(crate) group: Option<&'a str>,
+    pub(crate) role: Role,
+    pub(crate) expires: Duration,
+    pub(crate) uses: u32,
+    pub(crate) no_wait: bool,
+    pub(crate) qr: bool,
+}
+
+/// `shoal invite`: prints a ticket and, unless told not to, serves until it has been
+/// used as often as it allows, or expires.
+pub(crate) fn invite(
+    db: &Path,
+    options: StoreOptions,
+    net: &NetArgs,
+    req: InviteRequest<'_>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut store = Store::open(db, options.clone())?;
+    let group = crate::one_group(&store, req.group)?;
+    let invite = store.create_invite(
+        &group.id.to_string(),
+        req.role,
+        req.expires.as_millis() as u64,
+        req.uses,
+    )?;
+    let print = |addr: iroh::EndpointAddr| -> anyhow::Result<()> {
+        let ticket = InviteTicket::new(&invite, store.device(), addr).encode(store.device_key());
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "ticket": ticket,
+                    "group": group.name,
+                    "role": req.role.as_str(),
+                    "expires_ms": invite.expires_ms,
+                    "uses": invite.uses,
+                })
+            );
+        } else {
+            println!(
+                "invite to group {:?} as {}, for {} device(s), valid {}:",
+                group.name,
+                req.role.as_str(),
+                req.uses,
+                humanize(req.expires)
+            );
+            println!();
+            println!("{ticket}");
+            if req.qr {
+                if let Ok(code) = qrcode::QrCode::new(ticket.as_bytes()) {
+                    println!();
+                    println!(
+                        "{}",
+                        code.render::<qrcode::render::unicode::Dense1x2>()
+                            .quiet_zone(true)
+                            .build()
+                    );
+                }
+            }
+            println!();
+            println!("on the new device: shoal join THEIR_DB {ticket}");
+        }
+        std::io::stdout().flush()?;
+        Ok(())
+    };
+    if req.no_wait {
+        let text = store.peer_addr(&store.device())?.context(
+            "no `shoal serve` has run for this database, so the ticket would have no address: start `shoal serve` first, or drop --no-wait",
+        )?;
+        let Ok(PeerSpec::Addr(addr)) = text.parse::<PeerSpec>() else {
+            bail!("the remembered address of `shoal serve` cannot be read; start it again");
+        };
+        return print(addr);
+    }
+    runtime()?.block_on(async {
+        let node = Arc::new(bind(db, &options, net).await?);
+        print(node.addr().await)?;
+        if !json {
+            eprintln!("waiting for the new device to join (Ctrl-C to stop)...");
+        }
+        let server = node.clone();
+        let serving = tokio::spawn(async move { server.serve().await });
+        let deadline = Instant::now() + req.expires;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = stopped() => break,
+            }
+            let left = store.invite_uses_left(&invite.id)?.unwrap_or(0);
+            if (left == 0 && node.active_sessions() == 0) || Instant::now() >= deadline {
+                // One more moment, for a session that just started.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if node.active_sessions() == 0 {
+                    if !json {
+                        if left == 0 {
+                            eprintln!("the invite has been used; done");
+                        } else {
+                            eprintln!("the invite expired");
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        node.close().await;
+        serving.abort();
+        Ok(())
+    })
+}
+
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86_400 == 0 => format!("{} day(s)", s / 86_400),
+        s if s % 3600 == 0 => format!("{} hour(s)", s / 3600),
+        s if s % 60 == 0 => format!("{} minute(s)", s / 60),
+        s => format!("{s} second(s)"),
+    }
+}
+
+/// A progress bar on stderr, shown once a transfer is large enough to need one.
+fn progress_bar(json: bool) -> impl Fn(Progress) + Send + Sync {
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::hidden();
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{elapsed_precise}] {binary_bytes} at {binary_bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b
+    });
+    move |p: Progress| {
+        if let Some(b) = &bar {
+            if p.pushed + p.pulled >= 1000 && b.is_hidden() {
+                b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            b.set_message(format!(
+                "{}: {} commits out, {} in",
+                p.peer.short(),
+                p.pushed,
+                p.pulled
+            ));
+            b.set_position(p.bytes);
+        }
+    }
+}
+
+/// `shoal join`: redeems a ticket and takes in the group's history.
+pub(crate) fn join(
+    db: &Path,
+    options: StoreOptions,
+    net: &NetArgs,
+    ticket: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let ticket: InviteTicket = ticket.parse()?;
+    runtime()?.block_on(async {
+        let node = bind(db, &options, net).await?;
+        let started = Instant::now();
+        let summary = node.join(&ticket, &progress_bar(json)).await?;
+        node.close().await;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            println!(
+                "joined group {:?} as {} in {:.1?}",
+                summary.name,
+                summary.role.map_or("nothing", Role::as_str),
+                started.elapsed()
+            );
+            println!(
+                "received {} commits ({} row changes applied, {} held, {} conflicts)",
+                summary.sync.pulled, summary.sync.changes, summary.sync.held, summary.sync.conflicts
+            );
+            if summary.sync.schema_differs {
+                println!("note: the inviter's tables differ from yours; changes to columns you lack are held until you add them and re-track");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `shoal sync`: one round with the peers given, or every member with a known address.
+pub(crate) fn sync(
+    db: &Path,
+    options: StoreOptions,
+    net: &NetArgs,
+    group: Option<&str>,
+    peers: &[String],
+    json: bool,
+) -> anyhow::Result<()> {
+    let store = Store::open(db, options.clone())?;
+    let group = match group {
+        Some(g) => Some(store.group(g)?.id),
+        None => None,
+    };
+    drop(store);
+    let peers = peers
+        .iter()
+        .map(|p| p.parse::<PeerSpec>())
+        .collect::<Result<Vec<_>, _>>()?;
+    runtime()?.block_on(async {
+        let node = bind(db, &options, net).await?;
+        let started = Instant::now();
+        let results = node.sync(group, &peers, &progress_bar(json)).await?;
+        node.close().await;
+        print_sync(&results, started.elapsed(), json)?;
+        if results.iter().all(|r| r.error.is_some()) {
+            bail!("no peer could be synced with");
+        }
+        Ok(())
+    })
+}
+
+fn print_sync(results: &[PeerSync], elapsed: Duration, json: bool) -> anyhow::Result<()> {
+    let total = |f: &dyn Fn(&shoal_net::GroupSync) -> u64| -> u64 {
+        results.iter().flat_map(|r| &r.groups).map(f).sum()
+    };
+    let (pushed, pulled) = (total(&|g| g.pushed), total(&|g| g.pulled));
+    let conflicts = total(&|g| g.conflicts);
+    let bytes = total(&|g| g.bytes_in + g.bytes_out);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "peers": results,
+                "pushed": pushed,
+                "pulled": pulled,
+                "conflicts": conflicts,
+                "bytes": bytes,
+                "elapsed_ms": elapsed.as_millis() as u64,
+            }))?
+        );
+        return Ok(());
+    }
+    for r in results {
+        match &r.error {
+            Some(e) => println!("{}: failed: {e}", r.peer.short()),
+            None => {
+                for g in &r.groups {
+                    println!(
+                        "{} {:?}: pushed {}, pulled {} commits ({} row changes), {} conflicts{}{}",
+                        r.peer.short(),
+                        g.name,
+                        g.pushed,
+                        g.pulled,
+                        g.changes,
+                        g.conflicts,
+                        if g.held > 0 {
+                            format!(", {} held", g.held)
+                        } else {
+                            String::new()
+                        },
+                        if g.refused.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} refused", g.refused.len())
+                        },
+                    );
+                    for why in &g.refused {
+                        println!("  refused: {why}");
+                    }
+                    if g.schema_differs {
+                        println!(
+                            "  note: the peer's tables differ; changes to columns one side lacks are held"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "pushed {pushed}, pulled {pulled} commits, {conflicts} conflicts, {} in {:.1?}",
+        human_bytes(bytes),
+        elapsed
+    );
+    Ok(())
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} bytes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_in_the_usual_units() {
+        assert_eq!(parse_duration("90s").expect("s"), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").expect("m"), Duration::from_secs(1800));
+        assert_eq!(
+            parse_duration("24h").expect("h"),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            parse_duration("7d").expect("d"),
+            Duration::from_secs(604_800)
+        );
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

@@ -1,0 +1,242 @@
+//! Runs one [`Session`] over one QUIC stream: moves its bytes, and does the database
+//! work its events ask for (authorize a hello, export, import) on blocking threads.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iroh::endpoint::{RecvStream, SendStream};
+use shoal_core::{GroupId, SignedCommit, VersionVector};
+use shoal_proto::{Event, Fingerprint, Hello, ProtoError, Reason, Refusal, Session};
+use shoal_store::{ImportReport, Store, StoreError};
+use tracing::{debug, info, warn};
+
+use crate::error::NetError;
+use crate::node::{GroupSync, Progress};
+
+/// A store shared by the tasks of one session.
+pub(crate) type SharedStore = Arc<Mutex<Store>>;
+
+/// How many bytes of commits to read from the database at a time.
+const EXPORT_CHUNK: usize = 1 << 20;
+
+/// Runs `f` on the store on a blocking thread.
+pub(crate) async fn with_store<T: Send + 'static>(
+    store: &SharedStore,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, NetError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = store.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    })
+    .await
+    .map_err(|e| NetError::Task(e.to_string()))?
+    .map_err(NetError::Store)
+}
+
+/// Milliseconds on a monotonic clock, for session timeouts.
+fn now_ms(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+/// Drives `session` to its end. The responder's hello is authorized here.
+pub(crate) async fn drive(
+    mut session: Session,
+    store: SharedStore,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    start: Instant,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<GroupSync, NetError> {
+    let peer = session.remote();
+    let mut out = GroupSync {
+        group: session.group(),
+        ..GroupSync::default()
+    };
+    let mut export: Option<VersionVector> = None;
+    let mut exhausted = false;
+    let mut last_progress = Instant::now();
+    loop {
+        while let Some(event) = session.poll_event() {
+            match event {
+                Event::Hello(hello) => {
+                    out.group = hello.group;
+                    match authorize(&store, &hello).await? {
+                        Ok((schema, have, name)) => {
+                            out.name = name;
+                            session.accept(schema, have)?;
+                            info!(peer = %peer.short(), group = %hello.group.short(), "accepted a session");
+                        }
+                        Err(refusal) => {
+                            warn!(peer = %peer.short(), group = %hello.group.short(), %refusal, "refused a session");
+                            let err = session.refuse(refusal);
+                            flush(&mut session, send, &peer).await?;
+                            let _ = send.finish();
+                            return Err(err.into());
+                        }
+                    }
+                }
+                Event::Ready {
+                    peer_have,
+                    schema_differs,
+                    ..
+                } => {
+                    out.schema_differs = schema_differs;
+                    if schema_differs {
+                        info!(peer = %peer.short(), "the peer's schema of this group's tables differs; changes to columns one side lacks are held");
+                    }
+                    export = Some(peer_have);
+                }
+                Event::Commits { batch, commits } => {
+                    let report = import(&store, commits).await?;
+                    out.add(&report);
+                    session.applied(batch)?;
+                }
+                Event::Finished => {}
+            }
+        }
+        if let Some(have) = export.as_mut() {
+            while !exhausted && session.wants_commits() {
+                let group = out.group;
+                let mut cursor = std::mem::take(have);
+                let (chunk, cursor) = with_store(&store, move |s| {
+                    let chunk = s.export_chunk(&group, &mut cursor, EXPORT_CHUNK)?;
+                    Ok((chunk, cursor))
+                })
+                .await?;
+                *have = cursor;
+                if chunk.is_empty() {
+                    session.finish_sending()?;
+                    exhausted = true;
+                } else {
+                    for c in &chunk {
+                        session.send(c)?;
+                    }
+                }
+            }
+        }
+        flush(&mut session, send, &peer).await?;
+        let stats = session.stats();
+        out.pushed = stats.commits_out;
+        out.pulled = stats.commits_in;
+        out.bytes_out = stats.bytes_out;
+        out.bytes_in = stats.bytes_in;
+        if last_progress.elapsed() > Duration::from_millis(100) {
+            last_progress = Instant::now();
+            progress(Progress {
+                peer,
+                group: out.group,
+                pushed: out.pushed,
+                pulled: out.pulled,
+                bytes: out.bytes_in + out.bytes_out,
+            });
+        }
+        if session.is_finished() {
+            let _ = send.finish();
+            debug!(peer = %peer.short(), ?stats, "session finished");
+            return Ok(out);
+        }
+        let deadline = session.poll_timeout().unwrap_or(u64::MAX);
+        let wait = Duration::from_millis(deadline.saturating_sub(now_ms(start)).min(3_600_000));
+        tokio::select! {
+            chunk = recv.read_chunk(256 << 10) => match chunk {
+                Ok(Some(chunk)) => {
+                    if let Err(e) = session.receive(&chunk, now_ms(start)) {
+                        let _ = flush(&mut session, send, &peer).await;
+                        let _ = send.finish();
+                        return Err(e.into());
+                    }
+                }
+                Ok(None) => {
+                    session.end_of_stream()?;
+                }
+                Err(e) => {
+                    return Err(NetError::Stream { peer: peer.to_string(), reason: e.to_string() });
+                }
+            },
+            () = tokio::time::sleep(wait) => {
+                session.handle_timeout(now_ms(start))?;
+            }
+        }
+    }
+}
+
+async fn flush(
+    session: &mut Session,
+    send: &mut SendStream,
+    peer: &shoal_core::DeviceId,
+) -> Result<(), NetError> {
+    while let Some(bytes) = session.poll_transmit() {
+        send.write_all(&bytes).await.map_err(|e| NetError::Stream {
+            peer: peer.to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+async fn import(store: &SharedStore, commits: Vec<SignedCommit>) -> Result<ImportReport, NetError> {
+    match with_store(store, move |s| s.import(commits)).await {
+        Ok(r) => Ok(r),
+        // A batch that fails verification changes nothing and ends the session: the
+        // peer sent something no honest member would.
+        Err(NetError::Store(StoreError::Core(e))) => Err(ProtoError::Malformed {
+            what: "batch",
+            reason: format!("a commit failed verification: {e}"),
+        }
+        .into()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The responder's decision on a hello: welcome (with this side's fingerprint,
+/// holdings and the group's name) or a refusal.
+async fn authorize(
+    store: &SharedStore,
+    hello: &Hello,
+) -> Result<Result<(Fingerprint, VersionVector, String), Refusal>, NetError> {
+    let hello = hello.clone();
+    with_store(store, move |s| {
+        let refuse = |reason: Reason, detail: String| Ok(Err(Refusal { reason, detail }));
+        let group: GroupId = hello.group;
+        let Some(g) = s.group_by_id(&group)? else {
+            return if hello.invite.is_some() {
+                refuse(
+                    Reason::Invite(shoal_core::invite::InviteProblem::Unknown),
+                    "this device does not know the invite's group".into(),
+                )
+            } else {
+                refuse(Reason::UnknownGroup, format!("group {} is not known here", group.short()))
+            };
+        };
+        if g.revoked_after(&hello.device).is_some() {
+            return refuse(
+                Reason::Revoked,
+                format!("device {} was revoked from group {:?}", hello.device.short(), g.name),
+            );
+        }
+        if let Some(claim) = &hello.invite {
+            match s.redeem_invite(&group, &claim.invite, &claim.proof, &hello.device) {
+                Ok(role) => info!(device = %hello.device.short(), group = %g.name, role = role.as_str(), "invite redeemed"),
+                Err(StoreError::Invite(p)) => return refuse(Reason::Invite(p), String::new()),
+                Err(StoreError::Revoked { .. }) => return refuse(Reason::Revoked, String::new()),
+                Err(e) => return Err(e),
+            }
+        } else if g.role(&hello.device).is_none() {
+            return refuse(
+                Reason::NotMember,
+                format!(
+                    "device {} is not a member of group {:?}; ask an admin for an invite",
+                    hello.device.short(),
+                    g.name
+                ),
+            );
+        }
+        // Local writes not yet sealed go out in this session too.
+        s.seal()?;
+        let schema = Fingerprint(s.schema_fingerprint(&group)?);
+        let have = s.version_vector(&group)?;
+        Ok(Ok((schema, have, g.name.clone())))
+    })
+    .await
+}

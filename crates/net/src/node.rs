@@ -1,0 +1,624 @@
+//! A device on the network: its endpoint, and serving, syncing and joining.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iroh::endpoint::{Connection, presets};
+use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, SecretKey, Watcher};
+use serde::Serialize;
+use shoal_core::{DeviceId, GroupId, Role};
+use shoal_proto::{Config, InviteClaim, Local, Session, invite_proof};
+use shoal_store::{ImportReport, Store, StoreOptions};
+use tracing::{info, warn};
+
+use crate::ALPN;
+use crate::drive::{SharedStore, drive, with_store};
+use crate::error::NetError;
+use crate::peer::PeerSpec;
+use crate::ticket::InviteTicket;
+
+/// Which relays to use: what lets devices behind NATs reach each other when no
+/// direct path works.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Relay {
+    /// iroh's public relays.
+    #[default]
+    Default,
+    /// None: direct addresses only (a LAN, a Tailscale network).
+    Disabled,
+    /// A relay of your own.
+    Custom(RelayUrl),
+}
+
+/// How a node binds.
+#[derive(Clone, Debug, Default)]
+pub struct NodeConfig {
+    /// Relays.
+    pub relay: Relay,
+    /// The UDP port to listen on; any free port when `None`.
+    pub port: Option<u16>,
+    /// Session tunables.
+    pub session: Config,
+    /// How to check relays' certificates, when not by the usual roots (a relay
+    /// started by a test has a self-signed one).
+    #[doc(hidden)]
+    pub relay_tls: Option<iroh::tls::CaTlsConfig>,
+    /// Use no direct paths at all, only the relay (tests of the relay path).
+    #[doc(hidden)]
+    pub relay_only: bool,
+}
+
+/// How far a session has got, reported while it runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// The peer.
+    pub peer: DeviceId,
+    /// The group.
+    pub group: GroupId,
+    /// Commits sent so far.
+    pub pushed: u64,
+    /// Commits received so far.
+    pub pulled: u64,
+    /// Bytes both ways so far.
+    pub bytes: u64,
+}
+
+/// What one group's session did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GroupSync {
+    /// The group.
+    #[serde(serialize_with = "as_string")]
+    pub group: GroupId,
+    /// Its name.
+    pub name: String,
+    /// Commits sent.
+    pub pushed: u64,
+    /// Commits received.
+    pub pulled: u64,
+    /// Commits applied here (received ones, and ones they let go on).
+    pub applied: u64,
+    /// Row changes applied here.
+    pub changes: u64,
+    /// Conflicts found here.
+    pub conflicts: u64,
+    /// Row changes held here (unknown table or column, missing insert).
+    pub held: u64,
+    /// Commits refused here, and why.
+    pub refused: Vec<String>,
+    /// Whether the peer's schema of the group's tables differs.
+    pub schema_differs: bool,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+}
+
+impl GroupSync {
+    pub(crate) fn add(&mut self, r: &ImportReport) {
+        self.applied += r.commits_applied as u64;
+        self.changes += r.changes_applied as u64;
+        self.conflicts += r.conflicts as u64;
+        self.held += r.held as u64;
+        self.refused.extend(r.refused.iter().cloned());
+        for f in &r.forks {
+            self.refused.push(format!(
+                "author {} forked its chain at seq {}",
+                f.author, f.seq
+            ));
+        }
+    }
+}
+
+fn as_string<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// What a sync with one peer did.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerSync {
+    /// The peer.
+    #[serde(serialize_with = "as_string")]
+    pub peer: DeviceId,
+    /// Each group reconciled.
+    pub groups: Vec<GroupSync>,
+    /// Why the sync with this peer failed, if it did.
+    pub error: Option<String>,
+    /// How long it took.
+    pub elapsed_ms: u64,
+}
+
+/// What joining a group did.
+#[derive(Clone, Debug, Serialize)]
+pub struct JoinSummary {
+    /// The group joined.
+    #[serde(serialize_with = "as_string")]
+    pub group: GroupId,
+    /// Its name.
+    pub name: String,
+    /// The role received.
+    pub role: Option<Role>,
+    /// The first sync with the inviter.
+    pub sync: GroupSync,
+}
+
+struct Db {
+    path: PathBuf,
+    options: StoreOptions,
+}
+
+/// A device on the network.
+pub struct Node {
+    endpoint: Endpoint,
+    db: Arc<Db>,
+    device: DeviceId,
+    config: NodeConfig,
+    active: Arc<AtomicUsize>,
+}
+
+impl Node {
+    /// Opens the database and binds an endpoint whose key is the device's.
+    pub async fn bind(
+        db: impl AsRef<Path>,
+        options: StoreOptions,
+        config: NodeConfig,
+    ) -> Result<Node, NetError> {
+        let path = db.as_ref().to_owned();
+        let store = Store::open(&path, options.clone())?;
+        let device = store.device();
+        let secret = SecretKey::from_bytes(&store.device_key().seed());
+        drop(store);
+        let relay = match &config.relay {
+            Relay::Default => RelayMode::Default,
+            Relay::Disabled => RelayMode::Disabled,
+            Relay::Custom(url) => RelayMode::custom([url.clone()]),
+        };
+        let mut builder = Endpoint::builder(presets::Minimal)
+            .secret_key(secret)
+            .alpns(vec![ALPN.to_vec()])
+            .relay_mode(relay);
+        if let Some(tls) = &config.relay_tls {
+            builder = builder.ca_tls_config(tls.clone());
+        }
+        if config.relay_only {
+            builder = builder.clear_ip_transports();
+        } else if let Some(port) = config.port {
+            builder = builder
+                .bind_addr(std::net::SocketAddr::from(([0, 0, 0, 0], port)))
+                .map_err(|e| NetError::Bind(e.to_string()))?;
+        }
+        let endpoint = builder
+            .bind()
+            .await
+            .map_err(|e| NetError::Bind(e.to_string()))?;
+        Ok(Node {
+            endpoint,
+            db: Arc::new(Db { path, options }),
+            device,
+            config,
+            active: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// This device.
+    pub fn device(&self) -> DeviceId {
+        self.device
+    }
+
+    /// The iroh endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Sessions running now.
+    pub fn active_sessions(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Where others can reach this device: waits (briefly) until the endpoint knows
+    /// an address, direct or through a relay.
+    pub async fn addr(&self) -> EndpointAddr {
+        let mut watch = self.endpoint.watch_addr();
+        let wanted = |a: &EndpointAddr| {
+            if self.config.relay_only {
+                a.relay_urls().next().is_some()
+            } else {
+                a.ip_addrs().next().is_some()
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if wanted(&watch.get()) {
+                    return;
+                }
+                if watch.updated().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        let mut addr = self.endpoint.addr();
+        // Loopback and wildcard binds report every interface; keep them all, a peer
+        // tries each.
+        addr.addrs.retain(|_| true);
+        addr
+    }
+
+    fn open_store(&self) -> Result<SharedStore, NetError> {
+        Ok(Arc::new(Mutex::new(Store::open(
+            &self.db.path,
+            self.db.options.clone(),
+        )?)))
+    }
+
+    /// Accepts sessions until the endpoint is closed.
+    pub async fn serve(&self) -> Result<(), NetError> {
+        let addr = self.addr().await;
+        let store = self.open_store()?;
+        let text = PeerSpec::remembered(&addr);
+        let me = self.device;
+        with_store(&store, move |s| s.remember_peer(&me, &text)).await?;
+        while let Some(incoming) = self.endpoint.accept().await {
+            let db = self.db.clone();
+            let config = self.config.session;
+            let active = self.active.clone();
+            let device = self.device;
+            tokio::spawn(async move {
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!("an incoming connection failed: {e}");
+                        return;
+                    }
+                };
+                if let Err(e) = respond(conn, db, config, device, active).await {
+                    warn!("session ended with an error: {e}");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Closes the endpoint; `serve` returns.
+    pub async fn close(&self) {
+        self.endpoint.close().await;
+    }
+
+    /// Syncs with `peers` (or, when empty, with every member whose address is
+    /// remembered), in `group` or every group both are members of.
+    pub async fn sync(
+        &self,
+        group: Option<GroupId>,
+        peers: &[PeerSpec],
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Vec<PeerSync>, NetError> {
+        let store = self.open_store()?;
+        let targets = self.targets(&store, group, peers).await?;
+        if targets.is_empty() {
+            return Err(NetError::NoPeers(
+                "no member of these groups has a known address; give one with --peer".into(),
+            ));
+        }
+        let mut out = Vec::new();
+        for candidates in targets {
+            let start = Instant::now();
+            let mut last_err = None;
+            let mut done = None;
+            for addr in &candidates {
+                match self.sync_addr(addr.clone(), group, progress).await {
+                    Ok(s) => {
+                        done = Some(s);
+                        break;
+                    }
+                    Err(e) => last_err = Some((DeviceId(*addr.id.as_bytes()), e)),
+                }
+            }
+            out.push(match (done, last_err) {
+                (Some(s), _) => s,
+                (None, Some((peer, e))) => PeerSync {
+                    peer,
+                    groups: Vec::new(),
+                    error: Some(e.to_string()),
+                    elapsed_ms: start.elapsed().as_millis() as u64,
+                },
+                (None, None) => continue,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The address sets to try, one set per peer (a static `host:port` gives one
+    /// candidate per member).
+    async fn targets(
+        &self,
+        store: &SharedStore,
+        group: Option<GroupId>,
+        peers: &[PeerSpec],
+    ) -> Result<Vec<Vec<EndpointAddr>>, NetError> {
+        let me = self.device;
+        let peers = peers.to_vec();
+        with_store(store, move |s| {
+            let groups = match group {
+                Some(g) => s.group_by_id(&g)?.into_iter().collect(),
+                None => s.groups()?,
+            };
+            let members: Vec<DeviceId> = {
+                let mut m: Vec<DeviceId> = groups
+                    .iter()
+                    .flat_map(|g| g.members())
+                    .filter(|m| m.revoked_after.is_none() && m.device != me)
+                    .map(|m| m.device)
+                    .collect();
+                m.sort();
+                m.dedup();
+                m
+            };
+            let remembered = |d: &DeviceId| -> Option<EndpointAddr> {
+                let text = s.peer_addr(d).ok()??;
+                match text.parse::<PeerSpec>() {
+                    Ok(PeerSpec::Addr(a)) => Some(a),
+                    _ => None,
+                }
+            };
+            let mut out = Vec::new();
+            if peers.is_empty() {
+                for m in &members {
+                    if let Some(a) = remembered(m) {
+                        out.push(vec![a]);
+                    }
+                }
+                return Ok(Ok(out));
+            }
+            for p in peers {
+                match p {
+                    PeerSpec::Addr(a) => out.push(vec![a]),
+                    PeerSpec::Device(prefix) => {
+                        let found: Vec<&DeviceId> = members
+                            .iter()
+                            .filter(|m| m.to_string().starts_with(&prefix))
+                            .collect();
+                        match found.as_slice() {
+                            [d] => match remembered(d) {
+                                Some(a) => out.push(vec![a]),
+                                None => {
+                                    return Ok(Err(format!(
+                                        "no address is known for device {prefix}; give it as DEVICE@HOST:PORT"
+                                    )));
+                                }
+                            },
+                            [] => {
+                                return Ok(Err(format!(
+                                    "no member of these groups has a device id starting with {prefix}"
+                                )));
+                            }
+                            _ => {
+                                return Ok(Err(format!(
+                                    "{prefix} names more than one member; give more of the id"
+                                )));
+                            }
+                        }
+                    }
+                    PeerSpec::Socket(sock) => out.push(
+                        members
+                            .iter()
+                            .filter_map(|m| iroh::PublicKey::from_bytes(&m.0).ok())
+                            .map(|id| EndpointAddr::new(id).with_ip_addr(sock))
+                            .collect(),
+                    ),
+                }
+            }
+            Ok(Ok(out))
+        })
+        .await?
+        .map_err(NetError::NoPeers)
+    }
+
+    /// Connects to one address and reconciles every group both sides are members of
+    /// (or just `group`).
+    pub async fn sync_addr(
+        &self,
+        addr: EndpointAddr,
+        group: Option<GroupId>,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<PeerSync, NetError> {
+        let start = Instant::now();
+        let peer = DeviceId(*addr.id.as_bytes());
+        let store = self.open_store()?;
+        let me = self.device;
+        let groups: Vec<GroupId> = with_store(&store, move |s| {
+            let all = match group {
+                Some(g) => s.group_by_id(&g)?.into_iter().collect(),
+                None => s.groups()?,
+            };
+            Ok(all
+                .into_iter()
+                .filter(|g| g.role(&me).is_some() && g.role(&peer).is_some())
+                .map(|g| g.id)
+                .collect())
+        })
+        .await?;
+        if groups.is_empty() {
+            return Err(NetError::NoPeers(format!(
+                "device {} shares no group with this device (or was revoked)",
+                peer.short()
+            )));
+        }
+        let conn = self.connect(addr.clone()).await?;
+        let mut results = Vec::new();
+        for g in groups {
+            let local = local_side(&store, g, None).await?;
+            let session = Session::initiator(
+                self.config.session,
+                local,
+                peer,
+                start.elapsed().as_millis() as u64,
+            );
+            results.push(
+                self.run_initiator(&conn, session, &store, start, progress)
+                    .await?,
+            );
+        }
+        conn.close(0u32.into(), b"done");
+        let text = PeerSpec::remembered(&addr);
+        with_store(&store, move |s| s.remember_peer(&peer, &text)).await?;
+        Ok(PeerSync {
+            peer,
+            groups: results,
+            error: None,
+            elapsed_ms: start.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Joins the group of `ticket`: proves the invite to the inviter, is added by it,
+    /// and receives the group's history.
+    pub async fn join(
+        &self,
+        ticket: &InviteTicket,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<JoinSummary, NetError> {
+        let now = (self.db.options.wall_clock)();
+        if ticket.expired(now) {
+            return Err(NetError::Ticket(
+                "the invite has expired; ask for a new one".into(),
+            ));
+        }
+        let start = Instant::now();
+        let store = self.open_store()?;
+        let claim = InviteClaim {
+            invite: ticket.invite,
+            proof: invite_proof(&ticket.secret, &ticket.group, &self.device, &ticket.inviter),
+        };
+        let local = local_side(&store, ticket.group, Some(claim)).await?;
+        let conn = self.connect(ticket.addr.clone()).await?;
+        let session = Session::initiator(
+            self.config.session,
+            local,
+            ticket.inviter,
+            start.elapsed().as_millis() as u64,
+        );
+        let mut sync = self
+            .run_initiator(&conn, session, &store, start, progress)
+            .await?;
+        conn.close(0u32.into(), b"done");
+        let text = PeerSpec::remembered(&ticket.addr);
+        let (inviter, group, me) = (ticket.inviter, ticket.group, self.device);
+        let g = with_store(&store, move |s| {
+            s.remember_peer(&inviter, &text)?;
+            s.group_by_id(&group)
+        })
+        .await?;
+        sync.name = g.as_ref().map(|g| g.name.clone()).unwrap_or_default();
+        Ok(JoinSummary {
+            group: ticket.group,
+            name: sync.name.clone(),
+            role: g.and_then(|g| g.role(&me)),
+            sync,
+        })
+    }
+
+    async fn connect(&self, addr: EndpointAddr) -> Result<Connection, NetError> {
+        let peer = addr.id.to_string();
+        match tokio::time::timeout(Duration::from_secs(15), self.endpoint.connect(addr, ALPN)).await
+        {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(NetError::Connect {
+                peer,
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(NetError::Connect {
+                peer,
+                reason: "no answer within 15 s".into(),
+            }),
+        }
+    }
+
+    async fn run_initiator(
+        &self,
+        conn: &Connection,
+        session: Session,
+        store: &SharedStore,
+        start: Instant,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<crate::GroupSync, NetError> {
+        let peer = session.remote();
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| NetError::Stream {
+            peer: peer.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let result = drive(
+            session,
+            store.clone(),
+            &mut send,
+            &mut recv,
+            start,
+            progress,
+        )
+        .await;
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        let out = result?;
+        // Wait for the responder to finish its side, so closing loses nothing.
+        let _ = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1 << 16)).await;
+        Ok(out)
+    }
+}
+
+/// This device's side of a group, sealed first so that fresh writes go out too.
+async fn local_side(
+    store: &SharedStore,
+    group: GroupId,
+    invite: Option<InviteClaim>,
+) -> Result<Local, NetError> {
+    with_store(store, move |s| {
+        s.seal()?;
+        Ok(Local {
+            device: s.device(),
+            group,
+            schema: shoal_proto::Fingerprint(s.schema_fingerprint(&group)?),
+            have: s.version_vector(&group)?,
+            invite,
+        })
+    })
+    .await
+}
+
+/// Serves one accepted connection: one session per stream the peer opens.
+async fn respond(
+    conn: Connection,
+    db: Arc<Db>,
+    config: Config,
+    device: DeviceId,
+    active: Arc<AtomicUsize>,
+) -> Result<(), NetError> {
+    let remote = DeviceId(*conn.remote_id().as_bytes());
+    info!(peer = %remote.short(), "connection accepted");
+    let store: SharedStore = Arc::new(Mutex::new(Store::open(&db.path, db.options.clone())?));
+    let start = Instant::now();
+    loop {
+        let (mut send, mut recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(_) => return Ok(()),
+        };
+        let session =
+            Session::responder(config, device, remote, start.elapsed().as_millis() as u64);
+        active.fetch_add(1, Ordering::SeqCst);
+        let result = drive(session, store.clone(), &mut send, &mut recv, start, &|_| {}).await;
+        active.fetch_sub(1, Ordering::SeqCst);
+        match result {
+            Ok(s) => info!(
+                peer = %remote.short(),
+                group = %s.name,
+                pushed = s.pushed,
+                pulled = s.pulled,
+                "session finished"
+            ),
+            Err(e) => {
+                warn!(peer = %remote.short(), "session failed: {e}");
+                // Give the refusal time to reach the peer before the connection goes.
+                let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+                return Err(e);
+            }
+        }
+    }
+}

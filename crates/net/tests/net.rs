@@ -1,0 +1,281 @@
+//! Real iroh QUIC on loopback between nodes in one process: joining by ticket,
+//! syncing both ways, refusals, and the relay path through a relay started here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_core::{GroupId, Role};
+use shoal_net::{InviteTicket, NetError, Node, NodeConfig, PeerSpec, Relay};
+use shoal_proto::{InviteProblem, ProtoError, Reason};
+use shoal_store::{Store, StoreOptions};
+use tempfile::TempDir;
+
+const DESK: &str = "CREATE TABLE trades (id TEXT PRIMARY KEY, symbol TEXT, qty INTEGER, note TEXT);
+                    CREATE TABLE moods (id TEXT PRIMARY KEY, feeling TEXT);";
+
+struct World {
+    dir: TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            dir: TempDir::new_in("/dev/shm")
+                .or_else(|_| TempDir::new())
+                .expect("temp dir"),
+        }
+    }
+
+    fn options(&self) -> StoreOptions {
+        StoreOptions::new(self.dir.path().join("data"))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.db"))
+    }
+
+    fn replica(&self, name: &str) -> Store {
+        let path = self.path(name);
+        rusqlite::Connection::open(&path)
+            .expect("open")
+            .execute_batch(DESK)
+            .expect("schema");
+        let mut s = Store::init(&path, self.options()).expect("init");
+        s.track("trades", None).expect("track");
+        s.track("moods", None).expect("track");
+        s
+    }
+
+    async fn node(&self, name: &str, config: NodeConfig) -> Node {
+        Node::bind(self.path(name), self.options(), config)
+            .await
+            .expect("bind")
+    }
+}
+
+fn direct() -> NodeConfig {
+    NodeConfig {
+        relay: Relay::Disabled,
+        ..NodeConfig::default()
+    }
+}
+
+fn rows(store: &Store, sql: &str) -> Vec<String> {
+    let mut stmt = store.connection().prepare(sql).expect("prepare");
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// Serves `node` in the background; the returned handle stops it when dropped.
+fn serve(node: Arc<Node>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = node.serve().await;
+    })
+}
+
+fn quiet(_: shoal_net::Progress) {}
+
+async fn ticket(
+    store: &mut Store,
+    node: &Node,
+    role: Role,
+    ttl_ms: u64,
+    uses: u32,
+) -> InviteTicket {
+    let invite = store
+        .create_invite("desk", role, ttl_ms, uses)
+        .expect("invite");
+    let t = InviteTicket::new(&invite, store.device(), node.addr().await);
+    // Through text and back, as a person would pass it on.
+    t.encode(store.device_key()).parse().expect("ticket")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_joins_by_ticket_and_both_sync_without_the_private_parts() {
+    let w = World::new();
+    let mut a = w.replica("a");
+    let b = w.replica("b");
+    a.connection()
+        .execute_batch(
+            "INSERT INTO trades VALUES ('t1', 'AAPL', 10, 'private note');
+             INSERT INTO moods VALUES ('m1', 'private mood');",
+        )
+        .expect("write");
+    let g = a
+        .create_group("desk", &[("trades".into(), vec!["note".into()])])
+        .expect("group");
+    let node_a = Arc::new(w.node("a", direct()).await);
+    let t = ticket(&mut a, &node_a, Role::Member, 60_000, 1).await;
+    let server = serve(node_a.clone());
+
+    let node_b = w.node("b", direct()).await;
+    let joined = node_b.join(&t, &quiet).await.expect("join");
+    assert_eq!(joined.name, "desk");
+    assert_eq!(joined.role, Some(Role::Member));
+    assert!(joined.sync.pulled >= 2, "{:?}", joined.sync);
+    assert_eq!(rows(&b, "SELECT symbol FROM trades"), ["AAPL"]);
+    assert_eq!(
+        rows(&b, "SELECT coalesce(note, 'none') FROM trades"),
+        ["none"],
+        "an excluded column never reaches the peer"
+    );
+    assert!(
+        rows(&b, "SELECT feeling FROM moods").is_empty(),
+        "a table in no group never reaches the peer"
+    );
+
+    // b writes; a sync to a (address remembered from the ticket) carries it over.
+    b.connection()
+        .execute_batch("INSERT INTO trades VALUES ('t2', 'MSFT', 5, 'b private');")
+        .expect("write");
+    a.connection()
+        .execute_batch("UPDATE trades SET qty = 11 WHERE id = 't1';")
+        .expect("write");
+    let report = node_b.sync(Some(g.id), &[], &quiet).await.expect("sync");
+    assert_eq!(report.len(), 1);
+    assert!(report[0].error.is_none(), "{report:?}");
+    let s = &report[0].groups[0];
+    assert!(s.pushed >= 1 && s.pulled >= 1, "{s:?}");
+    assert_eq!(
+        rows(
+            &a,
+            "SELECT id || ':' || qty || ':' || coalesce(note, '-') FROM trades ORDER BY id"
+        ),
+        ["t1:11:private note", "t2:5:-"]
+    );
+    assert_eq!(
+        rows(&b, "SELECT id || ':' || qty FROM trades ORDER BY id"),
+        ["t1:11", "t2:5"]
+    );
+
+    // In sync: a second sync moves nothing and stays small.
+    let again = node_b.sync(Some(g.id), &[], &quiet).await.expect("sync");
+    let s = &again[0].groups[0];
+    assert_eq!((s.pushed, s.pulled), (0, 0));
+    assert!(s.bytes_in + s.bytes_out <= 1024, "{s:?}");
+
+    // The used-up ticket is refused on the joiner's side with a clear reason.
+    let c = w.replica("c");
+    drop(c);
+    let node_c = w.node("c", direct()).await;
+    match node_c.join(&t, &quiet).await {
+        Err(NetError::Protocol(ProtoError::Refused(r))) => {
+            assert_eq!(r.reason, Reason::Invite(InviteProblem::UsedUp))
+        }
+        other => panic!("expected a used-up refusal, got {other:?}"),
+    }
+    // A device that is not a member is refused at hello.
+    let addr = PeerSpec::Addr(node_a.addr().await);
+    let c = Store::open(w.path("c"), w.options()).expect("open c");
+    drop(c);
+    match node_c
+        .sync_addr(node_a.addr().await, Some(g.id), &quiet)
+        .await
+    {
+        Err(NetError::NoPeers(_)) => {}
+        other => panic!("c knows no group, so it has nothing to sync: {other:?}"),
+    }
+    let _ = addr;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_is_refused_at_hello() {
+    let w = World::new();
+    let mut a = w.replica("a");
+    let _b = w.replica("b");
+    let g = a
+        .create_group("desk", &[("trades".into(), vec![])])
+        .expect("group");
+    let node_a = Arc::new(w.node("a", direct()).await);
+    let t = ticket(&mut a, &node_a, Role::Member, 60_000, 1).await;
+    let server = serve(node_a.clone());
+    let node_b = w.node("b", direct()).await;
+    node_b.join(&t, &quiet).await.expect("join");
+    a.revoke("desk", &node_b.device()).expect("revoke");
+    // b still believes it is a member; a refuses it.
+    match node_b
+        .sync_addr(node_a.addr().await, Some(g.id), &quiet)
+        .await
+    {
+        Err(NetError::Protocol(ProtoError::Refused(r))) => assert_eq!(r.reason, Reason::Revoked),
+        other => panic!("expected a revoked refusal, got {other:?}"),
+    }
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_ticket_is_refused_by_the_joiner_and_the_inviter() {
+    let w = World::new();
+    let mut a = w.replica("a");
+    let _b = w.replica("b");
+    a.create_group("desk", &[("trades".into(), vec![])])
+        .expect("group");
+    let node_a = Arc::new(w.node("a", direct()).await);
+    let t = ticket(&mut a, &node_a, Role::Member, 300, 5).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let node_b = w.node("b", direct()).await;
+    match node_b.join(&t, &quiet).await {
+        Err(NetError::Ticket(msg)) => assert!(msg.contains("expired"), "{msg}"),
+        other => panic!("expected an expired ticket, got {other:?}"),
+    }
+    // A joiner whose clock says otherwise still meets the inviter's refusal.
+    let server = serve(node_a.clone());
+    let mut late = t.clone();
+    late.expires_ms = u64::MAX;
+    match node_b.join(&late, &quiet).await {
+        Err(NetError::Protocol(ProtoError::Refused(r))) => {
+            assert_eq!(r.reason, Reason::Invite(InviteProblem::Expired))
+        }
+        other => panic!("expected the inviter to refuse, got {other:?}"),
+    }
+    // And a made-up invite is unknown to the inviter.
+    let mut forged = t.clone();
+    forged.expires_ms = u64::MAX;
+    forged.invite = [0xee; 16];
+    match node_b.join(&forged, &quiet).await {
+        Err(NetError::Protocol(ProtoError::Refused(r))) => {
+            assert_eq!(r.reason, Reason::Invite(InviteProblem::Unknown))
+        }
+        other => panic!("expected an unknown invite, got {other:?}"),
+    }
+    let _ = GroupId::DEFAULT;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_sync_through_a_relay_alone() {
+    let (_map, url, _server) = iroh::test_utils::run_relay_server().await.expect("relay");
+    let config = || NodeConfig {
+        relay: Relay::Custom(url.clone()),
+        relay_tls: Some(iroh::tls::CaTlsConfig::insecure_skip_verify()),
+        relay_only: true,
+        ..NodeConfig::default()
+    };
+    let w = World::new();
+    let mut a = w.replica("a");
+    let b = w.replica("b");
+    a.connection()
+        .execute_batch("INSERT INTO trades VALUES ('t1', 'AAPL', 10, 'n');")
+        .expect("write");
+    a.create_group("desk", &[("trades".into(), vec![])])
+        .expect("group");
+    let node_a = Arc::new(w.node("a", config()).await);
+    let t = ticket(&mut a, &node_a, Role::Member, 60_000, 1).await;
+    assert!(
+        t.addr.ip_addrs().next().is_none() && t.addr.relay_urls().next().is_some(),
+        "the ticket offers the relay only: {:?}",
+        t.addr
+    );
+    let server = serve(node_a.clone());
+    let node_b = w.node("b", config()).await;
+    node_b
+        .join(&t, &quiet)
+        .await
+        .expect("join through the relay");
+    assert_eq!(rows(&b, "SELECT symbol FROM trades"), ["AAPL"]);
+    server.abort();
+}
