@@ -178,16 +178,18 @@ pub(crate) fn invite(
             );
             println!();
             println!("{ticket}");
-            if req.qr {
-                if let Ok(code) = qrcode::QrCode::new(ticket.as_bytes()) {
-                    println!();
-                    println!(
-                        "{}",
-                        code.render::<qrcode::render::unicode::Dense1x2>()
-                            .quiet_zone(true)
-                            .build()
-                    );
-                }
+            if let Some(code) = req
+                .qr
+                .then(|| qrcode::QrCode::new(ticket.as_bytes()).ok())
+                .flatten()
+            {
+                println!();
+                println!(
+                    "{}",
+                    code.render::<qrcode::render::unicode::Dense1x2>()
+                        .quiet_zone(true)
+                        .build()
+                );
             }
             println!();
             println!("on the new device: shoal join THEIR_DB {ticket}");

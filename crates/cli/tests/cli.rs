@@ -288,3 +288,193 @@ fn count_journal(path: &Path) -> bool {
         .map(|m| m.len() > 0)
         .unwrap_or(false)
 }
+
+/// A `shoal` process running in the background, killed when dropped.
+struct Background {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Background {
+    fn start(env: &Env, args: &[&str]) -> Background {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .env("SHOAL_DATA_DIR", env.path("data"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("shoal starts");
+        let stdout = child.stdout.take().expect("stdout");
+        use std::io::BufRead;
+        Background {
+            child,
+            lines: std::io::BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// The next line the process prints, as JSON.
+    fn json_line(&mut self) -> serde_json::Value {
+        let line = self.lines.next().expect("a line").expect("readable");
+        serde_json::from_str(&line).expect("json line")
+    }
+
+    /// Waits (up to 60 s) for the process to exit by itself.
+    fn wait(mut self) -> std::process::ExitStatus {
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the process did not exit");
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp_port() -> String {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+        .to_string()
+}
+
+#[test]
+fn three_processes_pair_by_ticket_and_changes_cross_a_mesh() {
+    let env = Env::new();
+    let schema = "CREATE TABLE trades (id TEXT PRIMARY KEY, symbol TEXT, qty INTEGER, note TEXT);
+                  CREATE TABLE moods (id TEXT PRIMARY KEY, feeling TEXT);";
+    for name in ["a.db", "b.db", "c.db"] {
+        env.sql(name, schema);
+        env.ok(&["init", &env.db(name)]);
+        env.ok(&["track", &env.db(name), "trades", "moods"]);
+    }
+    let (a, b, c) = (env.db("a.db"), env.db("b.db"), env.db("c.db"));
+    env.sql(
+        "a.db",
+        "INSERT INTO trades VALUES ('t1', 'AAPL', 10, 'a secret');
+         INSERT INTO moods VALUES ('m1', 'a private mood');",
+    );
+    env.ok(&[
+        "group",
+        &a,
+        "create",
+        "desk",
+        "--table",
+        "trades",
+        "--exclude",
+        "trades.note",
+    ]);
+
+    // A invites B as an admin; B joins with the printed ticket; the inviter exits
+    // once its one use is spent.
+    let mut inviting = Background::start(
+        &env,
+        &["invite", &a, "--role", "admin", "--relay", "none", "--json"],
+    );
+    let ticket = inviting.json_line()["ticket"]
+        .as_str()
+        .expect("ticket")
+        .to_owned();
+    let joined = env.json(&["join", &b, &ticket, "--relay", "none"]);
+    assert_eq!(joined["role"], "Admin");
+    assert!(inviting.wait().success());
+    let port_b = free_udp_port();
+    let mut serving_b = Background::start(
+        &env,
+        &["serve", &b, "--relay", "none", "--port", &port_b, "--json"],
+    );
+    let b_addr = serving_b.json_line()["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    drop(serving_b);
+    // The inviter has stopped: the spent ticket cannot even reach it, and says so.
+    let err = env.fails(&["join", &c, &ticket, "--relay", "none"]);
+    assert!(err.contains("could not reach"), "{err}");
+
+    // B invites C (on the port B will serve on), so A and C never meet.
+    let mut inviting = Background::start(
+        &env,
+        &[
+            "invite", &b, "--relay", "none", "--port", &port_b, "--json", "--no-qr",
+        ],
+    );
+    let ticket = inviting.json_line()["ticket"]
+        .as_str()
+        .expect("ticket")
+        .to_owned();
+    env.ok(&["join", &c, &ticket, "--relay", "none"]);
+    assert!(inviting.wait().success());
+    assert_eq!(
+        count(
+            &env.path("c.db"),
+            "SELECT count(*) FROM trades WHERE symbol = 'AAPL' AND note IS NULL"
+        ),
+        1,
+        "A's row reached C through B, without the excluded column"
+    );
+
+    // B serves; A and C each sync with B only.
+    let _serving_b = Background::start(
+        &env,
+        &["serve", &b, "--relay", "none", "--port", &port_b, "--json"],
+    );
+    env.sql(
+        "a.db",
+        "INSERT INTO trades VALUES ('t2', 'MSFT', 5, 'a secret 2');",
+    );
+    env.sql(
+        "c.db",
+        "INSERT INTO trades VALUES ('t3', 'NVDA', 7, 'c secret');",
+    );
+    let pushed = env.json(&["sync", &a, "--peer", &b_addr, "--relay", "none"]);
+    assert_eq!(pushed["pushed"], 1, "{pushed}");
+    // C syncs with no --peer: B's address was remembered from the ticket.
+    let both = env.json(&["sync", &c, "--relay", "none"]);
+    assert!(
+        both["pulled"].as_u64() >= Some(1) && both["pushed"] == 1,
+        "{both}"
+    );
+    env.ok(&["sync", &a, "--peer", &b_addr, "--relay", "none"]);
+    for db in ["a.db", "b.db", "c.db"] {
+        assert_eq!(
+            count(
+                &env.path(db),
+                "SELECT count(*) FROM trades WHERE id IN ('t1', 't2', 't3')"
+            ),
+            3,
+            "{db} has every trade"
+        );
+    }
+    for db in ["b.db", "c.db"] {
+        assert_eq!(
+            count(&env.path(db), "SELECT count(*) FROM moods"),
+            0,
+            "{db}: moods stay on A"
+        );
+        assert_eq!(
+            count(
+                &env.path(db),
+                "SELECT count(*) FROM trades WHERE note IS NOT NULL AND id != 't3'"
+            ),
+            0,
+            "{db}: notes stay home"
+        );
+    }
+    assert_eq!(
+        count(
+            &env.path("a.db"),
+            "SELECT count(*) FROM trades WHERE id = 't3' AND note IS NULL"
+        ),
+        1,
+        "C's note stayed on C"
+    );
+}

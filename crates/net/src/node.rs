@@ -238,11 +238,7 @@ impl Node {
             }
         })
         .await;
-        let mut addr = self.endpoint.addr();
-        // Loopback and wildcard binds report every interface; keep them all, a peer
-        // tries each.
-        addr.addrs.retain(|_| true);
-        addr
+        self.endpoint.addr()
     }
 
     fn open_store(&self) -> Result<SharedStore, NetError> {

@@ -53,7 +53,8 @@ pub(crate) fn spend(
     inviter: &DeviceId,
     now_ms: u64,
 ) -> Result<std::result::Result<Role, InviteProblem>> {
-    let row: Option<(Vec<u8>, Vec<u8>, String, i64, i64)> = conn
+    type Row = (Vec<u8>, Vec<u8>, String, i64, i64);
+    let row: Option<Row> = conn
         .query_row(
             "SELECT grp, secret, role, expires_ms, uses_left FROM shoal_invites WHERE id = ?1",
             [&id[..]],
