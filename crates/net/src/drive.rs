@@ -1,11 +1,12 @@
 //! Runs one [`Session`] over one QUIC stream: moves its bytes, and does the database
 //! work its events ask for (authorize a hello, export, import) on blocking threads.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iroh::endpoint::{RecvStream, SendStream};
-use shoal_core::{GroupId, SignedCommit, VersionVector};
+use shoal_core::{DeviceId, GroupId, SignedCommit, VersionVector};
 use shoal_proto::{Event, Fingerprint, Hello, ProtoError, Reason, Refusal, Session};
 use shoal_store::{ImportReport, Store, StoreError};
 use tracing::{debug, info, warn};
@@ -56,6 +57,7 @@ pub(crate) async fn drive(
     let mut export: Option<VersionVector> = None;
     let mut exhausted = false;
     let mut last_progress = Instant::now();
+    let mut outgoing = Outgoing::default();
     loop {
         while let Some(event) = session.poll_event() {
             match event {
@@ -70,7 +72,8 @@ pub(crate) async fn drive(
                         Err(refusal) => {
                             warn!(peer = %peer.short(), group = %hello.group.short(), %refusal, "refused a session");
                             let err = session.refuse(refusal);
-                            flush(&mut session, send, &peer).await?;
+                            outgoing.take_from(&mut session);
+                            outgoing.write_all(send, &peer).await?;
                             let _ = send.finish();
                             return Err(err.into());
                         }
@@ -115,7 +118,7 @@ pub(crate) async fn drive(
                 }
             }
         }
-        flush(&mut session, send, &peer).await?;
+        outgoing.take_from(&mut session);
         let stats = session.stats();
         out.pushed = stats.commits_out;
         out.pulled = stats.commits_in;
@@ -132,17 +135,26 @@ pub(crate) async fn drive(
             });
         }
         if session.is_finished() {
+            outgoing.write_all(send, &peer).await?;
             let _ = send.finish();
             debug!(peer = %peer.short(), ?stats, "session finished");
             return Ok(out);
         }
         let deadline = session.poll_timeout().unwrap_or(u64::MAX);
         let wait = Duration::from_millis(deadline.saturating_sub(now_ms(start)).min(3_600_000));
+        // Writing and reading race each other: a side blocked on a full stream keeps
+        // reading, so two large backlogs in opposite directions cannot deadlock.
+        let front = outgoing.front();
         tokio::select! {
+            n = send.write(front), if !front.is_empty() => {
+                outgoing.advance(n.map_err(|e| stream_error(&peer, e))?);
+            }
             chunk = recv.read_chunk(256 << 10) => match chunk {
                 Ok(Some(chunk)) => {
                     if let Err(e) = session.receive(&chunk, now_ms(start)) {
-                        let _ = flush(&mut session, send, &peer).await;
+                        // The refusal goes out after whatever was already queued.
+                        outgoing.take_from(&mut session);
+                        let _ = outgoing.write_all(send, &peer).await;
                         let _ = send.finish();
                         return Err(e.into());
                     }
@@ -151,7 +163,7 @@ pub(crate) async fn drive(
                     session.end_of_stream()?;
                 }
                 Err(e) => {
-                    return Err(NetError::Stream { peer: peer.to_string(), reason: e.to_string() });
+                    return Err(stream_error(&peer, e));
                 }
             },
             () = tokio::time::sleep(wait) => {
@@ -161,18 +173,52 @@ pub(crate) async fn drive(
     }
 }
 
-async fn flush(
-    session: &mut Session,
-    send: &mut SendStream,
-    peer: &shoal_core::DeviceId,
-) -> Result<(), NetError> {
-    while let Some(bytes) = session.poll_transmit() {
-        send.write_all(&bytes).await.map_err(|e| NetError::Stream {
-            peer: peer.to_string(),
-            reason: e.to_string(),
-        })?;
+/// Bytes the session produced that the stream has not yet taken.
+#[derive(Default)]
+struct Outgoing {
+    queue: VecDeque<Vec<u8>>,
+    /// How much of the first buffer is already written.
+    written: usize,
+}
+
+impl Outgoing {
+    fn take_from(&mut self, session: &mut Session) {
+        while let Some(bytes) = session.poll_transmit() {
+            self.queue.push_back(bytes);
+        }
     }
-    Ok(())
+
+    /// What to write next; empty when nothing is queued.
+    fn front(&self) -> &[u8] {
+        self.queue.front().map_or(&[], |b| &b[self.written..])
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.written += n;
+        if self.queue.front().is_some_and(|b| self.written == b.len()) {
+            self.queue.pop_front();
+            self.written = 0;
+        }
+    }
+
+    /// Writes everything queued, waiting as long as the stream needs.
+    async fn write_all(&mut self, send: &mut SendStream, peer: &DeviceId) -> Result<(), NetError> {
+        while !self.front().is_empty() {
+            let n = send
+                .write(self.front())
+                .await
+                .map_err(|e| stream_error(peer, e))?;
+            self.advance(n);
+        }
+        Ok(())
+    }
+}
+
+fn stream_error(peer: &DeviceId, e: impl std::fmt::Display) -> NetError {
+    NetError::Stream {
+        peer: peer.to_string(),
+        reason: e.to_string(),
+    }
 }
 
 async fn import(store: &SharedStore, commits: Vec<SignedCommit>) -> Result<ImportReport, NetError> {

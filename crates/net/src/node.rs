@@ -422,7 +422,7 @@ impl Node {
         let peer = DeviceId(*addr.id.as_bytes());
         let store = self.open_store()?;
         let me = self.device;
-        let groups: Vec<GroupId> = with_store(&store, move |s| {
+        let groups: Vec<(GroupId, String)> = with_store(&store, move |s| {
             let all = match group {
                 Some(g) => s.group_by_id(&g)?.into_iter().collect(),
                 None => s.groups()?,
@@ -430,7 +430,7 @@ impl Node {
             Ok(all
                 .into_iter()
                 .filter(|g| g.role(&me).is_some() && g.role(&peer).is_some())
-                .map(|g| g.id)
+                .map(|g| (g.id, g.name))
                 .collect())
         })
         .await?;
@@ -442,7 +442,7 @@ impl Node {
         }
         let conn = self.connect(addr.clone()).await?;
         let mut results = Vec::new();
-        for g in groups {
+        for (g, name) in groups {
             let local = local_side(&store, g, None).await?;
             let session = Session::initiator(
                 self.config.session,
@@ -450,10 +450,11 @@ impl Node {
                 peer,
                 start.elapsed().as_millis() as u64,
             );
-            results.push(
-                self.run_initiator(&conn, session, &store, start, progress)
-                    .await?,
-            );
+            let mut sync = self
+                .run_initiator(&conn, session, &store, start, progress)
+                .await?;
+            sync.name = name;
+            results.push(sync);
         }
         conn.close(0u32.into(), b"done");
         let text = PeerSpec::remembered(&addr);

@@ -183,6 +183,64 @@ async fn a_device_joins_by_ticket_and_both_sync_without_the_private_parts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_backlogs_in_both_directions_cross_without_stalling() {
+    // Incompressible rows, several times QUIC's stream window each way: both sides
+    // must keep reading while their own writes wait.
+    let w = World::new();
+    let mut a = w.replica("a");
+    let b = w.replica("b");
+    let g = a
+        .create_group("desk", &[("trades".into(), vec![])])
+        .expect("group");
+    let node_a = Arc::new(w.node("a", direct()).await);
+    let t = ticket(&mut a, &node_a, Role::Member, 60_000, 1).await;
+    let server = serve(node_a.clone());
+    let node_b = w.node("b", direct()).await;
+    node_b.join(&t, &quiet).await.expect("join");
+    // 40 transactions of 10 rows of 32 KiB: many commits, many batches.
+    let fill = |s: &Store, prefix: &str| {
+        for t in 0..40 {
+            s.connection()
+                .execute_batch(&format!(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10)
+                     INSERT INTO trades SELECT '{prefix}{t}.' || i, 'X', i, randomblob(32768) FROM n;"
+                ))
+                .expect("write");
+        }
+    };
+    fill(&a, "a");
+    fill(&b, "b");
+    let report = tokio::time::timeout(
+        Duration::from_secs(120),
+        node_b.sync(Some(g.id), &[], &quiet),
+    )
+    .await
+    .expect("the sync finishes")
+    .expect("sync");
+    let s = &report[0].groups[0];
+    assert_eq!(s.name, "desk");
+    assert!(
+        s.pushed > 4 && s.pulled > 4,
+        "more commits than the window: {s:?}"
+    );
+    assert!(s.bytes_out > 12 << 20 && s.bytes_in > 12 << 20, "{s:?}");
+    let sum = |s: &Store| {
+        rows(
+            s,
+            "SELECT count(*) || ':' || sum(length(note)) || ':' ||
+                    group_concat(id || hex(substr(note, 1, 8)), ',' ORDER BY id) FROM trades",
+        )
+    };
+    assert!(
+        sum(&a)[0].starts_with("800:26214400:"),
+        "{:?}",
+        &sum(&a)[0][..20]
+    );
+    assert_eq!(sum(&a), sum(&b));
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_device_is_refused_at_hello() {
     let w = World::new();
     let mut a = w.replica("a");

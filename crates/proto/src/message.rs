@@ -23,6 +23,10 @@ pub const MAX_BATCH_BYTES: usize = MAX_COMMIT_BYTES + (1 << 20);
 pub(crate) const MAX_BATCH_FRAME: usize =
     BATCH_HEADER + MAX_BATCH_BYTES + (MAX_BATCH_BYTES >> 7) + 1024;
 
+/// Batches a sender may have unacknowledged at once, whatever its configured window:
+/// a receiver refuses a peer that goes past it, which bounds what it buffers.
+pub const MAX_WINDOW: usize = 16;
+
 /// The most authors a version vector in a hello or welcome may name.
 pub const MAX_VECTOR_AUTHORS: usize = 16_384;
 

@@ -9,7 +9,7 @@ use shoal_core::vv::VersionVector;
 use crate::error::ProtoError;
 use crate::frame::{Decoder, Kind, encode_frame};
 use crate::message::{
-    Ack, Done, Fingerprint, Hello, InviteClaim, MAX_DETAIL_BYTES, Reason, Refusal,
+    Ack, Done, Fingerprint, Hello, InviteClaim, MAX_DETAIL_BYTES, MAX_WINDOW, Reason, Refusal,
     TARGET_BATCH_BYTES, VERSION, Welcome, check_vector, decode, decode_batch, encode, encode_batch,
     leading_version, pack_one,
 };
@@ -26,7 +26,7 @@ pub enum Side {
 /// Tunables.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
-    /// Batches that may be sent and not yet acknowledged.
+    /// Batches that may be sent and not yet acknowledged (at most [`MAX_WINDOW`]).
     pub window: usize,
     /// How long the peer may stay silent while the session waits on it.
     pub idle_timeout_ms: u64,
@@ -183,7 +183,8 @@ impl Session {
         Session::new(Side::Responder, config, local, remote, now_ms)
     }
 
-    fn new(side: Side, config: Config, local: Local, remote: DeviceId, now_ms: u64) -> Session {
+    fn new(side: Side, mut config: Config, local: Local, remote: DeviceId, now_ms: u64) -> Session {
+        config.window = config.window.clamp(1, MAX_WINDOW);
         Session {
             side,
             config,
@@ -368,6 +369,14 @@ impl Session {
             Kind::Batch => {
                 if self.state != State::Streaming || self.peer_done.is_some() {
                     return Err(self.unexpected("a batch"));
+                }
+                if (self.received_batches - self.applied_batches) as usize >= MAX_WINDOW {
+                    return Err(ProtoError::Malformed {
+                        what: "batch",
+                        reason: format!(
+                            "more than {MAX_WINDOW} batches sent without waiting for acknowledgement"
+                        ),
+                    });
                 }
                 let (id, commits) = decode_batch(body)?;
                 if id != self.received_batches {

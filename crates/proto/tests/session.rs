@@ -6,8 +6,8 @@ use shoal_core::commit::{Seq, SignedCommit};
 use shoal_core::identity::{DeviceId, GroupId};
 use shoal_core::vv::VersionVector;
 use shoal_proto::{
-    Config, Event, Fingerprint, HEADER_LEN, Hello, Kind, Local, ProtoError, Reason, Refusal,
-    Session, VERSION, encode_frame, pack_commits,
+    Config, Event, Fingerprint, HEADER_LEN, Hello, Kind, Local, MAX_WINDOW, ProtoError, Reason,
+    Refusal, Session, VERSION, encode_frame, pack_commits,
 };
 
 const A: DeviceId = DeviceId([1; 32]);
@@ -366,6 +366,35 @@ fn a_batch_that_lies_about_its_contents_is_refused() {
         .receive(&batch_frame(5, 2, raw.len() as u32, &raw), 0)
         .expect_err("refused");
     assert!(err.to_string().contains("numbered 5"), "{err}");
+}
+
+#[test]
+fn a_peer_that_ignores_the_window_is_refused() {
+    let raw = pack_commits(&[commit(1, 100)]);
+    let mut s = streaming();
+    for id in 0..MAX_WINDOW as u64 {
+        s.receive(&batch_frame(id, 1, raw.len() as u32, &raw), 0)
+            .expect("within the window");
+    }
+    let err = s
+        .receive(
+            &batch_frame(MAX_WINDOW as u64, 1, raw.len() as u32, &raw),
+            0,
+        )
+        .expect_err("refused");
+    assert!(err.to_string().contains("without waiting"), "{err}");
+    // Acknowledging one opens room for exactly one more.
+    let mut s = streaming();
+    for id in 0..MAX_WINDOW as u64 {
+        s.receive(&batch_frame(id, 1, raw.len() as u32, &raw), 0)
+            .expect("within the window");
+    }
+    s.applied(0).expect("applied");
+    s.receive(
+        &batch_frame(MAX_WINDOW as u64, 1, raw.len() as u32, &raw),
+        0,
+    )
+    .expect("room for one more");
 }
 
 #[test]
