@@ -77,7 +77,7 @@ impl Tables {
         })
     }
 
-    fn get(&self, name: &str) -> Option<&TrackedTable> {
+    pub(crate) fn get(&self, name: &str) -> Option<&TrackedTable> {
         match self.by_name.get(name) {
             Some(t) => Some(t),
             None => self.by_name.get(&name.to_lowercase()),
@@ -869,7 +869,7 @@ fn update_row(
     Ok(())
 }
 
-fn delete_row(tx: &Transaction, table: &TrackedTable, key: &[Value]) -> Result<()> {
+pub(crate) fn delete_row(tx: &Transaction, table: &TrackedTable, key: &[Value]) -> Result<()> {
     let binds: Vec<Bind<'_>> = key.iter().map(Bind).collect();
     tx.prepare_cached(&table.sql.delete)?
         .execute(rusqlite::params_from_iter(&binds))?;

@@ -9,13 +9,15 @@ use std::collections::{BTreeSet, HashMap};
 use rusqlite::{Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 use shoal_core::clock::check_drift;
-use shoal_core::{DeviceId, GroupId, GroupOp, Seq, SignedCommit, VerifiedCommit, VersionVector};
+use shoal_core::{
+    CommitBody, DeviceId, Group, GroupId, GroupOp, Seq, SignedCommit, VerifiedCommit, VersionVector,
+};
 
 use crate::apply::{self, Tables};
 use crate::error::Result;
 use crate::seal::{self, SealReport};
 use crate::{Replica, load_hlc, save_hlc};
-use crate::{authors, groups};
+use crate::{authors, groups, retract};
 
 /// Where a stored commit stands.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -148,6 +150,7 @@ pub(crate) fn import(
     let tables = Tables::load(tx)?;
     let mut hlc = load_hlc(tx)?;
     let mut groups = groups::Cache::default();
+    let mut roles_changed = BTreeSet::new();
     // A membership change can let a chain that is waiting for its author to be made a
     // member go on: go round until a pass changes no group.
     loop {
@@ -160,12 +163,21 @@ pub(crate) fn import(
                 hlc: &mut hlc,
                 report: &mut report,
                 changed: false,
+                roles_changed: &mut roles_changed,
             };
             chain.advance(tx, r, group, *id)?;
             changed |= chain.changed;
         }
         if !changed {
             break;
+        }
+    }
+    // Commits applied before this file learnt that their author had been revoked (or
+    // made a reader) are taken back.
+    for group in &roles_changed {
+        if let Some(g) = groups.get(tx, &mut r.authors, group)? {
+            let g = g.clone();
+            retract::take_back(tx, r, &tables, &g, &mut report)?;
         }
     }
     apply::retry_held(tx, r, &tables, &mut report)?;
@@ -194,6 +206,8 @@ struct Chain<'a> {
     report: &'a mut ImportReport,
     /// Whether a group's log grew, which may let other chains go on.
     changed: bool,
+    /// Groups in which a device was revoked or given another role.
+    roles_changed: &'a mut BTreeSet<GroupId>,
 }
 
 /// Whether a commit may be applied, in the light of its group's membership.
@@ -280,6 +294,14 @@ impl Chain<'_> {
                 groups::record_ops(tx, id, &commit.body)?;
                 self.groups.forget(group);
                 self.changed = true;
+                if commit
+                    .body
+                    .ops
+                    .iter()
+                    .any(|o| matches!(o, GroupOp::Revoke { .. } | GroupOp::SetRole { .. }))
+                {
+                    self.roles_changed.insert(*group);
+                }
             }
             let (seq, hash, clock) = (commit.body.seq, commit.hash, commit.body.hlc);
             let carried = if *group == GroupId::DEFAULT {
@@ -313,25 +335,33 @@ impl Chain<'_> {
         let Some(group) = self.groups.get(tx, &mut r.authors, &body.group)? else {
             return Ok(Standing::Unknown);
         };
-        let who = format!(
+        Ok(match judge(group, body) {
+            Some(Ok(())) => Standing::Accepted,
+            Some(Err(reason)) => Standing::Refused(reason),
+            None => Standing::Unknown,
+        })
+    }
+}
+
+/// A commit's standing in its group: accepted, refused (and why), or `None` while its
+/// author has no role the group knows of.
+pub(crate) fn judge(group: &Group, body: &CommitBody) -> Option<std::result::Result<(), String>> {
+    let who = || {
+        format!(
             "commit {} by {} in group {}",
             body.seq, body.author, group.name
-        );
-        match group.role_at(&body.author, body.seq) {
-            _ if group
-                .revoked_after(&body.author)
-                .is_some_and(|after| body.seq > after) =>
-            {
-                Ok(Standing::Refused(format!(
-                    "{who}: its author was revoked before it"
-                )))
-            }
-            Some(role) if role.may_write() || body.tables.is_empty() => Ok(Standing::Accepted),
-            Some(_) => Ok(Standing::Refused(format!(
-                "{who}: its author may only read"
-            ))),
-            None => Ok(Standing::Unknown),
-        }
+        )
+    };
+    if group
+        .revoked_after(&body.author)
+        .is_some_and(|after| body.seq > after)
+    {
+        return Some(Err(format!("{}: its author was revoked before it", who())));
+    }
+    match group.role_at(&body.author, body.seq) {
+        Some(role) if role.may_write() || body.tables.is_empty() => Some(Ok(())),
+        Some(_) => Some(Err(format!("{}: its author may only read", who()))),
+        None => None,
     }
 }
 
@@ -358,7 +388,13 @@ pub(crate) fn store_commit(
     Ok(())
 }
 
-fn set_state(tx: &Transaction, group: &GroupId, author: i64, seq: Seq, state: State) -> Result<()> {
+pub(crate) fn set_state(
+    tx: &Transaction,
+    group: &GroupId,
+    author: i64,
+    seq: Seq,
+    state: State,
+) -> Result<()> {
     tx.prepare_cached(
         "UPDATE shoal_commits SET state = ?4 WHERE grp = ?1 AND author = ?2 AND seq = ?3",
     )?

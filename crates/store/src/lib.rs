@@ -15,6 +15,7 @@ mod groups;
 mod import;
 mod invites;
 mod keystore;
+mod retract;
 mod rows;
 mod schema;
 mod seal;

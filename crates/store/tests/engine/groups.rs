@@ -150,6 +150,78 @@ fn commits_of_revoked_devices_and_readers_are_refused_also_when_relayed() {
 }
 
 #[test]
+fn commits_applied_before_a_revocation_arrived_are_taken_back() {
+    let w = World::new();
+    let mut a = w.replica("a", DESK, &["trades"]);
+    let mut b = w.replica("b", DESK, &["trades"]);
+    let mut c = w.replica("c", DESK, &["trades"]);
+    exec(
+        &a,
+        "INSERT INTO trades VALUES ('t1', 'AAPL', 1, 'first'), ('t2', 'MSFT', 2, NULL);",
+    );
+    let g = a
+        .create_group("desk", &[("trades".into(), vec![])])
+        .expect("create");
+    let gid = g.id.to_string();
+    for s in [&b, &c] {
+        a.set_role(&gid, &s.device(), Role::Member).expect("add");
+    }
+    for s in [&mut b, &mut c] {
+        sync_group(&mut a, s, &g.id);
+    }
+    a.revoke(&gid, &c.device()).expect("revoke");
+    // c, not knowing, changes a row, adds one and deletes one; b takes all of it and
+    // writes on top of the changed row.
+    exec(
+        &c,
+        "UPDATE trades SET qty = 100 WHERE id = 't1';
+         INSERT INTO trades VALUES ('from-c', 'X', 1, NULL);
+         DELETE FROM trades WHERE id = 't2';",
+    );
+    let taken = sync_group(&mut c, &mut b, &g.id);
+    assert!(taken.refused.is_empty(), "{taken:?}");
+    exec(&b, "UPDATE trades SET note = 'b was here' WHERE id = 't1';");
+    assert_eq!(trade(&b, "t1").expect("t1")[2], Value::Integer(100));
+    assert!(trade(&b, "t2").is_none());
+    b.seal().expect("seal");
+    let own = |b: &Store| b.version_vector(&g.id).expect("vv").get(&b.device());
+    let before = own(&b);
+    // The revocation reaches b: c's commits are taken back, b's own write stays.
+    let report = sync_group(&mut a, &mut b, &g.id);
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    assert!(report.refused[0].contains("taken back"), "{report:?}");
+    assert_eq!(
+        trade(&b, "t1"),
+        Some(vec![
+            text("t1"),
+            text("AAPL"),
+            Value::Integer(1),
+            text("b was here")
+        ])
+    );
+    assert_eq!(
+        trade(&b, "t2"),
+        Some(vec![
+            text("t2"),
+            text("MSFT"),
+            Value::Integer(2),
+            Value::Null
+        ])
+    );
+    assert!(trade(&b, "from-c").is_none());
+    assert_eq!(own(&b), before, "taking back is not a local write");
+    assert_eq!(count(&b, "SELECT count(*) FROM shoal_log"), 0);
+    // b sends nothing of c's on, and a and b agree.
+    let back = sync_group(&mut b, &mut a, &g.id);
+    assert!(back.refused.is_empty(), "{back:?}");
+    assert_eq!(dump(&a, "trades"), dump(&b, "trades"));
+    // c keeps its own writes.
+    assert!(trade(&c, "from-c").is_some());
+    sync_group(&mut a, &mut c, &g.id);
+    assert!(trade(&c, "from-c").is_some());
+}
+
+#[test]
 fn an_unknown_author_waits_until_it_is_made_a_member() {
     let w = World::new();
     let mut a = w.replica("a", DESK, &["trades"]);

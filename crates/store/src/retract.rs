@@ -1,0 +1,169 @@
+//! Taking back commits that their group refuses only after they were applied.
+//!
+//! A revocation (or a change to reader) names the last commit of the device that still
+//! counts. A device that had not yet heard of it may already have applied later ones,
+//! straight from the revoked device or relayed by a third. When the revocation
+//! arrives, those commits are marked refused, and every row they touched is rebuilt
+//! from the commits that still stand, so that the file ends as if it had never seen
+//! them, like every other member's.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use rusqlite::Transaction;
+use shoal_core::{Group, GroupId, SignedCommit, Value, VerifiedCommit};
+
+use crate::Replica;
+use crate::apply::{self, Incoming, Tables};
+use crate::error::Result;
+use crate::import::{ImportReport, State, judge, set_state};
+use crate::rows;
+use crate::sql::key_blob;
+
+/// Takes back the applied commits of `group` that the group now refuses.
+pub(crate) fn take_back(
+    tx: &Transaction,
+    r: &mut Replica,
+    tables: &Tables,
+    group: &Group,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let refused = refused_but_applied(tx, r, group)?;
+    if refused.is_empty() {
+        return Ok(());
+    }
+    // Rows by table (lower-cased) and key blob, with the key itself.
+    let mut touched: BTreeMap<(String, Vec<u8>), Vec<Value>> = BTreeMap::new();
+    let mut versions = HashSet::new();
+    for (id, c, reason) in &refused {
+        set_state(tx, &group.id, *id, c.body.seq, State::Refused)?;
+        report
+            .refused
+            .push(format!("{reason}; it had been applied and is taken back"));
+        versions.insert((c.body.author, c.body.hlc));
+        for t in &c.body.tables {
+            for row in &t.rows {
+                touched
+                    .entry((t.table.to_lowercase(), key_blob(&row.key)))
+                    .or_insert_with(|| row.key.clone());
+            }
+        }
+        // Its conflict records are moot.
+        tx.prepare_cached(
+            "UPDATE shoal_conflicts SET status = 'closed', resolution = 'its write was taken back'
+             WHERE status IN ('pending', 'auto')
+               AND ((remote_device = ?1 AND remote_hlc = ?2) OR (local_device = ?1 AND local_hlc = ?2))",
+        )?
+        .execute(rusqlite::params![&c.body.author.0[..], c.body.hlc.0 as i64])?;
+    }
+    forget_held(tx, &versions)?;
+    // Clear the rows, then replay what still stands on them.
+    for ((table, blob), key) in &touched {
+        if let Some(t) = tables.get(table) {
+            apply::delete_row(tx, t, key)?;
+            rows::forget(tx, t.id, blob)?;
+        }
+    }
+    replay(tx, r, tables, &touched, report)
+}
+
+/// Applied commits of `group` that it refuses now, with their authors' local ids.
+fn refused_but_applied(
+    tx: &Transaction,
+    r: &mut Replica,
+    group: &Group,
+) -> Result<Vec<(i64, VerifiedCommit, String)>> {
+    let mut out = Vec::new();
+    for member in group.members() {
+        // A device keeps its own writes: it is the one cut off, and nothing it wrote is
+        // lost to it.
+        if member.device == r.device {
+            continue;
+        }
+        let writes = member.role.is_some_and(|role| role.may_write());
+        if writes && member.revoked_after.is_none() {
+            continue;
+        }
+        let after = member.revoked_after.map_or(0, |s| s.0);
+        let id = r.authors.id(tx, &member.device)?;
+        let stored: Vec<Vec<u8>> = tx
+            .prepare_cached(
+                "SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq > ?3 AND state = 0 ORDER BY seq",
+            )?
+            .query_map(
+                rusqlite::params![&group.id.0[..], id, after as i64],
+                |row| row.get(0),
+            )?
+            .collect::<Result<_, _>>()?;
+        for bytes in stored {
+            let c = SignedCommit::from_bytes(&bytes)?.verify()?;
+            if let Some(Err(reason)) = judge(group, &c.body) {
+                out.push((id, c, reason));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Drops held changes that came from taken-back commits.
+fn forget_held(
+    tx: &Transaction,
+    versions: &HashSet<(shoal_core::DeviceId, shoal_core::Hlc)>,
+) -> Result<()> {
+    let held: Vec<(i64, Vec<u8>)> = tx
+        .prepare_cached("SELECT id, change FROM shoal_held")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, blob) in held {
+        let Ok(inc) = postcard::from_bytes::<Incoming>(&blob) else {
+            continue;
+        };
+        if versions.contains(&(inc.version.author, inc.version.hlc)) {
+            tx.prepare_cached("DELETE FROM shoal_held WHERE id = ?1")?
+                .execute([id])?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies again, in clock order, the changes that applied commits make to `touched`
+/// rows. The merge rules do not depend on order, so the rows end as if the taken-back
+/// commits had never come.
+fn replay(
+    tx: &Transaction,
+    r: &mut Replica,
+    tables: &Tables,
+    touched: &BTreeMap<(String, Vec<u8>), Vec<Value>>,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let tables_touched: BTreeSet<&str> = touched.keys().map(|(t, _)| t.as_str()).collect();
+    let stored: Vec<Vec<u8>> = tx
+        .prepare_cached("SELECT signed FROM shoal_commits WHERE state = 0 ORDER BY hlc, author")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut groups = crate::groups::Cache::default();
+    let mut scratch = ImportReport::default();
+    for bytes in stored {
+        let mut c = SignedCommit::from_bytes(&bytes)?.verify()?;
+        c.body.tables.retain_mut(|t| {
+            let name = t.table.to_lowercase();
+            if !tables_touched.contains(name.as_str()) {
+                return false;
+            }
+            t.rows
+                .retain(|row| touched.contains_key(&(name.clone(), key_blob(&row.key))));
+            !t.rows.is_empty()
+        });
+        if c.body.tables.is_empty() {
+            continue;
+        }
+        let carried = if c.body.group == GroupId::DEFAULT {
+            None
+        } else {
+            groups.get(tx, &mut r.authors, &c.body.group)?.cloned()
+        };
+        apply::apply_commit(tx, r, tables, carried.as_ref(), c, &mut scratch)?;
+    }
+    report.conflicts += scratch.conflicts;
+    report.held += scratch.held;
+    Ok(())
+}
