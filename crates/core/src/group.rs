@@ -138,15 +138,6 @@ impl GroupId {
     }
 }
 
-/// Random bytes for a new group's id, from the operating system.
-pub fn fresh_nonce() -> Result<[u8; 16], CoreError> {
-    let mut nonce = [0; 16];
-    getrandom::fill(&mut nonce).map_err(|e| CoreError::NoRandomness {
-        reason: e.to_string(),
-    })?;
-    Ok(nonce)
-}
-
 impl GroupOp {
     /// Checks what one operation can prove about itself, in a commit of `group` at
     /// seq `seq` by `author`.

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iroh::endpoint::{RecvStream, SendStream};
-use shoal_core::{DeviceId, GroupId, SignedCommit, VersionVector};
-use shoal_proto::{Event, Fingerprint, Hello, ProtoError, Reason, Refusal, Session};
+use shoal_core::{DeviceId, SignedCommit, VersionVector};
+use shoal_proto::{Event, ProtoError, Session};
 use shoal_store::{ImportReport, Store, StoreError};
 use tracing::{debug, info, warn};
 
+use crate::admit::{Admission, admit};
 use crate::error::NetError;
 use crate::node::{GroupSync, Progress};
 
@@ -63,8 +64,9 @@ pub(crate) async fn drive(
             match event {
                 Event::Hello(hello) => {
                     out.group = hello.group;
-                    match authorize(&store, &hello).await? {
-                        Ok((schema, have, name)) => {
+                    let asked = hello.clone();
+                    match with_store(&store, move |s| admit(s, &asked)).await? {
+                        Ok(Admission { schema, have, name }) => {
                             out.name = name;
                             session.accept(schema, have)?;
                             info!(peer = %peer.short(), group = %hello.group.short(), "accepted a session");
@@ -235,54 +237,3 @@ async fn import(store: &SharedStore, commits: Vec<SignedCommit>) -> Result<Impor
     }
 }
 
-/// The responder's decision on a hello: welcome (with this side's fingerprint,
-/// holdings and the group's name) or a refusal.
-async fn authorize(
-    store: &SharedStore,
-    hello: &Hello,
-) -> Result<Result<(Fingerprint, VersionVector, String), Refusal>, NetError> {
-    let hello = hello.clone();
-    with_store(store, move |s| {
-        let refuse = |reason: Reason, detail: String| Ok(Err(Refusal { reason, detail }));
-        let group: GroupId = hello.group;
-        let Some(g) = s.group_by_id(&group)? else {
-            return if hello.invite.is_some() {
-                refuse(
-                    Reason::Invite(shoal_core::invite::InviteProblem::Unknown),
-                    "this device does not know the invite's group".into(),
-                )
-            } else {
-                refuse(Reason::UnknownGroup, format!("group {} is not known here", group.short()))
-            };
-        };
-        if g.revoked_after(&hello.device).is_some() {
-            return refuse(
-                Reason::Revoked,
-                format!("device {} was revoked from group {:?}", hello.device.short(), g.name),
-            );
-        }
-        if let Some(claim) = &hello.invite {
-            match s.redeem_invite(&group, &claim.invite, &claim.proof, &hello.device) {
-                Ok(role) => info!(device = %hello.device.short(), group = %g.name, role = role.as_str(), "invite redeemed"),
-                Err(StoreError::Invite(p)) => return refuse(Reason::Invite(p), String::new()),
-                Err(StoreError::Revoked { .. }) => return refuse(Reason::Revoked, String::new()),
-                Err(e) => return Err(e),
-            }
-        } else if g.role(&hello.device).is_none() {
-            return refuse(
-                Reason::NotMember,
-                format!(
-                    "device {} is not a member of group {:?}; ask an admin for an invite",
-                    hello.device.short(),
-                    g.name
-                ),
-            );
-        }
-        // Local writes not yet sealed go out in this session too.
-        s.seal()?;
-        let schema = Fingerprint(s.schema_fingerprint(&group)?);
-        let have = s.version_vector(&group)?;
-        Ok(Ok((schema, have, g.name.clone())))
-    })
-    .await
-}

@@ -7,12 +7,14 @@
 //! checked, this crate only moves its bytes and runs the database work it asks for
 //! on blocking threads.
 
+mod admit;
 mod drive;
 mod error;
 mod node;
 mod peer;
 mod ticket;
 
+pub use admit::{Admission, admit};
 pub use error::NetError;
 pub use node::{GroupSync, JoinSummary, Node, NodeConfig, PeerSync, Progress, Relay};
 pub use peer::PeerSpec;

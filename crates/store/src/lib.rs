@@ -47,7 +47,10 @@ use authors::Authors;
 /// A source of wall-clock time in milliseconds since the Unix epoch.
 pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
-/// How a store finds its keys and reads the time.
+/// A source of random bytes: the operating system's unless a test sets its own.
+pub type Randomness = Arc<dyn Fn(&mut [u8]) -> std::result::Result<(), String> + Send + Sync>;
+
+/// How a store finds its keys, reads the time and draws random bytes.
 #[derive(Clone)]
 pub struct StoreOptions {
     /// The data directory where device keys live.
@@ -56,6 +59,8 @@ pub struct StoreOptions {
     pub wall_clock: WallClock,
     /// How far ahead of the wall clock a remote commit may be stamped.
     pub max_drift_ms: u64,
+    /// Where device keys, group ids and invite secrets come from.
+    pub randomness: Randomness,
 }
 
 impl StoreOptions {
@@ -65,7 +70,15 @@ impl StoreOptions {
             data_dir: data_dir.into(),
             wall_clock: Arc::new(system_now_ms),
             max_drift_ms: MAX_DRIFT_MS,
+            randomness: Arc::new(|buf| getrandom::fill(buf).map_err(|e| e.to_string())),
         }
+    }
+
+    fn random<const N: usize>(&self) -> Result<[u8; N]> {
+        let mut buf = [0; N];
+        (self.randomness)(&mut buf)
+            .map_err(|reason| shoal_core::CoreError::NoRandomness { reason })?;
+        Ok(buf)
     }
 }
 
@@ -116,7 +129,7 @@ impl Store {
             });
         }
         schema::create(&tx)?;
-        let key = DeviceKey::generate()?;
+        let key = DeviceKey::from_seed(options.random()?);
         keystore::save(&options.data_dir, &key)?;
         write_device(&tx, &key.id())?;
         tx.commit()?;
@@ -168,7 +181,7 @@ impl Store {
                 path: path.to_owned(),
             });
         }
-        let key = DeviceKey::generate()?;
+        let key = DeviceKey::from_seed(options.random()?);
         keystore::save(&options.data_dir, &key)?;
         write_device(&tx, &key.id())?;
         tx.commit()?;
@@ -288,7 +301,7 @@ impl Store {
     /// Creates a group with this device as its admin, carrying `tables` (each with
     /// the columns it leaves out). Rows already in those tables are shared with it.
     pub fn create_group(&mut self, name: &str, tables: &[(String, Vec<String>)]) -> Result<Group> {
-        let nonce = shoal_core::group::fresh_nonce()?;
+        let nonce = self.replica.options.random()?;
         let id = GroupId::derive(&self.replica.device, &nonce);
         let mut ops = vec![GroupOp::Create {
             name: name.to_owned(),
@@ -378,13 +391,8 @@ impl Store {
         uses: u32,
     ) -> Result<Invite> {
         let g = self.admin_of(group)?;
-        let mut id = [0; 16];
-        let mut secret = [0; 32];
-        getrandom::fill(&mut id)
-            .and_then(|()| getrandom::fill(&mut secret))
-            .map_err(|e| shoal_core::CoreError::NoRandomness {
-                reason: e.to_string(),
-            })?;
+        let id = self.replica.options.random()?;
+        let secret = self.replica.options.random()?;
         let now = self.replica.now_ms();
         let invite = Invite {
             id,

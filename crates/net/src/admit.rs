@@ -1,0 +1,77 @@
+//! Who may sync a group: the responder's decision on a hello, made against its own
+//! copy of the group's log. Kept free of I/O so that the simulation makes the same
+//! decisions as a real node.
+
+use shoal_core::VersionVector;
+use shoal_core::invite::InviteProblem;
+use shoal_proto::{Fingerprint, Hello, Reason, Refusal};
+use shoal_store::{Store, StoreError};
+use tracing::info;
+
+/// A welcome: this side's schema fingerprint and holdings of the group, and its name.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    /// The fingerprint of the group's tables here.
+    pub schema: Fingerprint,
+    /// What this device holds of the group's log.
+    pub have: VersionVector,
+    /// The group's name.
+    pub name: String,
+}
+
+/// Decides on `hello`, whose device the transport has authenticated: an unknown
+/// group, a revoked device, a failed invite or a device that is not a member is
+/// refused; an invite that checks out is redeemed (the joiner's role is signed here).
+/// Local writes not yet sealed are sealed, so that they go out in this session.
+pub fn admit(store: &mut Store, hello: &Hello) -> Result<Result<Admission, Refusal>, StoreError> {
+    let refuse = |reason: Reason, detail: String| Ok(Err(Refusal { reason, detail }));
+    let group = hello.group;
+    let Some(g) = store.group_by_id(&group)? else {
+        return if hello.invite.is_some() {
+            refuse(
+                Reason::Invite(InviteProblem::Unknown),
+                "this device does not know the invite's group".into(),
+            )
+        } else {
+            refuse(
+                Reason::UnknownGroup,
+                format!("group {} is not known here", group.short()),
+            )
+        };
+    };
+    if g.revoked_after(&hello.device).is_some() {
+        return refuse(
+            Reason::Revoked,
+            format!(
+                "device {} was revoked from group {:?}",
+                hello.device.short(),
+                g.name
+            ),
+        );
+    }
+    if let Some(claim) = &hello.invite {
+        match store.redeem_invite(&group, &claim.invite, &claim.proof, &hello.device) {
+            Ok(role) => {
+                info!(device = %hello.device.short(), group = %g.name, role = role.as_str(), "invite redeemed")
+            }
+            Err(StoreError::Invite(p)) => return refuse(Reason::Invite(p), String::new()),
+            Err(StoreError::Revoked { .. }) => return refuse(Reason::Revoked, String::new()),
+            Err(e) => return Err(e),
+        }
+    } else if g.role(&hello.device).is_none() {
+        return refuse(
+            Reason::NotMember,
+            format!(
+                "device {} is not a member of group {:?}; ask an admin for an invite",
+                hello.device.short(),
+                g.name
+            ),
+        );
+    }
+    store.seal()?;
+    Ok(Ok(Admission {
+        schema: Fingerprint(store.schema_fingerprint(&group)?),
+        have: store.version_vector(&group)?,
+        name: g.name,
+    }))
+}
