@@ -236,4 +236,3 @@ async fn import(store: &SharedStore, commits: Vec<SignedCommit>) -> Result<Impor
         Err(e) => Err(e),
     }
 }
-

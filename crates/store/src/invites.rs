@@ -42,17 +42,35 @@ pub(crate) fn save(conn: &Connection, invite: &Invite, now_ms: u64) -> Result<()
     Ok(())
 }
 
+/// A joiner's claim on an invite.
+#[derive(Clone, Copy)]
+pub(crate) struct Claim<'a> {
+    pub(crate) group: &'a GroupId,
+    pub(crate) id: &'a [u8; 16],
+    pub(crate) proof: &'a [u8; 32],
+    pub(crate) joiner: &'a DeviceId,
+    pub(crate) inviter: &'a DeviceId,
+    /// The joiner's role now, if any.
+    pub(crate) current: Option<Role>,
+}
+
 /// Checks a joiner's claim on an invite; on success one use is spent and the role
-/// to give is returned. Runs inside the caller's transaction.
+/// to give is returned. A joiner that already holds that role (its first redemption
+/// went through but the session broke before it heard) is let in again without
+/// spending a use. Runs inside the caller's transaction.
 pub(crate) fn spend(
     conn: &Connection,
-    group: &GroupId,
-    id: &[u8; 16],
-    proof: &[u8; 32],
-    joiner: &DeviceId,
-    inviter: &DeviceId,
+    claim: &Claim<'_>,
     now_ms: u64,
 ) -> Result<std::result::Result<Role, InviteProblem>> {
+    let Claim {
+        group,
+        id,
+        proof,
+        joiner,
+        inviter,
+        current,
+    } = *claim;
     type Row = (Vec<u8>, Vec<u8>, String, i64, i64);
     let row: Option<Row> = conn
         .query_row(
@@ -75,6 +93,9 @@ pub(crate) fn spend(
     }
     if now_ms as i64 >= expires_ms {
         return Ok(Err(InviteProblem::Expired));
+    }
+    if current.is_some_and(|c| c >= role) {
+        return Ok(Ok(role));
     }
     if uses_left <= 0 {
         return Ok(Err(InviteProblem::UsedUp));

@@ -434,8 +434,19 @@ impl Store {
         let inviter = self.replica.device;
         let current = g.role(joiner);
         self.write(|tx, r| {
-            let role = invites::spend(tx, group, id, proof, joiner, &inviter, now)?
-                .map_err(StoreError::Invite)?;
+            let role = invites::spend(
+                tx,
+                &invites::Claim {
+                    group,
+                    id,
+                    proof,
+                    joiner,
+                    inviter: &inviter,
+                    current,
+                },
+                now,
+            )?
+            .map_err(StoreError::Invite)?;
             // A device that already has this role or a higher one keeps it.
             if current.is_none_or(|c| c < role) {
                 let op = GroupOp::SetRole {

@@ -330,6 +330,16 @@ fn an_invite_admits_the_device_that_proves_its_secret_as_often_as_allowed() {
         refused(a.redeem_invite(&g.id, &invite.id, &proof(&c, &invite.secret), &c.device())),
         InviteProblem::UsedUp
     );
+    // b, whose session broke before it heard, comes back with the same ticket: let in
+    // again, no use spent, no second membership commit.
+    let head = a.version_vector(&g.id).expect("vv");
+    assert_eq!(
+        a.redeem_invite(&g.id, &invite.id, &right, &b.device())
+            .expect("redeem again"),
+        Role::Reader
+    );
+    assert_eq!(a.invite_uses_left(&invite.id).expect("uses"), Some(0));
+    assert_eq!(a.version_vector(&g.id).expect("vv"), head);
     // An expired invite is refused even with uses left.
     let later = a
         .create_invite("desk", Role::Member, 1_000, 5)

@@ -1,0 +1,808 @@
+//! The simulated world: devices on real SQLite files, connections between them over
+//! [`Pipe`]s, a random schedule of writes, syncs, invites, crashes, partitions and one
+//! revocation, then healing and the checks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use shoal_core::invite::invite_proof;
+use shoal_core::{DeviceId, GroupId, Role, Seq, VersionVector};
+use shoal_net::{Admission, admit};
+use shoal_proto::{Config, Event, Fingerprint, InviteClaim, Local, Session};
+use shoal_store::{Store, StoreOptions};
+
+use crate::link::{Faults, Pipe};
+
+/// Virtual time starts here (milliseconds since the Unix epoch), plus each clock's skew.
+const EPOCH_MS: u64 = 1_800_000_000_000;
+/// How far virtual time moves per step.
+const TICK_MS: u64 = 20;
+/// How far ahead of a device's clock a commit may be stamped before it is held.
+const MAX_DRIFT_MS: u64 = 5_000;
+/// The group's name.
+const GROUP: &str = "sim";
+/// `items` is shared with the group; `notes` is in no group and must never leave.
+const SCHEMA: &str = "CREATE TABLE items (id TEXT PRIMARY KEY, a TEXT, b INTEGER);
+                      CREATE TABLE notes (id TEXT PRIMARY KEY, owner TEXT, body TEXT);";
+
+/// What a run does, drawn from its seed.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The seed everything comes from.
+    pub seed: u64,
+    /// How many devices (3 to 8).
+    pub devices: usize,
+    /// Steps of random activity before healing.
+    pub steps: u64,
+    /// What the network does to packets.
+    pub faults: Faults,
+    /// Each device's clock skew in milliseconds.
+    pub skews_ms: Vec<i64>,
+    /// The sessions' window and batch size.
+    pub window: usize,
+    /// Uncompressed bytes per batch.
+    pub batch_bytes: usize,
+    /// Whether the second device is made an admin once it joins.
+    pub second_admin: bool,
+    /// The step from which the revocation is made.
+    pub revoke_at: u64,
+}
+
+impl Plan {
+    /// The plan of a seed.
+    pub fn from_seed(seed: u64) -> Plan {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let devices = rng.random_range(3..=8);
+        let steps = rng.random_range(150..400);
+        let faults = Faults {
+            loss: rng.random_range(0.0..0.25),
+            duplicate: rng.random_range(0.0..0.1),
+            min_delay_ms: rng.random_range(1..20),
+            max_delay_ms: rng.random_range(20..300),
+        };
+        let mut skews_ms: Vec<i64> = (0..devices)
+            .map(|_| rng.random_range(-2_000..2_000))
+            .collect();
+        // Sometimes one clock is further ahead than others accept: its commits wait.
+        if rng.random_bool(0.3) {
+            let d = rng.random_range(0..devices);
+            skews_ms[d] = MAX_DRIFT_MS as i64 + rng.random_range(500..3_000);
+        }
+        Plan {
+            seed,
+            devices,
+            steps,
+            faults,
+            skews_ms,
+            window: rng.random_range(1..=4),
+            batch_bytes: rng.random_range(256..8_192),
+            second_admin: rng.random_bool(0.5),
+            revoke_at: rng.random_range(steps / 3..steps * 2 / 3),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// Writes made through SQL.
+    pub writes: u64,
+    /// Sessions opened, and of those, ones that failed (timeouts, crashes, refusals).
+    pub sessions: u64,
+    /// Sessions that did not finish.
+    pub failed: u64,
+    /// Sessions refused at hello.
+    pub refused_at_hello: u64,
+    /// Why, counted.
+    pub refusals: BTreeMap<String, u64>,
+    /// Crashes (each followed by a restart from the file).
+    pub crashes: u64,
+    /// Partitions.
+    pub partitions: u64,
+    /// Devices that joined by invite.
+    pub joined: usize,
+    /// Commits refused on import, and of those, taken back after being applied.
+    pub refused_commits: u64,
+    /// Commits taken back when a revocation arrived late.
+    pub taken_back: u64,
+    /// Packets sent, and lost.
+    pub packets: u64,
+    /// Packets lost.
+    pub lost: u64,
+    /// Rows in the shared table at the end.
+    pub rows: usize,
+    /// Members at the end.
+    pub members: usize,
+    /// Rounds of syncing everyone with everyone until nothing moved.
+    pub heal_rounds: u32,
+    /// The revoked device and the last of its commits that counts.
+    pub revoked: Option<(String, u64)>,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} members, {} rows, {} writes, {} sessions ({} failed, {} refused at hello {:?}), {} crashes, {} partitions, {} joins, {} commits refused ({} taken back), {}/{} packets lost, healed in {} rounds, revoked {}",
+            self.members,
+            self.rows,
+            self.writes,
+            self.sessions,
+            self.failed,
+            self.refused_at_hello,
+            self.refusals,
+            self.crashes,
+            self.partitions,
+            self.joined,
+            self.refused_commits,
+            self.taken_back,
+            self.lost,
+            self.packets,
+            self.heal_rounds,
+            self.revoked
+                .as_ref()
+                .map_or("none".into(), |(d, after)| format!("{d} after seq {after}"))
+        )
+    }
+}
+
+struct Device {
+    name: String,
+    path: PathBuf,
+    options: StoreOptions,
+    /// `None` while crashed.
+    store: Option<Store>,
+    down_until: u64,
+    id: DeviceId,
+    /// The admin that invited this device, and the claim, kept until the device
+    /// holds the group: a join whose session broke is tried again with it.
+    invite: Option<(usize, InviteClaim)>,
+}
+
+struct Side {
+    device: usize,
+    session: Session,
+    export: Option<VersionVector>,
+    exhausted: bool,
+}
+
+struct Conn {
+    /// The initiator, then the responder.
+    sides: [Side; 2],
+    /// `pipes[k]` carries what `sides[k]` writes.
+    pipes: [Pipe; 2],
+    started: u64,
+}
+
+struct World {
+    rng: StdRng,
+    plan: Plan,
+    now: u64,
+    clock: Arc<AtomicU64>,
+    devices: Vec<Device>,
+    conns: Vec<Conn>,
+    group: GroupId,
+    faults: Faults,
+    /// Each device's side while a partition lasts, and when it ends.
+    partition: Option<(Vec<bool>, u64)>,
+    revoked: Option<(usize, Seq)>,
+    outcome: Outcome,
+    _dir: tempfile::TempDir,
+}
+
+/// Runs the simulation of `seed` and checks its end state.
+pub fn run(seed: u64) -> Result<Outcome, String> {
+    let plan = Plan::from_seed(seed);
+    let mut w = World::new(plan).map_err(|e| format!("setting up: {e}"))?;
+    for step in 0..w.plan.steps {
+        w.step(step)?;
+    }
+    w.heal()?;
+    w.check()?;
+    Ok(w.outcome)
+}
+
+fn err(e: impl fmt::Display) -> String {
+    e.to_string()
+}
+
+impl World {
+    fn new(plan: Plan) -> Result<World, String> {
+        let dir = tempfile::TempDir::new_in("/dev/shm")
+            .or_else(|_| tempfile::TempDir::new())
+            .map_err(err)?;
+        let mut rng = StdRng::seed_from_u64(plan.seed ^ 0x5eed_5eed);
+        let clock = Arc::new(AtomicU64::new(0));
+        let mut devices = Vec::new();
+        for (i, skew) in plan.skews_ms.iter().copied().enumerate() {
+            let name = format!("d{i}");
+            let path = dir.path().join(format!("{name}.db"));
+            let mut options = StoreOptions::new(dir.path().join("keys"));
+            let c = clock.clone();
+            options.wall_clock = Arc::new(move || {
+                (EPOCH_MS + c.load(Ordering::Relaxed)).saturating_add_signed(skew)
+            });
+            options.max_drift_ms = MAX_DRIFT_MS;
+            let random = Arc::new(std::sync::Mutex::new(StdRng::seed_from_u64(rng.next_u64())));
+            options.randomness = Arc::new(move |buf: &mut [u8]| {
+                random
+                    .lock()
+                    .map_err(|_| "randomness poisoned".to_string())?
+                    .fill_bytes(buf);
+                Ok(())
+            });
+            rusqlite::Connection::open(&path)
+                .and_then(|c| c.execute_batch(SCHEMA))
+                .map_err(err)?;
+            let mut store = Store::init(&path, options.clone()).map_err(err)?;
+            store.track("items", None).map_err(err)?;
+            store.track("notes", None).map_err(err)?;
+            devices.push(Device {
+                name,
+                path,
+                options,
+                id: store.device(),
+                store: Some(store),
+                down_until: 0,
+                invite: None,
+            });
+        }
+        let group = devices[0]
+            .store
+            .as_mut()
+            .ok_or("no store")?
+            .create_group(GROUP, &[("items".into(), vec![])])
+            .map_err(err)?
+            .id;
+        Ok(World {
+            faults: plan.faults,
+            rng,
+            plan,
+            now: 0,
+            clock,
+            devices,
+            conns: Vec::new(),
+            group,
+            partition: None,
+            revoked: None,
+            outcome: Outcome::default(),
+            _dir: dir,
+        })
+    }
+
+    fn store(&mut self, d: usize) -> Option<&mut Store> {
+        self.devices[d].store.as_mut()
+    }
+
+    /// The device's own view of the group: `None` if it does not know it.
+    fn view(&self, d: usize) -> Option<shoal_core::Group> {
+        self.devices[d]
+            .store
+            .as_ref()?
+            .group_by_id(&self.group)
+            .ok()
+            .flatten()
+    }
+
+    fn is_admin(&self, d: usize) -> bool {
+        self.view(d)
+            .is_some_and(|g| g.role(&self.devices[d].id).is_some_and(|r| r.may_admin()))
+    }
+
+    fn step(&mut self, step: u64) -> Result<(), String> {
+        self.now += TICK_MS;
+        self.clock.store(self.now, Ordering::Relaxed);
+        // Restarts and the end of a partition.
+        for d in 0..self.devices.len() {
+            if self.devices[d].store.is_none() && self.now >= self.devices[d].down_until {
+                let dev = &self.devices[d];
+                let store = Store::open(&dev.path, dev.options.clone())
+                    .map_err(|e| format!("{} restarting: {e}", dev.name))?;
+                self.devices[d].store = Some(store);
+            }
+        }
+        if self
+            .partition
+            .as_ref()
+            .is_some_and(|(_, until)| self.now >= *until)
+        {
+            self.partition = None;
+        }
+        let n = self.devices.len();
+        if self.rng.random_bool(0.35) {
+            let d = self.rng.random_range(0..n);
+            for _ in 0..self.rng.random_range(1..=3) {
+                self.write(d)?;
+            }
+        }
+        if self.rng.random_bool(0.2) {
+            let (a, b) = (self.rng.random_range(0..n), self.rng.random_range(0..n));
+            self.start_sync(a, b)?;
+        }
+        if self.rng.random_bool(0.1) {
+            let d = self.rng.random_range(1..n);
+            self.join(d)?;
+        }
+        if self.rng.random_bool(0.008) {
+            let d = self.rng.random_range(0..n);
+            self.crash(d);
+        }
+        if self.partition.is_none() && self.rng.random_bool(0.008) {
+            let sides = (0..n).map(|_| self.rng.random_bool(0.5)).collect();
+            let until = self.now + self.rng.random_range(1_000..5_000);
+            self.partition = Some((sides, until));
+            self.outcome.partitions += 1;
+        }
+        if self.plan.second_admin && self.is_admin(0) && !self.is_admin(1) {
+            let g = self.view(0);
+            let id = self.devices[1].id;
+            if g.is_some_and(|g| g.role(&id).is_some()) {
+                self.store(0)
+                    .ok_or("no store")?
+                    .set_role(GROUP, &id, Role::Admin)
+                    .map_err(err)?;
+            }
+        }
+        if step >= self.plan.revoke_at && self.revoked.is_none() {
+            self.revoke()?;
+        }
+        self.pump()
+    }
+
+    /// A random write to the shared table (or, now and then, to the private one).
+    fn write(&mut self, d: usize) -> Result<(), String> {
+        let me = self.devices[d].id;
+        // A device writes to the group's table once it is a member by its own view.
+        if !self
+            .view(d)
+            .is_some_and(|g| g.role(&me).is_some_and(|r| r.may_write()))
+        {
+            return Ok(());
+        }
+        let key = format!("k{}", self.rng.random_range(0..12));
+        let texts = [
+            "",
+            "plain",
+            "O'Brien",
+            "\"quoted\"",
+            "naïve ☃",
+            "x'; DROP TABLE items; --",
+        ];
+        let text = texts[self.rng.random_range(0..texts.len())].to_string()
+            + &self.rng.random_range(0..100).to_string();
+        let number: i64 = match self.rng.random_range(0..10) {
+            0 => i64::MIN,
+            1 => i64::MAX,
+            _ => self.rng.random_range(-1000..1000),
+        };
+        let kind = self.rng.random_range(0..100);
+        let owner = self.devices[d].name.clone();
+        let Some(store) = self.store(d) else {
+            return Ok(());
+        };
+        let conn = store.connection();
+        let result = match kind {
+            0..40 => conn.execute(
+                "INSERT INTO items VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET a = excluded.a, b = excluded.b",
+                rusqlite::params![key, text, number],
+            ),
+            40..65 => conn.execute("UPDATE items SET a = ?2 WHERE id = ?1", rusqlite::params![key, text]),
+            65..80 => conn.execute("UPDATE items SET b = ?2 WHERE id = ?1", rusqlite::params![key, number]),
+            80..95 => conn.execute("DELETE FROM items WHERE id = ?1", [key]),
+            _ => conn.execute(
+                "INSERT OR REPLACE INTO notes VALUES (?1, ?2, ?3)",
+                rusqlite::params![key, owner, text],
+            ),
+        };
+        result.map_err(|e| format!("{owner} writing: {e}"))?;
+        self.outcome.writes += 1;
+        Ok(())
+    }
+
+    fn connected(&self, a: usize, b: usize) -> bool {
+        self.conns.iter().any(|c| {
+            let (x, y) = (c.sides[0].device, c.sides[1].device);
+            (x, y) == (a, b) || (x, y) == (b, a)
+        })
+    }
+
+    /// `a` opens a session with `b`, if `a` believes both are members.
+    fn start_sync(&mut self, a: usize, b: usize) -> Result<(), String> {
+        if a == b || self.connected(a, b) || self.devices[b].store.is_none() {
+            return Ok(());
+        }
+        let Some(g) = self.view(a) else {
+            return Ok(());
+        };
+        let (ida, idb) = (self.devices[a].id, self.devices[b].id);
+        if g.role(&ida).is_none() || g.role(&idb).is_none() {
+            return Ok(());
+        }
+        self.open(a, b, None)
+    }
+
+    fn open(&mut self, a: usize, b: usize, invite: Option<InviteClaim>) -> Result<(), String> {
+        let group = self.group;
+        let remote = self.devices[b].id;
+        let config = Config {
+            window: self.plan.window,
+            idle_timeout_ms: 3_000,
+            target_batch_bytes: self.plan.batch_bytes,
+        };
+        let now = self.now;
+        let Some(store) = self.store(a) else {
+            return Ok(());
+        };
+        store.seal().map_err(err)?;
+        let local = Local {
+            device: store.device(),
+            group,
+            schema: Fingerprint(store.schema_fingerprint(&group).map_err(err)?),
+            have: store.version_vector(&group).map_err(err)?,
+            invite,
+        };
+        let initiator = Session::initiator(config, local, remote, now);
+        let responder = Session::responder(config, remote, self.devices[a].id, now);
+        let side = |device, session| Side {
+            device,
+            session,
+            export: None,
+            exhausted: false,
+        };
+        self.conns.push(Conn {
+            sides: [side(a, initiator), side(b, responder)],
+            pipes: [Pipe::default(), Pipe::default()],
+            started: now,
+        });
+        self.outcome.sessions += 1;
+        Ok(())
+    }
+
+    /// `d` asks an admin for an invite and redeems it, or tries its invite again.
+    fn join(&mut self, d: usize) -> Result<(), String> {
+        if self.view(d).is_some() || self.devices[d].store.is_none() {
+            return Ok(());
+        }
+        if let Some((a, claim)) = self.devices[d].invite.clone() {
+            if self.connected(d, a) || self.devices[a].store.is_none() {
+                return Ok(());
+            }
+            return self.open(d, a, Some(claim));
+        }
+        let admins: Vec<usize> = (0..self.devices.len())
+            .filter(|&a| a != d && self.is_admin(a))
+            .collect();
+        if admins.is_empty() {
+            return Ok(());
+        }
+        let a = admins[self.rng.random_range(0..admins.len())];
+        if self.connected(d, a) {
+            return Ok(());
+        }
+        let (group, joiner, inviter) = (self.group, self.devices[d].id, self.devices[a].id);
+        let Some(store) = self.store(a) else {
+            return Ok(());
+        };
+        let invite = store
+            .create_invite(GROUP, Role::Member, 600_000, 1)
+            .map_err(err)?;
+        let claim = InviteClaim {
+            invite: invite.id,
+            proof: invite_proof(&invite.secret, &group, &joiner, &inviter),
+        };
+        self.devices[d].invite = Some((a, claim.clone()));
+        self.outcome.joined += 1;
+        self.open(d, a, Some(claim))
+    }
+
+    fn crash(&mut self, d: usize) {
+        if self.devices[d].store.is_none() {
+            return;
+        }
+        self.conns
+            .retain(|c| c.sides[0].device != d && c.sides[1].device != d);
+        self.devices[d].store = None;
+        self.devices[d].down_until = self.now + self.rng.random_range(300..3_000);
+        self.outcome.crashes += 1;
+    }
+
+    /// The first admin revokes a random member that is not an admin.
+    fn revoke(&mut self) -> Result<(), String> {
+        let Some(g) = self.view(0) else {
+            return Ok(());
+        };
+        let candidates: Vec<usize> = (1..self.devices.len())
+            .filter(|&d| g.role(&self.devices[d].id) == Some(Role::Member))
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let d = candidates[self.rng.random_range(0..candidates.len())];
+        let id = self.devices[d].id;
+        let Some(store) = self.store(0) else {
+            return Ok(());
+        };
+        let g = store.revoke(GROUP, &id).map_err(err)?;
+        let after = g.revoked_after(&id).ok_or("revoked without a cutoff")?;
+        self.revoked = Some((d, after));
+        self.outcome.revoked = Some((self.devices[d].name.clone(), after.0));
+        Ok(())
+    }
+
+    /// Moves every connection's bytes and events on by one step.
+    fn pump(&mut self) -> Result<(), String> {
+        let mut conns = std::mem::take(&mut self.conns);
+        let mut open = Vec::with_capacity(conns.len());
+        for mut c in conns.drain(..) {
+            if self.pump_conn(&mut c)? {
+                open.push(c);
+            }
+        }
+        self.conns = open;
+        Ok(())
+    }
+
+    /// Returns whether the connection stays open.
+    fn pump_conn(&mut self, c: &mut Conn) -> Result<bool, String> {
+        let cut = self
+            .partition
+            .as_ref()
+            .is_some_and(|(sides, _)| sides[c.sides[0].device] != sides[c.sides[1].device]);
+        for k in 0..2 {
+            let bytes = c.pipes[1 - k].tick(self.now, &mut self.rng, &self.faults, cut);
+            let side = &mut c.sides[k];
+            if !bytes.is_empty() && side.session.receive(&bytes, self.now).is_err() {
+                // Whatever it queued (a refusal) still goes out; the peer learns of it
+                // or times out.
+            }
+            if let Some(deadline) = side.session.poll_timeout()
+                && self.now >= deadline
+            {
+                let _ = side.session.handle_timeout(self.now);
+            }
+            let device = side.device;
+            let group = self.group;
+            let outcome = &mut self.outcome;
+            let Some(store) = self.devices[device].store.as_mut() else {
+                return Ok(false);
+            };
+            work(store, side, &group, outcome)?;
+            while let Some(bytes) = side.session.poll_transmit() {
+                c.pipes[k].write(&bytes, self.now, &mut self.rng, &self.faults, cut);
+            }
+        }
+        let [a, b] = &c.sides;
+        let done = a.session.is_finished() && b.session.is_finished();
+        let failed = (a.session.is_closed() && !a.session.is_finished())
+            || (b.session.is_closed() && !b.session.is_finished());
+        let stale = self.now > c.started + 120_000;
+        if done || failed || stale {
+            for p in &c.pipes {
+                self.outcome.packets += p.packets;
+                self.outcome.lost += p.lost;
+            }
+        }
+        if failed || stale {
+            self.outcome.failed += 1;
+            // Let a refusal arrive before the connection goes, as a real close would.
+            for k in 0..2 {
+                let bytes =
+                    c.pipes[1 - k].tick(self.now + 1_000, &mut self.rng, &Faults::clean(), false);
+                let _ = c.sides[k].session.receive(&bytes, self.now);
+            }
+        }
+        Ok(!(done || failed || stale))
+    }
+
+    /// Stops the faults, brings every device back, and syncs everyone with everyone
+    /// until nothing moves.
+    fn heal(&mut self) -> Result<(), String> {
+        self.faults = Faults::clean();
+        self.partition = None;
+        self.conns.clear();
+        for d in 0..self.devices.len() {
+            if self.devices[d].store.is_none() {
+                let dev = &self.devices[d];
+                let store = Store::open(&dev.path, dev.options.clone()).map_err(err)?;
+                self.devices[d].store = Some(store);
+            }
+        }
+        let revoked = self.revoked.map(|(d, _)| d);
+        for round in 1..=10 {
+            self.outcome.heal_rounds = round;
+            // Clocks move past every skew, so commits held for their clocks are due.
+            self.now += 60_000;
+            self.clock.store(self.now, Ordering::Relaxed);
+            for d in 0..self.devices.len() {
+                let store = self.store(d).ok_or("no store")?;
+                store.import(Vec::new()).map_err(err)?;
+            }
+            let before = self.vectors();
+            let n = self.devices.len();
+            for a in 0..n {
+                if Some(a) != revoked {
+                    self.join(a)?;
+                    self.finish_sessions()?;
+                }
+                for b in 0..n {
+                    if Some(a) == revoked || Some(b) == revoked {
+                        continue;
+                    }
+                    self.start_sync(a, b)?;
+                    self.finish_sessions()?;
+                }
+            }
+            if round > 1 && self.vectors() == before {
+                return Ok(());
+            }
+        }
+        Err("still changing after 10 rounds of syncing everyone with everyone".into())
+    }
+
+    /// Runs the open sessions to their end.
+    fn finish_sessions(&mut self) -> Result<(), String> {
+        while !self.conns.is_empty() {
+            self.now += TICK_MS;
+            self.clock.store(self.now, Ordering::Relaxed);
+            self.pump()?;
+        }
+        Ok(())
+    }
+
+    /// Every device's version vector of the group.
+    fn vectors(&self) -> Vec<Option<VersionVector>> {
+        self.devices
+            .iter()
+            .map(|d| d.store.as_ref()?.version_vector(&self.group).ok())
+            .collect()
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        let g = self.view(0).ok_or("the admin lost the group")?;
+        let members: Vec<usize> = (0..self.devices.len())
+            .filter(|&d| g.role(&self.devices[d].id).is_some())
+            .collect();
+        self.outcome.members = members.len();
+        let revoked = self.revoked;
+        let mut reference: Option<(usize, Vec<String>, BTreeMap<DeviceId, Seq>)> = None;
+        for &d in &members {
+            let dev = &self.devices[d];
+            let store = dev.store.as_ref().ok_or("no store")?;
+            let rows = dump(
+                store,
+                "SELECT quote(id) || ',' || quote(a) || ',' || quote(b) FROM items ORDER BY id",
+            )?;
+            let mut vv: BTreeMap<DeviceId, Seq> = store.version_vector(&self.group).map_err(err)?.0;
+            if let Some((r, after)) = revoked {
+                let rid = self.devices[r].id;
+                vv.remove(&rid);
+                let late: i64 = store
+                    .connection()
+                    .query_row(
+                        "SELECT count(*) FROM shoal_commits c JOIN shoal_authors a ON a.id = c.author
+                         WHERE a.device = ?1 AND c.grp = ?2 AND c.seq > ?3 AND c.state = 0",
+                        rusqlite::params![&rid.0[..], &self.group.0[..], after.0 as i64],
+                        |r| r.get(0),
+                    )
+                    .map_err(err)?;
+                if late > 0 {
+                    return Err(format!(
+                        "{} holds {late} commit(s) of revoked {} made after its revocation as applied",
+                        dev.name, self.devices[r].name
+                    ));
+                }
+            }
+            match &reference {
+                None => reference = Some((d, rows, vv)),
+                Some((first, want, want_vv)) => {
+                    let first = &self.devices[*first].name;
+                    if &rows != want {
+                        let state = |s: &Store| {
+                            s.status().map(|st| {
+                                format!(
+                                    "waiting {}, future {}, refused {}, held {:?}, forked {:?}, vv {:?}",
+                                    st.waiting_commits,
+                                    st.future_commits,
+                                    st.refused_commits,
+                                    st.held,
+                                    st.forked_authors,
+                                    s.version_vector(&self.group).map(|v| v.0.into_iter().map(|(d, q)| (d.short(), q.0)).collect::<Vec<_>>())
+                                )
+                            })
+                        };
+                        let other = self.devices[reference.as_ref().map_or(0, |r| r.0)]
+                            .store
+                            .as_ref()
+                            .ok_or("no store")?;
+                        return Err(format!(
+                            "{} and {first} differ:\n{}: {rows:?}\n  {:?}\n{first}: {want:?}\n  {:?}",
+                            dev.name,
+                            dev.name,
+                            state(store),
+                            state(other)
+                        ));
+                    }
+                    if &vv != want_vv {
+                        return Err(format!("{} and {first} hold different commits", dev.name));
+                    }
+                }
+            }
+        }
+        self.outcome.rows = reference.map_or(0, |(_, rows, _)| rows.len());
+        for dev in &self.devices {
+            let store = dev.store.as_ref().ok_or("no store")?;
+            let owners: BTreeSet<String> = dump(store, "SELECT DISTINCT owner FROM notes")?
+                .into_iter()
+                .collect();
+            if owners.iter().any(|o| *o != dev.name) {
+                return Err(format!("{} holds private notes of {owners:?}", dev.name));
+            }
+            let status = store.status().map_err(err)?;
+            self.outcome.refused_commits += status.refused_commits;
+        }
+        Ok(())
+    }
+}
+
+/// Does the database work a session's events ask for: admission, import, export.
+fn work(
+    store: &mut Store,
+    side: &mut Side,
+    group: &GroupId,
+    outcome: &mut Outcome,
+) -> Result<(), String> {
+    while let Some(event) = side.session.poll_event() {
+        match event {
+            Event::Hello(hello) => match admit(store, &hello).map_err(err)? {
+                Ok(Admission { schema, have, .. }) => {
+                    side.session.accept(schema, have).map_err(err)?;
+                }
+                Err(refusal) => {
+                    *outcome
+                        .refusals
+                        .entry(format!("{:?}", refusal.reason))
+                        .or_default() += 1;
+                    side.session.refuse(refusal);
+                    outcome.refused_at_hello += 1;
+                }
+            },
+            Event::Ready { peer_have, .. } => side.export = Some(peer_have),
+            Event::Commits { batch, commits } => {
+                let report = store.import(commits).map_err(|e| format!("import: {e}"))?;
+                outcome.taken_back += report
+                    .refused
+                    .iter()
+                    .filter(|r| r.contains("taken back"))
+                    .count() as u64;
+                side.session.applied(batch).map_err(err)?;
+            }
+            Event::Finished => {}
+        }
+    }
+    if let Some(have) = side.export.as_mut() {
+        while !side.exhausted && side.session.wants_commits() {
+            let chunk = store.export_chunk(group, have, 16 << 10).map_err(err)?;
+            if chunk.is_empty() {
+                side.session.finish_sending().map_err(err)?;
+                side.exhausted = true;
+            }
+            for c in &chunk {
+                side.session.send(c).map_err(err)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn dump(store: &Store, sql: &str) -> Result<Vec<String>, String> {
+    let mut stmt = store.connection().prepare(sql).map_err(err)?;
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .map_err(err)?
+        .collect::<Result<_, _>>()
+        .map_err(err)
+}

@@ -1,0 +1,47 @@
+//! Runs the simulation over many seeds. Each run prints its seed; a failing one is
+//! replayed with `SHOAL_SIM_SEED=<seed>`. `SHOAL_SIM_SEEDS` sets how many seeds run
+//! (200 by default) and `SHOAL_SIM_FIRST` the first of them.
+
+use std::time::Instant;
+
+fn env(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// The seeds this process runs, split between `shares` tests so that they run in
+/// parallel.
+fn seeds(share: u64, shares: u64) -> Vec<u64> {
+    if let Some(seed) = env("SHOAL_SIM_SEED") {
+        return if share == 0 { vec![seed] } else { vec![] };
+    }
+    let first = env("SHOAL_SIM_FIRST").unwrap_or(0);
+    let count = env("SHOAL_SIM_SEEDS").unwrap_or(200);
+    (first..first + count)
+        .filter(|s| s % shares == share)
+        .collect()
+}
+
+fn run_share(share: u64, shares: u64) {
+    for seed in seeds(share, shares) {
+        let start = Instant::now();
+        match shoal_sim::run(seed) {
+            Ok(outcome) => println!(
+                "sim seed {seed}: ok in {} ms: {outcome}",
+                start.elapsed().as_millis()
+            ),
+            Err(e) => panic!(
+                "sim seed {seed} failed: {e}\nreplay it with: SHOAL_SIM_SEED={seed} cargo test -p shoal-sim -- --nocapture"
+            ),
+        }
+    }
+}
+
+#[test]
+fn members_converge_under_faults_even_seeds() {
+    run_share(0, 2);
+}
+
+#[test]
+fn members_converge_under_faults_odd_seeds() {
+    run_share(1, 2);
+}
