@@ -10,9 +10,9 @@ use rusqlite::Connection;
 use serde::Serialize;
 use shoal_store::{Store, StoreOptions};
 
-const SCHEMA: &str =
+pub(crate) const SCHEMA: &str =
     "CREATE TABLE trades (id TEXT PRIMARY KEY, symbol TEXT, qty INTEGER, price REAL, note TEXT);";
-const INSERT: &str = "INSERT INTO trades VALUES (?1, ?2, ?3, ?4, ?5)";
+pub(crate) const INSERT: &str = "INSERT INTO trades VALUES (?1, ?2, ?3, ?4, ?5)";
 const UPSERT: &str = "INSERT INTO trades VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO UPDATE SET symbol = excluded.symbol, qty = excluded.qty, price = excluded.price, note = excluded.note";
 
 #[derive(Serialize)]
@@ -38,14 +38,14 @@ struct ImportFigures {
     peak_rss_kb: u64,
 }
 
-fn connect(path: &Path) -> anyhow::Result<Connection> {
+pub(crate) fn connect(path: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
     Ok(conn)
 }
 
 /// Writes `rows` rows with `sql` in one transaction; returns rows per second.
-fn write_rows(conn: &mut Connection, sql: &str, rows: u64) -> anyhow::Result<f64> {
+pub(crate) fn write_rows(conn: &mut Connection, sql: &str, rows: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
     let tx = conn.transaction()?;
     {
@@ -182,8 +182,14 @@ pub(crate) fn import_child(data_dir: &Path, from: &Path, to: &Path) -> anyhow::R
     Ok(())
 }
 
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// This process's peak memory.
+pub(crate) fn peak_rss_kb() -> u64 {
+    peak_rss_kb_at("/proc/self/status")
+}
+
+/// The peak memory recorded in a `/proc/PID/status` file.
+pub(crate) fn peak_rss_kb_at(status: &str) -> u64 {
+    std::fs::read_to_string(status)
         .ok()
         .and_then(|s| {
             s.lines()

@@ -1,6 +1,7 @@
 //! The `shoal` command: thin glue between the command line and the store.
 
 mod bench;
+mod bench_sync;
 mod demo;
 mod net;
 mod output;
@@ -181,14 +182,24 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
     },
-    /// Measure capture overhead, sealing rate and merge rate against raw SQLite
+    /// Measure capture overhead, sealing rate and merge rate against raw SQLite, or
+    /// with --sync a cold sync, a reconnect and one change between two processes
     Bench {
         /// Rows to write
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
+        /// Measure sync between two processes over QUIC on loopback instead
+        #[arg(long)]
+        sync: bool,
     },
     #[command(hide = true)]
     BenchImport { from: PathBuf, to: PathBuf },
+    #[command(hide = true)]
+    BenchJoin {
+        db: PathBuf,
+        src: PathBuf,
+        ticket: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -457,7 +468,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             net,
         } => net::sync(db, options()?, net, group.as_deref(), peers, json)?,
         Command::Demo { keep } => demo::run(keep.as_deref(), json)?,
-        Command::Bench { rows } => bench::run(*rows, json)?,
+        Command::Bench { rows, sync: false } => bench::run(*rows, json)?,
+        Command::Bench { rows, sync: true } => bench_sync::run(*rows, json)?,
+        Command::BenchJoin { db, src, ticket } => {
+            bench_sync::join_child(&data_dir(&cli.data_dir)?, db, src, ticket)?
+        }
         Command::BenchImport { from, to } => {
             bench::import_child(&data_dir(&cli.data_dir)?, from, to)?
         }
