@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use iroh::endpoint::{RecvStream, SendStream};
 use shoal_core::{DeviceId, SignedCommit, VersionVector};
-use shoal_proto::{Event, ProtoError, Session};
+use shoal_proto::{Event, ProtoError, Reason, Refusal, Session};
 use shoal_store::{ImportReport, Store, StoreError};
 use tracing::{debug, info, warn};
 
@@ -92,11 +92,25 @@ pub(crate) async fn drive(
                     }
                     export = Some(peer_have);
                 }
-                Event::Commits { batch, commits } => {
-                    let report = import(&store, commits).await?;
-                    out.add(&report);
-                    session.applied(batch)?;
-                }
+                Event::Commits { batch, commits } => match import(&store, commits).await {
+                    Ok(report) => {
+                        out.add(&report);
+                        session.applied(batch)?;
+                    }
+                    // The peer sent what no honest member would: it hears why.
+                    Err(NetError::Protocol(e)) => {
+                        warn!(peer = %peer.short(), "refused a batch: {e}");
+                        let err = session.refuse(Refusal {
+                            reason: Reason::Protocol,
+                            detail: e.to_string(),
+                        });
+                        outgoing.take_from(&mut session);
+                        outgoing.write_all(send, &peer).await?;
+                        let _ = send.finish();
+                        return Err(err.into());
+                    }
+                    Err(e) => return Err(e),
+                },
                 Event::Finished => {}
             }
         }

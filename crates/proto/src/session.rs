@@ -452,7 +452,9 @@ impl Session {
         Ok(())
     }
 
-    /// (Responder) Refuses the hello; the refusal is queued and the session is over.
+    /// Refuses the hello (responder), or ends the session for a reason the caller
+    /// found (a batch whose commits fail verification); the refusal is queued and the
+    /// session is over.
     pub fn refuse(&mut self, refusal: Refusal) -> ProtoError {
         self.push_refusal(refusal.clone());
         self.state = State::Failed;
