@@ -432,35 +432,18 @@ pub(crate) fn export_each(
     have: &VersionVector,
     mut each: impl FnMut(SignedCommit) -> Result<()>,
 ) -> Result<()> {
-    let heads: Vec<(i64, Vec<u8>, i64)> = conn
-        .prepare_cached(
-            "SELECT c.author, a.device, c.head_seq FROM shoal_chains c JOIN shoal_authors a ON a.id = c.author
-             WHERE c.grp = ?1 AND c.head_seq > 0 ORDER BY c.author",
-        )?
-        .query_map([&group.0[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq > ?3 AND seq <= ?4 AND state = 0 ORDER BY seq",
-    )?;
-    for (id, device, head) in heads {
-        let Ok(device) = device.try_into().map(DeviceId) else {
-            continue;
-        };
-        let from = have.get(&device).0 as i64;
-        if from >= head {
-            continue;
+    let mut cursor = have.clone();
+    loop {
+        let chunk = export_chunk(conn, group, &mut cursor, 1 << 20)?;
+        if chunk.is_empty() {
+            return Ok(());
         }
-        let mut rows = stmt.query(rusqlite::params![&group.0[..], id, from, head])?;
-        while let Some(row) = rows.next()? {
-            let bytes: Vec<u8> = row.get(0)?;
-            each(SignedCommit::from_bytes(&bytes)?)?;
-        }
+        chunk.into_iter().try_for_each(&mut each)?;
     }
-    Ok(())
 }
 
-/// Like [`export_each`], but stops after about `max_bytes` and moves `have` past what
-/// it returns, so the next call continues where this one stopped.
+/// The applied commits of `group` that `have` lacks, in per-author order, up to about
+/// `max_bytes`; `have` moves past what is returned, so the next call goes on from there.
 pub(crate) fn export_chunk(
     conn: &Connection,
     group: &GroupId,
