@@ -241,6 +241,43 @@ async fn large_backlogs_in_both_directions_cross_without_stalling() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_relays_out_of_reach_do_not_stall_a_direct_sync() {
+    // Public relays are unreachable here (and may be reachable elsewhere): either way
+    // the direct addresses in the ticket carry the session, promptly.
+    let w = World::new();
+    let mut a = w.replica("a");
+    let b = w.replica("b");
+    a.connection()
+        .execute_batch("INSERT INTO trades VALUES ('t1', 'AAPL', 10, NULL);")
+        .expect("write");
+    let g = a
+        .create_group("desk", &[("trades".into(), vec![])])
+        .expect("group");
+    let node_a = Arc::new(w.node("a", NodeConfig::default()).await);
+    let t = ticket(&mut a, &node_a, Role::Member, 60_000, 1).await;
+    let server = serve(node_a.clone());
+    let node_b = w.node("b", NodeConfig::default()).await;
+    let joined = tokio::time::timeout(Duration::from_secs(60), node_b.join(&t, &quiet))
+        .await
+        .expect("joined without waiting on relays")
+        .expect("join");
+    assert!(joined.sync.pulled > 0);
+    assert_eq!(rows(&b, "SELECT symbol FROM trades"), ["AAPL"]);
+    b.connection()
+        .execute_batch("INSERT INTO trades VALUES ('t2', 'MSFT', 5, NULL);")
+        .expect("write");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        node_b.sync(Some(g.id), &[], &quiet),
+    )
+    .await
+    .expect("synced without waiting on relays")
+    .expect("sync");
+    assert_eq!(rows(&a, "SELECT id FROM trades ORDER BY id"), ["t1", "t2"]);
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_device_is_refused_at_hello() {
     let w = World::new();
     let mut a = w.replica("a");
