@@ -59,6 +59,7 @@ pub(crate) async fn drive(
     let mut exhausted = false;
     let mut last_progress = Instant::now();
     let mut outgoing = Outgoing::default();
+    let mut imports = Imports::default();
     loop {
         while let Some(event) = session.poll_event() {
             match event {
@@ -92,28 +93,11 @@ pub(crate) async fn drive(
                     }
                     export = Some(peer_have);
                 }
-                Event::Commits { batch, commits } => match import(&store, commits).await {
-                    Ok(report) => {
-                        out.add(&report);
-                        session.applied(batch)?;
-                    }
-                    // The peer sent what no honest member would: it hears why.
-                    Err(NetError::Protocol(e)) => {
-                        warn!(peer = %peer.short(), "refused a batch: {e}");
-                        let err = session.refuse(Refusal {
-                            reason: Reason::Protocol,
-                            detail: e.to_string(),
-                        });
-                        outgoing.take_from(&mut session);
-                        outgoing.write_all(send, &peer).await?;
-                        let _ = send.finish();
-                        return Err(err.into());
-                    }
-                    Err(e) => return Err(e),
-                },
+                Event::Commits { batch, commits } => imports.waiting.push((batch, commits)),
                 Event::Finished => {}
             }
         }
+        imports.start(&store);
         if let Some(have) = export.as_mut() {
             while !exhausted && session.wants_commits() {
                 let group = out.group;
@@ -162,6 +146,30 @@ pub(crate) async fn drive(
         // reading, so two large backlogs in opposite directions cannot deadlock.
         let front = outgoing.front();
         tokio::select! {
+            done = imports.finished(), if imports.running.is_some() => {
+                let (batches, _) = imports.running.take().expect("an import was running");
+                match done {
+                    Ok(report) => {
+                        out.add(&report);
+                        for batch in batches {
+                            session.applied(batch)?;
+                        }
+                    }
+                    // The peer sent what no honest member would: it hears why.
+                    Err(NetError::Protocol(e)) => {
+                        warn!(peer = %peer.short(), "refused a batch: {e}");
+                        let err = session.refuse(Refusal {
+                            reason: Reason::Protocol,
+                            detail: e.to_string(),
+                        });
+                        outgoing.take_from(&mut session);
+                        outgoing.write_all(send, &peer).await?;
+                        let _ = send.finish();
+                        return Err(err.into());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             n = send.write(front), if !front.is_empty() => {
                 outgoing.advance(n.map_err(|e| stream_error(&peer, e))?);
             }
@@ -185,6 +193,37 @@ pub(crate) async fn drive(
             () = tokio::time::sleep(wait) => {
                 session.handle_timeout(now_ms(start))?;
             }
+        }
+    }
+}
+
+/// Batches received and not yet imported, and the import under way. The stream is
+/// read while an import runs, so the batches that arrive meanwhile (at most the
+/// window) go into the next import together: fewer, larger transactions.
+#[derive(Default)]
+struct Imports {
+    waiting: Vec<(u64, Vec<SignedCommit>)>,
+    running: Option<(Vec<u64>, tokio::task::JoinHandle<Result<ImportReport, NetError>>)>,
+}
+
+impl Imports {
+    /// Starts importing everything waiting, unless an import is under way.
+    fn start(&mut self, store: &SharedStore) {
+        if self.running.is_some() || self.waiting.is_empty() {
+            return;
+        }
+        let batches = self.waiting.iter().map(|(b, _)| *b).collect();
+        let commits = self.waiting.drain(..).flat_map(|(_, c)| c).collect();
+        let store = store.clone();
+        let task = tokio::spawn(async move { import(&store, commits).await });
+        self.running = Some((batches, task));
+    }
+
+    /// Waits for the running import; call only while one runs.
+    async fn finished(&mut self) -> Result<ImportReport, NetError> {
+        match self.running.as_mut() {
+            Some((_, task)) => task.await.map_err(|e| NetError::Task(e.to_string()))?,
+            None => std::future::pending().await,
         }
     }
 }
