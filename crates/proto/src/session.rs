@@ -37,7 +37,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            window: 4,
+            window: 8,
             idle_timeout_ms: 60_000,
             target_batch_bytes: TARGET_BATCH_BYTES,
         }
