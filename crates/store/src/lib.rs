@@ -663,9 +663,10 @@ fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(30))?;
     // Sealing and merging touch two B-trees per row (the app's table and shoal_rows);
-    // a larger page cache (32 MiB) than SQLite's 2 MiB default keeps big batches off the disk
-    // until commit. This is Shoal's connection only; the app's are untouched.
-    conn.pragma_update(None, "cache_size", -32_768)?;
+    // a larger page cache (16 MiB) than SQLite's 2 MiB default keeps big batches off
+    // the disk until commit. Twice that measured no faster at a million rows and cost
+    // 17 MB more per process. This is Shoal's connection only; the app's are untouched.
+    conn.pragma_update(None, "cache_size", -16_384)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
