@@ -203,7 +203,10 @@ pub(crate) async fn drive(
 #[derive(Default)]
 struct Imports {
     waiting: Vec<(u64, Vec<SignedCommit>)>,
-    running: Option<(Vec<u64>, tokio::task::JoinHandle<Result<ImportReport, NetError>>)>,
+    running: Option<(
+        Vec<u64>,
+        tokio::task::JoinHandle<Result<ImportReport, NetError>>,
+    )>,
 }
 
 impl Imports {
