@@ -203,11 +203,12 @@ pub(crate) async fn drive(
 #[derive(Default)]
 struct Imports {
     waiting: Vec<(u64, Vec<SignedCommit>)>,
-    running: Option<(
-        Vec<u64>,
-        tokio::task::JoinHandle<Result<ImportReport, NetError>>,
-    )>,
+    /// The batches being imported, and the task importing them.
+    running: Option<(Vec<u64>, Importing)>,
 }
+
+/// An import running on its own task.
+type Importing = tokio::task::JoinHandle<Result<ImportReport, NetError>>;
 
 impl Imports {
     /// Starts importing everything waiting, unless an import is under way.
