@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use serde::Serialize;
 use shoal_store::{Store, StoreOptions};
 
-pub(crate) const SCHEMA: &str =
+const SCHEMA: &str =
     "CREATE TABLE trades (id TEXT PRIMARY KEY, symbol TEXT, qty INTEGER, price REAL, note TEXT);";
 pub(crate) const INSERT: &str = "INSERT INTO trades VALUES (?1, ?2, ?3, ?4, ?5)";
 const UPSERT: &str = "INSERT INTO trades VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO UPDATE SET symbol = excluded.symbol, qty = excluded.qty, price = excluded.price, note = excluded.note";
@@ -42,6 +42,14 @@ pub(crate) fn connect(path: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
     Ok(conn)
+}
+
+/// A new replica at `path` with the benchmark's table, tracked.
+pub(crate) fn replica(path: &Path, options: &StoreOptions) -> anyhow::Result<Store> {
+    connect(path)?.execute_batch(SCHEMA)?;
+    let mut store = Store::init(path, options.clone())?;
+    store.track("trades", None)?;
+    Ok(store)
 }
 
 /// Writes `rows` rows with `sql` in one transaction; returns rows per second.
@@ -83,9 +91,7 @@ pub(crate) fn run(rows: u64, json: bool) -> anyhow::Result<()> {
     drop(raw);
 
     let src_path = dir.path().join("src.db");
-    connect(&src_path)?.execute_batch(SCHEMA)?;
-    let mut src = Store::init(&src_path, options.clone())?;
-    src.track("trades", None)?;
+    let mut src = replica(&src_path, &options)?;
     let mut conn = connect(&src_path)?;
     let tracked_insert = write_rows(&mut conn, INSERT, rows)?;
     drop(conn);
@@ -118,8 +124,7 @@ pub(crate) fn run(rows: u64, json: bool) -> anyhow::Result<()> {
     drop(raw2);
 
     let dst_path = dir.path().join("dst.db");
-    connect(&dst_path)?.execute_batch(SCHEMA)?;
-    Store::init(&dst_path, options.clone())?.track("trades", None)?;
+    replica(&dst_path, &options)?;
     let exe = std::env::current_exe()?;
     let out = Command::new(exe)
         .arg("--data-dir")

@@ -12,9 +12,9 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use shoal_core::Role;
 use shoal_net::{InviteTicket, Node, NodeConfig, PeerSpec, Relay};
-use shoal_store::{Store, StoreOptions};
+use shoal_store::StoreOptions;
 
-use crate::bench::{INSERT, SCHEMA, connect, peak_rss_kb, peak_rss_kb_at, write_rows};
+use crate::bench::{INSERT, connect, peak_rss_kb, peak_rss_kb_at, replica, write_rows};
 
 /// Authors in the group besides the one holding the rows, so that a reconnect
 /// compares a vector of ten.
@@ -78,15 +78,11 @@ pub(crate) fn run(rows: u64, json: bool) -> anyhow::Result<()> {
 
     // The serving side: a group of ten authors, then the rows, sealed.
     let src_path = dir.path().join("src.db");
-    connect(&src_path)?.execute_batch(SCHEMA)?;
-    let mut src = Store::init(&src_path, options.clone())?;
-    src.track("trades", None)?;
+    let mut src = replica(&src_path, &options)?;
     src.create_group("bench", &[("trades".into(), vec![])])?;
     for i in 0..EXTRA_AUTHORS {
         let path = dir.path().join(format!("author{i}.db"));
-        connect(&path)?.execute_batch(SCHEMA)?;
-        let mut other = Store::init(&path, options.clone())?;
-        other.track("trades", None)?;
+        let mut other = replica(&path, &options)?;
         src.set_role("bench", &other.device(), Role::Member)?;
         crate::send(&src, &mut other)?;
         other.connection().execute(
@@ -107,8 +103,7 @@ pub(crate) fn run(rows: u64, json: bool) -> anyhow::Result<()> {
     ));
 
     let dst_path = dir.path().join("dst.db");
-    connect(&dst_path)?.execute_batch(SCHEMA)?;
-    Store::init(&dst_path, options.clone())?.track("trades", None)?;
+    replica(&dst_path, &options)?;
 
     let exe = std::env::current_exe()?;
     let mut serve = Running(

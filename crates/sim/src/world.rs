@@ -92,9 +92,9 @@ impl Plan {
 pub struct Outcome {
     /// Writes made through SQL.
     pub writes: u64,
-    /// Sessions opened, and of those, ones that failed (timeouts, crashes, refusals).
+    /// Sessions opened.
     pub sessions: u64,
-    /// Sessions that did not finish.
+    /// Sessions that did not finish (timeouts, crashes, refusals).
     pub failed: u64,
     /// Sessions refused at hello.
     pub refused_at_hello: u64,
@@ -106,11 +106,11 @@ pub struct Outcome {
     pub partitions: u64,
     /// Devices that joined by invite.
     pub joined: usize,
-    /// Commits refused on import, and of those, taken back after being applied.
+    /// Commits refused for good, summed over the devices at the end.
     pub refused_commits: u64,
     /// Commits taken back when a revocation arrived late.
     pub taken_back: u64,
-    /// Packets sent, and lost.
+    /// Packets sent.
     pub packets: u64,
     /// Packets lost.
     pub lost: u64,
