@@ -5,6 +5,7 @@ mod bench_sync;
 mod demo;
 mod net;
 mod output;
+mod up;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -175,6 +176,38 @@ enum Command {
         #[command(flatten)]
         net: net::NetArgs,
     },
+    /// Keep the database in sync with every member until stopped (Ctrl-C, SIGTERM):
+    /// local writes from any process go out as they land; other commands for the
+    /// database work through it
+    Up {
+        /// The database file
+        db: PathBuf,
+        #[command(flatten)]
+        net: net::NetArgs,
+    },
+    /// Every member: connected or not, path, round-trip time, last sync
+    Peers {
+        /// The database file
+        db: PathBuf,
+        /// Also commits pending each way, what was sent and received, attempts
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Print a running daemon's events as they happen
+    Events {
+        /// The database file
+        db: PathBuf,
+    },
+    /// Read or change settings in the data directory's config.toml
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Print a shell's completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
     /// Two devices on a trading journal: writes, a concurrent edit, a delete against
     /// an update, a merge and a resolution, printed step by step
     Demo {
@@ -249,6 +282,24 @@ enum GroupAction {
         /// The table
         table: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print one setting's value (its default when unset)
+    Get {
+        /// The setting
+        key: String,
+    },
+    /// Change one setting; a list takes comma-separated values
+    Set {
+        /// The setting
+        key: String,
+        /// Its new value
+        value: String,
+    },
+    /// Print every setting
+    List,
 }
 
 #[derive(Subcommand)]
@@ -349,7 +400,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output::merge(json, a, b, &report);
         }
         Command::Log { db, limit } => output::log(json, &open(db)?.log(*limit)?),
-        Command::Status { db } => output::status(json, &open(db)?.status()?),
+        Command::Status { db } => {
+            let status = open(db)?.status()?;
+            let daemon = up::daemon_status(db, &options()?)?;
+            if json {
+                let mut v = serde_json::to_value(&status)?;
+                v["daemon"] = serde_json::to_value(&daemon)?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                output::status(false, &status);
+                match &daemon {
+                    Some(d) => up::print_daemon(d),
+                    None => println!("daemon     not running (`shoal up DB` keeps it in sync)"),
+                }
+            }
+        }
         Command::Conflicts { db, action } => {
             let action = action
                 .as_ref()
@@ -453,7 +518,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             net::InviteRequest {
                 group: group.as_deref(),
                 role: role.parse()?,
-                expires: net::parse_duration(expires)?,
+                expires: shoal_daemon::parse_duration(expires).map_err(anyhow::Error::msg)?,
                 uses: *uses,
                 no_wait: *no_wait,
                 qr: !*no_qr,
@@ -467,6 +532,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             peers,
             net,
         } => net::sync(db, options()?, net, group.as_deref(), peers, json)?,
+        Command::Up { db, net } => up::up(db, options()?, net, json)?,
+        Command::Peers { db, verbose } => up::peers(db, &options()?, *verbose, json)?,
+        Command::Events { db } => up::events(db, &options()?, json)?,
+        Command::Config { action } => {
+            let dir = data_dir(&cli.data_dir)?;
+            match action {
+                ConfigAction::Get { key } => {
+                    println!("{}", shoal_daemon::Config::load(&dir)?.get(key)?)
+                }
+                ConfigAction::Set { key, value } => {
+                    let c = shoal_daemon::Config::set(&dir, key, value)?;
+                    println!("{key} = {}", c.get(key)?);
+                }
+                ConfigAction::List => {
+                    let c = shoal_daemon::Config::load(&dir)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&c)?);
+                    } else {
+                        for (k, v) in c.entries()? {
+                            println!("{k} = {v}");
+                        }
+                    }
+                }
+            }
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "shoal", &mut std::io::stdout());
+        }
         Command::Demo { keep } => demo::run(keep.as_deref(), json)?,
         Command::Bench { rows, sync: false } => bench::run(*rows, json)?,
         Command::Bench { rows, sync: true } => bench_sync::run(*rows, json)?,

@@ -9,44 +9,50 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use shoal_core::Role;
-use shoal_net::{InviteTicket, Node, NodeConfig, PeerSpec, PeerSync, Progress, Relay};
+use shoal_daemon::{Config, Control, Request};
+use shoal_net::{InviteTicket, JoinSummary, Node, NodeConfig, PeerSpec, PeerSync, Progress};
 use shoal_store::{Store, StoreOptions};
 
-/// Options shared by the commands that use the network.
+/// Options shared by the commands that use the network; each overrides the setting
+/// of the same name in the configuration file.
 #[derive(Args, Clone, Debug)]
 pub(crate) struct NetArgs {
     /// Relays: `default` (iroh's public relays), `none` (direct addresses only, e.g.
-    /// on a LAN or Tailscale), or the URL of your own
-    #[arg(
-        long,
-        env = "SHOAL_RELAY",
-        default_value = "default",
-        value_name = "RELAY"
-    )]
-    relay: String,
-    /// The UDP port to listen on [default: any free port]
+    /// on a LAN or Tailscale), or the URL of your own [default: the configuration's
+    /// `relay`, else `default`]
+    #[arg(long, env = "SHOAL_RELAY", value_name = "RELAY")]
+    relay: Option<String>,
+    /// The UDP port to listen on [default: the configuration's `port`, else any free
+    /// port]
     #[arg(long, env = "SHOAL_PORT")]
     port: Option<u16>,
 }
 
 impl NetArgs {
-    fn config(&self) -> anyhow::Result<NodeConfig> {
-        let relay = match self.relay.as_str() {
-            "default" => Relay::Default,
-            "none" | "off" | "disabled" => Relay::Disabled,
-            url => Relay::Custom(url.parse().with_context(|| {
-                format!("--relay {url:?} is not `default`, `none` or a relay URL")
-            })?),
-        };
-        Ok(NodeConfig {
-            relay,
-            port: self.port,
-            ..NodeConfig::default()
-        })
+    /// The configuration of `options`' data directory, with these options over it.
+    pub(crate) fn settings(&self, options: &StoreOptions) -> anyhow::Result<Config> {
+        let mut config = Config::load(&options.data_dir)?;
+        if let Some(r) = &self.relay {
+            config.relay = r.clone();
+        }
+        if let Some(p) = self.port {
+            config.port = p;
+        }
+        Ok(config)
+    }
+
+    fn config(&self, options: &StoreOptions) -> anyhow::Result<NodeConfig> {
+        Ok(shoal_daemon::node_config(&self.settings(options)?)?)
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The daemon serving `db`, if one runs.
+pub(crate) fn daemon(db: &Path, options: &StoreOptions) -> anyhow::Result<Option<Control>> {
+    let device = Store::open(db, options.clone())?.device();
+    Ok(Control::find(&options.data_dir, &device))
+}
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -54,11 +60,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn bind(db: &Path, options: &StoreOptions, net: &NetArgs) -> anyhow::Result<Node> {
-    Ok(Node::bind(db, options.clone(), net.config()?).await?)
+    Ok(Node::bind(db, options.clone(), net.config(options)?).await?)
 }
 
 /// Waits for Ctrl-C or SIGTERM.
-async fn stopped() {
+pub(crate) async fn stopped() {
     #[cfg(unix)]
     {
         let mut term =
@@ -84,6 +90,9 @@ pub(crate) fn serve(
     net: &NetArgs,
     json: bool,
 ) -> anyhow::Result<()> {
+    if daemon(db, &options)?.is_some() {
+        bail!("a daemon (`shoal up`) runs for this database and already accepts sessions");
+    }
     runtime()?.block_on(async {
         let node = Arc::new(bind(db, &options, net).await?);
         let addr = node.addr().await;
@@ -108,24 +117,6 @@ pub(crate) fn serve(
         node.close().await;
         Ok(())
     })
-}
-
-/// How long an invite lasts: `90s`, `30m`, `24h`, `7d`.
-pub(crate) fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .with_context(|| format!("{s:?} is not a duration like 30m, 24h or 7d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" | "" => n * 3600,
-        "d" => n * 86_400,
-        _ => bail!("{s:?} is not a duration like 30m, 24h or 7d"),
-    };
-    Ok(Duration::from_secs(secs))
 }
 
 /// What `shoal invite` was asked for.
@@ -197,6 +188,17 @@ pub(crate) fn invite(
         std::io::stdout().flush()?;
         Ok(())
     };
+    if let Some(control) = daemon(db, &options)? {
+        let text = control.request(&Request::Addr, Duration::from_secs(30))?;
+        let Some(Ok(PeerSpec::Addr(addr))) = text.as_str().map(str::parse::<PeerSpec>) else {
+            bail!("the daemon gave an address that cannot be read: {text}");
+        };
+        print(addr)?;
+        if !json {
+            eprintln!("the daemon (`shoal up`) serves the new device");
+        }
+        return Ok(());
+    }
     if req.no_wait {
         let text = store.peer_addr(&store.device())?.context(
             "no `shoal serve` has run for this database, so the ticket would have no address: start `shoal serve` first, or drop --no-wait",
@@ -288,32 +290,46 @@ pub(crate) fn join(
     ticket: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    let ticket: InviteTicket = ticket.parse()?;
-    runtime()?.block_on(async {
-        let node = bind(db, &options, net).await?;
-        let started = Instant::now();
-        let summary = node.join(&ticket, &progress_bar(json)).await?;
-        node.close().await;
-        if json {
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-        } else {
+    let parsed: InviteTicket = ticket.parse()?;
+    let started = Instant::now();
+    let summary: JoinSummary = match daemon(db, &options)? {
+        Some(control) => serde_json::from_value(control.request(
+            &Request::Join {
+                ticket: ticket.to_owned(),
+            },
+            THROUGH_DAEMON,
+        )?)?,
+        None => runtime()?.block_on(async {
+            let node = bind(db, &options, net).await?;
+            let summary = node.join(&parsed, &progress_bar(json)).await;
+            node.close().await;
+            anyhow::Ok(summary?)
+        })?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "joined group {:?} as {} in {:.1?}",
+            summary.name,
+            summary.role.map_or("nothing", Role::as_str),
+            started.elapsed()
+        );
+        println!(
+            "received {} commits ({} row changes applied, {} held, {} conflicts)",
+            summary.sync.pulled, summary.sync.changes, summary.sync.held, summary.sync.conflicts
+        );
+        if summary.sync.schema_differs {
             println!(
-                "joined group {:?} as {} in {:.1?}",
-                summary.name,
-                summary.role.map_or("nothing", Role::as_str),
-                started.elapsed()
+                "note: the inviter's tables differ from yours; changes to columns you lack are held until you add them and re-track"
             );
-            println!(
-                "received {} commits ({} row changes applied, {} held, {} conflicts)",
-                summary.sync.pulled, summary.sync.changes, summary.sync.held, summary.sync.conflicts
-            );
-            if summary.sync.schema_differs {
-                println!("note: the inviter's tables differ from yours; changes to columns you lack are held until you add them and re-track");
-            }
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
+
+/// How long a command waits for a daemon doing a sync or join for it.
+const THROUGH_DAEMON: Duration = Duration::from_secs(3600);
 
 /// `shoal sync`: one round with the peers given, or every member with a known address.
 pub(crate) fn sync(
@@ -324,6 +340,21 @@ pub(crate) fn sync(
     peers: &[String],
     json: bool,
 ) -> anyhow::Result<()> {
+    if let Some(control) = daemon(db, &options)? {
+        let started = Instant::now();
+        let results: Vec<PeerSync> = serde_json::from_value(control.request(
+            &Request::Sync {
+                group: group.map(str::to_owned),
+                peers: peers.to_vec(),
+            },
+            THROUGH_DAEMON,
+        )?)?;
+        print_sync(&results, started.elapsed(), json)?;
+        if results.iter().all(|r| r.error.is_some()) {
+            bail!("no peer could be synced with");
+        }
+        return Ok(());
+    }
     let store = Store::open(db, options.clone())?;
     let group = match group {
         Some(g) => Some(store.group(g)?.id),
@@ -417,26 +448,5 @@ fn human_bytes(b: u64) -> String {
         b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
         b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
         b => format!("{b} bytes"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_in_the_usual_units() {
-        assert_eq!(parse_duration("90s").expect("s"), Duration::from_secs(90));
-        assert_eq!(parse_duration("30m").expect("m"), Duration::from_secs(1800));
-        assert_eq!(
-            parse_duration("24h").expect("h"),
-            Duration::from_secs(86_400)
-        );
-        assert_eq!(
-            parse_duration("7d").expect("d"),
-            Duration::from_secs(604_800)
-        );
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5y").is_err());
     }
 }

@@ -31,6 +31,23 @@ impl VersionVector {
     pub fn total(&self) -> u64 {
         self.0.values().map(|s| s.0).sum()
     }
+
+    /// How many commits this vector holds that `other` lacks.
+    pub fn ahead_of(&self, other: &VersionVector) -> u64 {
+        self.0
+            .iter()
+            .map(|(a, s)| s.0.saturating_sub(other.get(a).0))
+            .sum()
+    }
+
+    /// Takes in everything `other` holds.
+    pub fn merge(&mut self, other: &VersionVector) {
+        for (a, s) in &other.0 {
+            if self.get(a) < *s {
+                self.set(*a, *s);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -48,5 +65,21 @@ mod tests {
         y.set(b, Seq(1));
         assert!(!x.covers(&y));
         assert_eq!(y.total(), 3);
+    }
+
+    #[test]
+    fn ahead_of_counts_what_the_other_lacks_and_merge_takes_it_in() {
+        let (a, b) = (DeviceId([1; 32]), DeviceId([2; 32]));
+        let mut x = VersionVector::default();
+        x.set(a, Seq(5));
+        let mut y = VersionVector::default();
+        y.set(a, Seq(2));
+        y.set(b, Seq(4));
+        assert_eq!(x.ahead_of(&y), 3);
+        assert_eq!(y.ahead_of(&x), 4);
+        x.merge(&y);
+        assert_eq!((x.get(&a), x.get(&b)), (Seq(5), Seq(4)));
+        assert_eq!(x.ahead_of(&y), 3);
+        assert_eq!(y.ahead_of(&x), 0);
     }
 }

@@ -135,6 +135,9 @@ pub(crate) async fn drive(
             });
         }
         if session.is_finished() {
+            if let Some(have) = export.take() {
+                out.peer_has = have;
+            }
             outgoing.write_all(send, &peer).await?;
             let _ = send.finish();
             debug!(peer = %peer.short(), ?stats, "session finished");

@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use iroh::endpoint::{Connection, presets};
+use iroh::endpoint::{Connection, Incoming, QuicTransportConfig, presets};
 use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, SecretKey, Watcher};
-use serde::Serialize;
-use shoal_core::{DeviceId, GroupId, Role};
+use serde::{Deserialize, Serialize};
+use shoal_core::{DeviceId, GroupId, Role, VersionVector};
 use shoal_proto::{Config, InviteClaim, Local, Session, invite_proof};
 use shoal_store::{ImportReport, Store, StoreOptions};
 use tracing::{info, warn};
@@ -41,6 +41,9 @@ pub struct NodeConfig {
     pub port: Option<u16>,
     /// Session tunables.
     pub session: Config,
+    /// How often an idle connection sends a keep-alive; a connection that hears
+    /// nothing for three of them is given up. iroh's default (5 s) when `None`.
+    pub heartbeat: Option<Duration>,
     /// How to check relays' certificates, when not by the usual roots (a relay
     /// started by a test has a self-signed one).
     #[doc(hidden)]
@@ -66,10 +69,10 @@ pub struct Progress {
 }
 
 /// What one group's session did.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GroupSync {
     /// The group.
-    #[serde(serialize_with = "as_string")]
+    #[serde(serialize_with = "as_string", deserialize_with = "from_string")]
     pub group: GroupId,
     /// Its name.
     pub name: String,
@@ -93,6 +96,10 @@ pub struct GroupSync {
     pub bytes_out: u64,
     /// Bytes received.
     pub bytes_in: u64,
+    /// What the peer holds now, as far as this side knows: what it said it held,
+    /// and everything sent to it.
+    #[serde(skip)]
+    pub peer_has: VersionVector,
 }
 
 impl GroupSync {
@@ -111,15 +118,23 @@ impl GroupSync {
     }
 }
 
+fn from_string<'de, D: serde::Deserializer<'de>, T: std::str::FromStr>(d: D) -> Result<T, D::Error>
+where
+    T::Err: std::fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
 fn as_string<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
 /// What a sync with one peer did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PeerSync {
     /// The peer.
-    #[serde(serialize_with = "as_string")]
+    #[serde(serialize_with = "as_string", deserialize_with = "from_string")]
     pub peer: DeviceId,
     /// Each group reconciled.
     pub groups: Vec<GroupSync>,
@@ -130,10 +145,10 @@ pub struct PeerSync {
 }
 
 /// What joining a group did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JoinSummary {
     /// The group joined.
-    #[serde(serialize_with = "as_string")]
+    #[serde(serialize_with = "as_string", deserialize_with = "from_string")]
     pub group: GroupId,
     /// Its name.
     pub name: String,
@@ -178,6 +193,17 @@ impl Node {
             .secret_key(secret)
             .alpns(vec![ALPN.to_vec()])
             .relay_mode(relay);
+        if let Some(beat) = config.heartbeat {
+            let idle = (beat * 3)
+                .try_into()
+                .map_err(|e| NetError::Bind(format!("heartbeat {beat:?} is too long: {e}")))?;
+            builder = builder.transport_config(
+                QuicTransportConfig::builder()
+                    .keep_alive_interval(beat)
+                    .max_idle_timeout(Some(idle))
+                    .build(),
+            );
+        }
         if let Some(tls) = &config.relay_tls {
             builder = builder.ca_tls_config(tls.clone());
         }
@@ -249,17 +275,10 @@ impl Node {
     }
 
     /// Accepts sessions until the endpoint is closed.
-    pub async fn serve(&self) -> Result<(), NetError> {
-        let addr = self.addr().await;
-        let store = self.open_store()?;
-        let text = PeerSpec::remembered(&addr);
-        let me = self.device;
-        with_store(&store, move |s| s.remember_peer(&me, &text)).await?;
-        while let Some(incoming) = self.endpoint.accept().await {
-            let db = self.db.clone();
-            let config = self.config.session;
-            let active = self.active.clone();
-            let device = self.device;
+    pub async fn serve(self: &Arc<Self>) -> Result<(), NetError> {
+        self.remember_own_addr().await?;
+        while let Some(incoming) = self.accept().await {
+            let node = self.clone();
             tokio::spawn(async move {
                 let conn = match incoming.await {
                     Ok(c) => c,
@@ -268,12 +287,74 @@ impl Node {
                         return;
                     }
                 };
-                if let Err(e) = respond(conn, db, config, device, active).await {
+                if let Err(e) = node.serve_connection(conn, |_, _| {}).await {
                     warn!("session ended with an error: {e}");
                 }
             });
         }
         Ok(())
+    }
+
+    /// Records this device's own address in its database, where `shoal invite`
+    /// finds it for a ticket.
+    pub async fn remember_own_addr(&self) -> Result<EndpointAddr, NetError> {
+        let addr = self.addr().await;
+        let store = self.open_store()?;
+        let text = PeerSpec::remembered(&addr);
+        let me = self.device;
+        with_store(&store, move |s| s.remember_peer(&me, &text)).await?;
+        Ok(addr)
+    }
+
+    /// The next incoming connection; `None` once the endpoint is closed.
+    pub async fn accept(&self) -> Option<Incoming> {
+        self.endpoint.accept().await
+    }
+
+    /// Serves one connection: a responder session for each stream the peer opens,
+    /// until the connection closes. `on_session` hears each finished session.
+    pub async fn serve_connection(
+        &self,
+        conn: Connection,
+        on_session: impl Fn(DeviceId, &GroupSync) + Send + Sync,
+    ) -> Result<(), NetError> {
+        let remote = DeviceId(*conn.remote_id().as_bytes());
+        info!(peer = %remote.short(), "connection accepted");
+        let store = self.open_store()?;
+        let start = Instant::now();
+        loop {
+            let (mut send, mut recv) = match conn.accept_bi().await {
+                Ok(s) => s,
+                Err(_) => return Ok(()),
+            };
+            let session = Session::responder(
+                self.config.session,
+                self.device,
+                remote,
+                start.elapsed().as_millis() as u64,
+            );
+            self.active.fetch_add(1, Ordering::SeqCst);
+            let result = drive(session, store.clone(), &mut send, &mut recv, start, &|_| {}).await;
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            match result {
+                Ok(s) => {
+                    info!(
+                        peer = %remote.short(),
+                        group = %s.name,
+                        pushed = s.pushed,
+                        pulled = s.pulled,
+                        "session finished"
+                    );
+                    on_session(remote, &s);
+                }
+                Err(e) => {
+                    warn!(peer = %remote.short(), "session failed: {e}");
+                    // Give the refusal time to reach the peer before the connection goes.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// Closes the endpoint; `serve` returns.
@@ -420,6 +501,46 @@ impl Node {
     ) -> Result<PeerSync, NetError> {
         let start = Instant::now();
         let peer = DeviceId(*addr.id.as_bytes());
+        let groups = self.shared_groups(peer, group).await?;
+        let conn = self.dial(addr.clone()).await?;
+        let result = self.sync_groups(&conn, groups, start, progress).await;
+        conn.close(0u32.into(), b"done");
+        let results = result?;
+        self.remember(peer, &addr).await?;
+        Ok(PeerSync {
+            peer,
+            groups: results,
+            error: None,
+            elapsed_ms: start.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Reconciles every group both sides are members of (or just `group`) over a
+    /// connection that is already open, and leaves it open.
+    pub async fn sync_connection(
+        &self,
+        conn: &Connection,
+        group: Option<GroupId>,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<PeerSync, NetError> {
+        let start = Instant::now();
+        let peer = DeviceId(*conn.remote_id().as_bytes());
+        let groups = self.shared_groups(peer, group).await?;
+        let results = self.sync_groups(conn, groups, start, progress).await?;
+        Ok(PeerSync {
+            peer,
+            groups: results,
+            error: None,
+            elapsed_ms: start.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// The groups this device and `peer` are both members of (or just `group`).
+    async fn shared_groups(
+        &self,
+        peer: DeviceId,
+        group: Option<GroupId>,
+    ) -> Result<Vec<(GroupId, String)>, NetError> {
         let store = self.open_store()?;
         let me = self.device;
         let groups: Vec<(GroupId, String)> = with_store(&store, move |s| {
@@ -440,7 +561,18 @@ impl Node {
                 peer.short()
             )));
         }
-        let conn = self.connect(addr.clone()).await?;
+        Ok(groups)
+    }
+
+    async fn sync_groups(
+        &self,
+        conn: &Connection,
+        groups: Vec<(GroupId, String)>,
+        start: Instant,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Vec<GroupSync>, NetError> {
+        let peer = DeviceId(*conn.remote_id().as_bytes());
+        let store = self.open_store()?;
         let mut results = Vec::new();
         for (g, name) in groups {
             let local = local_side(&store, g, None).await?;
@@ -451,20 +583,12 @@ impl Node {
                 start.elapsed().as_millis() as u64,
             );
             let mut sync = self
-                .run_initiator(&conn, session, &store, start, progress)
+                .run_initiator(conn, session, &store, start, progress)
                 .await?;
             sync.name = name;
             results.push(sync);
         }
-        conn.close(0u32.into(), b"done");
-        let text = PeerSpec::remembered(&addr);
-        with_store(&store, move |s| s.remember_peer(&peer, &text)).await?;
-        Ok(PeerSync {
-            peer,
-            groups: results,
-            error: None,
-            elapsed_ms: start.elapsed().as_millis() as u64,
-        })
+        Ok(results)
     }
 
     /// Joins the group of `ticket`: proves the invite to the inviter, is added by it,
@@ -487,7 +611,7 @@ impl Node {
             proof: invite_proof(&ticket.secret, &ticket.group, &self.device, &ticket.inviter),
         };
         let local = local_side(&store, ticket.group, Some(claim)).await?;
-        let conn = self.connect(ticket.addr.clone()).await?;
+        let conn = self.dial(ticket.addr.clone()).await?;
         let session = Session::initiator(
             self.config.session,
             local,
@@ -514,7 +638,15 @@ impl Node {
         })
     }
 
-    async fn connect(&self, addr: EndpointAddr) -> Result<Connection, NetError> {
+    /// Remembers where `peer` was reached, for the next sync.
+    pub async fn remember(&self, peer: DeviceId, addr: &EndpointAddr) -> Result<(), NetError> {
+        let store = self.open_store()?;
+        let text = PeerSpec::remembered(addr);
+        with_store(&store, move |s| s.remember_peer(&peer, &text)).await
+    }
+
+    /// Opens a connection to `addr`, giving up after 15 s.
+    pub async fn dial(&self, addr: EndpointAddr) -> Result<Connection, NetError> {
         let peer = addr.id.to_string();
         match tokio::time::timeout(Duration::from_secs(15), self.endpoint.connect(addr, ALPN)).await
         {
@@ -578,44 +710,4 @@ async fn local_side(
         })
     })
     .await
-}
-
-/// Serves one accepted connection: one session per stream the peer opens.
-async fn respond(
-    conn: Connection,
-    db: Arc<Db>,
-    config: Config,
-    device: DeviceId,
-    active: Arc<AtomicUsize>,
-) -> Result<(), NetError> {
-    let remote = DeviceId(*conn.remote_id().as_bytes());
-    info!(peer = %remote.short(), "connection accepted");
-    let store: SharedStore = Arc::new(Mutex::new(Store::open(&db.path, db.options.clone())?));
-    let start = Instant::now();
-    loop {
-        let (mut send, mut recv) = match conn.accept_bi().await {
-            Ok(s) => s,
-            Err(_) => return Ok(()),
-        };
-        let session =
-            Session::responder(config, device, remote, start.elapsed().as_millis() as u64);
-        active.fetch_add(1, Ordering::SeqCst);
-        let result = drive(session, store.clone(), &mut send, &mut recv, start, &|_| {}).await;
-        active.fetch_sub(1, Ordering::SeqCst);
-        match result {
-            Ok(s) => info!(
-                peer = %remote.short(),
-                group = %s.name,
-                pushed = s.pushed,
-                pulled = s.pulled,
-                "session finished"
-            ),
-            Err(e) => {
-                warn!(peer = %remote.short(), "session failed: {e}");
-                // Give the refusal time to reach the peer before the connection goes.
-                let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
-                return Err(e);
-            }
-        }
-    }
 }

@@ -341,6 +341,34 @@ pub(crate) fn list(conn: &Connection, all: bool) -> Result<Vec<Conflict>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// An open conflict in brief: enough to notice one appear or close.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OpenConflict {
+    /// Its id.
+    pub id: String,
+    /// What kind (`write`, `delete`, `insert`, `constraint`).
+    pub kind: String,
+    /// The table.
+    pub table: String,
+    /// `pending` or `auto`.
+    pub status: String,
+}
+
+pub(crate) fn open(conn: &Connection) -> Result<Vec<OpenConflict>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, kind, tbl, status FROM shoal_conflicts WHERE status IN ('pending', 'auto') ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(OpenConflict {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            table: r.get(2)?,
+            status: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub(crate) fn get(conn: &Connection, id: &str) -> Result<Conflict> {
     let pattern = format!("{}%", id.replace(['%', '_'], ""));
     let mut stmt = conn.prepare(&format!("{SELECT} WHERE id LIKE ?1 LIMIT 2"))?;

@@ -34,7 +34,7 @@ use shoal_core::{
     VersionVector,
 };
 
-pub use conflict::{Conflict, ConflictKind, ConflictStatus, Resolution, Side};
+pub use conflict::{Conflict, ConflictKind, ConflictStatus, OpenConflict, Resolution, Side};
 pub use error::{Result, StoreError};
 pub use import::ImportReport;
 pub use invites::Invite;
@@ -513,12 +513,15 @@ impl Store {
         import::export_chunk(&self.conn, group, have, max_bytes)
     }
 
-    /// Remembers where `device` was reached, in the transport's own notation.
+    /// Remembers where `device` was reached, in the transport's own notation. The
+    /// time it was reached is kept to the minute, so that a device syncing often
+    /// does not write for every round.
     pub fn remember_peer(&mut self, device: &DeviceId, addr: &str) -> Result<()> {
         let now = self.replica.now_ms();
         self.conn.execute(
             "INSERT INTO shoal_peers(device, addr, seen_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (device) DO UPDATE SET addr = excluded.addr, seen_ms = excluded.seen_ms",
+             ON CONFLICT (device) DO UPDATE SET addr = excluded.addr, seen_ms = excluded.seen_ms
+             WHERE addr IS NOT excluded.addr OR seen_ms < excluded.seen_ms - 60000",
             rusqlite::params![&device.0[..], addr, now as i64],
         )?;
         Ok(())
@@ -584,6 +587,31 @@ impl Store {
     /// clock has reached.
     pub fn retry_held(&mut self) -> Result<ImportReport> {
         self.write(|tx, r| import::import(tx, r, Vec::new()))
+    }
+
+    /// The conflicts still open (pending or auto-resolved), in brief, by id.
+    pub fn open_conflicts(&self) -> Result<Vec<OpenConflict>> {
+        conflict::open(&self.conn)
+    }
+
+    /// Every device whose address is remembered: where, and when it was last reached
+    /// (ms since the epoch).
+    pub fn peers(&self) -> Result<Vec<(DeviceId, String, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT device, addr, seen_ms FROM shoal_peers ORDER BY device")?;
+        let rows = stmt.query_map([], |r| {
+            let id: Vec<u8> = r.get(0)?;
+            Ok((id, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, addr, seen) = row?;
+            if let Ok(id) = <[u8; 32]>::try_from(id.as_slice()) {
+                out.push((DeviceId(id), addr, seen.max(0) as u64));
+            }
+        }
+        Ok(out)
     }
 
     /// The conflict inbox, newest first; `all` includes closed and resolved ones.

@@ -1,0 +1,399 @@
+//! `shoal up` as people run it: real daemon processes on loopback QUIC, written to by
+//! separate Python processes, with nobody running a sync command.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+struct Env {
+    dir: TempDir,
+}
+
+impl Env {
+    /// A data directory whose configuration keeps everything on loopback and quick.
+    fn new() -> Env {
+        let env = Env {
+            dir: TempDir::new().expect("temp dir"),
+        };
+        for (k, v) in [
+            ("relay", "none"),
+            ("mdns", "false"),
+            ("heartbeat", "1s"),
+            ("backoff_min", "200ms"),
+            ("backoff_max", "2s"),
+            ("connect_timeout", "2s"),
+        ] {
+            env.ok(&["config", "set", k, v]);
+        }
+        env
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn db(&self, name: &str) -> String {
+        self.path(name).to_string_lossy().into_owned()
+    }
+
+    fn shoal(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .env("SHOAL_DATA_DIR", self.path("data"))
+            .output()
+            .expect("shoal runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.shoal(args);
+        assert!(
+            out.status.success(),
+            "shoal {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(&all)).expect("json")
+    }
+
+    /// A replica with a `trades` table, tracked.
+    fn replica(&self, name: &str) -> String {
+        let db = self.db(name);
+        python(
+            &db,
+            "CREATE TABLE trades (id TEXT PRIMARY KEY, symbol TEXT, qty INTEGER)",
+        );
+        self.ok(&["init", &db]);
+        self.ok(&["track", &db, "trades"]);
+        db
+    }
+
+    fn device(&self, db: &str) -> String {
+        self.json(&["status", db])["device"]
+            .as_str()
+            .expect("device")
+            .to_owned()
+    }
+
+    /// An invite through `db`'s running daemon: the command prints and exits.
+    fn invite(&self, db: &str, role: &str) -> String {
+        self.json(&["invite", db, "--role", role, "--no-qr"])["ticket"]
+            .as_str()
+            .expect("ticket")
+            .to_owned()
+    }
+}
+
+/// A write by a separate Python process, as any app would make it.
+fn python(db: &str, sql: &str) {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.executescript(sys.argv[2])\nc.commit()",
+            db,
+            sql,
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn count(db: &str, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    conn.busy_timeout(Duration::from_secs(5)).expect("timeout");
+    conn.query_row(sql, [], |r| r.get(0)).expect(sql)
+}
+
+/// Waits up to `secs` for `what` to hold.
+fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("not within {secs} s: {what}");
+}
+
+/// A running `shoal up`, killed when dropped.
+struct Daemon {
+    child: Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Daemon {
+    fn up(env: &Env, db: &str) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["up", db, "--json"])
+            .env("SHOAL_DATA_DIR", env.path("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("shoal up starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut d = Daemon {
+            child,
+            lines: std::io::BufReader::new(stdout).lines(),
+        };
+        let first = d.line();
+        assert_eq!(first["event"], "up", "{first}");
+        d
+    }
+
+    fn line(&mut self) -> serde_json::Value {
+        let line = self.lines.next().expect("a line").expect("readable");
+        serde_json::from_str(&line).expect("json line")
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("kill")
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the daemon did not stop on SIGTERM");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn has(db: &str, id: &str) -> bool {
+    count(
+        db,
+        &format!("SELECT count(*) FROM trades WHERE id = '{id}'"),
+    ) == 1
+}
+
+#[test]
+fn three_daemons_carry_writes_from_python_processes_without_a_sync_command() {
+    let env = Env::new();
+    let (a, b, c) = (
+        env.replica("a.db"),
+        env.replica("b.db"),
+        env.replica("c.db"),
+    );
+    env.ok(&["group", &a, "create", "desk", "--table", "trades"]);
+    let daemon_a = Daemon::up(&env, &a);
+    // Invites go through A's daemon, which serves the joiners.
+    let ticket = env.invite(&a, "member");
+    env.ok(&["join", &b, &ticket]);
+    let ticket = env.invite(&a, "member");
+    env.ok(&["join", &c, &ticket]);
+    let daemon_b = Daemon::up(&env, &b);
+    let daemon_c = Daemon::up(&env, &c);
+
+    python(&a, "INSERT INTO trades VALUES ('from-a', 'AAPL', 1)");
+    python(&b, "INSERT INTO trades VALUES ('from-b', 'MSFT', 2)");
+    python(&c, "INSERT INTO trades VALUES ('from-c', 'NVDA', 3)");
+    for db in [&a, &b, &c] {
+        eventually(30, &format!("{db} has every write"), || {
+            ["from-a", "from-b", "from-c"].iter().all(|id| has(db, id))
+        });
+    }
+    // An update and a delete travel too.
+    python(
+        &b,
+        "UPDATE trades SET qty = 20 WHERE id = 'from-a'; DELETE FROM trades WHERE id = 'from-c';",
+    );
+    for db in [&a, &c] {
+        eventually(30, &format!("{db} has B's update and delete"), || {
+            count(db, "SELECT qty FROM trades WHERE id = 'from-a'") == 20 && !has(db, "from-c")
+        });
+    }
+
+    // Status while running: A sees both members connected, with nothing pending.
+    let peers = env.json(&["peers", &a, "-v"]);
+    let peers = peers.as_array().expect("peers");
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    for p in peers {
+        assert_eq!(p["connected"], true, "{p}");
+        assert_eq!(p["path"], "direct", "{p}");
+        assert!(p["rtt_ms"].as_f64().is_some(), "{p}");
+        assert!(p["last_sync_ms"].as_u64().is_some(), "{p}");
+        assert!(p["commits_received"].as_u64() >= Some(1), "{p}");
+        assert!(p["bytes_sent"].as_u64() > Some(0), "{p}");
+    }
+    eventually(10, "nothing pending either way", || {
+        env.json(&["peers", &a])
+            .as_array()
+            .expect("peers")
+            .iter()
+            .all(|p| p["pending_out"] == 0 && p["pending_in"] == 0)
+    });
+    let status = env.json(&["status", &a]);
+    assert_eq!(status["daemon"]["groups"][0]["name"], "desk", "{status}");
+    assert_eq!(
+        status["daemon"]["groups"][0]["members"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    // A one-shot sync works through the daemon instead of binding a second endpoint.
+    let synced = env.json(&["sync", &b]);
+    assert!(
+        synced["peers"].as_array().is_some_and(|p| !p.is_empty()),
+        "{synced}"
+    );
+    assert!(
+        synced["peers"][0]["error"].is_null(),
+        "sync through the daemon failed: {synced}"
+    );
+
+    // SIGTERM stops a daemon cleanly; its control socket goes with it.
+    assert!(daemon_c.stop().success());
+    let out = env.shoal(&["peers", &c, "--json"]);
+    assert!(out.status.success());
+    let offline: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        offline[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no daemon")),
+        "{offline}"
+    );
+    drop(daemon_b);
+    drop(daemon_a);
+}
+
+#[test]
+fn a_device_revoked_while_everything_runs_is_cut_off() {
+    let env = Env::new();
+    let (a, b, c) = (
+        env.replica("a.db"),
+        env.replica("b.db"),
+        env.replica("c.db"),
+    );
+    env.ok(&["group", &a, "create", "desk", "--table", "trades"]);
+    let _daemon_a = Daemon::up(&env, &a);
+    let ticket = env.invite(&a, "member");
+    env.ok(&["join", &b, &ticket]);
+    let ticket = env.invite(&a, "member");
+    env.ok(&["join", &c, &ticket]);
+    let _daemon_b = Daemon::up(&env, &b);
+    let mut daemon_c = Daemon::up(&env, &c);
+    python(&c, "INSERT INTO trades VALUES ('c-before', 'AAPL', 1)");
+    for db in [&a, &b] {
+        eventually(30, &format!("{db} has C's write"), || has(db, "c-before"));
+    }
+
+    // The admin revokes C with the daemons running.
+    let device_c = env.device(&c);
+    env.ok(&["revoke", &a, "--group", "desk", &device_c]);
+    eventually(30, "B learns of the revocation", || {
+        env.json(&["members", &b, "--group", "desk"])
+            .as_array()
+            .expect("members")
+            .iter()
+            .any(|m| m["device"] == device_c.as_str() && m["revoked_after"].is_u64())
+    });
+    // C's daemon hears that it lost its peers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "C was never cut off");
+        let e = daemon_c.line();
+        if e["event"] == "peer_lost" || e["event"] == "refused" {
+            break;
+        }
+    }
+    python(&c, "INSERT INTO trades VALUES ('c-after', 'MSFT', 2)");
+    // Whatever C does now reaches no one, while A's writes still reach B.
+    python(&a, "INSERT INTO trades VALUES ('a-after', 'NVDA', 3)");
+    eventually(30, "B has A's later write", || has(&b, "a-after"));
+    env.shoal(&["sync", &c]);
+    python(&a, "INSERT INTO trades VALUES ('a-later', 'NVDA', 4)");
+    eventually(30, "B has A's next write", || has(&b, "a-later"));
+    for db in [&a, &b] {
+        assert!(
+            !has(db, "c-after"),
+            "{db} took C's write after its revocation"
+        );
+        assert!(has(db, "c-before"), "{db} lost C's write from before");
+    }
+    let peers = env.json(&["peers", &a]);
+    assert!(
+        peers
+            .as_array()
+            .expect("peers")
+            .iter()
+            .all(|p| p["device"] != device_c.as_str()),
+        "A still lists C: {peers}"
+    );
+}
+
+/// The gaps between one member's connection attempts, from the daemon's own record.
+fn attempt_gaps(env: &Env, db: &str, wanted: usize) -> Vec<u64> {
+    let mut attempts = Vec::new();
+    eventually(60, "enough connection attempts", || {
+        let peers = env.json(&["peers", db]);
+        attempts = peers[0]["attempts"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t.as_u64()).collect())
+            .unwrap_or_default();
+        attempts.len() >= wanted
+    });
+    attempts.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[test]
+fn attempts_to_reach_a_member_that_is_down_back_off_as_configured() {
+    let env = Env::new();
+    env.ok(&["config", "set", "backoff_min", "400ms"]);
+    env.ok(&["config", "set", "backoff_max", "1600ms"]);
+    env.ok(&["config", "set", "connect_timeout", "150ms"]);
+    let a = env.replica("a.db");
+    let b = env.replica("b.db");
+    env.ok(&["group", &a, "create", "desk", "--table", "trades"]);
+    let device_b = env.device(&b);
+    env.ok(&["group", &a, "add", "desk", &device_b]);
+    // B is a member that never comes up, at a static address where nothing listens.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    env.ok(&["config", "set", "peers", &format!("127.0.0.1:{port}")]);
+    let _daemon = Daemon::up(&env, &a);
+    let gaps = attempt_gaps(&env, &a, 8);
+    // Each wait is drawn from [step / 2, step], the step doubling from 400 ms up to
+    // 1600 ms; the slack above covers a busy machine.
+    let mut step = 400u64;
+    for (i, gap) in gaps.iter().enumerate() {
+        assert!(
+            *gap + 5 >= step / 2 && *gap <= step + 600,
+            "gap {i} was {gap} ms for a step of {step} ms: {gaps:?}"
+        );
+        step = (step * 2).min(1600);
+    }
+    assert!(
+        gaps[4..].iter().sum::<u64>() > gaps[..2].iter().sum::<u64>() * 2,
+        "the waits did not grow: {gaps:?}"
+    );
+}

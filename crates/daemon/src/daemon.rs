@@ -1,0 +1,963 @@
+//! The running daemon: one endpoint, a supervisor per member that keeps a
+//! connection up and runs a round of sync whenever one side has something new, and
+//! a loop that seals local writes as soon as the database says it changed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iroh::EndpointAddr;
+use iroh::endpoint::Connection;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use shoal_core::{DeviceId, Group, GroupId, VersionVector};
+use shoal_net::{GroupSync, JoinSummary, Node, NodeConfig, PeerSpec, PeerSync, Progress, Relay};
+use shoal_store::{OpenConflict, Store, StoreError, StoreOptions, system_now_ms};
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::control;
+use crate::error::DaemonError;
+use crate::event::Event;
+use crate::status::{DaemonStatus, GroupStatus, PeerStatus};
+use crate::watch::Watcher;
+
+/// How many attempt times a peer's status keeps.
+const ATTEMPTS_KEPT: usize = 32;
+
+/// A store used from blocking threads.
+type SharedStore = Arc<Mutex<Store>>;
+
+/// Runs `f` on the daemon's own connection to the database, on a blocking thread.
+async fn on_store<T: Send + 'static>(
+    store: &SharedStore,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, DaemonError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = store.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    })
+    .await
+    .map_err(|e| DaemonError::Internal(e.to_string()))?
+    .map_err(DaemonError::Store)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Always-on sync for one database.
+///
+/// [`Daemon::start`] binds the device's endpoint and returns at once; the work runs
+/// on the current tokio runtime until [`Daemon::shutdown`].
+pub struct Daemon {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+    watcher: Option<Watcher>,
+    socket: Option<PathBuf>,
+}
+
+pub(crate) struct Inner {
+    node: Arc<Node>,
+    store: SharedStore,
+    config: Config,
+    me: DeviceId,
+    events: broadcast::Sender<Event>,
+    peers: Mutex<HashMap<DeviceId, Arc<Peer>>>,
+    local: Mutex<LocalState>,
+    changed: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    rng: Mutex<StdRng>,
+    statics: Vec<PeerSpec>,
+    started: Instant,
+}
+
+/// What the daemon last saw of its own database.
+#[derive(Default)]
+struct LocalState {
+    have: HashMap<GroupId, VersionVector>,
+    conflicts: BTreeMap<String, OpenConflict>,
+    groups: Vec<Group>,
+}
+
+/// One member and the task that keeps in touch with it.
+struct Peer {
+    device: DeviceId,
+    /// The connection rounds run on, while one is up; the newest wins.
+    conn: watch::Sender<Option<Connection>>,
+    /// Something here is new, or a new way to reach it is known: act now.
+    dirty: Notify,
+    state: Mutex<PeerState>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct PeerState {
+    status: PeerStatus,
+    /// What it holds of each group, as of the last session.
+    known: HashMap<GroupId, VersionVector>,
+    /// The groups both are members of.
+    groups: Vec<GroupId>,
+    /// Found on the local network.
+    discovered: bool,
+}
+
+impl Peer {
+    fn connection(&self) -> Option<Connection> {
+        self.conn
+            .borrow()
+            .clone()
+            .filter(|c| c.close_reason().is_none())
+    }
+
+    /// Whether `have` holds something the member lacks in a group both are in.
+    fn behind(&self, have: &HashMap<GroupId, VersionVector>) -> bool {
+        let st = lock(&self.state);
+        st.groups
+            .iter()
+            .any(|g| match (have.get(g), st.known.get(g)) {
+                (Some(h), Some(k)) => !k.covers(h),
+                (Some(_), None) => true,
+                (None, _) => false,
+            })
+    }
+
+    fn record(&self, sync: &GroupSync) {
+        let mut st = lock(&self.state);
+        st.known.insert(sync.group, sync.peer_has.clone());
+        let s = &mut st.status;
+        s.commits_sent += sync.pushed;
+        s.commits_received += sync.pulled;
+        s.changes_applied += sync.changes;
+        s.bytes_sent += sync.bytes_out;
+        s.bytes_received += sync.bytes_in;
+        s.last_sync_ms = Some(system_now_ms());
+    }
+}
+
+impl Daemon {
+    /// Opens the database, binds its device's endpoint, and starts keeping in touch
+    /// with every member. With `control` set, other `shoal` commands reach it through
+    /// a socket in `data_dir`.
+    pub async fn start(
+        db: impl AsRef<Path>,
+        options: StoreOptions,
+        config: Config,
+        control: bool,
+    ) -> Result<Daemon, DaemonError> {
+        let db = db.as_ref().to_owned();
+        let data_dir = options.data_dir.clone();
+        let mut store = Store::open(&db, options.clone())?;
+        let me = store.device();
+        let listener = if control {
+            Some(control::claim(&data_dir, &me)?)
+        } else {
+            None
+        };
+        let socket = listener
+            .is_some()
+            .then(|| control::socket_path(&data_dir, &me));
+        store.seal()?;
+        let statics = config
+            .peers
+            .iter()
+            .map(|p| p.parse::<PeerSpec>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let node = Arc::new(Node::bind(&db, options, node_config(&config)?).await?);
+        let addr = node.remember_own_addr().await?;
+        info!(device = %me, addr = %PeerSpec::remembered(&addr), "daemon up");
+        let (stop, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            node,
+            store: Arc::new(Mutex::new(store)),
+            config: config.clone(),
+            me,
+            events: broadcast::channel(4096).0,
+            peers: Mutex::new(HashMap::new()),
+            local: Mutex::new(LocalState::default()),
+            changed: Arc::new(Notify::new()),
+            stop,
+            rng: Mutex::new(StdRng::from_os_rng()),
+            statics,
+            started: Instant::now(),
+        });
+        inner.clone().look(true).await?;
+        let watcher = Watcher::start(&db, config.watch_interval, inner.changed.clone())
+            .map_err(StoreError::from)?;
+        let mut tasks = vec![
+            tokio::spawn(inner.clone().accept_loop()),
+            tokio::spawn(inner.clone().local_loop()),
+            tokio::spawn(inner.clone().tick_loop()),
+        ];
+        if let Some(listener) = listener {
+            tasks.push(tokio::spawn(control::serve(listener, inner.clone())));
+        }
+        if config.mdns
+            && let Some(t) = inner.clone().discover()
+        {
+            tasks.push(t);
+        }
+        Ok(Daemon {
+            inner,
+            tasks,
+            watcher: Some(watcher),
+            socket,
+        })
+    }
+
+    /// This device.
+    pub fn device(&self) -> DeviceId {
+        self.inner.me
+    }
+
+    /// Where others reach this device.
+    pub async fn addr(&self) -> EndpointAddr {
+        self.inner.node.addr().await
+    }
+
+    /// Events from now on: changes applied, conflicts found or closed, peers
+    /// connected or lost, sync progress.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.subscribe()
+    }
+
+    /// The daemon, its peers and its groups.
+    pub async fn status(&self) -> Result<DaemonStatus, DaemonError> {
+        self.inner.status().await
+    }
+
+    /// One round now with every member it can reach (or `peers`), in `group` or
+    /// every group.
+    pub async fn sync_now(
+        &self,
+        group: Option<GroupId>,
+        peers: &[PeerSpec],
+    ) -> Result<Vec<PeerSync>, DaemonError> {
+        self.inner.sync_now(group, peers).await
+    }
+
+    /// Joins a group with an invite ticket, then keeps in touch with its members.
+    pub async fn join(&self, ticket: &shoal_net::InviteTicket) -> Result<JoinSummary, DaemonError> {
+        self.inner.join(ticket).await
+    }
+
+    /// Stops everything: connections close, the control socket goes.
+    pub async fn shutdown(mut self) {
+        let _ = self.inner.stop.send(true);
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let peers: Vec<Arc<Peer>> = lock(&self.inner.peers).drain().map(|(_, p)| p).collect();
+        for p in peers {
+            if let Some(t) = lock(&p.task).take() {
+                t.abort();
+            }
+            if let Some(c) = p.connection() {
+                c.close(0u32.into(), b"shutting down");
+            }
+        }
+        self.inner.node.close().await;
+        self.watcher.take();
+        if let Some(s) = self.socket.take() {
+            let _ = std::fs::remove_file(s);
+        }
+        info!("daemon stopped");
+    }
+}
+
+/// The endpoint settings a configuration asks for.
+pub fn node_config(config: &Config) -> Result<NodeConfig, DaemonError> {
+    let relay = match config.relay.as_str() {
+        "default" => Relay::Default,
+        "none" | "off" | "disabled" => Relay::Disabled,
+        url => Relay::Custom(url.parse().map_err(|_| DaemonError::Value {
+            key: "relay".into(),
+            reason: format!("{url:?} is not `default`, `none` or a relay URL"),
+        })?),
+    };
+    Ok(NodeConfig {
+        relay,
+        port: (config.port != 0).then_some(config.port),
+        heartbeat: Some(config.heartbeat),
+        ..NodeConfig::default()
+    })
+}
+
+impl Inner {
+    fn emit(&self, event: Event) {
+        debug!(?event, "event");
+        let _ = self.events.send(event);
+    }
+
+    fn stopped(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    fn peer(&self, device: &DeviceId) -> Option<Arc<Peer>> {
+        lock(&self.peers).get(device).cloned()
+    }
+
+    /// Seals what was written here, notices new conflicts and membership changes,
+    /// and wakes every member that now lacks something. `first` records what is
+    /// there without announcing it.
+    async fn look(self: Arc<Self>, first: bool) -> Result<(), DaemonError> {
+        let (sealed, groups, have, conflicts) = on_store(&self.store, |s| {
+            let sealed = s.seal()?;
+            let groups = s.groups()?;
+            let mut have = HashMap::new();
+            for g in &groups {
+                have.insert(g.id, s.version_vector(&g.id)?);
+            }
+            Ok((sealed, groups, have, s.open_conflicts()?))
+        })
+        .await?;
+        if sealed.commits > 0 {
+            self.emit(Event::LocalCommits {
+                commits: sealed.commits as u64,
+                changes: sealed.changes as u64,
+            });
+        }
+        let conflicts: BTreeMap<String, OpenConflict> =
+            conflicts.into_iter().map(|c| (c.id.clone(), c)).collect();
+        let events = {
+            let mut local = lock(&self.local);
+            let mut events = Vec::new();
+            if !first {
+                for (id, c) in &conflicts {
+                    if local
+                        .conflicts
+                        .get(id)
+                        .is_none_or(|old| old.status != c.status)
+                    {
+                        events.push(Event::ConflictFound {
+                            id: id.clone(),
+                            table: c.table.clone(),
+                            kind: c.kind.clone(),
+                            status: c.status.clone(),
+                        });
+                    }
+                }
+                for id in local.conflicts.keys() {
+                    if !conflicts.contains_key(id) {
+                        events.push(Event::ConflictClosed { id: id.clone() });
+                    }
+                }
+            }
+            local.conflicts = conflicts;
+            local.have = have.clone();
+            local.groups = groups.clone();
+            events
+        };
+        for e in events {
+            self.emit(e);
+        }
+        self.clone().members(&groups);
+        let peers: Vec<Arc<Peer>> = lock(&self.peers).values().cloned().collect();
+        for p in peers {
+            if p.connection().is_some() && p.behind(&have) {
+                p.dirty.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a supervisor for every new member and stops the one of every device
+    /// that is no longer a member of any group shared with this device.
+    fn members(self: Arc<Self>, groups: &[Group]) {
+        let mut wanted: HashMap<DeviceId, Vec<GroupId>> = HashMap::new();
+        for g in groups.iter().filter(|g| g.role(&self.me).is_some()) {
+            for m in g.members() {
+                if m.role.is_some() && m.device != self.me {
+                    wanted.entry(m.device).or_default().push(g.id);
+                }
+            }
+        }
+        let mut gone = Vec::new();
+        {
+            let mut peers = lock(&self.peers);
+            peers.retain(|d, p| {
+                let keep = wanted.contains_key(d);
+                if !keep {
+                    gone.push(p.clone());
+                }
+                keep
+            });
+            for (device, shared) in wanted {
+                if let Some(p) = peers.get(&device) {
+                    lock(&p.state).groups = shared;
+                    continue;
+                }
+                let peer = Arc::new(Peer {
+                    device,
+                    conn: watch::channel(None).0,
+                    dirty: Notify::new(),
+                    state: Mutex::new(PeerState {
+                        status: PeerStatus {
+                            device: device.to_string(),
+                            ..PeerStatus::default()
+                        },
+                        groups: shared,
+                        ..PeerState::default()
+                    }),
+                    task: Mutex::new(None),
+                });
+                let task = tokio::spawn(self.clone().supervise(peer.clone()));
+                *lock(&peer.task) = Some(task);
+                peers.insert(device, peer);
+            }
+        }
+        for p in gone {
+            info!(peer = %p.device.short(), "no longer a member: disconnecting");
+            if let Some(t) = lock(&p.task).take() {
+                t.abort();
+            }
+            if let Some(c) = p.connection() {
+                c.close(1u32.into(), b"not a member");
+            }
+            self.emit(Event::PeerLost {
+                peer: p.device.to_string(),
+                reason: "no longer a member".into(),
+            });
+        }
+    }
+
+    /// Waits for the database to change, and looks.
+    async fn local_loop(self: Arc<Self>) {
+        let stopped = self.stopped();
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                () = self.changed.notified() => {}
+                () = &mut stopped => return,
+            }
+            if let Err(e) = self.clone().look(false).await {
+                warn!("could not read local changes: {e}");
+            }
+        }
+    }
+
+    /// Now and then: applies commits held for a clock that has now been reached.
+    async fn tick_loop(self: Arc<Self>) {
+        let mut every = tokio::time::interval(self.config.sync_interval);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            match on_store(&self.store, |s| s.retry_held()).await {
+                Ok(r) if r.commits_applied + r.held_applied > 0 => {
+                    info!(
+                        commits = r.commits_applied,
+                        changes = r.held_applied,
+                        "applied held commits"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => warn!("could not retry held commits: {e}"),
+            }
+        }
+    }
+
+    /// Accepts connections; a member's becomes the one its supervisor uses.
+    async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.node.accept().await {
+            let inner = self.clone();
+            tokio::spawn(async move {
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        debug!("an incoming connection failed: {e}");
+                        return;
+                    }
+                };
+                let device = DeviceId(*conn.remote_id().as_bytes());
+                if let Some(peer) = inner.peer(&device) {
+                    if let Some(addr) = observed_addr(&conn) {
+                        let _ = inner.node.remember(device, &addr).await;
+                    }
+                    inner.adopt(&peer, conn.clone());
+                }
+                inner.serve(conn).await;
+            });
+        }
+    }
+
+    /// Makes `conn` the connection `peer`'s rounds run on.
+    fn adopt(&self, peer: &Peer, conn: Connection) {
+        let was = peer.connection().is_some();
+        let path = path_of(&conn).0;
+        {
+            let mut st = lock(&peer.state);
+            st.status.connected = true;
+            st.status.next_attempt_ms = None;
+        }
+        peer.conn.send_replace(Some(conn));
+        if !was {
+            info!(peer = %peer.device.short(), path = path.as_deref().unwrap_or("?"), "connected");
+            self.emit(Event::PeerConnected {
+                peer: peer.device.to_string(),
+                path,
+            });
+        }
+    }
+
+    /// Answers the sessions a peer opens on `conn`, until it closes.
+    async fn serve(self: &Arc<Self>, conn: Connection) {
+        let inner = self.clone();
+        let result = self
+            .node
+            .serve_connection(conn, move |device, sync| inner.finished(device, sync))
+            .await;
+        if let Err(e) = result {
+            debug!("serving a connection ended: {e}");
+        }
+    }
+
+    /// A session with `device` finished, on either side: its record, its events.
+    fn finished(&self, device: DeviceId, sync: &GroupSync) {
+        if let Some(p) = self.peer(&device) {
+            p.record(sync);
+        }
+        if sync.applied > 0 {
+            self.emit(Event::ChangesApplied {
+                peer: device.to_string(),
+                group: sync.name.clone(),
+                commits: sync.applied,
+                changes: sync.changes,
+            });
+        }
+        for why in &sync.refused {
+            self.emit(Event::Refused {
+                peer: device.to_string(),
+                reason: why.clone(),
+            });
+        }
+    }
+
+    /// Where `device` may be reached: its remembered address, the static peers, and
+    /// (found on the local network) its id alone.
+    async fn candidates(&self, device: DeviceId) -> Vec<EndpointAddr> {
+        let Ok(id) = iroh::PublicKey::from_bytes(&device.0) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Ok(Some(text)) = on_store(&self.store, move |s| s.peer_addr(&device)).await
+            && let Ok(PeerSpec::Addr(a)) = text.parse::<PeerSpec>()
+        {
+            out.push(a);
+        }
+        for s in &self.statics {
+            match s {
+                PeerSpec::Addr(a) if a.id == id && !out.contains(a) => out.push(a.clone()),
+                PeerSpec::Socket(sock) => out.push(EndpointAddr::new(id).with_ip_addr(*sock)),
+                _ => {}
+            }
+        }
+        if self
+            .peer(&device)
+            .is_some_and(|p| lock(&p.state).discovered)
+        {
+            out.push(EndpointAddr::new(id));
+        }
+        out
+    }
+
+    /// Keeps in touch with one member until it stops being one.
+    async fn supervise(self: Arc<Self>, peer: Arc<Peer>) {
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        let mut conns = peer.conn.subscribe();
+        // Of two devices that start together, the one with the lower id dials first,
+        // so that usually one connection serves both.
+        let mut next = Instant::now();
+        if peer.device < self.me {
+            next += backoff.fail(&mut *lock(&self.rng));
+            backoff.reset();
+        }
+        let stopped = self.stopped();
+        tokio::pin!(stopped);
+        loop {
+            conns.borrow_and_update();
+            let Some(conn) = peer.connection() else {
+                let candidates = self.candidates(peer.device).await;
+                let due = (!candidates.is_empty()).then_some(next);
+                lock(&peer.state).status.next_attempt_ms =
+                    due.map(|d| wall_ms(d.saturating_duration_since(Instant::now())));
+                tokio::select! {
+                    () = tokio::time::sleep_until(due.unwrap_or(next).into()), if due.is_some() => {
+                        let started = Instant::now();
+                        self.note_attempt(&peer);
+                        match self.dial(&candidates).await {
+                            Ok(conn) => {
+                                backoff.reset();
+                                self.adopt(&peer, conn.clone());
+                                let inner = self.clone();
+                                tokio::spawn(async move { inner.serve(conn).await });
+                            }
+                            Err(e) => {
+                                debug!(peer = %peer.device.short(), "could not connect: {e}");
+                                lock(&peer.state).status.last_error = Some(e);
+                                next = started + backoff.fail(&mut *lock(&self.rng));
+                            }
+                        }
+                    }
+                    r = conns.changed() => if r.is_err() { return },
+                    () = peer.dirty.notified() => {}
+                    () = &mut stopped => return,
+                }
+                continue;
+            };
+            if let Err(e) = self.round(&peer, &conn).await {
+                warn!(peer = %peer.device.short(), "sync failed: {e}");
+                lock(&peer.state).status.last_error = Some(e.to_string());
+                if let DaemonError::Net(shoal_net::NetError::Protocol(p)) = &e {
+                    self.emit(Event::Refused {
+                        peer: peer.device.to_string(),
+                        reason: p.to_string(),
+                    });
+                }
+                conn.close(2u32.into(), b"sync failed");
+                self.lost(&peer, &conn, e.to_string());
+                next = Instant::now() + backoff.fail(&mut *lock(&self.rng));
+                continue;
+            }
+            tokio::select! {
+                () = peer.dirty.notified() => {}
+                () = tokio::time::sleep(self.config.sync_interval) => {}
+                closed = conn.closed() => {
+                    let reason = closed.to_string();
+                    self.lost(&peer, &conn, reason);
+                    next = Instant::now() + backoff.fail(&mut *lock(&self.rng));
+                }
+                r = conns.changed() => if r.is_err() { return },
+                () = &mut stopped => return,
+            }
+        }
+    }
+
+    /// `conn` to `peer` is gone (unless a newer one already replaced it).
+    fn lost(&self, peer: &Peer, conn: &Connection, reason: String) {
+        let current = peer.conn.send_if_modified(|c| {
+            if c.as_ref()
+                .is_some_and(|c| c.stable_id() == conn.stable_id())
+            {
+                *c = None;
+                true
+            } else {
+                false
+            }
+        });
+        if current && peer.connection().is_none() {
+            {
+                let mut st = lock(&peer.state);
+                st.status.connected = false;
+                st.status.path = None;
+                st.status.rtt_ms = None;
+            }
+            info!(peer = %peer.device.short(), %reason, "connection lost");
+            self.emit(Event::PeerLost {
+                peer: peer.device.to_string(),
+                reason,
+            });
+        }
+    }
+
+    fn note_attempt(&self, peer: &Peer) {
+        let mut st = lock(&peer.state);
+        let a = &mut st.status.attempts;
+        a.push(system_now_ms());
+        if a.len() > ATTEMPTS_KEPT {
+            a.remove(0);
+        }
+    }
+
+    /// Tries each way to reach a member in turn.
+    async fn dial(&self, candidates: &[EndpointAddr]) -> Result<Connection, String> {
+        let mut last = String::from("no address known");
+        for addr in candidates {
+            match tokio::time::timeout(self.config.connect_timeout, self.node.dial(addr.clone()))
+                .await
+            {
+                Ok(Ok(c)) => {
+                    if !addr.is_empty() {
+                        let _ = self
+                            .node
+                            .remember(DeviceId(*addr.id.as_bytes()), addr)
+                            .await;
+                    }
+                    return Ok(c);
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => {
+                    last = format!(
+                        "no answer within {}",
+                        crate::config::format_duration(self.config.connect_timeout)
+                    )
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// One round of sync with `peer` over `conn`: every group both are in.
+    async fn round(&self, peer: &Peer, conn: &Connection) -> Result<PeerSync, DaemonError> {
+        let events = self.events.clone();
+        let progress = move |p: Progress| {
+            let _ = events.send(Event::SyncProgress {
+                peer: p.peer.to_string(),
+                group: p.group.to_string(),
+                pushed: p.pushed,
+                pulled: p.pulled,
+                bytes: p.bytes,
+            });
+        };
+        let sync = self.node.sync_connection(conn, None, &progress).await?;
+        let (path, rtt) = path_of(conn);
+        {
+            let mut st = lock(&peer.state);
+            st.status.rounds += 1;
+            st.status.path = path;
+            st.status.rtt_ms = rtt;
+            st.status.last_error = None;
+        }
+        for g in &sync.groups {
+            self.finished(peer.device, g);
+        }
+        let (pushed, pulled, bytes) = sync.groups.iter().fold((0, 0, 0), |(a, b, c), g| {
+            (a + g.pushed, b + g.pulled, c + g.bytes_in + g.bytes_out)
+        });
+        if pushed + pulled > 0 {
+            self.emit(Event::Synced {
+                peer: peer.device.to_string(),
+                pushed,
+                pulled,
+                bytes,
+                elapsed_ms: sync.elapsed_ms,
+            });
+        }
+        Ok(sync)
+    }
+
+    pub(crate) async fn sync_now(
+        self: &Arc<Self>,
+        group: Option<GroupId>,
+        peers: &[PeerSpec],
+    ) -> Result<Vec<PeerSync>, DaemonError> {
+        self.clone().look(false).await?;
+        if !peers.is_empty() {
+            return Ok(self.node.sync(group, peers, &|_| {}).await?);
+        }
+        let all: Vec<Arc<Peer>> = lock(&self.peers).values().cloned().collect();
+        let mut out = Vec::new();
+        for p in all {
+            let wanted = group.is_none_or(|g| lock(&p.state).groups.contains(&g));
+            if !wanted {
+                continue;
+            }
+            let start = Instant::now();
+            let result = match p.connection() {
+                Some(conn) => self.round(&p, &conn).await,
+                None => match self.dial(&self.candidates(p.device).await).await {
+                    Ok(conn) => {
+                        self.adopt(&p, conn.clone());
+                        let inner = self.clone();
+                        let serving = conn.clone();
+                        tokio::spawn(async move { inner.serve(serving).await });
+                        p.dirty.notify_one();
+                        self.round(&p, &conn).await
+                    }
+                    Err(e) => Err(DaemonError::Remote(e)),
+                },
+            };
+            out.push(result.unwrap_or_else(|e| PeerSync {
+                peer: p.device,
+                groups: Vec::new(),
+                error: Some(e.to_string()),
+                elapsed_ms: start.elapsed().as_millis() as u64,
+            }));
+        }
+        if out.is_empty() {
+            return Err(DaemonError::Remote(
+                "no member of these groups is known yet; join a group or add a peer".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn join(
+        self: &Arc<Self>,
+        ticket: &shoal_net::InviteTicket,
+    ) -> Result<JoinSummary, DaemonError> {
+        let summary = self.node.join(ticket, &|_| {}).await?;
+        self.clone().look(false).await?;
+        Ok(summary)
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub(crate) async fn group_id(&self, which: String) -> Result<GroupId, DaemonError> {
+        on_store(&self.store, move |s| Ok(s.group(&which)?.id)).await
+    }
+
+    pub(crate) async fn addr(&self) -> String {
+        PeerSpec::remembered(&self.node.addr().await)
+    }
+
+    pub(crate) async fn status(&self) -> Result<DaemonStatus, DaemonError> {
+        let addr = self.addr().await;
+        let (status, groups, remembered) =
+            on_store(&self.store, |s| Ok((s.status()?, s.groups()?, s.peers()?))).await?;
+        let addrs: HashMap<DeviceId, (String, u64)> = remembered
+            .into_iter()
+            .map(|(d, a, seen)| (d, (a, seen)))
+            .collect();
+        let have = lock(&self.local).have.clone();
+        let conflicts: Vec<OpenConflict> = lock(&self.local).conflicts.values().cloned().collect();
+        let mut peers: Vec<PeerStatus> = lock(&self.peers)
+            .values()
+            .map(|p| {
+                let conn = p.connection();
+                let st = lock(&p.state);
+                let mut s = st.status.clone();
+                s.connected = conn.is_some();
+                if let Some(c) = &conn {
+                    (s.path, s.rtt_ms) = path_of(c);
+                }
+                s.pending_out = st
+                    .groups
+                    .iter()
+                    .filter_map(|g| Some(have.get(g)?.ahead_of(st.known.get(g)?)))
+                    .sum();
+                s.pending_in = st
+                    .groups
+                    .iter()
+                    .filter_map(|g| Some(st.known.get(g)?.ahead_of(have.get(g)?)))
+                    .sum();
+                if let Some((a, seen)) = addrs.get(&p.device) {
+                    s.addr = Some(a.clone());
+                    s.last_sync_ms = s.last_sync_ms.or(Some(*seen));
+                }
+                s
+            })
+            .collect();
+        peers.sort_by(|a, b| a.device.cmp(&b.device));
+        let groups = groups
+            .into_iter()
+            .filter(|g| g.role(&self.me).is_some())
+            .map(|g| {
+                let tables: Vec<String> = status
+                    .groups
+                    .iter()
+                    .find(|s| s.id == g.id.to_string())
+                    .map(|s| s.tables.clone())
+                    .unwrap_or_default();
+                let mine = |t: &str| tables.iter().any(|x| x.eq_ignore_ascii_case(t));
+                GroupStatus {
+                    id: g.id.to_string(),
+                    name: g.name.clone(),
+                    members: g
+                        .members()
+                        .into_iter()
+                        .filter_map(|m| Some((m.device.to_string(), m.role?.as_str().to_owned())))
+                        .collect(),
+                    pending_conflicts: conflicts
+                        .iter()
+                        .filter(|c| c.status == "pending" && mine(&c.table))
+                        .count() as u64,
+                    held_changes: status
+                        .held
+                        .iter()
+                        .filter(|h| mine(&h.table))
+                        .map(|h| h.count)
+                        .sum(),
+                }
+            })
+            .collect();
+        Ok(DaemonStatus {
+            device: self.me.to_string(),
+            addr,
+            pid: std::process::id(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            peers,
+            groups,
+        })
+    }
+
+    /// Finds members on the local network; each one found is tried at once.
+    #[cfg(feature = "mdns")]
+    fn discover(self: Arc<Self>) -> Option<JoinHandle<()>> {
+        use iroh_mdns_address_lookup::{DiscoveryEvent, MdnsAddressLookup};
+        use n0_future::StreamExt;
+        let endpoint = self.node.endpoint();
+        let mdns = match MdnsAddressLookup::builder()
+            .service_name("shoal")
+            .build(endpoint.id())
+        {
+            Ok(m) => m,
+            Err(e) => {
+                warn!("local-network discovery is off: {e}");
+                return None;
+            }
+        };
+        match endpoint.address_lookup() {
+            Ok(services) => services.add(mdns.clone()),
+            Err(e) => {
+                warn!("local-network discovery is off: {e}");
+                return None;
+            }
+        }
+        Some(tokio::spawn(async move {
+            let mut events = mdns.subscribe().await;
+            while let Some(event) = events.next().await {
+                if let DiscoveryEvent::Discovered { endpoint_info, .. } = event {
+                    let device = DeviceId(*endpoint_info.endpoint_id.as_bytes());
+                    if let Some(p) = self.peer(&device) {
+                        debug!(peer = %device.short(), "found on the local network");
+                        lock(&p.state).discovered = true;
+                        p.dirty.notify_one();
+                    }
+                }
+            }
+        }))
+    }
+
+    #[cfg(not(feature = "mdns"))]
+    fn discover(self: Arc<Self>) -> Option<JoinHandle<()>> {
+        None
+    }
+}
+
+/// The connection's path in use: `direct` or `relay`, and its round-trip time.
+fn path_of(conn: &Connection) -> (Option<String>, Option<f64>) {
+    let paths = conn.paths();
+    let selected = paths.iter().find(|p| p.is_selected());
+    match selected {
+        Some(p) => (
+            Some(if p.is_relay() { "relay" } else { "direct" }.to_string()),
+            Some(p.rtt().as_secs_f64() * 1000.0),
+        ),
+        None => (None, None),
+    }
+}
+
+/// The address a peer's connection came from, when it is a direct one.
+fn observed_addr(conn: &Connection) -> Option<EndpointAddr> {
+    let paths = conn.paths();
+    let ip = paths.iter().find_map(|p| match p.remote_addr() {
+        iroh::TransportAddr::Ip(sock) => Some(*sock),
+        _ => None,
+    })?;
+    Some(EndpointAddr::new(conn.remote_id()).with_ip_addr(ip))
+}
+
+/// A moment `after` from now, in ms since the epoch.
+fn wall_ms(after: Duration) -> u64 {
+    system_now_ms() + after.as_millis() as u64
+}

@@ -1,0 +1,50 @@
+//! What can go wrong running a daemon or talking to one, each saying what to do.
+
+use std::path::PathBuf;
+
+use shoal_net::NetError;
+use shoal_store::StoreError;
+use thiserror::Error;
+
+/// A daemon's errors.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// The database said no.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The network said no.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The configuration file cannot be read.
+    #[error(
+        "the configuration in {path} is not valid: {reason}. Fix it, or change it with `shoal config set`"
+    )]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A setting given a value it cannot take.
+    #[error("setting {key}: {reason}")]
+    Value {
+        /// The setting.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A daemon already serves this database.
+    #[error(
+        "a daemon already runs for this database (its control socket is {0}); stop it first, or let the other commands work through it"
+    )]
+    AlreadyRunning(PathBuf),
+    /// Talking to a running daemon failed.
+    #[error("the daemon did not answer: {0}. If it was killed, start it again with `shoal up`")]
+    Control(String),
+    /// The daemon answered with an error.
+    #[error("{0}")]
+    Remote(String),
+    /// Something that should not happen did.
+    #[error("internal error: {0}")]
+    Internal(String),
+}

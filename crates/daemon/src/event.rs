@@ -1,0 +1,94 @@
+//! What a running daemon tells whoever listens: [`Daemon::subscribe`] in Rust,
+//! `shoal up` on its output, `shoal events` over the control socket.
+//!
+//! [`Daemon::subscribe`]: crate::Daemon::subscribe
+
+use serde::{Deserialize, Serialize};
+
+/// One thing that happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A connection to a member is up.
+    PeerConnected {
+        /// The member's device id.
+        peer: String,
+        /// `direct` or `relay`.
+        path: Option<String>,
+    },
+    /// A connection to a member went away.
+    PeerLost {
+        /// The member's device id.
+        peer: String,
+        /// Why, as far as is known.
+        reason: String,
+    },
+    /// Writes made here were sealed into commits (and go out to connected members).
+    LocalCommits {
+        /// Commits sealed.
+        commits: u64,
+        /// Row changes in them.
+        changes: u64,
+    },
+    /// Commits from a member were applied here.
+    ChangesApplied {
+        /// The member they came from.
+        peer: String,
+        /// The group.
+        group: String,
+        /// Commits applied.
+        commits: u64,
+        /// Row changes applied.
+        changes: u64,
+    },
+    /// A transfer under way with a member.
+    SyncProgress {
+        /// The member.
+        peer: String,
+        /// The group.
+        group: String,
+        /// Commits sent so far.
+        pushed: u64,
+        /// Commits received so far.
+        pulled: u64,
+        /// Bytes both ways so far.
+        bytes: u64,
+    },
+    /// A round of sync with a member ended.
+    Synced {
+        /// The member.
+        peer: String,
+        /// Commits sent.
+        pushed: u64,
+        /// Commits received.
+        pulled: u64,
+        /// Bytes both ways.
+        bytes: u64,
+        /// How long it took.
+        elapsed_ms: u64,
+    },
+    /// A conflict entered the inbox.
+    ConflictFound {
+        /// Its id (`shoal conflicts DB show ID`).
+        id: String,
+        /// The table.
+        table: String,
+        /// What kind.
+        kind: String,
+        /// `pending` (waits for a person) or `auto` (resolved by policy).
+        status: String,
+    },
+    /// A conflict closed: resolved here or elsewhere, or overtaken by a write that
+    /// saw both sides.
+    ConflictClosed {
+        /// Its id.
+        id: String,
+    },
+    /// A member refused this device, or this device refused a member's commits.
+    Refused {
+        /// The member.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,27 @@
+//! Always-on sync for a Shoal database: `shoal up`.
+//!
+//! A [`Daemon`] binds the device's endpoint, keeps a connection to every member of
+//! every group it is in, notices local writes from any process (SQLite's
+//! `data_version`, not the app's tables), seals them and pushes them at once,
+//! reconnects with capped exponential backoff and jitter, and syncs on an interval
+//! besides. It reports [`Event`]s and a [`DaemonStatus`], and answers the other
+//! `shoal` commands on a control socket ([`Control`]).
+
+mod backoff;
+mod config;
+#[cfg(unix)]
+mod control;
+mod daemon;
+mod error;
+mod event;
+mod status;
+mod watch;
+
+pub use backoff::Backoff;
+pub use config::{Config, format_duration, parse_duration};
+#[cfg(unix)]
+pub use control::{Control, Request, socket_path};
+pub use daemon::{Daemon, node_config};
+pub use error::DaemonError;
+pub use event::Event;
+pub use status::{DaemonStatus, GroupStatus, PeerStatus};

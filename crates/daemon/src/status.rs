@@ -1,0 +1,77 @@
+//! What a running daemon reports about itself, its peers and its groups: the
+//! answer to `shoal status` and `shoal peers` while it runs.
+
+use serde::{Deserialize, Serialize};
+
+/// A running daemon, as `shoal status` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// This device.
+    pub device: String,
+    /// Where others reach it (an endpoint ticket).
+    pub addr: String,
+    /// The daemon's process.
+    pub pid: u32,
+    /// How long it has run.
+    pub uptime_ms: u64,
+    /// Every member it knows of.
+    pub peers: Vec<PeerStatus>,
+    /// Every group this device is in.
+    pub groups: Vec<GroupStatus>,
+}
+
+/// One member, as this daemon sees it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Its device id.
+    pub device: String,
+    /// Whether a connection is up now.
+    pub connected: bool,
+    /// `direct` or `relay`, while connected.
+    pub path: Option<String>,
+    /// Round-trip time on the connection's path, while connected.
+    pub rtt_ms: Option<f64>,
+    /// When a sync with it last succeeded (ms since the epoch).
+    pub last_sync_ms: Option<u64>,
+    /// Commits this device holds that the member lacks, as of the last sync.
+    pub pending_out: u64,
+    /// Commits the member holds that this device lacks (or refused), as of the last
+    /// sync.
+    pub pending_in: u64,
+    /// Commits sent to it since the daemon started.
+    pub commits_sent: u64,
+    /// Commits received from it since the daemon started.
+    pub commits_received: u64,
+    /// Row changes from it applied here since the daemon started.
+    pub changes_applied: u64,
+    /// Bytes of session data sent to it.
+    pub bytes_sent: u64,
+    /// Bytes of session data received from it.
+    pub bytes_received: u64,
+    /// Rounds of sync completed with it.
+    pub rounds: u64,
+    /// Where it is reached, if known.
+    pub addr: Option<String>,
+    /// When the latest attempts to connect to it began (ms since the epoch), oldest
+    /// first; at most the last 32.
+    pub attempts: Vec<u64>,
+    /// When the next attempt is due (ms since the epoch), while disconnected.
+    pub next_attempt_ms: Option<u64>,
+    /// The last error with it.
+    pub last_error: Option<String>,
+}
+
+/// One group, as `shoal status` shows it while a daemon runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// The group's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its members: device id and role.
+    pub members: Vec<(String, String)>,
+    /// Conflicts in its tables waiting for a person.
+    pub pending_conflicts: u64,
+    /// Remote changes to its tables held until they can be applied.
+    pub held_changes: u64,
+}
