@@ -1,6 +1,7 @@
 //! The `shoal` command: thin glue between the command line and the store.
 
 mod bench;
+mod bench_live;
 mod bench_sync;
 mod demo;
 mod net;
@@ -215,15 +216,26 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
     },
-    /// Measure capture overhead, sealing rate and merge rate against raw SQLite, or
-    /// with --sync a cold sync, a reconnect and one change between two processes
+    /// Measure capture overhead, sealing rate and merge rate against raw SQLite; with
+    /// --sync a cold sync, a reconnect and one change between two processes; with
+    /// --live push latency and idle cost of running daemons
     Bench {
         /// Rows to write
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
         /// Measure sync between two processes over QUIC on loopback instead
-        #[arg(long)]
+        #[arg(long, conflicts_with = "live")]
         sync: bool,
+        /// Measure live push between running daemons instead: latency from a local
+        /// commit to the change applied on a connected peer, and idle cost
+        #[arg(long)]
+        live: bool,
+        /// With --live: writes to time
+        #[arg(long, default_value_t = 1000)]
+        writes: u64,
+        /// With --live: seconds to watch the idle daemon
+        #[arg(long, default_value_t = 60)]
+        idle_secs: u64,
     },
     #[command(hide = true)]
     BenchImport { from: PathBuf, to: PathBuf },
@@ -562,8 +574,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             clap_complete::generate(*shell, &mut cmd, "shoal", &mut std::io::stdout());
         }
         Command::Demo { keep } => demo::run(keep.as_deref(), json)?,
-        Command::Bench { rows, sync: false } => bench::run(*rows, json)?,
-        Command::Bench { rows, sync: true } => bench_sync::run(*rows, json)?,
+        Command::Bench {
+            live: true,
+            writes,
+            idle_secs,
+            ..
+        } => bench_live::run(*writes, (*idle_secs).max(1), json)?,
+        Command::Bench {
+            rows, sync: true, ..
+        } => bench_sync::run(*rows, json)?,
+        Command::Bench { rows, .. } => bench::run(*rows, json)?,
         Command::BenchJoin { db, src, ticket } => {
             bench_sync::join_child(&data_dir(&cli.data_dir)?, db, src, ticket)?
         }

@@ -1,6 +1,12 @@
 //! Noticing writes to the database from any process without reading the app's
 //! tables: SQLite's `PRAGMA data_version` changes whenever another connection
 //! commits to the file, and asking costs a few microseconds.
+//!
+//! The question is asked when the file system says the database (or its WAL or
+//! journal) was written, and then every `interval` for a moment after, since a
+//! commit becomes visible a little after its bytes land. While nothing writes, the
+//! thread sleeps: it asks once a second in case a notice was missed. Where file
+//! notices are not available, it asks every `interval`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,8 +17,30 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Notify;
 
-/// A thread that asks the database every `interval` whether it changed, and wakes
-/// `changed` when it did.
+/// How long after a file notice the database is asked every `interval`.
+const HOT: Duration = Duration::from_millis(250);
+
+/// How often the database is asked while no notice comes.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// The names of the files a commit to `db` writes: the database, its WAL, its
+/// rollback journal.
+fn watched_files(db: &Path) -> Vec<std::ffi::OsString> {
+    let Some(name) = db.file_name() else {
+        return Vec::new();
+    };
+    ["", "-wal", "-journal"]
+        .iter()
+        .map(|suffix| {
+            let mut n = name.to_owned();
+            n.push(suffix);
+            n
+        })
+        .collect()
+}
+
+/// A thread that asks the database whether it changed when its files are written,
+/// and wakes `changed` when it did.
 pub(crate) struct Watcher {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -34,11 +62,48 @@ impl Watcher {
         let mut last = version(&conn)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let (tx, notices) = std::sync::mpsc::channel::<()>();
+        let files = watched_files(db);
+        let notifier = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+            if e.is_ok_and(|e| e.paths.iter().any(|p| files.iter().any(|f| p.ends_with(f)))) {
+                let _ = tx.send(());
+            }
+        })
+        .and_then(|mut w| {
+            use notify::Watcher as _;
+            let dir = db
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            w.watch(dir, notify::RecursiveMode::NonRecursive)?;
+            Ok(w)
+        });
+        let idle = match &notifier {
+            Ok(_) => IDLE_CHECK,
+            Err(e) => {
+                tracing::warn!("no file notices ({e}); asking the database every {interval:?}");
+                interval
+            }
+        };
         let thread = std::thread::Builder::new()
             .name("shoal-watch".into())
             .spawn(move || {
+                let _notifier = notifier;
+                let mut hot_until = std::time::Instant::now();
                 while !stopping.load(Ordering::Relaxed) {
-                    std::thread::sleep(interval);
+                    let now = std::time::Instant::now();
+                    let wait = if now < hot_until { interval } else { idle };
+                    match notices.recv_timeout(wait) {
+                        Ok(()) => {
+                            hot_until = std::time::Instant::now() + HOT;
+                            // Take every notice already queued, then look.
+                            while notices.try_recv().is_ok() {}
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                            std::thread::sleep(wait)
+                        }
+                    }
                     match version(&conn) {
                         Ok(v) if v != last => {
                             last = v;
@@ -91,6 +156,6 @@ mod tests {
         writer
             .execute("INSERT INTO t VALUES (1)", [])
             .expect("write");
-        assert!(wait(2000).await.is_ok(), "a write did not wake the watcher");
+        assert!(wait(500).await.is_ok(), "a write did not wake the watcher");
     }
 }
