@@ -138,7 +138,7 @@ impl Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .args(["up", db, "--json"])
             .env("SHOAL_DATA_DIR", env.path("data"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -395,5 +395,97 @@ fn attempts_to_reach_a_member_that_is_down_back_off_as_configured() {
     assert!(
         gaps[4..].iter().sum::<u64>() > gaps[..2].iter().sum::<u64>() * 2,
         "the waits did not grow: {gaps:?}"
+    );
+}
+
+/// A and B, members of one group, with A's daemon running and B joined.
+fn pair(env: &Env) -> (String, String, Daemon) {
+    let (a, b) = (env.replica("a.db"), env.replica("b.db"));
+    env.ok(&["group", &a, "create", "desk", "--table", "trades"]);
+    let daemon_a = Daemon::up(env, &a);
+    let ticket = env.invite(&a, "member");
+    env.ok(&["join", &b, &ticket]);
+    (a, b, daemon_a)
+}
+
+#[test]
+fn a_daemon_stopped_for_a_while_catches_up_after_restart() {
+    let env = Env::new();
+    let (a, b, _daemon_a) = pair(&env);
+    let daemon_b = Daemon::up(&env, &b);
+    python(&a, "INSERT INTO trades VALUES ('t1', 'AAPL', 1)");
+    eventually(30, "B has t1", || has(&b, "t1"));
+    assert!(daemon_b.stop().success());
+    // Apart: both sides write, including the same row.
+    python(
+        &a,
+        "INSERT INTO trades VALUES ('a-apart', 'MSFT', 2); UPDATE trades SET qty = 10 WHERE id = 't1';",
+    );
+    python(
+        &b,
+        "INSERT INTO trades VALUES ('b-apart', 'NVDA', 3); UPDATE trades SET symbol = 'AAPL.O' WHERE id = 't1';",
+    );
+    let _daemon_b = Daemon::up(&env, &b);
+    for db in [&a, &b] {
+        eventually(30, &format!("{db} caught up"), || {
+            has(db, "a-apart")
+                && has(db, "b-apart")
+                && count(
+                    db,
+                    "SELECT count(*) FROM trades WHERE id = 't1' AND qty = 10 AND symbol = 'AAPL.O'",
+                ) == 1
+        });
+    }
+}
+
+#[test]
+fn a_daemon_killed_in_the_middle_of_a_large_sync_loses_nothing() {
+    let env = Env::new();
+    let (a, b, _daemon_a) = pair(&env);
+    const ROWS: i64 = 100_000;
+    python(
+        &a,
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS})
+             INSERT INTO trades SELECT 'big-' || i, hex(randomblob(150)), i FROM n;"
+        ),
+    );
+    // B writes while no daemon of its own runs; then its daemon starts pulling.
+    python(&b, "INSERT INTO trades VALUES ('b-1', 'MSFT', 1)");
+    let mut daemon_b = Daemon::up(&env, &b);
+    // A write that lands while the daemon is busy pulling.
+    python(&b, "INSERT INTO trades VALUES ('b-2', 'NVDA', 2)");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let seen = loop {
+        let n = count(&b, "SELECT count(*) FROM trades WHERE id LIKE 'big-%'");
+        if n > 0 {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "B never started pulling");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    daemon_b.child.kill().expect("SIGKILL");
+    daemon_b.child.wait().expect("reaped");
+    let at_kill = count(&b, "SELECT count(*) FROM trades WHERE id LIKE 'big-%'");
+    assert!(
+        at_kill < ROWS,
+        "the sync finished before the kill ({seen} then {at_kill} rows); nothing was cut"
+    );
+    // Whatever B imported is whole: rows arrive commit by commit, never half a row.
+    assert_eq!(
+        count(&b, "SELECT count(*) FROM trades WHERE id LIKE 'big-%' AND symbol IS NULL"),
+        0
+    );
+    python(&b, "INSERT INTO trades VALUES ('b-3', 'TSLA', 3)");
+    let _daemon_b = Daemon::up(&env, &b);
+    eventually(120, "B has every row of A", || {
+        count(&b, "SELECT count(*) FROM trades WHERE id LIKE 'big-%'") == ROWS
+    });
+    eventually(60, "A has every write B made around the kill", || {
+        ["b-1", "b-2", "b-3"].iter().all(|id| has(&a, id))
+    });
+    assert_eq!(
+        count(&a, "SELECT count(*) FROM trades"),
+        count(&b, "SELECT count(*) FROM trades")
     );
 }
