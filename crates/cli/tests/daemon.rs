@@ -473,7 +473,10 @@ fn a_daemon_killed_in_the_middle_of_a_large_sync_loses_nothing() {
     );
     // Whatever B imported is whole: rows arrive commit by commit, never half a row.
     assert_eq!(
-        count(&b, "SELECT count(*) FROM trades WHERE id LIKE 'big-%' AND symbol IS NULL"),
+        count(
+            &b,
+            "SELECT count(*) FROM trades WHERE id LIKE 'big-%' AND symbol IS NULL"
+        ),
         0
     );
     python(&b, "INSERT INTO trades VALUES ('b-3', 'TSLA', 3)");

@@ -409,6 +409,7 @@ impl Inner {
                     }),
                     task: Mutex::new(None),
                 });
+                debug!(peer = %device.short(), "a member to keep in touch with");
                 let task = tokio::spawn(self.clone().supervise(peer.clone()));
                 *lock(&peer.task) = Some(task);
                 peers.insert(device, peer);
@@ -591,6 +592,7 @@ impl Inner {
                 tokio::select! {
                     () = tokio::time::sleep_until(due.unwrap_or(next).into()), if due.is_some() => {
                         let started = Instant::now();
+                        debug!(peer = %peer.device.short(), ways = candidates.len(), "connecting");
                         self.note_attempt(&peer);
                         match self.dial(&candidates).await {
                             Ok(conn) => {

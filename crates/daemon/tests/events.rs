@@ -1,0 +1,145 @@
+//! The daemon as a library: two daemons in one process on loopback QUIC, a join by
+//! ticket, and the events an embedding app sees.
+
+use std::path::Path;
+use std::time::Duration;
+
+use shoal_core::Role;
+use shoal_daemon::{Config, Daemon, Event};
+use shoal_net::InviteTicket;
+use shoal_store::{Resolution, Side, Store, StoreOptions};
+use tokio::sync::broadcast::Receiver;
+
+fn config() -> Config {
+    Config {
+        relay: "none".into(),
+        mdns: false,
+        heartbeat: Duration::from_secs(1),
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(2),
+        ..Config::default()
+    }
+}
+
+fn replica(path: &Path, options: &StoreOptions) -> Store {
+    rusqlite::Connection::open(path)
+        .expect("open")
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE trades (id TEXT PRIMARY KEY, qty INTEGER);",
+        )
+        .expect("schema");
+    let mut store = Store::init(path, options.clone()).expect("init");
+    store.track("trades", None).expect("track");
+    store
+}
+
+fn write(path: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy");
+    conn.execute_batch(sql).expect(sql);
+}
+
+/// The first event that `matches`, within 30 s.
+async fn expect(
+    events: &mut Receiver<Event>,
+    what: &str,
+    matches: impl Fn(&Event) -> bool,
+) -> Event {
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match events.recv().await {
+                Ok(e) if matches(&e) => return e,
+                Ok(_) => {}
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no {what} event within 30 s"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedding_app_joins_by_ticket_and_hears_changes_and_conflicts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let options = StoreOptions::new(dir.path().join("data"));
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let mut store_a = replica(&a, &options);
+    let group = store_a
+        .create_group("desk", &[("trades".into(), Vec::new())])
+        .expect("group");
+    drop(replica(&b, &options));
+
+    let daemon_a = Daemon::start(&a, options.clone(), config(), false)
+        .await
+        .expect("A starts");
+    let invite = store_a
+        .create_invite(&group.id.to_string(), Role::Member, 3_600_000, 1)
+        .expect("invite");
+    let ticket = InviteTicket::new(&invite, store_a.device(), daemon_a.addr().await)
+        .encode(store_a.device_key());
+    let ticket: InviteTicket = ticket.parse().expect("ticket");
+
+    let daemon_b = Daemon::start(&b, options.clone(), config(), false)
+        .await
+        .expect("B starts");
+    let mut events_b = daemon_b.subscribe();
+    let joined = daemon_b.join(&ticket).await.expect("join");
+    assert_eq!(joined.role, Some(Role::Member));
+    assert_eq!(joined.name, "desk");
+    let a_id = daemon_a.device().to_string();
+    expect(
+        &mut events_b,
+        "peer connected",
+        |e| matches!(e, Event::PeerConnected { peer, .. } if *peer == a_id),
+    )
+    .await;
+
+    write(&a, "INSERT INTO trades VALUES ('t1', 1)");
+    let applied = expect(&mut events_b, "changes applied", |e| {
+        matches!(e, Event::ChangesApplied { .. })
+    })
+    .await;
+    assert_eq!(
+        applied,
+        Event::ChangesApplied {
+            peer: a_id.clone(),
+            group: "desk".into(),
+            commits: 1,
+            changes: 1,
+        }
+    );
+    let status = daemon_b.status().await.expect("status");
+    assert_eq!(status.peers.len(), 1);
+    assert!(status.peers[0].connected, "{status:?}");
+    assert_eq!(status.groups[0].members.len(), 2);
+
+    // Apart, both edit t1; together again, the conflict is found, and resolving it
+    // closes it.
+    daemon_b.shutdown().await;
+    write(&a, "UPDATE trades SET qty = 10 WHERE id = 't1'");
+    write(&b, "UPDATE trades SET qty = 20 WHERE id = 't1'");
+    let mut events_a = daemon_a.subscribe();
+    let daemon_b = Daemon::start(&b, options.clone(), config(), false)
+        .await
+        .expect("B starts again");
+    let Event::ConflictFound { id, table, .. } = expect(&mut events_a, "conflict found", |e| {
+        matches!(e, Event::ConflictFound { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(table, "trades");
+    store_a
+        .resolve(&id, Resolution::Keep(Side::Local))
+        .expect("resolve");
+    expect(
+        &mut events_a,
+        "conflict closed",
+        |e| matches!(e, Event::ConflictClosed { id: closed } if *closed == id),
+    )
+    .await;
+    daemon_b.shutdown().await;
+    daemon_a.shutdown().await;
+}
