@@ -3,9 +3,7 @@
 //! peer (p50, p99), the bytes each pushed write costs, and the first daemon's CPU and
 //! memory while idle with three peers connected.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -14,6 +12,7 @@ use shoal_daemon::{Config, Control, DaemonStatus, Request};
 use shoal_store::StoreOptions;
 
 use crate::bench::{INSERT, connect, replica};
+use crate::child::{Up, shoal};
 
 #[derive(Serialize)]
 struct Figures {
@@ -27,50 +26,6 @@ struct Figures {
     idle_cpu_percent: f64,
     idle_rss_mb: f64,
     peak_rss_mb: f64,
-}
-
-/// A daemon process, killed when dropped; its output is drained so it never blocks.
-struct Up(Child);
-
-impl Up {
-    fn start(exe: &Path, data: &Path, db: &Path) -> anyhow::Result<Up> {
-        let mut child = Command::new(exe)
-            .args(["up", &db.to_string_lossy(), "--json"])
-            .env("SHOAL_DATA_DIR", data)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let first = lines.next().context("the daemon said nothing")??;
-        if !first.contains("\"up\"") {
-            bail!("the daemon did not start: {first}");
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Up(child))
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn shoal(exe: &Path, data: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let out = Command::new(exe)
-        .args(args)
-        .arg("--json")
-        .env("SHOAL_DATA_DIR", data)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "shoal {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// CPU time (user + system) of a process, in clock ticks.
@@ -115,7 +70,6 @@ pub(crate) fn run(writes: u64, idle_secs: u64, json: bool) -> anyhow::Result<()>
     Config::set(&data, "relay", "none")?;
     Config::set(&data, "mdns", "false")?;
     let options = StoreOptions::new(&data);
-    let exe = std::env::current_exe()?;
     let dbs: Vec<_> = ["a", "b", "c", "d"]
         .iter()
         .map(|n| dir.path().join(format!("{n}.db")))
@@ -130,18 +84,18 @@ pub(crate) fn run(writes: u64, idle_secs: u64, json: bool) -> anyhow::Result<()>
         }
     }
     let hub = hub.context("a hub")?;
-    let up_a = Up::start(&exe, &data, &dbs[0])?;
+    let up_a = Up::start(&data, &dbs[0])?;
     let a = dbs[0].to_string_lossy().into_owned();
     for db in &dbs[1..] {
-        let ticket = shoal(&exe, &data, &["invite", &a, "--no-qr"])?["ticket"]
+        let ticket = shoal(&data, &["invite", &a, "--no-qr"])?["ticket"]
             .as_str()
             .context("ticket")?
             .to_owned();
-        shoal(&exe, &data, &["join", &db.to_string_lossy(), &ticket])?;
+        shoal(&data, &["join", &db.to_string_lossy(), &ticket])?;
     }
     let _peers: Vec<Up> = dbs[1..]
         .iter()
-        .map(|db| Up::start(&exe, &data, db))
+        .map(|db| Up::start(&data, db))
         .collect::<anyhow::Result<_>>()?;
     let control = Control::find(&data, &hub).context("the hub's daemon")?;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -200,7 +154,7 @@ pub(crate) fn run(writes: u64, idle_secs: u64, json: bool) -> anyhow::Result<()>
 
     // Idle: three connected peers, nothing written.
     std::thread::sleep(Duration::from_secs(2));
-    let pid = up_a.0.id();
+    let pid = up_a.pid();
     let t0 = cpu_ticks(pid)?;
     std::thread::sleep(Duration::from_secs(idle_secs));
     let used = cpu_ticks(pid)? - t0;

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_live;
 mod bench_sync;
+mod child;
 mod demo;
 mod net;
 mod output;

@@ -80,8 +80,20 @@ fn the_demo_converges() {
         out.contains("ConcurrentWrite") && out.contains("UpdateDelete"),
         "{out}"
     );
+    assert!(out.contains("emotional states on the phone: 0"), "{out}");
+    assert!(out.contains("reached 0 of the other devices"), "{out}");
     let json = env.json(&["demo"]);
     assert_eq!(json["identical"], true);
+    assert_eq!(json["revoked_write_reached"], 0);
+    assert_eq!(json["steps"].as_array().map(Vec::len), Some(8), "{json}");
+    // The daemons are gone: nothing is left running on the demo's files.
+    let running = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(" up ") && c.contains("laptop.db"))
+        .count();
+    assert_eq!(running, 0, "a demo daemon is still running");
 }
 
 #[test]

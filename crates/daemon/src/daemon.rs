@@ -16,7 +16,7 @@ use shoal_net::{GroupSync, JoinSummary, Node, NodeConfig, PeerSpec, PeerSync, Pr
 use shoal_store::{OpenConflict, Store, StoreError, StoreOptions, system_now_ms};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::Config;
@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     rng: Mutex<StdRng>,
     statics: Vec<PeerSpec>,
     started: Instant,
+    /// Every log line of this daemon names its device.
+    span: tracing::Span,
 }
 
 /// What the daemon last saw of its own database.
@@ -185,14 +187,16 @@ impl Daemon {
             rng: Mutex::new(StdRng::from_os_rng()),
             statics,
             started: Instant::now(),
+            span: tracing::info_span!("daemon", device = %me.short()),
         });
         inner.clone().look(true).await?;
         let watcher = Watcher::start(&db, config.watch_interval, inner.changed.clone())
             .map_err(StoreError::from)?;
+        let span = inner.span.clone();
         let mut tasks = vec![
-            tokio::spawn(inner.clone().accept_loop()),
-            tokio::spawn(inner.clone().local_loop()),
-            tokio::spawn(inner.clone().tick_loop()),
+            tokio::spawn(inner.clone().accept_loop().instrument(span.clone())),
+            tokio::spawn(inner.clone().local_loop().instrument(span.clone())),
+            tokio::spawn(inner.clone().tick_loop().instrument(span)),
         ];
         if let Some(listener) = listener {
             tasks.push(tokio::spawn(control::serve(listener, inner.clone())));
@@ -410,7 +414,9 @@ impl Inner {
                     task: Mutex::new(None),
                 });
                 debug!(peer = %device.short(), "a member to keep in touch with");
-                let task = tokio::spawn(self.clone().supervise(peer.clone()));
+                let span =
+                    tracing::debug_span!(parent: &self.span, "member", peer = %device.short());
+                let task = tokio::spawn(self.clone().supervise(peer.clone()).instrument(span));
                 *lock(&peer.task) = Some(task);
                 peers.insert(device, peer);
             }
@@ -594,7 +600,18 @@ impl Inner {
                         let started = Instant::now();
                         debug!(peer = %peer.device.short(), ways = candidates.len(), "connecting");
                         self.note_attempt(&peer);
-                        match self.dial(&candidates).await {
+                        // A connection from the member itself ends the attempt.
+                        let dialed = tokio::select! {
+                            r = self.dial(&candidates) => r,
+                            r = conns.changed() => {
+                                if r.is_err() {
+                                    return;
+                                }
+                                backoff.reset();
+                                continue;
+                            }
+                        };
+                        match dialed {
                             Ok(conn) => {
                                 backoff.reset();
                                 self.adopt(&peer, conn.clone());
