@@ -588,6 +588,9 @@ impl Inner {
         }
         let stopped = self.stopped();
         tokio::pin!(stopped);
+        // Whether a round is owed: on every new connection, after every interval, and
+        // when this device holds something the member lacks.
+        let mut owed = true;
         loop {
             conns.borrow_and_update();
             let Some(conn) = peer.connection() else {
@@ -607,12 +610,14 @@ impl Inner {
                                 if r.is_err() {
                                     return;
                                 }
+                                owed = true;
                                 backoff.reset();
                                 continue;
                             }
                         };
                         match dialed {
                             Ok(conn) => {
+                                owed = true;
                                 backoff.reset();
                                 self.adopt(&peer, conn.clone());
                                 let inner = self.clone();
@@ -625,13 +630,15 @@ impl Inner {
                             }
                         }
                     }
-                    r = conns.changed() => if r.is_err() { return },
+                    r = conns.changed() => if r.is_err() { return } else { owed = true },
                     () = peer.dirty.notified() => {}
                     () = &mut stopped => return,
                 }
                 continue;
             };
-            if let Err(e) = self.round(&peer, &conn).await {
+            if !owed {
+                // Woken for nothing new: wait again.
+            } else if let Err(e) = self.round(&peer, &conn).await {
                 warn!(peer = %peer.device.short(), "sync failed: {e}");
                 lock(&peer.state).status.last_error = Some(e.to_string());
                 if let DaemonError::Net(shoal_net::NetError::Protocol(p)) = &e {
@@ -645,17 +652,19 @@ impl Inner {
                 next = Instant::now() + backoff.fail(&mut *lock(&self.rng));
                 continue;
             }
-            tokio::select! {
-                () = peer.dirty.notified() => {}
-                () = tokio::time::sleep(self.config.sync_interval) => {}
+            owed = tokio::select! {
+                // A wake-up may be stale: the round it asked for already ran.
+                () = peer.dirty.notified() => peer.behind(&lock(&self.local).have),
+                () = tokio::time::sleep(self.config.sync_interval) => true,
                 closed = conn.closed() => {
                     let reason = closed.to_string();
                     self.lost(&peer, &conn, reason);
                     next = Instant::now() + backoff.fail(&mut *lock(&self.rng));
+                    true
                 }
-                r = conns.changed() => if r.is_err() { return },
+                r = conns.changed() => if r.is_err() { return } else { true },
                 () = &mut stopped => return,
-            }
+            };
         }
     }
 

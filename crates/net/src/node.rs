@@ -170,6 +170,40 @@ pub struct Node {
     device: DeviceId,
     config: NodeConfig,
     active: Arc<AtomicUsize>,
+    /// Database connections given back by finished tasks.
+    idle: Arc<Mutex<Vec<SharedStore>>>,
+}
+
+/// How many database connections a node keeps for reuse.
+const IDLE_STORES: usize = 4;
+
+/// A database connection lent to one task; given back to its node when dropped.
+struct Lease {
+    store: Option<SharedStore>,
+    idle: Arc<Mutex<Vec<SharedStore>>>,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = SharedStore;
+
+    fn deref(&self) -> &SharedStore {
+        self.store.as_ref().expect("a lease holds its store until dropped")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(s) = self.store.take() {
+            let mut idle = lock(&self.idle);
+            if idle.len() < IDLE_STORES {
+                idle.push(s);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Node {
@@ -224,6 +258,7 @@ impl Node {
             device,
             config,
             active: Arc::new(AtomicUsize::new(0)),
+            idle: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -267,11 +302,22 @@ impl Node {
         self.endpoint.addr()
     }
 
-    fn open_store(&self) -> Result<SharedStore, NetError> {
-        Ok(Arc::new(Mutex::new(Store::open(
-            &self.db.path,
-            self.db.options.clone(),
-        )?)))
+    /// A connection to the database for one task: one that an earlier task gave
+    /// back, or a new one. Opening costs more than a round of sync on a kept
+    /// connection, so a daemon's rounds reuse them.
+    fn open_store(&self) -> Result<Lease, NetError> {
+        let idle = lock(&self.idle).pop();
+        let store = match idle {
+            Some(s) => s,
+            None => Arc::new(Mutex::new(Store::open(
+                &self.db.path,
+                self.db.options.clone(),
+            )?)),
+        };
+        Ok(Lease {
+            store: Some(store),
+            idle: self.idle.clone(),
+        })
     }
 
     /// Accepts sessions until the endpoint is closed.
