@@ -498,3 +498,49 @@ fn a_daemon_killed_in_the_middle_of_a_large_sync_loses_nothing() {
         count(&b, "SELECT count(*) FROM trades")
     );
 }
+
+#[test]
+fn one_daemon_per_database_and_the_other_commands_go_through_it() {
+    let env = Env::new();
+    let (a, _b, _daemon_a) = pair(&env);
+    // A second daemon for the same database is refused while the first answers.
+    let out = env.shoal(&["up", &a]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already runs"), "{err}");
+    // So is a second endpoint with the same key.
+    let out = env.shoal(&["serve", &a]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already accepts"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Status says a daemon runs, and which.
+    let status = env.json(&["status", &a]);
+    assert!(status["daemon"]["pid"].as_u64().is_some(), "{status}");
+}
+
+#[test]
+fn settings_are_read_and_changed_from_the_command_line() {
+    let env = Env::new();
+    assert_eq!(env.ok(&["config", "get", "sync_interval"]).trim(), "1m");
+    env.ok(&["config", "set", "sync_interval", "90s"]);
+    assert_eq!(env.ok(&["config", "get", "sync_interval"]).trim(), "90s");
+    assert_eq!(env.ok(&["config", "get", "relay"]).trim(), "none");
+    let all = env.json(&["config", "list"]);
+    assert_eq!(all["sync_interval"], "90s");
+    assert_eq!(all["mdns"], false);
+    let out = env.shoal(&["config", "set", "sync_interval", "often"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
+    let out = env.shoal(&["config", "set", "colour", "blue"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the settings are"));
+    assert_eq!(env.ok(&["config", "get", "sync_interval"]).trim(), "90s");
+    // Completions for a shell name every command.
+    let bash = env.ok(&["completions", "bash"]);
+    for command in ["up", "peers", "events", "config", "sync", "invite"] {
+        assert!(bash.contains(command), "{command} missing from completions");
+    }
+}

@@ -366,7 +366,10 @@ impl Inner {
         self.clone().members(&groups);
         let peers: Vec<Arc<Peer>> = lock(&self.peers).values().cloned().collect();
         for p in peers {
-            if p.connection().is_some() && p.behind(&have) {
+            // A connected member that lacks something gets a round; one that is not
+            // connected looks again for ways to reach it (an address may have
+            // just been remembered).
+            if p.connection().is_none_or(|_| p.behind(&have)) {
                 p.dirty.notify_one();
             }
         }

@@ -187,7 +187,9 @@ impl std::ops::Deref for Lease {
     type Target = SharedStore;
 
     fn deref(&self) -> &SharedStore {
-        self.store.as_ref().expect("a lease holds its store until dropped")
+        self.store
+            .as_ref()
+            .expect("a lease holds its store until dropped")
     }
 }
 

@@ -32,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
     // `RUST_LOG=shoal_daemon=debug` shows what the daemon does.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
         .init();
     let mut args = std::env::args().skip(1);
     let db = PathBuf::from(args.next().context("usage: embed DB [TICKET]")?);
