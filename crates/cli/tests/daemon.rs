@@ -230,6 +230,16 @@ fn three_daemons_carry_writes_from_python_processes_without_a_sync_command() {
         });
     }
 
+    // B and C were both invited by A and never given each other's address: A tells
+    // each where the other is, and they connect.
+    for db in [&b, &c] {
+        eventually(30, &format!("{db} is connected to both others"), || {
+            env.json(&["peers", db])
+                .as_array()
+                .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["connected"] == true))
+        });
+    }
+
     // Status while running: A sees both members connected, with nothing pending.
     let peers = env.json(&["peers", &a, "-v"]);
     let peers = peers.as_array().expect("peers");
@@ -263,7 +273,7 @@ fn three_daemons_carry_writes_from_python_processes_without_a_sync_command() {
         synced["peers"].as_array().is_some_and(|p| !p.is_empty()),
         "{synced}"
     );
-    // B reaches A (C's address B never learned: that one says so).
+    // B reaches A (and C, whose address it learned from A).
     let a_id = env.device(&a);
     let with_a = synced["peers"]
         .as_array()

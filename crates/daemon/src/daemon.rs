@@ -2,7 +2,7 @@
 //! connection up and runs a round of sync whenever one side has something new, and
 //! a loop that seals local writes as soon as the database says it changed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::addresses::{AddressBook, MAX_BYTES, MAX_ENTRIES};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::control;
@@ -498,8 +499,9 @@ impl Inner {
         }
     }
 
-    /// Makes `conn` the connection `peer`'s rounds run on.
-    fn adopt(&self, peer: &Peer, conn: Connection) {
+    /// Makes `conn` the connection `peer`'s rounds run on, and trades addresses of
+    /// other members over it.
+    fn adopt(self: &Arc<Self>, peer: &Peer, conn: Connection) {
         let was = peer.connection().is_some();
         let path = path_of(&conn).0;
         {
@@ -507,13 +509,106 @@ impl Inner {
             st.status.connected = true;
             st.status.next_attempt_ms = None;
         }
-        peer.conn.send_replace(Some(conn));
+        peer.conn.send_replace(Some(conn.clone()));
+        tokio::spawn(self.clone().hear(peer.device, conn));
+        // Everyone connected hears where the newcomer is, and the newcomer hears
+        // where everyone is.
+        let connected: Vec<Arc<Peer>> = lock(&self.peers)
+            .values()
+            .filter(|p| p.connection().is_some())
+            .cloned()
+            .collect();
+        for p in connected {
+            tokio::spawn(self.clone().tell(p));
+        }
         if !was {
             info!(peer = %peer.device.short(), path = path.as_deref().unwrap_or("?"), "connected");
             self.emit(Event::PeerConnected {
                 peer: peer.device.to_string(),
                 path,
             });
+        }
+    }
+
+    /// Tells `peer` where the other members of the groups both are in can be
+    /// reached.
+    async fn tell(self: Arc<Self>, peer: Arc<Peer>) {
+        let Some(conn) = peer.connection() else {
+            return;
+        };
+        let shared = lock(&peer.state).groups.clone();
+        let members: HashSet<DeviceId> = lock(&self.local)
+            .groups
+            .iter()
+            .filter(|g| shared.contains(&g.id))
+            .flat_map(|g| g.members())
+            .filter(|m| m.role.is_some() && m.device != peer.device && m.device != self.me)
+            .map(|m| m.device)
+            .collect();
+        if members.is_empty() {
+            return;
+        }
+        let Ok(known) = on_store(&self.store, |s| s.peers()).await else {
+            return;
+        };
+        let entries: Vec<(DeviceId, String)> = known
+            .into_iter()
+            .filter(|(d, _, _)| members.contains(d))
+            .map(|(d, a, _)| (d, a))
+            .take(MAX_ENTRIES)
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        let bytes = AddressBook { entries }.encode();
+        if let Ok(mut send) = conn.open_uni().await
+            && send.write_all(&bytes).await.is_ok()
+        {
+            let _ = send.finish();
+        }
+    }
+
+    /// Reads what `from` says about where other members are, and keeps what checks
+    /// out: addresses of members of a group both are in, under the member's own key,
+    /// for members not connected now.
+    async fn hear(self: Arc<Self>, from: DeviceId, conn: Connection) {
+        while let Ok(mut recv) = conn.accept_uni().await {
+            let Ok(bytes) = recv.read_to_end(MAX_BYTES).await else {
+                continue;
+            };
+            let Some(book) = AddressBook::decode(&bytes) else {
+                debug!(peer = %from.short(), "an address list that cannot be read");
+                continue;
+            };
+            let Some(teller) = self.peer(&from) else {
+                return;
+            };
+            let theirs = lock(&teller.state).groups.clone();
+            let mut learned = Vec::new();
+            for (device, text) in book.entries {
+                if device == self.me || device == from {
+                    continue;
+                }
+                let Some(p) = self.peer(&device) else {
+                    continue;
+                };
+                let shared = lock(&p.state).groups.iter().any(|g| theirs.contains(g));
+                if !shared || p.connection().is_some() {
+                    continue;
+                }
+                match text.parse::<PeerSpec>() {
+                    Ok(PeerSpec::Addr(addr)) if *addr.id.as_bytes() == device.0 => {
+                        learned.push((p, addr))
+                    }
+                    _ => {}
+                }
+            }
+            for (p, addr) in learned {
+                debug!(peer = %p.device.short(), from = %from.short(), "learned an address");
+                if self.node.remember(p.device, &addr).await.is_ok() {
+                    p.dirty.notify_one();
+                }
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 //! besides. It reports [`Event`]s and a [`DaemonStatus`], and answers the other
 //! `shoal` commands on a control socket ([`Control`]).
 
+mod addresses;
 mod backoff;
 mod config;
 #[cfg(unix)]
