@@ -193,23 +193,28 @@ fn has(db: &str, id: &str) -> bool {
     ) == 1
 }
 
-#[test]
-fn three_daemons_carry_writes_from_python_processes_without_a_sync_command() {
-    let env = Env::new();
+/// A, B and C in one group, A its admin, each with its daemon running. B and C
+/// join through A's daemon, which serves them.
+fn trio(env: &Env) -> ([String; 3], [Daemon; 3]) {
     let (a, b, c) = (
         env.replica("a.db"),
         env.replica("b.db"),
         env.replica("c.db"),
     );
     env.ok(&["group", &a, "create", "desk", "--table", "trades"]);
-    let daemon_a = Daemon::up(&env, &a);
-    // Invites go through A's daemon, which serves the joiners.
-    let ticket = env.invite(&a, "member");
-    env.ok(&["join", &b, &ticket]);
-    let ticket = env.invite(&a, "member");
-    env.ok(&["join", &c, &ticket]);
-    let daemon_b = Daemon::up(&env, &b);
-    let daemon_c = Daemon::up(&env, &c);
+    let daemon_a = Daemon::up(env, &a);
+    for db in [&b, &c] {
+        let ticket = env.invite(&a, "member");
+        env.ok(&["join", db, &ticket]);
+    }
+    let (daemon_b, daemon_c) = (Daemon::up(env, &b), Daemon::up(env, &c));
+    ([a, b, c], [daemon_a, daemon_b, daemon_c])
+}
+
+#[test]
+fn three_daemons_carry_writes_from_python_processes_without_a_sync_command() {
+    let env = Env::new();
+    let ([a, b, c], [daemon_a, daemon_b, daemon_c]) = trio(&env);
 
     python(&a, "INSERT INTO trades VALUES ('from-a', 'AAPL', 1)");
     python(&b, "INSERT INTO trades VALUES ('from-b', 'MSFT', 2)");
@@ -302,19 +307,7 @@ fn three_daemons_carry_writes_from_python_processes_without_a_sync_command() {
 #[test]
 fn a_device_revoked_while_everything_runs_is_cut_off() {
     let env = Env::new();
-    let (a, b, c) = (
-        env.replica("a.db"),
-        env.replica("b.db"),
-        env.replica("c.db"),
-    );
-    env.ok(&["group", &a, "create", "desk", "--table", "trades"]);
-    let _daemon_a = Daemon::up(&env, &a);
-    let ticket = env.invite(&a, "member");
-    env.ok(&["join", &b, &ticket]);
-    let ticket = env.invite(&a, "member");
-    env.ok(&["join", &c, &ticket]);
-    let _daemon_b = Daemon::up(&env, &b);
-    let mut daemon_c = Daemon::up(&env, &c);
+    let ([a, b, c], [_daemon_a, _daemon_b, mut daemon_c]) = trio(&env);
     python(&c, "INSERT INTO trades VALUES ('c-before', 'AAPL', 1)");
     for db in [&a, &b] {
         eventually(30, &format!("{db} has C's write"), || has(db, "c-before"));

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -97,7 +98,21 @@ struct Peer {
     dirty: Notify,
     state: Mutex<PeerState>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// A round to pass on others' commits is already scheduled.
+    forwarding: AtomicBool,
 }
+
+/// What a member lacks of this device's holdings.
+enum Lack {
+    Nothing,
+    /// Commits this device made (or nothing is known of the member yet): sent at once.
+    Own,
+    /// Only other devices' commits, which the member may have had from them.
+    Relayed,
+}
+
+/// How long a round that only passes on others' commits waits.
+const FORWARD_DELAY: Duration = Duration::from_millis(250);
 
 #[derive(Default)]
 struct PeerState {
@@ -116,6 +131,23 @@ impl Peer {
             .borrow()
             .clone()
             .filter(|c| c.close_reason().is_none())
+    }
+
+    /// What the member lacks of `have`, in the groups both are in: commits by `me`,
+    /// or only commits this device would pass on.
+    fn lacks(&self, have: &HashMap<GroupId, VersionVector>, me: &DeviceId) -> Lack {
+        let st = lock(&self.state);
+        let mut lack = Lack::Nothing;
+        for g in &st.groups {
+            let Some(h) = have.get(g) else { continue };
+            match st.known.get(g) {
+                None => return Lack::Own,
+                Some(k) if h.get(me) > k.get(me) => return Lack::Own,
+                Some(k) if !k.covers(h) => lack = Lack::Relayed,
+                Some(_) => {}
+            }
+        }
+        lack
     }
 
     /// Whether `have` holds something the member lacks in a group both are in.
@@ -367,11 +399,28 @@ impl Inner {
         self.clone().members(&groups);
         let peers: Vec<Arc<Peer>> = lock(&self.peers).values().cloned().collect();
         for p in peers {
-            // A connected member that lacks something gets a round; one that is not
-            // connected looks again for ways to reach it (an address may have
-            // just been remembered).
-            if p.connection().is_none_or(|_| p.behind(&have)) {
+            if p.connection().is_none() {
+                // Look again for ways to reach it: an address may have just been
+                // remembered.
                 p.dirty.notify_one();
+                continue;
+            }
+            match p.lacks(&have, &self.me) {
+                Lack::Nothing => {}
+                Lack::Own => p.dirty.notify_one(),
+                // Commits this device passes on: the member has most likely had them
+                // from their author already, so the round that checks waits a moment
+                // and carries what arrived meanwhile.
+                Lack::Relayed => {
+                    if !p.forwarding.swap(true, Ordering::SeqCst) {
+                        let p = p.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(FORWARD_DELAY).await;
+                            p.forwarding.store(false, Ordering::SeqCst);
+                            p.dirty.notify_one();
+                        });
+                    }
+                }
             }
         }
         Ok(())
@@ -407,6 +456,7 @@ impl Inner {
                     device,
                     conn: watch::channel(None).0,
                     dirty: Notify::new(),
+                    forwarding: AtomicBool::new(false),
                     state: Mutex::new(PeerState {
                         status: PeerStatus {
                             device: device.to_string(),
