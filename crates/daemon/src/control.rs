@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoal_core::DeviceId;
 use shoal_net::{InviteTicket, PeerSpec};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
 
 use crate::daemon::Inner;
@@ -139,8 +139,6 @@ async fn answer(stream: tokio::net::UnixStream, inner: Arc<Inner>) -> std::io::R
     write.write_all(format!("{answer}\n").as_bytes()).await?;
     Ok(())
 }
-
-use tokio::io::AsyncReadExt as _;
 
 async fn handle(inner: &Arc<Inner>, request: Request) -> Result<serde_json::Value, DaemonError> {
     let json = |v: Result<serde_json::Value, serde_json::Error>| {
