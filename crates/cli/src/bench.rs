@@ -194,11 +194,16 @@ pub(crate) fn peak_rss_kb() -> u64 {
 
 /// The peak memory recorded in a `/proc/PID/status` file.
 pub(crate) fn peak_rss_kb_at(status: &str) -> u64 {
+    status_kb(status, "VmHWM:")
+}
+
+/// A memory figure (`VmRSS:`, `VmHWM:`) from a `/proc/PID/status` file, in KiB.
+pub(crate) fn status_kb(status: &str, field: &str) -> u64 {
     std::fs::read_to_string(status)
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         })
         .unwrap_or(0)

@@ -11,7 +11,7 @@ use serde::Serialize;
 use shoal_daemon::{Config, Control, DaemonStatus, Request};
 use shoal_store::StoreOptions;
 
-use crate::bench::{INSERT, connect, replica};
+use crate::bench::{INSERT, connect, peak_rss_kb_at, replica, status_kb};
 use crate::child::{Up, shoal};
 
 #[derive(Serialize)]
@@ -45,17 +45,6 @@ fn ticks_per_second() -> u64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100)
-}
-
-fn proc_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 fn status(control: &Control) -> anyhow::Result<DaemonStatus> {
@@ -155,6 +144,7 @@ pub(crate) fn run(writes: u64, idle_secs: u64, json: bool) -> anyhow::Result<()>
     // Idle: three connected peers, nothing written.
     std::thread::sleep(Duration::from_secs(2));
     let pid = up_a.pid();
+    let proc_status = format!("/proc/{pid}/status");
     let t0 = cpu_ticks(pid)?;
     std::thread::sleep(Duration::from_secs(idle_secs));
     let used = cpu_ticks(pid)? - t0;
@@ -167,8 +157,8 @@ pub(crate) fn run(writes: u64, idle_secs: u64, json: bool) -> anyhow::Result<()>
         bytes_per_write,
         idle_seconds: idle_secs,
         idle_cpu_percent: used as f64 / ticks_per_second() as f64 / idle_secs as f64 * 100.0,
-        idle_rss_mb: proc_kb(pid, "VmRSS:") as f64 / 1024.0,
-        peak_rss_mb: proc_kb(pid, "VmHWM:") as f64 / 1024.0,
+        idle_rss_mb: status_kb(&proc_status, "VmRSS:") as f64 / 1024.0,
+        peak_rss_mb: peak_rss_kb_at(&proc_status) as f64 / 1024.0,
     };
     if json {
         println!("{}", serde_json::to_string(&figures)?);

@@ -13,7 +13,10 @@ use iroh::endpoint::Connection;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shoal_core::{DeviceId, Group, GroupId, VersionVector};
-use shoal_net::{GroupSync, JoinSummary, Node, NodeConfig, PeerSpec, PeerSync, Progress, Relay};
+use shoal_net::{
+    GroupSync, JoinSummary, Node, NodeConfig, PeerSpec, PeerSync, Progress, Relay, SharedStore,
+    with_store,
+};
 use shoal_store::{OpenConflict, Store, StoreError, StoreOptions, system_now_ms};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
@@ -30,24 +33,6 @@ use crate::watch::Watcher;
 
 /// How many attempt times a peer's status keeps.
 const ATTEMPTS_KEPT: usize = 32;
-
-/// A store used from blocking threads.
-type SharedStore = Arc<Mutex<Store>>;
-
-/// Runs `f` on the daemon's own connection to the database, on a blocking thread.
-async fn on_store<T: Send + 'static>(
-    store: &SharedStore,
-    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, DaemonError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut guard = store.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
-    })
-    .await
-    .map_err(|e| DaemonError::Internal(e.to_string()))?
-    .map_err(DaemonError::Store)
-}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -346,7 +331,7 @@ impl Inner {
     /// and wakes every member that now lacks something. `first` records what is
     /// there without announcing it.
     async fn look(self: Arc<Self>, first: bool) -> Result<(), DaemonError> {
-        let (sealed, groups, have, conflicts) = on_store(&self.store, |s| {
+        let (sealed, groups, have, conflicts) = with_store(&self.store, |s| {
             let sealed = s.seal()?;
             let groups = s.groups()?;
             let mut have = HashMap::new();
@@ -511,7 +496,7 @@ impl Inner {
         every.tick().await;
         loop {
             every.tick().await;
-            match on_store(&self.store, |s| s.retry_held()).await {
+            match with_store(&self.store, |s| s.retry_held()).await {
                 Ok(r) if r.commits_applied + r.held_applied > 0 => {
                     info!(
                         commits = r.commits_applied,
@@ -598,7 +583,7 @@ impl Inner {
         if members.is_empty() {
             return;
         }
-        let Ok(known) = on_store(&self.store, |s| s.peers()).await else {
+        let Ok(known) = with_store(&self.store, |s| s.peers()).await else {
             return;
         };
         let entries: Vec<(DeviceId, String)> = known
@@ -702,7 +687,7 @@ impl Inner {
             return Vec::new();
         };
         let mut out = Vec::new();
-        if let Ok(Some(text)) = on_store(&self.store, move |s| s.peer_addr(&device)).await
+        if let Ok(Some(text)) = with_store(&self.store, move |s| s.peer_addr(&device)).await
             && let Ok(PeerSpec::Addr(a)) = text.parse::<PeerSpec>()
         {
             out.push(a);
@@ -979,7 +964,7 @@ impl Inner {
     }
 
     pub(crate) async fn group_id(&self, which: String) -> Result<GroupId, DaemonError> {
-        on_store(&self.store, move |s| Ok(s.group(&which)?.id)).await
+        Ok(with_store(&self.store, move |s| Ok(s.group(&which)?.id)).await?)
     }
 
     pub(crate) async fn addr(&self) -> String {
@@ -989,7 +974,7 @@ impl Inner {
     pub(crate) async fn status(&self) -> Result<DaemonStatus, DaemonError> {
         let addr = self.addr().await;
         let (status, groups, remembered) =
-            on_store(&self.store, |s| Ok((s.status()?, s.groups()?, s.peers()?))).await?;
+            with_store(&self.store, |s| Ok((s.status()?, s.groups()?, s.peers()?))).await?;
         let addrs: HashMap<DeviceId, (String, u64)> = remembered
             .into_iter()
             .map(|(d, a, seen)| (d, (a, seen)))

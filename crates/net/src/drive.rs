@@ -15,14 +15,14 @@ use crate::admit::{Admission, admit};
 use crate::error::NetError;
 use crate::node::{GroupSync, Progress};
 
-/// A store shared by the tasks of one session.
-pub(crate) type SharedStore = Arc<Mutex<Store>>;
+/// A database connection shared by tasks.
+pub type SharedStore = Arc<Mutex<Store>>;
 
 /// How many bytes of commits to read from the database at a time.
 const EXPORT_CHUNK: usize = 1 << 20;
 
 /// Runs `f` on the store on a blocking thread.
-pub(crate) async fn with_store<T: Send + 'static>(
+pub async fn with_store<T: Send + 'static>(
     store: &SharedStore,
     f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, NetError> {

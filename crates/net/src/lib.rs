@@ -15,6 +15,7 @@ mod peer;
 mod ticket;
 
 pub use admit::{Admission, admit};
+pub use drive::{SharedStore, with_store};
 pub use error::NetError;
 pub use node::{GroupSync, JoinSummary, Node, NodeConfig, PeerSync, Progress, Relay};
 pub use peer::PeerSpec;
