@@ -54,6 +54,20 @@ pub struct VersionRef {
     pub author: u32,
 }
 
+impl VersionRef {
+    /// The version this names in a commit by `author` whose author list is `authors`.
+    pub fn resolve(self, author: DeviceId, authors: &[DeviceId]) -> Option<Version> {
+        let author = match self.author {
+            0 => author,
+            i => *authors.get(i as usize - 1)?,
+        };
+        Some(Version {
+            hlc: self.hlc,
+            author,
+        })
+    }
+}
+
 /// What a row change does to its row.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Op {
@@ -175,11 +189,7 @@ impl CommitBody {
 
     /// Resolves a version reference against this commit's author list.
     pub fn resolve(&self, r: VersionRef) -> Option<Version> {
-        let author = match r.author {
-            0 => self.author,
-            i => *self.authors.get(i as usize - 1)?,
-        };
-        Some(Version { hlc: r.hlc, author })
+        r.resolve(self.author, &self.authors)
     }
 
     /// The version of every write this commit makes.

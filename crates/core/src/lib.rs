@@ -19,7 +19,7 @@ pub mod vv;
 pub use clock::{Hlc, MAX_DRIFT_MS};
 pub use commit::{
     Cell, CommitBody, CommitHash, Op, RowChange, Seq, SignedCommit, TableChanges, VerifiedCommit,
-    Version,
+    Version, VersionRef,
 };
 pub use error::CoreError;
 pub use group::{Group, GroupOp, Role};

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use rusqlite::{ErrorCode, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use shoal_core::merge::{RowAction, concurrent, row_action};
-use shoal_core::{Group, Op, RowChange, Value, VerifiedCommit, Version};
+use shoal_core::{DeviceId, Group, Op, RowChange, Value, VerifiedCommit, Version, VersionRef};
 
 use crate::Replica;
 use crate::conflict::{self, ConflictKind, NewConflict, Side};
@@ -150,7 +150,7 @@ impl Tables {
                     NewConflict {
                         kind: ConflictKind::Constraint,
                         key: &key,
-                        cl: rows::load(tx, table.id, &key_blob(&key))?.cl,
+                        cl: rows::cl(tx, table.id, &key_blob(&key))?,
                         columns: fk.from.clone(),
                         winner: Side::Remote,
                         local_values: None,
@@ -220,68 +220,164 @@ fn foreign_keys(tx: &Transaction, table: &str) -> Result<Vec<ForeignKey>> {
     Ok(out)
 }
 
-/// Applies every row change of a commit whose chain position and author have been
-/// checked. A commit of a group (`carried`) changes only the tables and columns the
-/// group carries; anything else in it is left out, so no member can reach a table
-/// the group does not share.
-pub(crate) fn apply_commit(
-    tx: &Transaction,
-    r: &mut Replica,
-    tables: &Tables,
-    carried: Option<&Group>,
-    commit: VerifiedCommit,
-    report: &mut ImportReport,
-) -> Result<()> {
-    let mut body = commit.body;
-    let version = body.version();
-    for t in std::mem::take(&mut body.tables) {
-        let share = match carried {
-            None => None,
-            Some(g) => match g.share(&t.table) {
-                Some(share) => Some(share),
-                None => {
-                    report.refused.push(format!(
-                        "commit {} by {}: {} row change(s) to table {:?}, which group {} does not carry, left out",
-                        body.seq,
-                        body.author,
-                        t.rows.len(),
-                        t.table,
-                        g.name
-                    ));
-                    continue;
-                }
-            },
-        };
-        let kept: Vec<bool> = t
-            .columns
-            .iter()
-            .map(|c| share.is_none_or(|s| s.carries(c)))
-            .collect();
-        let table: Rc<str> = Rc::from(t.table);
-        let key_columns: Rc<[String]> = Rc::from(t.key_columns);
-        let columns: Vec<Rc<str>> = t.columns.into_iter().map(Rc::from).collect();
-        // A commit changes each row at most once, so their order is free: in key order
-        // the tables' B-trees are walked once instead of at random.
-        let mut rows: Vec<(Vec<u8>, RowChange)> =
-            t.rows.into_iter().map(|r| (key_blob(&r.key), r)).collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (_, row) in rows {
-            let incoming = Incoming {
-                table: table.clone(),
-                key_columns: key_columns.clone(),
-                key: row.key,
-                op: row.op,
-                cl: row.cl,
+/// Row changes of accepted commits, gathered so that they are applied in key order,
+/// many commits at a time.
+///
+/// Changes to different rows do not depend on each other, and the keys of a first
+/// sync are as good as random: applied commit by commit, every commit walks the whole
+/// of the app's table and `shoal_rows`, and each page of them is written out once per
+/// commit. Sorted across many commits, each page is written once per pass. A stable
+/// sort keeps the changes to one row in the order their commits were accepted.
+///
+/// Changes wait encoded, about 60 bytes each, so that a pass can be long and an
+/// import's memory still small.
+#[derive(Default)]
+pub(crate) struct Pending {
+    parts: Vec<Part>,
+    /// Each change's key blob, then the change itself.
+    bytes: Vec<u8>,
+    rows: Vec<PendingRow>,
+}
+
+/// Where one waiting change is in [`Pending::bytes`].
+struct PendingRow {
+    part: u32,
+    start: u32,
+    key_end: u32,
+    end: u32,
+}
+
+/// What the row changes of one commit to one table share.
+struct Part {
+    /// The table's name, lower-cased: what changes are sorted by.
+    order: String,
+    table: Rc<str>,
+    key_columns: Rc<[String]>,
+    columns: Vec<Rc<str>>,
+    /// Which of `columns` the commit's group carries.
+    kept: Vec<bool>,
+    version: Version,
+    /// The commit's author list, against which version references resolve.
+    authors: Rc<[DeviceId]>,
+}
+
+impl Part {
+    fn resolve(&self, r: VersionRef) -> Option<Version> {
+        r.resolve(self.version.author, &self.authors)
+    }
+}
+
+/// Encoded changes gathered before a pass: enough for a sorted pass to pay, few enough
+/// to keep memory small.
+const PENDING_BYTES: usize = 4 << 20;
+
+impl Pending {
+    /// Gathers every row change of a commit whose chain position and author have been
+    /// checked, applying what has gathered once there is enough. A commit of a group
+    /// (`carried`) changes only the tables and columns the group carries; anything else
+    /// in it is left out, so no member can reach a table the group does not share.
+    pub(crate) fn add(
+        &mut self,
+        tx: &Transaction,
+        r: &mut Replica,
+        tables: &Tables,
+        carried: Option<&Group>,
+        commit: VerifiedCommit,
+        report: &mut ImportReport,
+    ) -> Result<()> {
+        let mut body = commit.body;
+        let version = body.version();
+        let authors: Rc<[DeviceId]> = Rc::from(std::mem::take(&mut body.authors));
+        for t in std::mem::take(&mut body.tables) {
+            let share = match carried {
+                None => None,
+                Some(g) => match g.share(&t.table) {
+                    Some(share) => Some(share),
+                    None => {
+                        report.refused.push(format!(
+                            "commit {} by {}: {} row change(s) to table {:?}, which group {} does not carry, left out",
+                            body.seq,
+                            body.author,
+                            t.rows.len(),
+                            t.table,
+                            g.name
+                        ));
+                        continue;
+                    }
+                },
+            };
+            let part = self.parts.len() as u32;
+            self.parts.push(Part {
+                order: t.table.to_lowercase(),
+                kept: t
+                    .columns
+                    .iter()
+                    .map(|c| share.is_none_or(|s| s.carries(c)))
+                    .collect(),
+                table: Rc::from(t.table),
+                key_columns: Rc::from(t.key_columns),
+                columns: t.columns.into_iter().map(Rc::from).collect(),
                 version,
-                seen: row.seen.and_then(|s| body.resolve(s)),
-                cells: row
+                authors: authors.clone(),
+            });
+            for change in &t.rows {
+                let start = self.bytes.len() as u32;
+                self.bytes = postcard::to_extend(&change.key, std::mem::take(&mut self.bytes))?;
+                let key_end = self.bytes.len() as u32;
+                self.bytes = postcard::to_extend(change, std::mem::take(&mut self.bytes))?;
+                self.rows.push(PendingRow {
+                    part,
+                    start,
+                    key_end,
+                    end: self.bytes.len() as u32,
+                });
+            }
+        }
+        if self.bytes.len() >= PENDING_BYTES {
+            self.apply(tx, r, tables, report)?;
+        }
+        Ok(())
+    }
+
+    /// Applies every gathered row change, in key order.
+    pub(crate) fn apply(
+        &mut self,
+        tx: &Transaction,
+        r: &mut Replica,
+        tables: &Tables,
+        report: &mut ImportReport,
+    ) -> Result<()> {
+        let Pending { parts, bytes, rows } = std::mem::take(self);
+        let key = |row: &PendingRow| {
+            (
+                &parts[row.part as usize].order,
+                &bytes[row.start as usize..row.key_end as usize],
+            )
+        };
+        let mut rows = rows;
+        rows.sort_by(|a, b| key(a).cmp(&key(b)));
+        for row in &rows {
+            let part = &parts[row.part as usize];
+            let change: RowChange =
+                postcard::from_bytes(&bytes[row.key_end as usize..row.end as usize])?;
+            let incoming = Incoming {
+                table: part.table.clone(),
+                key_columns: part.key_columns.clone(),
+                key: change.key,
+                op: change.op,
+                cl: change.cl,
+                version: part.version,
+                seen: change.seen.and_then(|s| part.resolve(s)),
+                cells: change
                     .cells
                     .into_iter()
-                    .filter(|c| kept[c.column as usize])
-                    .map(|c| IncomingCell {
-                        column: columns[c.column as usize].clone(),
-                        value: c.value,
-                        overwrote: c.overwrote.and_then(|o| body.resolve(o)),
+                    .filter(|c| part.kept.get(c.column as usize) == Some(&true))
+                    .filter_map(|c| {
+                        Some(IncomingCell {
+                            column: part.columns.get(c.column as usize)?.clone(),
+                            value: c.value,
+                            overwrote: c.overwrote.and_then(|o| part.resolve(o)),
+                        })
                     })
                     .collect(),
             };
@@ -290,8 +386,8 @@ pub(crate) fn apply_commit(
             }
             apply(tx, r, tables, incoming, report)?;
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Tries every held change again; those still not applicable are held anew.
@@ -393,7 +489,7 @@ fn merge(
     if inc.op == Op::Insert && insert_new(tx, r, tables, table, &inc, &blob, ver, report)? {
         return Ok(());
     }
-    let mut state = rows::load(tx, table.id, &blob)?;
+    let mut state = rows::load(tx, &mut r.columns, table.id, &blob)?;
     match row_action(state.cl, inc.op, inc.cl) {
         RowAction::Duplicate => return Ok(()),
         RowAction::Hold => {
@@ -626,7 +722,7 @@ fn merge(
             }
         }
     }
-    rows::save(tx, table.id, &blob, &state)?;
+    rows::save(tx, &mut r.columns, table.id, &blob, &state)?;
     applied(tx, r, tables, table, &inc, &blob, report)
 }
 
@@ -649,7 +745,7 @@ fn insert_new(
         cl: inc.cl,
         meta: inserted_meta(tx, r, inc, ver)?,
     };
-    if !rows::claim(tx, table.id, blob, &state)? {
+    if !rows::claim(tx, &mut r.columns, table.id, blob, &state)? {
         return Ok(false);
     }
     if let Err(e) = upsert_row(tx, table, inc) {

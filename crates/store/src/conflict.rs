@@ -414,7 +414,7 @@ pub(crate) fn resolve(
         Side::Remote => c.remote_values.clone(),
     };
     let blob = key_blob(&c.key);
-    let alive = rows::load(tx, table.id, &blob)?.alive();
+    let alive = rows::cl(tx, table.id, &blob)? % 2 == 1;
     match (c.kind, resolution) {
         (ConflictKind::Constraint, Resolution::Keep(Side::Local)) => Ok(()),
         (ConflictKind::Constraint, Resolution::Keep(Side::Remote)) => {

@@ -172,6 +172,11 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The merge state Shoal keeps for a row cannot be read.
+    #[error(
+        "Shoal's merge state for a row in this file is damaged ({0}): run `PRAGMA integrity_check`, and restore the file from a backup or another device"
+    )]
+    RowStateDamaged(#[from] postcard::Error),
 }
 
 /// The result type of this crate.

@@ -13,7 +13,7 @@ use shoal_core::{
     CommitBody, DeviceId, Group, GroupId, GroupOp, Seq, SignedCommit, VerifiedCommit, VersionVector,
 };
 
-use crate::apply::{self, Tables};
+use crate::apply::{self, Pending, Tables};
 use crate::error::Result;
 use crate::seal::{self, SealReport};
 use crate::{Replica, load_hlc, save_hlc};
@@ -151,6 +151,7 @@ pub(crate) fn import(
     let mut hlc = load_hlc(tx)?;
     let mut groups = groups::Cache::default();
     let mut roles_changed = BTreeSet::new();
+    let mut pending = Pending::default();
     // A membership change can let a chain that is waiting for its author to be made a
     // member go on: go round until a pass changes no group.
     loop {
@@ -162,6 +163,7 @@ pub(crate) fn import(
                 batch: &mut batch,
                 hlc: &mut hlc,
                 report: &mut report,
+                pending: &mut pending,
                 changed: false,
                 roles_changed: &mut roles_changed,
             };
@@ -172,6 +174,7 @@ pub(crate) fn import(
             break;
         }
     }
+    pending.apply(tx, r, &tables, &mut report)?;
     // Commits applied before this file learnt that their author had been revoked (or
     // made a reader) are taken back.
     for group in &roles_changed {
@@ -204,6 +207,8 @@ struct Chain<'a> {
     batch: &'a mut Batch,
     hlc: &'a mut shoal_core::Hlc,
     report: &'a mut ImportReport,
+    /// Row changes of accepted commits, not yet applied.
+    pending: &'a mut Pending,
     /// Whether a group's log grew, which may let other chains go on.
     changed: bool,
     /// Groups in which a device was revoked or given another role.
@@ -309,7 +314,8 @@ impl Chain<'_> {
             } else {
                 self.groups.get(tx, &mut r.authors, group)?
             };
-            apply::apply_commit(tx, r, self.tables, carried, commit, self.report)?;
+            self.pending
+                .add(tx, r, self.tables, carried, commit, self.report)?;
             set_state(tx, group, id, seq, State::Applied)?;
             authors::advance(tx, &head, seq, hash, clock)?;
             *self.hlc = (*self.hlc).max(clock);

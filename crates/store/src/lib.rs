@@ -103,6 +103,8 @@ pub(crate) struct Replica {
     pub(crate) key: DeviceKey,
     pub(crate) path: PathBuf,
     pub(crate) authors: Authors,
+    /// The numbers columns go by in `shoal_rows`.
+    pub(crate) columns: rows::Columns,
     pub(crate) options: StoreOptions,
     /// Whether any conflict record is open, learnt once per transaction: most
     /// databases have none, and then no write needs to look for records to close.
@@ -164,6 +166,7 @@ impl Store {
                 key,
                 path: path.to_owned(),
                 authors: Authors::default(),
+                columns: rows::Columns::default(),
                 options,
                 open_conflicts: None,
             },
@@ -681,6 +684,7 @@ impl Store {
             Err(e) => {
                 // Ids handed out inside the rolled-back transaction are void.
                 self.replica.authors.clear();
+                self.replica.columns.clear();
                 Err(e)
             }
         }

@@ -13,7 +13,7 @@ use rusqlite::Transaction;
 use shoal_core::{Group, GroupId, SignedCommit, Value, VerifiedCommit};
 
 use crate::Replica;
-use crate::apply::{self, Incoming, Tables};
+use crate::apply::{self, Incoming, Pending, Tables};
 use crate::error::Result;
 use crate::import::{ImportReport, State, judge, set_state};
 use crate::rows;
@@ -142,6 +142,7 @@ fn replay(
         .collect::<Result<_, _>>()?;
     let mut groups = crate::groups::Cache::default();
     let mut scratch = ImportReport::default();
+    let mut pending = Pending::default();
     for bytes in stored {
         let mut c = SignedCommit::from_bytes(&bytes)?.verify()?;
         c.body.tables.retain_mut(|t| {
@@ -161,8 +162,9 @@ fn replay(
         } else {
             groups.get(tx, &mut r.authors, &c.body.group)?.cloned()
         };
-        apply::apply_commit(tx, r, tables, carried.as_ref(), c, &mut scratch)?;
+        pending.add(tx, r, tables, carried.as_ref(), c, &mut scratch)?;
     }
+    pending.apply(tx, r, tables, &mut scratch)?;
     report.conflicts += scratch.conflicts;
     report.held += scratch.held;
     Ok(())

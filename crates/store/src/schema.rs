@@ -5,12 +5,13 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{Result, StoreError};
 
 /// The schema version this code writes.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// Creates Shoal's tables. Runs inside the caller's transaction.
 pub(crate) fn create(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA)?;
     conn.execute_batch(SCHEMA_V3)?;
+    conn.execute_batch(SCHEMA_V4)?;
     conn.execute(
         "INSERT INTO shoal_meta(key, value) VALUES ('schema', ?1)",
         [SCHEMA_VERSION],
@@ -40,12 +41,16 @@ pub(crate) fn check(conn: &Connection) -> Result<bool> {
             found: v,
             supported: SCHEMA_VERSION,
         }),
-        Some(2) => {
-            // Version 3 only adds tables; the upgrade is done in place.
-            conn.execute_batch(&format!(
-                "SAVEPOINT shoal_upgrade; {SCHEMA_V3} UPDATE shoal_meta SET value = 3 WHERE key = 'schema'; RELEASE shoal_upgrade;"
-            ))?;
-            Ok(true)
+        Some(v @ (2 | 3)) => {
+            // Version 3 added tables; version 4 numbers columns in `shoal_rows`. The
+            // upgrade is done in place, all or nothing.
+            conn.execute_batch("SAVEPOINT shoal_upgrade")?;
+            let upgraded = upgrade(conn, v);
+            if upgraded.is_err() {
+                conn.execute_batch("ROLLBACK TO shoal_upgrade")?;
+            }
+            conn.execute_batch("RELEASE shoal_upgrade")?;
+            upgraded.map(|()| true)
         }
         Some(v) if v < SCHEMA_VERSION => Err(StoreError::SchemaTooOld {
             found: v,
@@ -54,6 +59,19 @@ pub(crate) fn check(conn: &Connection) -> Result<bool> {
         Some(_) => Ok(true),
         None => Ok(false),
     }
+}
+
+fn upgrade(conn: &Connection, from: i64) -> Result<()> {
+    if from < 3 {
+        conn.execute_batch(SCHEMA_V3)?;
+    }
+    conn.execute_batch(SCHEMA_V4)?;
+    crate::rows::upgrade_v3(conn)?;
+    conn.execute(
+        "UPDATE shoal_meta SET value = ?1 WHERE key = 'schema'",
+        [SCHEMA_VERSION],
+    )?;
+    Ok(())
 }
 
 const SCHEMA: &str = r#"
@@ -212,5 +230,18 @@ CREATE TABLE shoal_peers (
     device BLOB PRIMARY KEY,
     addr TEXT NOT NULL,
     seen_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
+/// What version 4 added: numbers for columns, so that `shoal_rows` need not repeat
+/// their names for every row.
+const SCHEMA_V4: &str = r#"
+-- The number each tracked table's columns go by in shoal_rows. Never renumbered.
+CREATE TABLE shoal_columns (
+    tbl INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    name TEXT NOT NULL COLLATE NOCASE,
+    PRIMARY KEY (tbl, id),
+    UNIQUE (tbl, name)
 ) WITHOUT ROWID;
 "#;

@@ -298,7 +298,7 @@ impl Builder {
         ops: &[Logged],
     ) -> Result<()> {
         let blob = key_blob(&key);
-        let mut state = rows::load(tx, table.id, &blob)?;
+        let mut state = rows::load(tx, &mut r.columns, table.id, &blob)?;
         let before = state.cl;
         let (mut cl, mut alive) = (state.cl, state.alive());
         let mut all = false;
@@ -410,7 +410,7 @@ impl Builder {
             });
         }
         state.cl = cl;
-        rows::save(tx, table.id, &blob, &state)?;
+        rows::save(tx, &mut r.columns, table.id, &blob, &state)?;
         let by = Version {
             hlc: self.hlc,
             author: r.device,

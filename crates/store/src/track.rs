@@ -437,7 +437,7 @@ fn capture_existing(conn: &Connection, t: &TrackedTable) -> Result<u64> {
         let key: Vec<_> = (0..keys.len())
             .map(|i| row.get_ref(i).map(value))
             .collect::<Result<_, _>>()?;
-        if rows::load(conn, t.id, &key_blob(&key))?.alive() {
+        if rows::cl(conn, t.id, &key_blob(&key))? % 2 == 1 {
             continue;
         }
         let mut params: Vec<&dyn rusqlite::ToSql> = vec![&t.id];

@@ -703,6 +703,41 @@ fn a_gap_waits_until_it_fills() {
 }
 
 #[test]
+fn commits_changing_one_row_in_turn_apply_in_order_in_one_import() {
+    // Changes are applied sorted by key across the commits of an import; those to one
+    // row must keep their commits' order, or an update would wait for its insert and a
+    // delete would land before the write it follows.
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    for sql in [
+        "INSERT INTO notes VALUES ('n2', 'first', 'b', 1); INSERT INTO notes VALUES ('n1', 'x', 'y', 0);",
+        "UPDATE notes SET title = 'second' WHERE id = 'n2';",
+        "DELETE FROM notes WHERE id = 'n2'; INSERT INTO notes VALUES ('n0', 'z', 'z', 9);",
+        "INSERT INTO notes VALUES ('n2', 'again', 'c', 3);",
+        "UPDATE notes SET body = 'last' WHERE id = 'n2'; DELETE FROM notes WHERE id = 'n1';",
+    ] {
+        exec(&a, sql);
+        a.seal().expect("seal");
+    }
+    let commits = export_all(&mut a);
+    assert_eq!(commits.len(), 5);
+    let report = b.import(commits).expect("import");
+    assert_eq!(
+        (report.commits_applied, report.held, report.conflicts),
+        (5, 0, 0)
+    );
+    assert_eq!(
+        dump(&b, "notes"),
+        vec![
+            vec![text("n0"), text("z"), text("z"), Value::Integer(9)],
+            vec![text("n2"), text("again"), text("last"), Value::Integer(3)],
+        ]
+    );
+    assert_eq!(dump(&b, "notes"), dump(&a, "notes"));
+}
+
+#[test]
 fn a_fork_is_recorded_and_its_author_refused() {
     let w = World::new();
     let mut a = w.replica("a", NOTES, &["notes"]);
