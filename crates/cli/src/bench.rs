@@ -15,9 +15,9 @@ const SCHEMA: &str =
 pub(crate) const INSERT: &str = "INSERT INTO trades VALUES (?1, ?2, ?3, ?4, ?5)";
 const UPSERT: &str = "INSERT INTO trades VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO UPDATE SET symbol = excluded.symbol, qty = excluded.qty, price = excluded.price, note = excluded.note";
 
-#[derive(Serialize)]
+/// One run's figures.
+#[derive(Serialize, Clone)]
 struct Figures {
-    rows: u64,
     raw_insert_per_s: f64,
     tracked_insert_per_s: f64,
     capture_overhead: f64,
@@ -28,6 +28,20 @@ struct Figures {
     import_per_s: f64,
     import_vs_upsert: f64,
     import_peak_rss_mb: f64,
+    import_read_mb: f64,
+    import_written_mb: f64,
+}
+
+/// Every run, and the median of each ratio: this machine's speed varies from minute to
+/// minute, so Shoal and raw SQLite are measured side by side in each run.
+#[derive(Serialize)]
+struct Report {
+    rows: u64,
+    median_capture_overhead: f64,
+    median_import_vs_upsert: f64,
+    median_seal_per_s: f64,
+    max_import_peak_rss_mb: f64,
+    runs: Vec<Figures>,
 }
 
 /// What the import child reports.
@@ -77,18 +91,52 @@ pub(crate) fn write_rows(conn: &mut Connection, sql: &str, rows: u64) -> anyhow:
     Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
-pub(crate) fn run(rows: u64, json: bool) -> anyhow::Result<()> {
-    let dir = tempfile::TempDir::new()?;
-    let keys = dir.path().join("keys");
-    let options = StoreOptions::new(&keys);
+pub(crate) fn run(rows: u64, runs: usize, json: bool) -> anyhow::Result<()> {
     let say = |s: String| {
         if !json {
             println!("{s}");
         }
     };
     say(format!(
-        "{rows} rows; raw SQLite and Shoal in the same run, WAL, synchronous=NORMAL"
+        "{rows} rows, {runs} run(s); raw SQLite and Shoal side by side in each, WAL, synchronous=NORMAL"
     ));
+    let mut all = Vec::new();
+    for i in 1..=runs.max(1) {
+        say(format!("run {i}:"));
+        all.push(run_once(rows, &say)?);
+    }
+    let median = |f: fn(&Figures) -> f64| {
+        let mut v: Vec<f64> = all.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let report = Report {
+        rows,
+        median_capture_overhead: median(|f| f.capture_overhead),
+        median_import_vs_upsert: median(|f| f.import_vs_upsert),
+        median_seal_per_s: median(|f| f.seal_per_s),
+        max_import_peak_rss_mb: all.iter().map(|f| f.import_peak_rss_mb).fold(0.0, f64::max),
+        runs: all.clone(),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "median of {} run(s): capture overhead {:.2}x, seal {:.0} changes/s, merge {:.2} of raw upsert; import peak RSS at most {:.1} MB",
+            all.len(),
+            report.median_capture_overhead,
+            report.median_seal_per_s,
+            report.median_import_vs_upsert,
+            report.max_import_peak_rss_mb
+        );
+    }
+    Ok(())
+}
+
+fn run_once(rows: u64, say: &dyn Fn(String)) -> anyhow::Result<Figures> {
+    let dir = tempfile::TempDir::new()?;
+    let keys = dir.path().join("keys");
+    let options = StoreOptions::new(&keys);
 
     let mut raw = connect(&dir.path().join("raw.db"))?;
     raw.execute_batch(SCHEMA)?;
@@ -101,7 +149,7 @@ pub(crate) fn run(rows: u64, json: bool) -> anyhow::Result<()> {
     let tracked_insert = write_rows(&mut conn, INSERT, rows)?;
     drop(conn);
     say(format!(
-        "capture: raw insert {raw_insert:.0} rows/s, tracked {tracked_insert:.0} rows/s: overhead {:.2}x",
+        "  capture: raw insert {raw_insert:.0} rows/s, tracked {tracked_insert:.0} rows/s: overhead {:.2}x",
         raw_insert / tracked_insert
     ));
 
@@ -114,7 +162,7 @@ pub(crate) fn run(rows: u64, json: bool) -> anyhow::Result<()> {
                 r.get(0)
             })?;
     say(format!(
-        "seal: {} changes into {} commits in {:.2} s: {seal_rate:.0} changes/s, {} bytes ({:.1} bytes/change)",
+        "  seal: {} changes into {} commits in {:.2} s: {seal_rate:.0} changes/s, {} bytes ({:.1} bytes/change)",
         sealed.changes,
         sealed.commits,
         started.elapsed().as_secs_f64(),
@@ -146,32 +194,30 @@ pub(crate) fn run(rows: u64, json: bool) -> anyhow::Result<()> {
     );
     let child: ImportFigures = serde_json::from_slice(&out.stdout)?;
     let import_rate = child.changes as f64 / child.seconds;
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
     say(format!(
-        "merge: import {} changes into an empty database in {:.2} s: {import_rate:.0} changes/s; raw upsert {raw_upsert:.0} rows/s: {:.2} of raw; peak RSS {:.1} MB",
+        "  merge: import {} changes into an empty database in {:.2} s: {import_rate:.0} changes/s; raw upsert {raw_upsert:.0} rows/s: {:.2} of raw; peak RSS {:.1} MB; read {:.0} MB, wrote {:.0} MB",
         child.changes,
         child.seconds,
         import_rate / raw_upsert,
-        child.peak_rss_kb as f64 / 1024.0
+        child.peak_rss_kb as f64 / 1024.0,
+        mb(child.read_bytes),
+        mb(child.written_bytes),
     ));
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&Figures {
-                rows,
-                raw_insert_per_s: raw_insert,
-                tracked_insert_per_s: tracked_insert,
-                capture_overhead: raw_insert / tracked_insert,
-                seal_per_s: seal_rate,
-                commits: sealed.commits,
-                commit_bytes: bytes as u64,
-                raw_upsert_per_s: raw_upsert,
-                import_per_s: import_rate,
-                import_vs_upsert: import_rate / raw_upsert,
-                import_peak_rss_mb: child.peak_rss_kb as f64 / 1024.0,
-            })?
-        );
-    }
-    Ok(())
+    Ok(Figures {
+        raw_insert_per_s: raw_insert,
+        tracked_insert_per_s: tracked_insert,
+        capture_overhead: raw_insert / tracked_insert,
+        seal_per_s: seal_rate,
+        commits: sealed.commits,
+        commit_bytes: bytes as u64,
+        raw_upsert_per_s: raw_upsert,
+        import_per_s: import_rate,
+        import_vs_upsert: import_rate / raw_upsert,
+        import_peak_rss_mb: child.peak_rss_kb as f64 / 1024.0,
+        import_read_mb: mb(child.read_bytes),
+        import_written_mb: mb(child.written_bytes),
+    })
 }
 
 /// The import half, in its own process so that its peak memory is its own.

@@ -224,6 +224,10 @@ enum Command {
         /// Rows to write
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
+        /// Runs of the engine benchmark, each raw SQLite and Shoal side by side; the
+        /// median ratio is reported
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
         /// Measure sync between two processes over QUIC on loopback instead
         #[arg(long, conflicts_with = "live")]
         sync: bool,
@@ -584,7 +588,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             rows, sync: true, ..
         } => bench_sync::run(*rows, json)?,
-        Command::Bench { rows, .. } => bench::run(*rows, json)?,
+        Command::Bench { rows, runs, .. } => bench::run(*rows, *runs, json)?,
         Command::BenchJoin { db, src, ticket } => {
             bench_sync::join_child(&data_dir(&cli.data_dir)?, db, src, ticket)?
         }

@@ -884,11 +884,25 @@ pub(crate) fn reapply(tx: &Transaction, r: &mut Replica, refused: &[u8]) -> Resu
         return Ok(report);
     };
     let tables = Tables::load(tx)?;
-    tx.execute("INSERT INTO shoal_applying VALUES (1)", [])?;
-    apply(tx, r, &tables, inc, &mut report)?;
-    tables.check_foreign_keys(tx, r, &mut report)?;
-    tx.execute("DELETE FROM shoal_applying", [])?;
+    uncaptured(tx, || {
+        apply(tx, r, &tables, inc, &mut report)?;
+        tables.check_foreign_keys(tx, r, &mut report)
+    })?;
     Ok(report)
+}
+
+/// Runs `f`, which writes remote changes to the app's tables, then removes what the
+/// capture triggers logged meanwhile, so that a remote change is never captured as a
+/// local one. The caller's transaction holds the write lock: nothing else logs in
+/// between.
+pub(crate) fn uncaptured<T>(tx: &Transaction, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let mark: i64 = tx
+        .prepare_cached("SELECT coalesce(max(id), 0) FROM shoal_log")?
+        .query_row([], |r| r.get(0))?;
+    let out = f()?;
+    tx.prepare_cached("DELETE FROM shoal_log WHERE id > ?1")?
+        .execute([mark])?;
+    Ok(out)
 }
 
 fn upsert_row(tx: &Transaction, table: &TrackedTable, inc: &Incoming) -> rusqlite::Result<()> {

@@ -146,7 +146,28 @@ pub(crate) fn import(
             }
         }
     }
-    tx.execute("INSERT INTO shoal_applying VALUES (1)", [])?;
+    let hlc = apply::uncaptured(tx, || advance_all(tx, r, &touched, &mut batch, &mut report))?;
+    save_hlc(tx, hlc)?;
+    let (waiting, future): (i64, i64) = tx.query_row(
+        "SELECT count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2) FROM shoal_commits WHERE state IN (1, 2)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    report.waiting = waiting as usize;
+    report.future = future as usize;
+    Ok(report)
+}
+
+/// Moves every touched chain forward as far as it goes, applies what that accepts,
+/// takes back what a revocation refuses and retries held changes. Returns the newest
+/// clock applied.
+fn advance_all(
+    tx: &Transaction,
+    r: &mut Replica,
+    touched: &BTreeSet<(GroupId, i64)>,
+    batch: &mut Batch,
+    report: &mut ImportReport,
+) -> Result<shoal_core::Hlc> {
     let tables = Tables::load(tx)?;
     let mut hlc = load_hlc(tx)?;
     let mut groups = groups::Cache::default();
@@ -156,13 +177,13 @@ pub(crate) fn import(
     // member go on: go round until a pass changes no group.
     loop {
         let mut changed = false;
-        for (group, id) in &touched {
+        for (group, id) in touched {
             let mut chain = Chain {
                 tables: &tables,
                 groups: &mut groups,
-                batch: &mut batch,
+                batch,
                 hlc: &mut hlc,
-                report: &mut report,
+                report,
                 pending: &mut pending,
                 changed: false,
                 roles_changed: &mut roles_changed,
@@ -174,27 +195,18 @@ pub(crate) fn import(
             break;
         }
     }
-    pending.apply(tx, r, &tables, &mut report)?;
+    pending.apply(tx, r, &tables, report)?;
     // Commits applied before this file learnt that their author had been revoked (or
     // made a reader) are taken back.
     for group in &roles_changed {
         if let Some(g) = groups.get(tx, &mut r.authors, group)? {
             let g = g.clone();
-            retract::take_back(tx, r, &tables, &g, &mut report)?;
+            retract::take_back(tx, r, &tables, &g, report)?;
         }
     }
-    apply::retry_held(tx, r, &tables, &mut report)?;
-    tables.check_foreign_keys(tx, r, &mut report)?;
-    tx.execute("DELETE FROM shoal_applying", [])?;
-    save_hlc(tx, hlc)?;
-    let (waiting, future): (i64, i64) = tx.query_row(
-        "SELECT count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2) FROM shoal_commits WHERE state IN (1, 2)",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    report.waiting = waiting as usize;
-    report.future = future as usize;
-    Ok(report)
+    apply::retry_held(tx, r, &tables, report)?;
+    tables.check_foreign_keys(tx, r, report)?;
+    Ok(hlc)
 }
 
 /// Commits of this import not yet applied, by (group, author, seq).

@@ -407,7 +407,10 @@ mod tests {
         for (table, key, _, meta, len) in &before {
             let legacy = postcard::to_stdvec(meta).expect("encode");
             if !meta.cells.is_empty() {
-                assert!(legacy.len() as i64 > *len, "numbered columns should be smaller");
+                assert!(
+                    legacy.len() as i64 > *len,
+                    "numbered columns should be smaller"
+                );
             }
             a.conn
                 .execute(
@@ -416,9 +419,14 @@ mod tests {
                 )
                 .expect("legacy");
         }
+        // Version 3's triggers skipped Shoal's own writes by looking at a marker table.
         a.conn
             .execute_batch(
-                "DROP TABLE shoal_columns; UPDATE shoal_meta SET value = 3 WHERE key = 'schema';",
+                "DROP TABLE shoal_columns; UPDATE shoal_meta SET value = 3 WHERE key = 'schema';
+                 CREATE TABLE shoal_applying (on_ INTEGER);
+                 DROP TRIGGER shoal_ins_1;
+                 CREATE TRIGGER shoal_ins_1 AFTER INSERT ON notes
+                 WHEN NOT EXISTS (SELECT 1 FROM shoal_applying) BEGIN SELECT 1; END;",
             )
             .expect("downgrade");
         let path = a.replica.path.clone();
@@ -435,6 +443,26 @@ mod tests {
             )
             .expect("version");
         assert_eq!(version, crate::schema::SCHEMA_VERSION);
+        let marker: i64 = a
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'shoal_applying' OR sql LIKE '%shoal_applying%'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert_eq!(
+            marker, 0,
+            "the marker table and the triggers using it are gone"
+        );
+        a.conn
+            .execute("INSERT INTO notes VALUES ('n4', 'new', 'row')", [])
+            .expect("insert");
+        assert_eq!(
+            a.seal().expect("seal").changes,
+            1,
+            "the new trigger captures"
+        );
         // The upgraded file goes on merging.
         b.conn
             .execute_batch("UPDATE notes SET body = 'later' WHERE id = 'n1';")

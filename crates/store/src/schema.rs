@@ -42,8 +42,8 @@ pub(crate) fn check(conn: &Connection) -> Result<bool> {
             supported: SCHEMA_VERSION,
         }),
         Some(v @ (2 | 3)) => {
-            // Version 3 added tables; version 4 numbers columns in `shoal_rows`. The
-            // upgrade is done in place, all or nothing.
+            // Version 3 added tables; version 4 numbers columns in `shoal_rows` and
+            // makes the triggers anew. The upgrade is done in place, all or nothing.
             conn.execute_batch("SAVEPOINT shoal_upgrade")?;
             let upgraded = upgrade(conn, v);
             if upgraded.is_err() {
@@ -67,6 +67,9 @@ fn upgrade(conn: &Connection, from: i64) -> Result<()> {
     }
     conn.execute_batch(SCHEMA_V4)?;
     crate::rows::upgrade_v3(conn)?;
+    // Triggers no longer look for a marker table while Shoal applies remote changes.
+    crate::track::remake_triggers(conn)?;
+    conn.execute_batch("DROP TABLE IF EXISTS shoal_applying")?;
     conn.execute(
         "UPDATE shoal_meta SET value = ?1 WHERE key = 'schema'",
         [SCHEMA_VERSION],
@@ -77,11 +80,6 @@ fn upgrade(conn: &Connection, from: i64) -> Result<()> {
 const SCHEMA: &str = r#"
 -- Settings of this replica: its device id, its clock, the schema version.
 CREATE TABLE shoal_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-
--- Holds a row only while Shoal applies remote changes, so that the capture
--- triggers leave those writes alone. Other connections never see the row: it is
--- written and removed inside the applying transaction.
-CREATE TABLE shoal_applying (on_ INTEGER);
 
 -- Tracked tables. Triggers name a table by its id here.
 CREATE TABLE shoal_tables (
@@ -234,7 +232,8 @@ CREATE TABLE shoal_peers (
 "#;
 
 /// What version 4 added: numbers for columns, so that `shoal_rows` need not repeat
-/// their names for every row.
+/// their names for every row. (It also dropped `shoal_applying`, which triggers looked
+/// at to leave Shoal's own writes alone.)
 const SCHEMA_V4: &str = r#"
 -- The number each tracked table's columns go by in shoal_rows. Never renumbered.
 CREATE TABLE shoal_columns (

@@ -18,7 +18,7 @@ use shoal_core::{
 use crate::authors::{self, Head};
 use crate::error::{Result, StoreError};
 use crate::rows::{self, RowMeta, Ver};
-use crate::sql::{Bind, key_blob, value};
+use crate::sql::{Bind, key_blob, key_from_blob, value};
 use crate::track::{self, TrackedTable};
 use crate::{Replica, conflict, groups, import, load_hlc, save_hlc};
 
@@ -36,12 +36,34 @@ pub struct SealReport {
 }
 
 /// Log entries folded at a time; bounds memory whatever the backlog.
-const LOG_CHUNK: i64 = 20_000;
+const LOG_CHUNK: i64 = 50_000;
 /// A commit is closed once its rows reach about this many bytes.
 const COMMIT_TARGET_BYTES: usize = 1 << 20;
 
 /// A row's logged operations: (table id, key, the one group they go to if any, ops).
 type Fold = (i64, Vec<Value>, Option<GroupId>, Vec<Logged>);
+
+/// A log entry: (table id, key blob, the one group it goes to if any, operation).
+type Entry = (i64, Vec<u8>, Option<GroupId>, Logged);
+
+/// Log entries sorted by row, folded a row at a time.
+struct Folds(std::iter::Peekable<std::vec::IntoIter<Entry>>);
+
+impl Iterator for Folds {
+    type Item = Fold;
+
+    fn next(&mut self) -> Option<Fold> {
+        let (tbl, blob, only, op) = self.0.next()?;
+        let mut ops = vec![op];
+        while let Some((_, _, _, op)) = self
+            .0
+            .next_if(|(t, b, o, _)| (*t, b, *o) == (tbl, &blob, only))
+        {
+            ops.push(op);
+        }
+        Some((tbl, key_from_blob(&blob), only, ops))
+    }
+}
 
 /// A logged operation, as the triggers write it.
 #[derive(Clone, Debug)]
@@ -67,8 +89,7 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
     let mut report = SealReport::default();
     let mut last_id = 0i64;
     loop {
-        let mut folds: Vec<Fold> = Vec::new();
-        let mut index: HashMap<(i64, Vec<u8>, Option<GroupId>), usize> = HashMap::new();
+        let mut entries: Vec<Entry> = Vec::new();
         {
             let mut stmt = tx.prepare_cached(
                 "SELECT id, tbl, op, col, k0, k1, k2, k3, k4, k5, k6, k7, grp FROM shoal_log WHERE id > ?1 ORDER BY id LIMIT ?2",
@@ -90,17 +111,17 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
                 };
                 let only: Option<Vec<u8>> = row.get(12)?;
                 let only = only.and_then(|g| g.try_into().ok()).map(GroupId);
-                let slot = *index.entry((tbl, key_blob(&key), only)).or_insert_with(|| {
-                    folds.push((tbl, key, only, Vec::new()));
-                    folds.len() - 1
-                });
-                folds[slot].3.push(op);
+                entries.push((tbl, key_blob(&key), only, op));
             }
         }
-        if folds.is_empty() {
+        if entries.is_empty() {
             break;
         }
-        let mut folds = folds.into_iter().peekable();
+        // Each row is folded once per chunk, so the rows' order is free: in key order
+        // the table and shoal_rows are walked once, not at random. The sort is stable:
+        // a row's operations keep the order they were logged in.
+        entries.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+        let mut folds = Folds(entries.into_iter().peekable()).peekable();
         while folds.peek().is_some() {
             let mut builder = Builder::start(tx, r, me)?;
             while builder.size < COMMIT_TARGET_BYTES {

@@ -345,7 +345,19 @@ fn drop_triggers(conn: &Connection, id: i64) -> Result<()> {
     Ok(())
 }
 
-/// The three capture triggers of a table.
+/// Makes the capture triggers of every tracked table anew, as this version writes them.
+pub(crate) fn remake_triggers(conn: &Connection) -> Result<()> {
+    for t in load_all(conn)?.into_iter().filter(|t| t.tracked) {
+        drop_triggers(conn, t.id)?;
+        conn.execute_batch(&triggers(&t))?;
+    }
+    Ok(())
+}
+
+/// The three capture triggers of a table. They log every write, Shoal's own applying
+/// of remote changes too: that removes what it logged before it commits
+/// (`apply::uncaptured`). A condition in the trigger to skip those writes instead
+/// would cost every write of the app's a lookup.
 fn triggers(t: &TrackedTable) -> String {
     let id = t.id;
     let table = ident(&t.name);
@@ -370,7 +382,6 @@ fn triggers(t: &TrackedTable) -> String {
         .map(|c| differs(c))
         .collect::<Vec<_>>()
         .join(" OR ");
-    let when = "WHEN NOT EXISTS (SELECT 1 FROM shoal_applying)";
     let mut update = format!(
         "INSERT INTO shoal_log(tbl, op, col{slots}) SELECT {id}, 3, NULL{} WHERE {key_changed};\n\
          INSERT INTO shoal_log(tbl, op, col{slots}) SELECT {id}, 1, NULL{} WHERE {key_changed};\n",
@@ -386,11 +397,11 @@ fn triggers(t: &TrackedTable) -> String {
         ));
     }
     format!(
-        "CREATE TRIGGER shoal_ins_{id} AFTER INSERT ON {table} {when} BEGIN\n\
+        "CREATE TRIGGER shoal_ins_{id} AFTER INSERT ON {table} BEGIN\n\
            INSERT INTO shoal_log(tbl, op, col{slots}) VALUES ({id}, 1, NULL{});\n\
          END;\n\
-         CREATE TRIGGER shoal_upd_{id} AFTER UPDATE ON {table} {when} BEGIN\n{update}END;\n\
-         CREATE TRIGGER shoal_del_{id} AFTER DELETE ON {table} {when} BEGIN\n\
+         CREATE TRIGGER shoal_upd_{id} AFTER UPDATE ON {table} BEGIN\n{update}END;\n\
+         CREATE TRIGGER shoal_del_{id} AFTER DELETE ON {table} BEGIN\n\
            INSERT INTO shoal_log(tbl, op, col{slots}) VALUES ({id}, 3, NULL{});\n\
          END;\n",
         keys("NEW"),
