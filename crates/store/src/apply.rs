@@ -347,14 +347,17 @@ impl Pending {
         tables: &Tables,
         report: &mut ImportReport,
     ) -> Result<()> {
-        let Pending { parts, bytes, rows } = std::mem::take(self);
+        let Pending {
+            parts,
+            bytes,
+            mut rows,
+        } = std::mem::take(self);
         let key = |row: &PendingRow| {
             (
                 &parts[row.part as usize].order,
                 &bytes[row.start as usize..row.key_end as usize],
             )
         };
-        let mut rows = rows;
         rows.sort_by(|a, b| key(a).cmp(&key(b)));
         for row in &rows {
             let part = &parts[row.part as usize];

@@ -41,15 +41,26 @@ pub(crate) fn check(conn: &Connection) -> Result<bool> {
             found: v,
             supported: SCHEMA_VERSION,
         }),
-        Some(v @ (2 | 3)) => {
+        Some(2 | 3) => {
             // Version 3 added tables; version 4 numbers columns in `shoal_rows` and
-            // makes the triggers anew. The upgrade is done in place, all or nothing.
-            conn.execute_batch("SAVEPOINT shoal_upgrade")?;
-            let upgraded = upgrade(conn, v);
-            if upgraded.is_err() {
-                conn.execute_batch("ROLLBACK TO shoal_upgrade")?;
+            // makes the triggers anew. The upgrade is done in place, all or nothing,
+            // holding the write lock, so that of two processes opening the file at
+            // once the second finds it done.
+            let own = conn.is_autocommit();
+            conn.execute_batch(if own {
+                "BEGIN IMMEDIATE"
+            } else {
+                "SAVEPOINT shoal_upgrade"
+            })?;
+            let upgraded = upgrade(conn);
+            match (own, upgraded.is_ok()) {
+                (true, true) => conn.execute_batch("COMMIT")?,
+                (true, false) => conn.execute_batch("ROLLBACK")?,
+                (false, true) => conn.execute_batch("RELEASE shoal_upgrade")?,
+                (false, false) => {
+                    conn.execute_batch("ROLLBACK TO shoal_upgrade; RELEASE shoal_upgrade")?
+                }
             }
-            conn.execute_batch("RELEASE shoal_upgrade")?;
             upgraded.map(|()| true)
         }
         Some(v) if v < SCHEMA_VERSION => Err(StoreError::SchemaTooOld {
@@ -61,7 +72,15 @@ pub(crate) fn check(conn: &Connection) -> Result<bool> {
     }
 }
 
-fn upgrade(conn: &Connection, from: i64) -> Result<()> {
+fn upgrade(conn: &Connection) -> Result<()> {
+    let from: i64 = conn.query_row(
+        "SELECT value FROM shoal_meta WHERE key = 'schema'",
+        [],
+        |r| r.get(0),
+    )?;
+    if from == SCHEMA_VERSION {
+        return Ok(());
+    }
     if from < 3 {
         conn.execute_batch(SCHEMA_V3)?;
     }
