@@ -116,14 +116,14 @@ pub(crate) fn run(rows: u64, runs: usize, json: bool) -> anyhow::Result<()> {
         median_import_vs_upsert: median(|f| f.import_vs_upsert),
         median_seal_per_s: median(|f| f.seal_per_s),
         max_import_peak_rss_mb: all.iter().map(|f| f.import_peak_rss_mb).fold(0.0, f64::max),
-        runs: all.clone(),
+        runs: all,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
             "median of {} run(s): capture overhead {:.2}x, seal {:.0} changes/s, merge {:.2} of raw upsert; import peak RSS at most {:.1} MB",
-            all.len(),
+            report.runs.len(),
             report.median_capture_overhead,
             report.median_seal_per_s,
             report.median_import_vs_upsert,

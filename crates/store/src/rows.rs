@@ -434,25 +434,16 @@ mod tests {
 
         let mut a = Store::open(&path, StoreOptions::new(dir.path().join("keys"))).expect("open");
         assert_eq!(before, states(&mut a));
-        let version: i64 = a
-            .conn
-            .query_row(
-                "SELECT value FROM shoal_meta WHERE key = 'schema'",
-                [],
-                |r| r.get(0),
-            )
-            .expect("version");
-        assert_eq!(version, crate::schema::SCHEMA_VERSION);
-        let marker: i64 = a
-            .conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE name = 'shoal_applying' OR sql LIKE '%shoal_applying%'",
-                [],
-                |r| r.get(0),
-            )
-            .expect("schema");
+        let number = |sql: &str| -> i64 { a.conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
         assert_eq!(
-            marker, 0,
+            number("SELECT value FROM shoal_meta WHERE key = 'schema'"),
+            crate::schema::SCHEMA_VERSION
+        );
+        assert_eq!(
+            number(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'shoal_applying' OR sql LIKE '%shoal_applying%'"
+            ),
+            0,
             "the marker table and the triggers using it are gone"
         );
         a.conn

@@ -40,8 +40,9 @@ const LOG_CHUNK: i64 = 50_000;
 /// A commit is closed once its rows reach about this many bytes.
 const COMMIT_TARGET_BYTES: usize = 1 << 20;
 
-/// A row's logged operations: (table id, key, the one group they go to if any, ops).
-type Fold = (i64, Vec<Value>, Option<GroupId>, Vec<Logged>);
+/// A row's logged operations: (table id, key blob, the one group they go to if any,
+/// ops).
+type Fold = (i64, Vec<u8>, Option<GroupId>, Vec<Logged>);
 
 /// A log entry: (table id, key blob, the one group it goes to if any, operation).
 type Entry = (i64, Vec<u8>, Option<GroupId>, Logged);
@@ -61,7 +62,7 @@ impl Iterator for Folds {
         {
             ops.push(op);
         }
-        Some((tbl, key_from_blob(&blob), only, ops))
+        Some((tbl, blob, only, ops))
     }
 }
 
@@ -125,14 +126,14 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
         while folds.peek().is_some() {
             let mut builder = Builder::start(tx, r, me)?;
             while builder.size < COMMIT_TARGET_BYTES {
-                let Some((tbl, key, only, ops)) = folds.next() else {
+                let Some((tbl, blob, only, ops)) = folds.next() else {
                     break;
                 };
                 let to = targets.of(tbl, only);
                 if to.is_empty() {
                     continue;
                 }
-                builder.add(tx, r, &tables[&tbl], &to, only.is_some(), key, &ops)?;
+                builder.add(tx, r, &tables[&tbl], &to, only.is_some(), blob, &ops)?;
             }
             builder.finish(tx, r, &mut report)?;
         }
@@ -315,10 +316,10 @@ impl Builder {
         table: &TrackedTable,
         targets: &[Target],
         snapshot: bool,
-        key: Vec<Value>,
+        blob: Vec<u8>,
         ops: &[Logged],
     ) -> Result<()> {
-        let blob = key_blob(&key);
+        let key = key_from_blob(&blob);
         let mut state = rows::load(tx, &mut r.columns, table.id, &blob)?;
         let before = state.cl;
         let (mut cl, mut alive) = (state.cl, state.alive());
