@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{ErrorCode, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use shoal_core::merge::{RowAction, concurrent, row_action};
@@ -894,11 +895,28 @@ pub(crate) fn reapply(tx: &Transaction, r: &mut Replica, refused: &[u8]) -> Resu
     Ok(report)
 }
 
-/// Runs `f`, which writes remote changes to the app's tables, then removes what the
-/// capture triggers logged meanwhile, so that a remote change is never captured as a
-/// local one. The caller's transaction holds the write lock: nothing else logs in
-/// between.
+/// Runs `f`, which writes remote changes to the app's tables, so that a remote change
+/// is never captured as a local one.
+///
+/// When every trigger in the file is one of Shoal's capture triggers, `f` runs with
+/// triggers off on this connection alone (other connections, the app's included, keep
+/// theirs): nothing is logged, and each applied change costs one write fewer. Otherwise
+/// the app's own triggers must still see remote changes, so `f` runs with triggers on
+/// and what the capture triggers logged meanwhile is deleted afterwards. The caller's
+/// transaction holds the write lock: nothing else logs in between.
 pub(crate) fn uncaptured<T>(tx: &Transaction, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let others: i64 = tx
+        .prepare_cached(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'
+             AND name NOT LIKE 'shoal!_ins!_%' ESCAPE '!'
+             AND name NOT LIKE 'shoal!_upd!_%' ESCAPE '!'
+             AND name NOT LIKE 'shoal!_del!_%' ESCAPE '!'",
+        )?
+        .query_row([], |r| r.get(0))?;
+    if others == 0 {
+        let _off = TriggersOff::new(tx)?;
+        return f();
+    }
     let mark: i64 = tx
         .prepare_cached("SELECT coalesce(max(id), 0) FROM shoal_log")?
         .query_row([], |r| r.get(0))?;
@@ -906,6 +924,27 @@ pub(crate) fn uncaptured<T>(tx: &Transaction, f: impl FnOnce() -> Result<T>) -> 
     tx.prepare_cached("DELETE FROM shoal_log WHERE id > ?1")?
         .execute([mark])?;
     Ok(out)
+}
+
+/// Triggers off on one connection for as long as this lives, on again when it is
+/// dropped, on any path out. Statements prepared meanwhile are prepared anew after.
+struct TriggersOff<'a>(&'a rusqlite::Connection);
+
+impl<'a> TriggersOff<'a> {
+    fn new(conn: &'a rusqlite::Connection) -> Result<Self> {
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
+        Ok(TriggersOff(conn))
+    }
+}
+
+impl Drop for TriggersOff<'_> {
+    fn drop(&mut self) {
+        // SQLite refuses this only for an option it does not know, and it knew it a
+        // moment ago.
+        let _ = self
+            .0
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true);
+    }
 }
 
 fn upsert_row(tx: &Transaction, table: &TrackedTable, inc: &Incoming) -> rusqlite::Result<()> {

@@ -159,6 +159,28 @@ fn writes_from_sql_reach_the_other_replica() {
 }
 
 #[test]
+fn the_apps_own_triggers_see_remote_changes() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    // An app that keeps an audit trail with a trigger of its own.
+    exec(
+        &b,
+        "CREATE TABLE audit (id TEXT, what TEXT);
+         CREATE TRIGGER audit_notes AFTER INSERT ON notes BEGIN
+             INSERT INTO audit VALUES (NEW.id, 'inserted');
+         END;",
+    );
+    exec(&a, "INSERT INTO notes VALUES ('n1', 'first', 'x', 1);");
+    sync(&mut a, &mut b);
+    assert_eq!(count(&b, "SELECT count(*) FROM notes"), 1);
+    assert_eq!(count(&b, "SELECT count(*) FROM audit WHERE id = 'n1'"), 1);
+    // Shoal's own triggers fired too, and what they logged was taken back.
+    assert_eq!(count(&b, "SELECT count(*) FROM shoal_log"), 0);
+    assert_eq!(b.status().expect("status").own_commits, 0);
+}
+
+#[test]
 fn only_changed_columns_are_sent() {
     let w = World::new();
     let mut a = w.replica("a", NOTES, &["notes"]);
