@@ -464,9 +464,13 @@ fn a_daemon_killed_in_the_middle_of_a_large_sync_loses_nothing() {
     let mut daemon_b = Daemon::up(&env, &b);
     // A write that lands while the daemon is busy pulling.
     python(&b, "INSERT INTO trades VALUES ('b-2', 'NVDA', 2)");
+    // A session keeps batches as they arrive and applies them when it ends: pulling
+    // has started once a commit waits or a row is in.
+    const PULLED: &str = "SELECT (SELECT count(*) FROM trades WHERE id LIKE 'big-%')
+                               + (SELECT count(*) FROM shoal_commits WHERE state = 1)";
     let deadline = Instant::now() + Duration::from_secs(120);
     let seen = loop {
-        let n = count(&b, "SELECT count(*) FROM trades WHERE id LIKE 'big-%'");
+        let n = count(&b, PULLED);
         if n > 0 {
             break n;
         }

@@ -56,6 +56,10 @@ pub(crate) struct Inner {
     me: DeviceId,
     events: broadcast::Sender<Event>,
     peers: Mutex<HashMap<DeviceId, Arc<Peer>>>,
+    /// Connections from devices not known as members when they came: a device that
+    /// was just added may dial before this side has applied its membership. The
+    /// connection is adopted once it is. Locked after `peers`, never before.
+    strangers: Mutex<HashMap<DeviceId, Connection>>,
     local: Mutex<LocalState>,
     changed: Arc<Notify>,
     stop: watch::Sender<bool>,
@@ -199,6 +203,7 @@ impl Daemon {
             me,
             events: broadcast::channel(4096).0,
             peers: Mutex::new(HashMap::new()),
+            strangers: Mutex::new(HashMap::new()),
             local: Mutex::new(LocalState::default()),
             changed: Arc::new(Notify::new()),
             stop,
@@ -423,6 +428,7 @@ impl Inner {
             }
         }
         let mut gone = Vec::new();
+        let mut known_now = Vec::new();
         {
             let mut peers = lock(&self.peers);
             peers.retain(|d, p| {
@@ -457,8 +463,17 @@ impl Inner {
                     tracing::debug_span!(parent: &self.span, "member", peer = %device.short());
                 let task = tokio::spawn(self.clone().supervise(peer.clone()).instrument(span));
                 *lock(&peer.task) = Some(task);
+                if let Some(conn) = lock(&self.strangers).remove(&device)
+                    && conn.close_reason().is_none()
+                {
+                    known_now.push((peer.clone(), conn));
+                }
                 peers.insert(device, peer);
             }
+        }
+        for (peer, conn) in known_now {
+            let inner = self.clone();
+            tokio::spawn(async move { inner.welcome(&peer, conn).await });
         }
         for p in gone {
             info!(peer = %p.device.short(), "no longer a member: disconnecting");
@@ -496,7 +511,7 @@ impl Inner {
         every.tick().await;
         loop {
             every.tick().await;
-            match with_store(&self.store, |s| s.retry_held()).await {
+            match with_store(&self.store, |s| s.apply_waiting()).await {
                 Ok(r) if r.commits_applied + r.held_applied > 0 => {
                     info!(
                         commits = r.commits_applied,
@@ -523,15 +538,36 @@ impl Inner {
                     }
                 };
                 let device = DeviceId(*conn.remote_id().as_bytes());
-                if let Some(peer) = inner.peer(&device) {
-                    if let Some(addr) = observed_addr(&conn) {
-                        let _ = inner.node.remember(device, &addr).await;
+                let peer = {
+                    let peers = lock(&inner.peers);
+                    let peer = peers.get(&device).cloned();
+                    if peer.is_none() {
+                        lock(&inner.strangers).insert(device, conn.clone());
                     }
-                    inner.adopt(&peer, conn.clone());
+                    peer
+                };
+                if let Some(peer) = peer {
+                    inner.welcome(&peer, conn.clone()).await;
                 }
-                inner.serve(conn).await;
+                inner.serve(conn.clone()).await;
+                let mut strangers = lock(&inner.strangers);
+                if strangers
+                    .get(&device)
+                    .is_some_and(|c| c.stable_id() == conn.stable_id())
+                {
+                    strangers.remove(&device);
+                }
             });
         }
+    }
+
+    /// A member's incoming connection: where it came from is remembered, and it
+    /// becomes the one its rounds run on.
+    async fn welcome(self: &Arc<Self>, peer: &Arc<Peer>, conn: Connection) {
+        if let Some(addr) = observed_addr(&conn) {
+            let _ = self.node.remember(peer.device, &addr).await;
+        }
+        self.adopt(peer, conn);
     }
 
     /// Makes `conn` the connection `peer`'s rounds run on, and trades addresses of

@@ -42,13 +42,42 @@ fn now_ms(start: Instant) -> u64 {
 }
 
 /// Drives `session` to its end. The responder's hello is authorized here.
+///
+/// Batches are verified and kept as they arrive, and acknowledged once kept; what
+/// they bring is applied when the session ends, in one pass in key order, before
+/// this side closes its stream (so a peer that waits for that knows it is applied),
+/// or as the session breaks. A long history (a first sync) is so written into the
+/// tables once, from one end to the other, instead of once per batch at random
+/// places.
 pub(crate) async fn drive(
-    mut session: Session,
+    session: Session,
     store: SharedStore,
     send: &mut SendStream,
     recv: &mut RecvStream,
     start: Instant,
     progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<GroupSync, NetError> {
+    let peer = session.remote();
+    let mut kept = false;
+    let result = run(session, &store, send, recv, start, progress, &mut kept).await;
+    if result.is_err()
+        && kept
+        && let Err(e) = with_store(&store, |s| s.apply_waiting()).await
+    {
+        warn!(peer = %peer.short(), "could not apply what the broken session brought: {e}");
+    }
+    result
+}
+
+/// The session itself; `kept` says whether batches were kept and not yet applied.
+async fn run(
+    mut session: Session,
+    store: &SharedStore,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    start: Instant,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+    kept: &mut bool,
 ) -> Result<GroupSync, NetError> {
     let peer = session.remote();
     let mut out = GroupSync {
@@ -66,7 +95,7 @@ pub(crate) async fn drive(
                 Event::Hello(hello) => {
                     out.group = hello.group;
                     let asked = hello.clone();
-                    match with_store(&store, move |s| admit(s, &asked)).await? {
+                    match with_store(store, move |s| admit(s, &asked)).await? {
                         Ok(Admission { schema, have, name }) => {
                             out.name = name;
                             session.accept(schema, have)?;
@@ -97,12 +126,12 @@ pub(crate) async fn drive(
                 Event::Finished => {}
             }
         }
-        imports.start(&store);
+        imports.start(store);
         if let Some(have) = export.as_mut() {
             while !exhausted && session.wants_commits() {
                 let group = out.group;
                 let mut cursor = std::mem::take(have);
-                let (chunk, cursor) = with_store(&store, move |s| {
+                let (chunk, cursor) = with_store(store, move |s| {
                     let chunk = s.export_chunk(&group, &mut cursor, EXPORT_CHUNK)?;
                     Ok((chunk, cursor))
                 })
@@ -138,6 +167,10 @@ pub(crate) async fn drive(
             if let Some(have) = export.take() {
                 out.peer_has = have;
             }
+            if *kept {
+                out.add(&with_store(store, |s| s.apply_waiting()).await?);
+                *kept = false;
+            }
             outgoing.write_all(send, &peer).await?;
             let _ = send.finish();
             debug!(peer = %peer.short(), ?stats, "session finished");
@@ -153,6 +186,7 @@ pub(crate) async fn drive(
                 let (batches, _) = imports.running.take().expect("an import was running");
                 match done {
                     Ok(report) => {
+                        *kept = true;
                         out.add(&report);
                         for batch in batches {
                             session.applied(batch)?;
@@ -200,9 +234,9 @@ pub(crate) async fn drive(
     }
 }
 
-/// Batches received and not yet imported, and the import under way. The stream is
-/// read while an import runs, so the batches that arrive meanwhile (at most the
-/// window) go into the next import together: fewer, larger transactions.
+/// Batches received and not yet kept, and the keeping under way. The stream is read
+/// while a batch is verified and stored, so the batches that arrive meanwhile (at
+/// most the window) are kept together: fewer, larger transactions.
 #[derive(Default)]
 struct Imports {
     waiting: Vec<(u64, Vec<SignedCommit>)>,
@@ -222,7 +256,7 @@ impl Imports {
         let batches = self.waiting.iter().map(|(b, _)| *b).collect();
         let commits = self.waiting.drain(..).flat_map(|(_, c)| c).collect();
         let store = store.clone();
-        let task = tokio::spawn(async move { import(&store, commits).await });
+        let task = tokio::spawn(async move { receive(&store, commits).await });
         self.running = Some((batches, task));
     }
 
@@ -283,8 +317,11 @@ fn stream_error(peer: &DeviceId, e: impl std::fmt::Display) -> NetError {
     }
 }
 
-async fn import(store: &SharedStore, commits: Vec<SignedCommit>) -> Result<ImportReport, NetError> {
-    match with_store(store, move |s| s.import(commits)).await {
+async fn receive(
+    store: &SharedStore,
+    commits: Vec<SignedCommit>,
+) -> Result<ImportReport, NetError> {
+    match with_store(store, move |s| s.receive(commits)).await {
         Ok(r) => Ok(r),
         // A batch that fails verification changes nothing and ends the session: the
         // peer sent something no honest member would.

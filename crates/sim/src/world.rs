@@ -169,6 +169,9 @@ struct Side {
     session: Session,
     export: Option<VersionVector>,
     exhausted: bool,
+    /// Batches kept and not yet applied: as the driver does, they are applied when
+    /// the session ends, well or not.
+    kept: bool,
 }
 
 struct Conn {
@@ -453,6 +456,7 @@ impl World {
             session,
             export: None,
             exhausted: false,
+            kept: false,
         };
         self.conns.push(Conn {
             sides: [side(a, initiator), side(b, responder)],
@@ -589,6 +593,11 @@ impl World {
         }
         if failed || stale {
             self.outcome.failed += 1;
+            for side in &mut c.sides {
+                if let Some(store) = self.devices[side.device].store.as_mut() {
+                    apply_kept(store, side, &mut self.outcome)?;
+                }
+            }
             // Let a refusal arrive before the connection goes, as a real close would.
             for k in 0..2 {
                 let bytes =
@@ -749,7 +758,21 @@ impl World {
     }
 }
 
-/// Does the database work a session's events ask for: admission, import, export.
+/// Applies what a side's session kept.
+fn apply_kept(store: &mut Store, side: &mut Side, outcome: &mut Outcome) -> Result<(), String> {
+    if !std::mem::take(&mut side.kept) {
+        return Ok(());
+    }
+    let report = store.apply_waiting().map_err(|e| format!("apply: {e}"))?;
+    outcome.taken_back += report
+        .refused
+        .iter()
+        .filter(|r| r.contains("taken back"))
+        .count() as u64;
+    Ok(())
+}
+
+/// Does the database work a session's events ask for: admission, kept batches, export.
 fn work(
     store: &mut Store,
     side: &mut Side,
@@ -773,16 +796,17 @@ fn work(
             },
             Event::Ready { peer_have, .. } => side.export = Some(peer_have),
             Event::Commits { batch, commits } => {
-                let report = store.import(commits).map_err(|e| format!("import: {e}"))?;
-                outcome.taken_back += report
-                    .refused
-                    .iter()
-                    .filter(|r| r.contains("taken back"))
-                    .count() as u64;
+                store
+                    .receive(commits)
+                    .map_err(|e| format!("receive: {e}"))?;
+                side.kept = true;
                 side.session.applied(batch).map_err(err)?;
             }
             Event::Finished => {}
         }
+    }
+    if side.session.is_finished() {
+        apply_kept(store, side, outcome)?;
     }
     if let Some(have) = side.export.as_mut() {
         while !side.exhausted && side.session.wants_commits() {

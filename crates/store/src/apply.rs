@@ -2,7 +2,9 @@
 //! loses in the conflict inbox and holding what cannot be applied yet.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::Write;
 use std::rc::Rc;
 
 use rusqlite::config::DbConfig;
@@ -13,7 +15,7 @@ use shoal_core::{DeviceId, Group, Op, RowChange, Value, VerifiedCommit, Version,
 
 use crate::Replica;
 use crate::conflict::{self, ConflictKind, NewConflict, Side};
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::import::ImportReport;
 use crate::rows::{self, CellMeta, RowMeta, RowState, Ver};
 use crate::seal::read_row;
@@ -222,22 +224,43 @@ fn foreign_keys(tx: &Transaction, table: &str) -> Result<Vec<ForeignKey>> {
 }
 
 /// Row changes of accepted commits, gathered so that they are applied in key order,
-/// many commits at a time.
+/// all of an import's commits at a time.
 ///
 /// Changes to different rows do not depend on each other, and the keys of a first
 /// sync are as good as random: applied commit by commit, every commit walks the whole
 /// of the app's table and `shoal_rows`, and each page of them is written out once per
-/// commit. Sorted across many commits, each page is written once per pass. A stable
-/// sort keeps the changes to one row in the order their commits were accepted.
+/// commit. Sorted across all the commits of an import, an empty table is filled from
+/// one end to the other, each page written once. A stable sort keeps the changes to
+/// one row in the order their commits were accepted.
 ///
-/// Changes wait encoded, about 60 bytes each, so that a pass can be long and an
-/// import's memory still small.
-#[derive(Default)]
+/// Changes wait encoded, about 60 bytes each. Past [`PENDING_BYTES`] they are sorted
+/// and written to a temporary file as a run; applying merges the runs, so an import's
+/// memory stays small however many changes it brings.
 pub(crate) struct Pending {
+    /// How many bytes of changes are kept in memory before they are written out.
+    spill_at: usize,
+    /// Lower-cased names of the tables changes are for; changes sort by the index
+    /// here, then by key.
+    tables: Vec<String>,
     parts: Vec<Part>,
     /// Each change's key blob, then the change itself.
     bytes: Vec<u8>,
     rows: Vec<PendingRow>,
+    /// Sorted runs written out so far.
+    runs: Option<Runs>,
+}
+
+impl Default for Pending {
+    fn default() -> Pending {
+        Pending {
+            spill_at: PENDING_BYTES,
+            tables: Vec::new(),
+            parts: Vec::new(),
+            bytes: Vec::new(),
+            rows: Vec::new(),
+            runs: None,
+        }
+    }
 }
 
 /// Where one waiting change is in [`Pending::bytes`].
@@ -250,8 +273,8 @@ struct PendingRow {
 
 /// What the row changes of one commit to one table share.
 struct Part {
-    /// The table's name, lower-cased: what changes are sorted by.
-    order: String,
+    /// Which of [`Pending::tables`] the changes are for.
+    order: u32,
     table: Rc<str>,
     key_columns: Rc<[String]>,
     columns: Vec<Rc<str>>,
@@ -266,22 +289,49 @@ impl Part {
     fn resolve(&self, r: VersionRef) -> Option<Version> {
         r.resolve(self.version.author, &self.authors)
     }
+
+    /// The change as the merge takes it, with the columns the group does not carry
+    /// left out; `None` for an update left with nothing to write.
+    fn incoming(&self, change: &[u8]) -> Result<Option<Incoming>> {
+        let change: RowChange = postcard::from_bytes(change)?;
+        let incoming = Incoming {
+            table: self.table.clone(),
+            key_columns: self.key_columns.clone(),
+            key: change.key,
+            op: change.op,
+            cl: change.cl,
+            version: self.version,
+            seen: change.seen.and_then(|s| self.resolve(s)),
+            cells: change
+                .cells
+                .into_iter()
+                .filter(|c| self.kept.get(c.column as usize) == Some(&true))
+                .filter_map(|c| {
+                    Some(IncomingCell {
+                        column: self.columns.get(c.column as usize)?.clone(),
+                        value: c.value,
+                        overwrote: c.overwrote.and_then(|o| self.resolve(o)),
+                    })
+                })
+                .collect(),
+        };
+        Ok((incoming.op != Op::Update || !incoming.cells.is_empty()).then_some(incoming))
+    }
 }
 
-/// Encoded changes gathered before a pass: enough for a sorted pass to pay, few enough
-/// to keep memory small.
+/// Encoded changes kept in memory before they are sorted and written out as a run.
 const PENDING_BYTES: usize = 4 << 20;
+
+/// Memory for reading the runs back, shared among them.
+const MERGE_BYTES: usize = 2 << 20;
 
 impl Pending {
     /// Gathers every row change of a commit whose chain position and author have been
-    /// checked, applying what has gathered once there is enough. A commit of a group
-    /// (`carried`) changes only the tables and columns the group carries; anything else
-    /// in it is left out, so no member can reach a table the group does not share.
+    /// checked. A commit of a group (`carried`) changes only the tables and columns
+    /// the group carries; anything else in it is left out, so no member can reach a
+    /// table the group does not share.
     pub(crate) fn add(
         &mut self,
-        tx: &Transaction,
-        r: &mut Replica,
-        tables: &Tables,
         carried: Option<&Group>,
         commit: VerifiedCommit,
         report: &mut ImportReport,
@@ -307,9 +357,17 @@ impl Pending {
                     }
                 },
             };
+            let lower = t.table.to_lowercase();
+            let order = match self.tables.iter().position(|n| *n == lower) {
+                Some(i) => i,
+                None => {
+                    self.tables.push(lower);
+                    self.tables.len() - 1
+                }
+            } as u32;
             let part = self.parts.len() as u32;
             self.parts.push(Part {
-                order: t.table.to_lowercase(),
+                order,
                 kept: t
                     .columns
                     .iter()
@@ -334,9 +392,51 @@ impl Pending {
                 });
             }
         }
-        if self.bytes.len() >= PENDING_BYTES {
-            self.apply(tx, r, tables, report)?;
+        if self.bytes.len() >= self.spill_at {
+            self.spill()?;
         }
+        Ok(())
+    }
+
+    /// Sorts what is in memory by table and key.
+    fn sort(&mut self) {
+        let (parts, bytes) = (&self.parts, &self.bytes);
+        let key = |row: &PendingRow| {
+            (
+                parts[row.part as usize].order,
+                &bytes[row.start as usize..row.key_end as usize],
+            )
+        };
+        self.rows.sort_by(|a, b| key(a).cmp(&key(b)));
+    }
+
+    /// Writes what is in memory out as one sorted run.
+    fn spill(&mut self) -> Result<()> {
+        self.sort();
+        let runs = match &mut self.runs {
+            Some(runs) => runs,
+            None => self.runs.insert(Runs::new()?),
+        };
+        let start = runs.len;
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, &runs.file);
+        for row in &self.rows {
+            let key = &self.bytes[row.start as usize..row.key_end as usize];
+            let change = &self.bytes[row.key_end as usize..row.end as usize];
+            let mut head = [0u8; RECORD_HEAD];
+            head[..4].copy_from_slice(&row.part.to_le_bytes());
+            head[4..8].copy_from_slice(&(key.len() as u32).to_le_bytes());
+            head[8..].copy_from_slice(&(change.len() as u32).to_le_bytes());
+            out.write_all(&head)
+                .and_then(|()| out.write_all(key))
+                .and_then(|()| out.write_all(change))
+                .map_err(StoreError::Spill)?;
+            runs.len += (RECORD_HEAD + key.len() + change.len()) as u64;
+        }
+        out.flush().map_err(StoreError::Spill)?;
+        drop(out);
+        runs.spans.push((start, runs.len));
+        self.rows.clear();
+        self.bytes.clear();
         Ok(())
     }
 
@@ -348,49 +448,151 @@ impl Pending {
         tables: &Tables,
         report: &mut ImportReport,
     ) -> Result<()> {
-        let Pending {
-            parts,
-            bytes,
-            mut rows,
-        } = std::mem::take(self);
-        let key = |row: &PendingRow| {
-            (
-                &parts[row.part as usize].order,
-                &bytes[row.start as usize..row.key_end as usize],
-            )
-        };
-        rows.sort_by(|a, b| key(a).cmp(&key(b)));
-        for row in &rows {
-            let part = &parts[row.part as usize];
-            let change: RowChange =
-                postcard::from_bytes(&bytes[row.key_end as usize..row.end as usize])?;
-            let incoming = Incoming {
-                table: part.table.clone(),
-                key_columns: part.key_columns.clone(),
-                key: change.key,
-                op: change.op,
-                cl: change.cl,
-                version: part.version,
-                seen: change.seen.and_then(|s| part.resolve(s)),
-                cells: change
-                    .cells
-                    .into_iter()
-                    .filter(|c| part.kept.get(c.column as usize) == Some(&true))
-                    .filter_map(|c| {
-                        Some(IncomingCell {
-                            column: part.columns.get(c.column as usize)?.clone(),
-                            value: c.value,
-                            overwrote: c.overwrote.and_then(|o| part.resolve(o)),
-                        })
-                    })
-                    .collect(),
-            };
-            if incoming.op == Op::Update && incoming.cells.is_empty() {
-                continue;
+        if self.runs.is_none() {
+            self.sort();
+            let this = std::mem::take(self);
+            for row in &this.rows {
+                let part = &this.parts[row.part as usize];
+                let change = &this.bytes[row.key_end as usize..row.end as usize];
+                if let Some(incoming) = part.incoming(change)? {
+                    apply(tx, r, tables, incoming, report)?;
+                }
             }
-            apply(tx, r, tables, incoming, report)?;
+            return Ok(());
+        }
+        self.spill()?;
+        let this = std::mem::take(self);
+        let runs = this.runs.expect("spilled");
+        let window = (MERGE_BYTES / runs.spans.len()).clamp(4 << 10, 1 << 20);
+        let mut readers = Vec::with_capacity(runs.spans.len());
+        let mut heap = BinaryHeap::with_capacity(runs.spans.len());
+        for (i, &(start, end)) in runs.spans.iter().enumerate() {
+            let mut reader = RunReader::new(start, end, window);
+            let mut key = Vec::new();
+            if reader.next(&runs.file, &mut key)? {
+                let order = this.parts[reader.part as usize].order;
+                heap.push(Reverse(Head { order, key, run: i }));
+            }
+            readers.push(reader);
+        }
+        while let Some(Reverse(mut head)) = heap.pop() {
+            let reader = &mut readers[head.run];
+            let part = this
+                .parts
+                .get(reader.part as usize)
+                .ok_or_else(|| torn("a run names a change that was not kept"))?;
+            if let Some(incoming) = part.incoming(&reader.change)? {
+                apply(tx, r, tables, incoming, report)?;
+            }
+            if reader.next(&runs.file, &mut head.key)? {
+                head.order = this.parts[reader.part as usize].order;
+                heap.push(Reverse(head));
+            }
         }
         Ok(())
+    }
+}
+
+/// A run that does not read back as it was written.
+fn torn(what: &str) -> StoreError {
+    StoreError::Spill(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
+}
+
+/// Each record of a run: the part (`u32`), the key's length and the change's (`u32`
+/// each, little-endian), then the key and the change.
+const RECORD_HEAD: usize = 12;
+
+/// Sorted runs in one temporary file, which the system deletes when it is closed.
+struct Runs {
+    file: std::fs::File,
+    len: u64,
+    /// Where each run starts and ends, in the order they were written.
+    spans: Vec<(u64, u64)>,
+}
+
+impl Runs {
+    fn new() -> Result<Runs> {
+        Ok(Runs {
+            file: tempfile::tempfile().map_err(StoreError::Spill)?,
+            len: 0,
+            spans: Vec::new(),
+        })
+    }
+}
+
+/// The smallest change at the front of a run, in a merge. Ties go to the earlier run,
+/// which holds earlier commits: the merge is as stable as the sort.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Head {
+    order: u32,
+    key: Vec<u8>,
+    run: usize,
+}
+
+/// Reads one run back, a window at a time.
+struct RunReader {
+    next_at: u64,
+    end: u64,
+    window: Vec<u8>,
+    /// How much of `window` has been taken.
+    taken: usize,
+    /// The record read last: its part and its change.
+    part: u32,
+    change: Vec<u8>,
+}
+
+impl RunReader {
+    fn new(start: u64, end: u64, window: usize) -> RunReader {
+        RunReader {
+            next_at: start,
+            end,
+            window: Vec::with_capacity(window),
+            taken: 0,
+            part: 0,
+            change: Vec::new(),
+        }
+    }
+
+    /// Reads the next record: its key into `key`, the rest into `self`. False at the
+    /// run's end.
+    fn next(&mut self, file: &std::fs::File, key: &mut Vec<u8>) -> Result<bool> {
+        let Some(head) = self.take(file, RECORD_HEAD)? else {
+            return Ok(false);
+        };
+        let word = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().expect("4 bytes"));
+        let (part, key_len, change_len) = (word(0), word(4) as usize, word(8) as usize);
+        self.part = part;
+        let short = || torn("a run ends inside a record");
+        key.clear();
+        key.extend_from_slice(self.take(file, key_len)?.ok_or_else(short)?);
+        let mut change = std::mem::take(&mut self.change);
+        change.clear();
+        change.extend_from_slice(self.take(file, change_len)?.ok_or_else(short)?);
+        self.change = change;
+        Ok(true)
+    }
+
+    /// The next `n` bytes of the run, reading more of it when the window runs out;
+    /// `None` at its end.
+    fn take(&mut self, file: &std::fs::File, n: usize) -> Result<Option<&[u8]>> {
+        use std::os::unix::fs::FileExt;
+        if self.window.len() - self.taken < n {
+            self.window.drain(..self.taken);
+            self.taken = 0;
+            let want = (self.window.capacity().max(n) - self.window.len()) as u64;
+            let more = want.min(self.end - self.next_at) as usize;
+            let have = self.window.len();
+            self.window.resize(have + more, 0);
+            file.read_exact_at(&mut self.window[have..], self.next_at)
+                .map_err(StoreError::Spill)?;
+            self.next_at += more as u64;
+            if self.window.len() < n {
+                return Ok(None);
+            }
+        }
+        let out = &self.window[self.taken..self.taken + n];
+        self.taken += n;
+        Ok(Some(out))
     }
 }
 
@@ -1026,4 +1228,82 @@ pub(crate) fn delete_row(tx: &Transaction, table: &TrackedTable, key: &[Value]) 
     tx.prepare_cached(&table.sql.delete)?
         .execute(rusqlite::params_from_iter(&binds))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_core::GroupId;
+
+    use super::*;
+    use crate::{Store, StoreOptions};
+
+    fn replica(dir: &std::path::Path, name: &str) -> Store {
+        let path = dir.join(format!("{name}.db"));
+        rusqlite::Connection::open(&path)
+            .expect("open")
+            .execute_batch("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, n INTEGER);")
+            .expect("schema");
+        let mut store = Store::init(&path, StoreOptions::new(dir.join("data"))).expect("init");
+        store.track("notes", None).expect("track");
+        store
+    }
+
+    fn notes(store: &Store) -> Vec<(String, String, i64)> {
+        let conn = store.connection();
+        let mut stmt = conn
+            .prepare("SELECT id, body, n FROM notes ORDER BY id")
+            .expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    /// Every commit's changes go out to a run of their own; merging the runs must
+    /// still apply the changes to one row in the order of their commits.
+    #[test]
+    fn changes_written_out_in_runs_apply_in_the_order_of_their_commits() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let mut a = replica(dir.path(), "a");
+        for sql in [
+            "INSERT INTO notes VALUES ('x', 'one', 1), ('a', 'first', 0), ('z', 'last', 0);",
+            "UPDATE notes SET body = 'two' WHERE id = 'x';",
+            "DELETE FROM notes WHERE id = 'x'; UPDATE notes SET n = 5 WHERE id = 'a';",
+            "INSERT INTO notes VALUES ('x', 'three', 3);",
+            "UPDATE notes SET n = 4 WHERE id = 'x'; DELETE FROM notes WHERE id = 'z';",
+        ] {
+            a.connection().execute_batch(sql).expect(sql);
+            a.seal().expect("seal");
+        }
+        let commits = a
+            .export(&GroupId::DEFAULT, &Default::default())
+            .expect("export");
+        assert_eq!(commits.len(), 5);
+        let mut b = replica(dir.path(), "b");
+        let runs = b
+            .write(|tx, r| {
+                let tables = Tables::load(tx)?;
+                let mut pending = Pending {
+                    spill_at: 1,
+                    ..Pending::default()
+                };
+                let mut report = ImportReport::default();
+                for c in commits {
+                    pending.add(None, c.verify()?, &mut report)?;
+                }
+                let runs = pending.runs.as_ref().map_or(0, |r| r.spans.len());
+                uncaptured(tx, || pending.apply(tx, r, &tables, &mut report))?;
+                Ok(runs)
+            })
+            .expect("apply");
+        assert_eq!(runs, 5);
+        assert_eq!(
+            notes(&b),
+            [
+                ("a".to_owned(), "first".to_owned(), 5),
+                ("x".to_owned(), "three".to_owned(), 4)
+            ]
+        );
+        assert_eq!(notes(&b), notes(&a));
+    }
 }

@@ -177,6 +177,12 @@ pub enum StoreError {
         "Shoal's merge state for a row in this file is damaged ({0}): run `PRAGMA integrity_check`, and restore the file from a backup or another device"
     )]
     RowStateDamaged(#[from] postcard::Error),
+    /// Row changes waiting to be applied could not be written to, or read back from,
+    /// a temporary file.
+    #[error(
+        "could not keep row changes waiting to be applied in a temporary file ({0}): check that the temporary directory (TMPDIR) exists, is writable and has room"
+    )]
+    Spill(std::io::Error),
 }
 
 /// The result type of this crate.

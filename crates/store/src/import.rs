@@ -82,6 +82,57 @@ pub(crate) fn import(
     };
     let mut batch: Batch = HashMap::new();
     let mut touched = BTreeSet::new();
+    keep(tx, r, commits, &mut batch, &mut touched, &mut report)?;
+    // Chains with commits left waiting by earlier imports may be able to go on now.
+    {
+        let mut stmt = tx.prepare_cached(WAITING_CHAINS)?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let grp: Vec<u8> = row.get(0)?;
+            if let Ok(grp) = grp.try_into() {
+                touched.insert((GroupId(grp), row.get::<_, i64>(1)?));
+            }
+        }
+    }
+    let hlc = apply::uncaptured(tx, || advance_all(tx, r, &touched, &mut batch, &mut report))?;
+    save_hlc(tx, hlc)?;
+    count_waiting(tx, &mut report)?;
+    Ok(report)
+}
+
+/// Verifies and stores a batch of commits without applying any: they wait, as if
+/// earlier ones were missing, for the next import (or [`crate::Store::apply_waiting`]),
+/// which applies all of them in one pass in key order. Any commit that fails to verify
+/// fails the batch.
+pub(crate) fn receive(
+    tx: &Transaction,
+    r: &mut Replica,
+    commits: Vec<SignedCommit>,
+) -> Result<ImportReport> {
+    let mut report = ImportReport::default();
+    let mut batch: Batch = HashMap::new();
+    keep(
+        tx,
+        r,
+        commits,
+        &mut batch,
+        &mut BTreeSet::new(),
+        &mut report,
+    )?;
+    count_waiting(tx, &mut report)?;
+    Ok(report)
+}
+
+/// Checks each commit and stores the new ones as waiting, in `batch` too; notes
+/// duplicates, forks and commits of authors no longer trusted.
+fn keep(
+    tx: &Transaction,
+    r: &mut Replica,
+    commits: Vec<SignedCommit>,
+    batch: &mut Batch,
+    touched: &mut BTreeSet<(GroupId, i64)>,
+    report: &mut ImportReport,
+) -> Result<()> {
     for signed in commits {
         let c = signed.verify()?;
         let group = c.body.group;
@@ -133,29 +184,25 @@ pub(crate) fn import(
             }
         }
     }
-    // Chains with commits left waiting by earlier imports may be able to go on now.
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT DISTINCT grp, author FROM shoal_commits WHERE state IN (1, 2)",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let grp: Vec<u8> = row.get(0)?;
-            if let Ok(grp) = grp.try_into() {
-                touched.insert((GroupId(grp), row.get::<_, i64>(1)?));
-            }
-        }
-    }
-    let hlc = apply::uncaptured(tx, || advance_all(tx, r, &touched, &mut batch, &mut report))?;
-    save_hlc(tx, hlc)?;
-    let (waiting, future): (i64, i64) = tx.query_row(
-        "SELECT count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2) FROM shoal_commits WHERE state IN (1, 2)",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    Ok(())
+}
+
+// Both name `state != 0` as the index of waiting commits does, or SQLite would read
+// every commit held to find the few that wait.
+const WAITING_CHAINS: &str =
+    "SELECT DISTINCT grp, author FROM shoal_commits WHERE state != 0 AND state IN (1, 2)";
+const WAITING_COUNTS: &str =
+    "SELECT count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2)
+     FROM shoal_commits WHERE state != 0 AND state IN (1, 2)";
+
+/// Counts the commits left waiting and held for their clock.
+fn count_waiting(tx: &Transaction, report: &mut ImportReport) -> Result<()> {
+    let (waiting, future): (i64, i64) = tx
+        .prepare_cached(WAITING_COUNTS)?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     report.waiting = waiting as usize;
     report.future = future as usize;
-    Ok(report)
+    Ok(())
 }
 
 /// Moves every touched chain forward as far as it goes, applies what that accepts,
@@ -179,7 +226,6 @@ fn advance_all(
         let mut changed = false;
         for (group, id) in touched {
             let mut chain = Chain {
-                tables: &tables,
                 groups: &mut groups,
                 batch,
                 hlc: &mut hlc,
@@ -214,7 +260,6 @@ type Batch = HashMap<(GroupId, i64, u64), SignedCommit>;
 
 /// What moving chains forward needs and changes.
 struct Chain<'a> {
-    tables: &'a Tables,
     groups: &'a mut groups::Cache,
     batch: &'a mut Batch,
     hlc: &'a mut shoal_core::Hlc,
@@ -326,8 +371,7 @@ impl Chain<'_> {
             } else {
                 self.groups.get(tx, &mut r.authors, group)?
             };
-            self.pending
-                .add(tx, r, self.tables, carried, commit, self.report)?;
+            self.pending.add(carried, commit, self.report)?;
             set_state(tx, group, id, seq, State::Applied)?;
             authors::advance(tx, &head, seq, hash, clock)?;
             *self.hlc = (*self.hlc).max(clock);
@@ -503,4 +547,34 @@ pub(crate) fn export_chunk(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Store, StoreOptions};
+
+    /// Every import asks which commits wait: that must not read every commit held.
+    #[test]
+    fn finding_waiting_commits_reads_only_the_waiting() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let path = dir.path().join("a.db");
+        rusqlite::Connection::open(&path).expect("open");
+        let store = Store::init(&path, StoreOptions::new(dir.path().join("data"))).expect("init");
+        for sql in [WAITING_CHAINS, WAITING_COUNTS] {
+            let plan: Vec<String> = store
+                .connection()
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("plan")
+                .query_map([], |r| r.get(3))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("shoal_commits_waiting")),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
 }

@@ -586,9 +586,19 @@ impl Store {
         self.write(|tx, r| import::import(tx, r, commits))
     }
 
-    /// Applies held changes that can be applied now, and commits whose clock the local
-    /// clock has reached.
-    pub fn retry_held(&mut self) -> Result<ImportReport> {
+    /// Verifies and keeps a batch of commits without applying them: they wait for the
+    /// next [`Store::import`] or [`Store::apply_waiting`]. Receiving a long history
+    /// batch by batch and applying it once at the end writes every row in key order,
+    /// one pass over the tables instead of one per batch: a first sync into an empty
+    /// table fills it from one end to the other. A batch with any commit that fails
+    /// verification changes nothing.
+    pub fn receive(&mut self, commits: Vec<SignedCommit>) -> Result<ImportReport> {
+        self.write(|tx, r| import::receive(tx, r, commits))
+    }
+
+    /// Applies whatever can be applied now: commits received and kept, commits whose
+    /// clock the local clock has reached, and held changes.
+    pub fn apply_waiting(&mut self) -> Result<ImportReport> {
         self.write(|tx, r| import::import(tx, r, Vec::new()))
     }
 

@@ -162,7 +162,7 @@ fn replay(
         } else {
             groups.get(tx, &mut r.authors, &c.body.group)?.cloned()
         };
-        pending.add(tx, r, tables, carried.as_ref(), c, &mut scratch)?;
+        pending.add(carried.as_ref(), c, &mut scratch)?;
     }
     pending.apply(tx, r, tables, &mut scratch)?;
     report.conflicts += scratch.conflicts;

@@ -156,6 +156,7 @@ CREATE TABLE shoal_commits (
     signed BLOB NOT NULL,
     PRIMARY KEY (grp, author, seq)
 ) WITHOUT ROWID;
+-- Queries for the commits not applied say `state != 0` as this does, so SQLite uses it.
 CREATE INDEX shoal_commits_waiting ON shoal_commits (state, grp, author) WHERE state != 0;
 
 -- Groups this file knows: it holds their creating commit.

@@ -173,9 +173,13 @@ pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
         conflicts_pending: count("SELECT count(*) FROM shoal_conflicts WHERE status = 'pending'")?,
         conflicts_auto: count("SELECT count(*) FROM shoal_conflicts WHERE status = 'auto'")?,
         held,
-        waiting_commits: count("SELECT count(*) FROM shoal_commits WHERE state = 1")?,
-        future_commits: count("SELECT count(*) FROM shoal_commits WHERE state = 2")?,
-        refused_commits: count("SELECT count(*) FROM shoal_commits WHERE state = 3")?,
+        waiting_commits: count(
+            "SELECT count(*) FROM shoal_commits WHERE state != 0 AND state = 1",
+        )?,
+        future_commits: count("SELECT count(*) FROM shoal_commits WHERE state != 0 AND state = 2")?,
+        refused_commits: count(
+            "SELECT count(*) FROM shoal_commits WHERE state != 0 AND state = 3",
+        )?,
         forked_authors,
         clock: load_hlc(conn)?.to_string(),
     })

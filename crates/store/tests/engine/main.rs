@@ -181,6 +181,42 @@ fn the_apps_own_triggers_see_remote_changes() {
 }
 
 #[test]
+fn received_commits_wait_until_applied() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    exec(
+        &a,
+        "INSERT INTO notes VALUES ('n1', 't', 'b', 1), ('n2', 't', 'b', 2);",
+    );
+    a.seal().expect("seal");
+    exec(&a, "UPDATE notes SET n = 10 WHERE id = 'n1';");
+    a.seal().expect("seal");
+    let commits = a
+        .export(&GroupId::DEFAULT, &Default::default())
+        .expect("export");
+    let report = b.receive(commits[..1].to_vec()).expect("receive");
+    assert_eq!((report.waiting, report.commits_applied), (1, 0));
+    assert_eq!(count(&b, "SELECT count(*) FROM notes"), 0);
+    assert_eq!(
+        b.version_vector(&GroupId::DEFAULT).expect("vv"),
+        Default::default()
+    );
+    // The same commit again is kept once.
+    let report = b.receive(commits).expect("receive");
+    assert_eq!((report.waiting, report.duplicates), (2, 1));
+    let report = b.apply_waiting().expect("apply");
+    assert_eq!((report.commits_applied, report.changes_applied), (2, 3));
+    assert_eq!(dump(&b, "notes"), dump(&a, "notes"));
+    assert_eq!(
+        b.version_vector(&GroupId::DEFAULT).expect("vv"),
+        a.version_vector(&GroupId::DEFAULT).expect("vv")
+    );
+    assert_eq!(b.status().expect("status").waiting_commits, 0);
+    assert_eq!(b.status().expect("status").own_commits, 0);
+}
+
+#[test]
 fn only_changed_columns_are_sent() {
     let w = World::new();
     let mut a = w.replica("a", NOTES, &["notes"]);
@@ -873,7 +909,7 @@ fn a_far_future_commit_is_held_until_the_clock_reaches_it() {
         "b's clock {clock} was dragged forward"
     );
     w.tick(skew);
-    let report = b.retry_held().expect("retry");
+    let report = b.apply_waiting().expect("retry");
     assert_eq!(report.commits_applied, 1);
     assert_eq!(dump(&b, "notes").len(), 1);
 }
