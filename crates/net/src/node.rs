@@ -177,6 +177,10 @@ pub struct Node {
 /// How many database connections a node keeps for reuse.
 const IDLE_STORES: usize = 4;
 
+/// How long an initiator waits, once a session is finished, for the responder to end
+/// its side: the responder applies what it received first.
+const RESPONDER_END: Duration = Duration::from_secs(30);
+
 /// A database connection lent to one task; given back to its node when dropped.
 struct Lease {
     store: Option<SharedStore>,
@@ -735,8 +739,9 @@ impl Node {
         .await;
         self.active.fetch_sub(1, Ordering::SeqCst);
         let out = result?;
-        // Wait for the responder to finish its side, so closing loses nothing.
-        let _ = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1 << 16)).await;
+        // Wait for the responder to finish its side, so closing loses nothing. It
+        // applies what it was sent first, which for a long history takes a while.
+        let _ = tokio::time::timeout(RESPONDER_END, recv.read_to_end(1 << 16)).await;
         Ok(out)
     }
 }
