@@ -466,26 +466,27 @@ impl Pending {
         let window = (MERGE_BYTES / runs.spans.len()).clamp(4 << 10, 1 << 20);
         let mut readers = Vec::with_capacity(runs.spans.len());
         let mut heap = BinaryHeap::with_capacity(runs.spans.len());
+        let part_of = |reader: &RunReader| {
+            this.parts
+                .get(reader.part as usize)
+                .ok_or_else(|| torn("a run names a change that was not kept"))
+        };
         for (i, &(start, end)) in runs.spans.iter().enumerate() {
             let mut reader = RunReader::new(start, end, window);
             let mut key = Vec::new();
             if reader.next(&runs.file, &mut key)? {
-                let order = this.parts[reader.part as usize].order;
+                let order = part_of(&reader)?.order;
                 heap.push(Reverse(Head { order, key, run: i }));
             }
             readers.push(reader);
         }
         while let Some(Reverse(mut head)) = heap.pop() {
             let reader = &mut readers[head.run];
-            let part = this
-                .parts
-                .get(reader.part as usize)
-                .ok_or_else(|| torn("a run names a change that was not kept"))?;
-            if let Some(incoming) = part.incoming(&reader.change)? {
+            if let Some(incoming) = part_of(reader)?.incoming(&reader.change)? {
                 apply(tx, r, tables, incoming, report)?;
             }
             if reader.next(&runs.file, &mut head.key)? {
-                head.order = this.parts[reader.part as usize].order;
+                head.order = part_of(reader)?.order;
                 heap.push(Reverse(head));
             }
         }
