@@ -644,7 +644,7 @@ fn one_group(store: &Store, which: Option<&str>) -> anyhow::Result<shoal_core::G
     }
 }
 
-/// Commits moved per import, so that memory stays bounded whatever the backlog.
+/// Commits moved per batch, so that memory stays bounded whatever the backlog.
 const MERGE_BATCH_BYTES: usize = 8 << 20;
 
 /// Seals both replicas and sends each what the other lacks, in bounded batches.
@@ -656,6 +656,8 @@ pub(crate) fn merge(a: &mut Store, b: &mut Store) -> anyhow::Result<MergeReport>
     Ok(MergeReport { a_to_b, b_to_a })
 }
 
+/// Sends `to` what it lacks of `from`: kept batch by batch as a session keeps them, then
+/// applied in one pass in key order.
 pub(crate) fn send(from: &Store, to: &mut Store) -> shoal_store::Result<Direction> {
     let mut d = Direction::default();
     let mut batch = Vec::new();
@@ -670,27 +672,18 @@ pub(crate) fn send(from: &Store, to: &mut Store) -> shoal_store::Result<Directio
             batch.push(c);
             if size >= MERGE_BATCH_BYTES {
                 size = 0;
-                import(to, &mut batch, &mut d)?;
+                to.receive(std::mem::take(&mut batch))?;
             }
             Ok(())
         })?;
     }
-    import(to, &mut batch, &mut d)?;
-    Ok(d)
-}
-
-fn import(
-    to: &mut Store,
-    batch: &mut Vec<shoal_core::SignedCommit>,
-    d: &mut Direction,
-) -> shoal_store::Result<()> {
-    if batch.is_empty() {
-        return Ok(());
+    if !batch.is_empty() {
+        to.receive(batch)?;
     }
-    let report = to.import(std::mem::take(batch))?;
+    let report = to.apply_waiting()?;
     d.commits += report.commits_applied;
     d.changes += report.changes_applied;
     d.conflicts += report.conflicts;
     d.held += report.held;
-    Ok(())
+    Ok(d)
 }

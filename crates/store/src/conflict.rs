@@ -211,6 +211,20 @@ pub(crate) fn record(
     Ok(inserted > 0)
 }
 
+/// Whether any conflict is open, asked of the file once and then kept up to date.
+pub(crate) fn any_open(tx: &Transaction, r: &mut Replica) -> Result<bool> {
+    if let Some(any) = r.open_conflicts {
+        return Ok(any);
+    }
+    let any = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM shoal_conflicts WHERE status IN ('pending', 'auto'))",
+        [],
+        |r| r.get(0),
+    )?;
+    r.open_conflicts = Some(any);
+    Ok(any)
+}
+
 /// Closes open records on a row that a write has made moot: one that starts a later
 /// life of the row, or that overwrote a disputed column having seen the winner.
 /// Constraint conflicts wait for a person whatever is written.
@@ -223,19 +237,7 @@ pub(crate) fn close_superseded(
     written: &[(&str, Option<Version>)],
     by: Version,
 ) -> Result<()> {
-    let any_open = match r.open_conflicts {
-        Some(any) => any,
-        None => {
-            let any = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM shoal_conflicts WHERE status IN ('pending', 'auto'))",
-                [],
-                |r| r.get(0),
-            )?;
-            r.open_conflicts = Some(any);
-            any
-        }
-    };
-    if !any_open {
+    if !any_open(tx, r)? {
         return Ok(());
     }
     struct Open {

@@ -11,6 +11,7 @@ mod apply;
 mod authors;
 pub mod conflict;
 mod error;
+mod fresh;
 mod groups;
 mod import;
 mod invites;
@@ -709,6 +710,7 @@ fn connect(path: &Path) -> Result<Connection> {
     // default is 2 MiB) measured as fast at a million rows as 16 MiB, 8 MB smaller per
     // connection. This is Shoal's connection only; the app's are untouched.
     conn.pragma_update(None, "cache_size", -8_192)?;
+    conn.pragma_update(None, "temp_store", "memory")?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }

@@ -130,7 +130,7 @@ impl Columns {
 
     /// The number of `table`'s column `name` (compared without regard to ASCII case,
     /// as SQLite compares names), adding it if it is new.
-    fn id(&mut self, conn: &Connection, table: i64, name: &str) -> Result<u32> {
+    pub(crate) fn id(&mut self, conn: &Connection, table: i64, name: &str) -> Result<u32> {
         let known = self.by_table.entry(table).or_default();
         if let Some((_, id)) = known.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
             return Ok(*id);
@@ -199,6 +199,28 @@ fn encode(conn: &Connection, columns: &mut Columns, table: i64, meta: &RowMeta) 
         event: meta.event,
         seen: meta.seen,
         cells,
+    };
+    Ok(postcard::to_stdvec(&stored)?)
+}
+
+/// The state of a row that an insert has just started, as [`save`] stores it: every
+/// cell carries the insert's version, and the version, if any, that it overwrote.
+/// `cells` are the numbers of the columns with what each overwrote.
+pub(crate) fn encode_inserted(
+    event: Ver,
+    cells: impl IntoIterator<Item = (u32, Option<Ver>)>,
+) -> Result<Vec<u8>> {
+    let stored = Stored {
+        event: Some(event),
+        seen: None,
+        cells: cells
+            .into_iter()
+            .map(|(column, overwrote)| StoredCell {
+                column,
+                version: None,
+                overwrote,
+            })
+            .collect(),
     };
     Ok(postcard::to_stdvec(&stored)?)
 }

@@ -1,0 +1,398 @@
+//! Inserts of rows new to this file, the bulk of a first sync, written many rows to a
+//! statement.
+//!
+//! An import's changes reach the merge sorted by table and key (see
+//! [`Pending`](crate::apply::Pending)). An insert of a key that `shoal_rows` does not
+//! hold, and that no other change of the import touches, needs nothing of the merge:
+//! its row and its merge state are written as they come. Such inserts are gathered and
+//! written up to [`ROWS`] to a statement, into the app's table and into `shoal_rows`,
+//! which costs SQLite much less per row than a statement each. Any other change is
+//! applied on its own, after what was gathered before it. The outcome is the same, row
+//! for row and byte for byte, as applying every change on its own.
+
+use rusqlite::{ErrorCode, Transaction};
+use shoal_core::{Op, RowChange};
+
+use crate::Replica;
+use crate::apply::{self, Part, Tables};
+use crate::conflict;
+use crate::error::Result;
+use crate::import::ImportReport;
+use crate::rows::{self, Ver};
+use crate::sql::{Bind, ident};
+use crate::track::{self, TrackedTable};
+
+/// The most rows one statement writes. Fewer are written with statements for the
+/// powers of two below it, so that every statement is prepared once per import.
+const ROWS: usize = 64;
+
+/// How many gathered inserts wait before they are written.
+const GATHER: usize = 16 * ROWS;
+
+/// How many keys of `shoal_rows` are read ahead at a time.
+const READ_AHEAD: usize = 16;
+
+/// Sorted changes on their way into the file, inserts of new rows gathered.
+pub(crate) struct Fresh {
+    /// Whether inserts may be gathered at all.
+    enabled: bool,
+    /// Per part: whether its changes name the local table's key and columns in the
+    /// local order, each carried by the part's group (`None` until asked).
+    direct: Vec<Option<bool>>,
+    /// The previous change's table and key: a key that comes again is applied change
+    /// by change, since what came before it decides what it does.
+    last: Option<(u32, Vec<u8>)>,
+    /// The table inserts are gathered for.
+    target: Option<Target>,
+    gathered: Vec<Gathered>,
+    known: Known,
+}
+
+/// A table inserts are gathered for, with what writing them needs.
+struct Target {
+    table: TrackedTable,
+    /// The number each of the table's columns goes by in `shoal_rows`.
+    columns: Vec<u32>,
+    /// The statements writing 1, 2, 4 … [`ROWS`] rows, into the table and into
+    /// `shoal_rows`, made when first needed.
+    sql: Vec<Option<(String, String)>>,
+}
+
+/// An insert waiting to be written.
+struct Gathered {
+    part: u32,
+    key: Vec<u8>,
+    change: RowChange,
+    /// The row's merge state, encoded as `shoal_rows` keeps it.
+    state: Vec<u8>,
+}
+
+impl Fresh {
+    /// Ready for the changes of `parts` parts. Nothing is gathered while a conflict is
+    /// open, since an applied write may settle it.
+    pub(crate) fn new(
+        tx: &Transaction,
+        r: &mut Replica,
+        parts: usize,
+        enabled: bool,
+    ) -> Result<Fresh> {
+        let enabled = enabled && !conflict::any_open(tx, r)?;
+        Ok(Fresh {
+            enabled,
+            direct: vec![None; parts],
+            last: None,
+            target: None,
+            gathered: Vec::new(),
+            known: Known::default(),
+        })
+    }
+
+    /// Takes the next change in order: `key` is its key blob, `change` the encoded
+    /// change of part `part`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn change(
+        &mut self,
+        tx: &Transaction,
+        r: &mut Replica,
+        tables: &Tables,
+        parts: &[Part],
+        part: u32,
+        key: &[u8],
+        change: &[u8],
+        report: &mut ImportReport,
+    ) -> Result<()> {
+        let p = apply::part(parts, part)?;
+        let again = self
+            .last
+            .as_ref()
+            .is_some_and(|(order, last)| *order == p.order && last == key);
+        match &mut self.last {
+            Some((order, last)) if !again => {
+                *order = p.order;
+                last.clear();
+                last.extend_from_slice(key);
+            }
+            Some(_) => {}
+            None => self.last = Some((p.order, key.to_vec())),
+        }
+        let change: RowChange = postcard::from_bytes(change)?;
+        // Conflicts recorded by changes applied on their own open the inbox.
+        if self.enabled
+            && !again
+            && r.open_conflicts == Some(false)
+            && self.new_row(tx, r, tables, parts, part, key, &change, report)?
+            && let Some(target) = &self.target
+        {
+            let event = Ver::of(p.version, &mut r.authors, tx)?;
+            let mut cells = Vec::with_capacity(change.cells.len());
+            for (cell, &column) in change.cells.iter().zip(&target.columns) {
+                let overwrote = cell
+                    .overwrote
+                    .and_then(|o| p.resolve(o))
+                    .map(|o| Ver::of(o, &mut r.authors, tx))
+                    .transpose()?;
+                cells.push((column, overwrote));
+            }
+            self.gathered.push(Gathered {
+                part,
+                key: key.to_vec(),
+                state: rows::encode_inserted(event, cells)?,
+                change,
+            });
+            if self.gathered.len() >= GATHER {
+                self.flush(tx, r, tables, parts, report)?;
+            }
+            return Ok(());
+        }
+        self.flush(tx, r, tables, parts, report)?;
+        if let Some(incoming) = p.incoming_of(change) {
+            apply::apply(tx, r, tables, incoming, report)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `change` inserts a row new to the file with every column of the local
+    /// table in order; if so, its table is made the target, what was gathered for
+    /// another written first.
+    #[allow(clippy::too_many_arguments)]
+    fn new_row(
+        &mut self,
+        tx: &Transaction,
+        r: &mut Replica,
+        tables: &Tables,
+        parts: &[Part],
+        part: u32,
+        key: &[u8],
+        change: &RowChange,
+        report: &mut ImportReport,
+    ) -> Result<bool> {
+        if change.op != Op::Insert {
+            return Ok(false);
+        }
+        let p = apply::part(parts, part)?;
+        let Some(table) = tables.get(&p.table) else {
+            return Ok(false);
+        };
+        let direct = match self.direct.get(part as usize).copied().flatten() {
+            Some(direct) => direct,
+            None => {
+                let direct = p.kept.iter().all(|k| *k)
+                    && track::same_names(&p.key_columns, &table.key_columns)
+                    && track::same_names(
+                        &p.columns.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                        &table.columns,
+                    );
+                if let Some(slot) = self.direct.get_mut(part as usize) {
+                    *slot = Some(direct);
+                }
+                direct
+            }
+        };
+        let in_order = direct
+            && change.key.len() == table.key_columns.len()
+            && change.cells.len() == table.columns.len()
+            && change
+                .cells
+                .iter()
+                .enumerate()
+                .all(|(i, c)| c.column as usize == i);
+        if !in_order {
+            return Ok(false);
+        }
+        if self.target.as_ref().map(|t| t.table.id) != Some(table.id) {
+            self.flush(tx, r, tables, parts, report)?;
+            let mut columns = Vec::with_capacity(table.columns.len());
+            for name in &table.columns {
+                columns.push(r.columns.id(tx, table.id, name)?);
+            }
+            self.target = Some(Target {
+                table: table.clone(),
+                columns,
+                sql: vec![None; ROWS.ilog2() as usize + 1],
+            });
+        }
+        Ok(!self.known.holds(tx, table.id, key)?)
+    }
+
+    /// Writes what was gathered.
+    pub(crate) fn flush(
+        &mut self,
+        tx: &Transaction,
+        r: &mut Replica,
+        tables: &Tables,
+        parts: &[Part],
+        report: &mut ImportReport,
+    ) -> Result<()> {
+        if self.gathered.is_empty() {
+            return Ok(());
+        }
+        let Some(Target { table, sql, .. }) = &mut self.target else {
+            return Ok(());
+        };
+        let gathered = std::mem::take(&mut self.gathered);
+        let mut rest = &gathered[..];
+        while !rest.is_empty() {
+            let size = ROWS.min(1 << rest.len().ilog2());
+            let (chunk, after) = rest.split_at(size);
+            rest = after;
+            let (rows_sql, states_sql) = statements(table, sql, size);
+            match write_rows(tx, rows_sql, chunk) {
+                Ok(()) => {
+                    write_states(tx, states_sql, table.id, chunk)?;
+                    for g in chunk {
+                        let version = apply::part(parts, g.part)?.version;
+                        tables.note_written(table, &g.change.key, version);
+                    }
+                    report.changes_applied += chunk.len();
+                }
+                // A row breaks a constraint of the local schema: the statement
+                // changed nothing. One by one, only that row is refused.
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == ErrorCode::ConstraintViolation =>
+                {
+                    for g in chunk {
+                        let p = apply::part(parts, g.part)?;
+                        if let Some(incoming) = p.incoming_of(g.change.clone()) {
+                            apply::apply(tx, r, tables, incoming, report)?;
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.gathered = gathered;
+        self.gathered.clear();
+        Ok(())
+    }
+}
+
+/// The statements writing `size` rows of `t`, a power of two up to [`ROWS`], made once.
+fn statements<'a>(
+    t: &TrackedTable,
+    made: &'a mut [Option<(String, String)>],
+    size: usize,
+) -> (&'a str, &'a str) {
+    let (rows, states) = made[size.ilog2() as usize].get_or_insert_with(|| {
+        let names: Vec<String> = t
+            .key_columns
+            .iter()
+            .chain(&t.columns)
+            .map(|c| ident(c))
+            .collect();
+        let row = format!("({})", vec!["?"; names.len()].join(", "));
+        let keys: Vec<String> = t.key_columns.iter().map(|c| ident(c)).collect();
+        let action = if t.columns.is_empty() {
+            "NOTHING".to_owned()
+        } else {
+            let sets: Vec<String> = t
+                .columns
+                .iter()
+                .map(|c| format!("{0} = excluded.{0}", ident(c)))
+                .collect();
+            format!("UPDATE SET {}", sets.join(", "))
+        };
+        let rows = format!(
+            "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO {action}",
+            ident(&t.name),
+            names.join(", "),
+            vec![row; size].join(", "),
+            keys.join(", ")
+        );
+        let states: Vec<String> = (0..size)
+            .map(|i| format!("(?1, ?{}, ?{}, ?{})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+            .collect();
+        let states = format!(
+            "INSERT INTO shoal_rows(tbl, key, cl, meta) VALUES {}",
+            states.join(", ")
+        );
+        (rows, states)
+    });
+    (rows, states)
+}
+
+/// Inserts or overwrites the rows of `chunk` in the app's table, every column.
+fn write_rows(tx: &Transaction, sql: &str, chunk: &[Gathered]) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    let mut at = 1;
+    for g in chunk {
+        for value in g
+            .change
+            .key
+            .iter()
+            .chain(g.change.cells.iter().map(|c| &c.value))
+        {
+            stmt.raw_bind_parameter(at, Bind(value))?;
+            at += 1;
+        }
+    }
+    stmt.raw_execute()?;
+    Ok(())
+}
+
+/// Stores the merge state of the rows of `chunk`, which `shoal_rows` does not hold.
+fn write_states(tx: &Transaction, sql: &str, table: i64, chunk: &[Gathered]) -> Result<()> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    stmt.raw_bind_parameter(1, table)?;
+    for (i, g) in chunk.iter().enumerate() {
+        stmt.raw_bind_parameter(3 * i + 2, g.key.as_slice())?;
+        stmt.raw_bind_parameter(3 * i + 3, g.change.cl as i64)?;
+        stmt.raw_bind_parameter(3 * i + 4, g.state.as_slice())?;
+    }
+    stmt.raw_execute()?;
+    Ok(())
+}
+
+/// Which keys `shoal_rows` holds, read ahead in key order a page at a time. Keys are
+/// asked in rising order; the changes applied meanwhile write only keys already asked,
+/// so a page read stays true for the keys after them.
+#[derive(Default)]
+struct Known {
+    table: i64,
+    /// Every key from where the page was read up to its last, or to the table's end
+    /// when `to_end`.
+    keys: Vec<Vec<u8>>,
+    /// How many of `keys` are below the keys still to be asked.
+    passed: usize,
+    to_end: bool,
+    read: bool,
+}
+
+impl Known {
+    fn holds(&mut self, tx: &Transaction, table: i64, key: &[u8]) -> Result<bool> {
+        if !self.read || self.table != table {
+            self.read_from(tx, table, key)?;
+        }
+        loop {
+            while self
+                .keys
+                .get(self.passed)
+                .is_some_and(|k| k.as_slice() < key)
+            {
+                self.passed += 1;
+            }
+            if let Some(next) = self.keys.get(self.passed) {
+                return Ok(next.as_slice() == key);
+            }
+            if self.to_end {
+                return Ok(false);
+            }
+            self.read_from(tx, table, key)?;
+        }
+    }
+
+    fn read_from(&mut self, tx: &Transaction, table: i64, key: &[u8]) -> Result<()> {
+        let mut stmt = tx.prepare_cached(
+            "SELECT key FROM shoal_rows WHERE tbl = ?1 AND key >= ?2 ORDER BY key LIMIT ?3",
+        )?;
+        self.keys = stmt
+            .query_map(rusqlite::params![table, key, READ_AHEAD as i64], |r| {
+                r.get(0)
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        self.to_end = self.keys.len() < READ_AHEAD;
+        self.passed = 0;
+        self.table = table;
+        self.read = true;
+        Ok(())
+    }
+}
