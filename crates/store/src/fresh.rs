@@ -45,6 +45,10 @@ pub(crate) struct Fresh {
     /// The table inserts are gathered for.
     target: Option<Target>,
     gathered: Vec<Gathered>,
+    /// The merge states of the gathered rows, one after another.
+    states: Vec<u8>,
+    /// Room to work out one row's cells.
+    cells: Vec<(u32, Option<Ver>)>,
     known: Known,
 }
 
@@ -63,8 +67,9 @@ struct Gathered {
     part: u32,
     key: Vec<u8>,
     change: RowChange,
-    /// The row's merge state, encoded as `shoal_rows` keeps it.
-    state: Vec<u8>,
+    /// Where the row's merge state, encoded as `shoal_rows` keeps it, is in
+    /// [`Fresh::states`].
+    state: std::ops::Range<usize>,
 }
 
 impl Fresh {
@@ -83,6 +88,8 @@ impl Fresh {
             last: None,
             target: None,
             gathered: Vec::new(),
+            states: Vec::new(),
+            cells: Vec::new(),
             known: Known::default(),
         })
     }
@@ -124,19 +131,22 @@ impl Fresh {
             && let Some(target) = &self.target
         {
             let event = Ver::of(p.version, &mut r.authors, tx)?;
-            let mut cells = Vec::with_capacity(change.cells.len());
+            self.cells.clear();
             for (cell, &column) in change.cells.iter().zip(&target.columns) {
                 let overwrote = cell
                     .overwrote
                     .and_then(|o| p.resolve(o))
                     .map(|o| Ver::of(o, &mut r.authors, tx))
                     .transpose()?;
-                cells.push((column, overwrote));
+                self.cells.push((column, overwrote));
             }
+            let start = self.states.len();
+            let states = std::mem::take(&mut self.states);
+            self.states = rows::encode_inserted(event, &self.cells, states)?;
             self.gathered.push(Gathered {
                 part,
                 key: key.to_vec(),
-                state: rows::encode_inserted(event, cells)?,
+                state: start..self.states.len(),
                 change,
             });
             if self.gathered.len() >= GATHER {
@@ -238,7 +248,7 @@ impl Fresh {
             let (rows_sql, states_sql) = statements(table, sql, size);
             match write_rows(tx, rows_sql, chunk) {
                 Ok(()) => {
-                    write_states(tx, states_sql, table.id, chunk)?;
+                    write_states(tx, states_sql, table.id, chunk, &self.states)?;
                     for g in chunk {
                         let version = apply::part(parts, g.part)?.version;
                         tables.note_written(table, &g.change.key, version);
@@ -262,6 +272,7 @@ impl Fresh {
         }
         self.gathered = gathered;
         self.gathered.clear();
+        self.states.clear();
         Ok(())
     }
 }
@@ -330,13 +341,19 @@ fn write_rows(tx: &Transaction, sql: &str, chunk: &[Gathered]) -> rusqlite::Resu
 }
 
 /// Stores the merge state of the rows of `chunk`, which `shoal_rows` does not hold.
-fn write_states(tx: &Transaction, sql: &str, table: i64, chunk: &[Gathered]) -> Result<()> {
+fn write_states(
+    tx: &Transaction,
+    sql: &str,
+    table: i64,
+    chunk: &[Gathered],
+    states: &[u8],
+) -> Result<()> {
     let mut stmt = tx.prepare_cached(sql)?;
     stmt.raw_bind_parameter(1, table)?;
     for (i, g) in chunk.iter().enumerate() {
         stmt.raw_bind_parameter(3 * i + 2, g.key.as_slice())?;
         stmt.raw_bind_parameter(3 * i + 3, g.change.cl as i64)?;
-        stmt.raw_bind_parameter(3 * i + 4, g.state.as_slice())?;
+        stmt.raw_bind_parameter(3 * i + 4, &states[g.state.clone()])?;
     }
     stmt.raw_execute()?;
     Ok(())

@@ -203,26 +203,30 @@ fn encode(conn: &Connection, columns: &mut Columns, table: i64, meta: &RowMeta) 
     Ok(postcard::to_stdvec(&stored)?)
 }
 
-/// The state of a row that an insert has just started, as [`save`] stores it: every
-/// cell carries the insert's version, and the version, if any, that it overwrote.
-/// `cells` are the numbers of the columns with what each overwrote.
+/// Appends to `out` the state of a row that an insert has just started, as [`save`]
+/// stores it: every cell carries the insert's version, and what it overwrote. `cells`
+/// are the numbers of the columns with what each overwrote.
 pub(crate) fn encode_inserted(
     event: Ver,
-    cells: impl IntoIterator<Item = (u32, Option<Ver>)>,
+    cells: &[(u32, Option<Ver>)],
+    out: Vec<u8>,
 ) -> Result<Vec<u8>> {
-    let stored = Stored {
-        event: Some(event),
-        seen: None,
-        cells: cells
-            .into_iter()
-            .map(|(column, overwrote)| StoredCell {
+    /// The cells of [`Stored`], written without building them.
+    struct Cells<'a>(&'a [(u32, Option<Ver>)]);
+    impl Serialize for Cells<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.iter().map(|&(column, overwrote)| StoredCell {
                 column,
                 version: None,
                 overwrote,
-            })
-            .collect(),
-    };
-    Ok(postcard::to_stdvec(&stored)?)
+            }))
+        }
+    }
+    // A struct is its fields one after another: this is `Stored`.
+    Ok(postcard::to_extend(
+        &(Some(event), None::<Ver>, Cells(cells)),
+        out,
+    )?)
 }
 
 fn decode(conn: &Connection, columns: &mut Columns, table: i64, bytes: &[u8]) -> Result<RowMeta> {
@@ -388,6 +392,46 @@ mod tests {
                 (table, key, state.cl, state.meta, len)
             })
             .collect()
+    }
+
+    #[test]
+    fn an_inserted_state_is_stored_as_save_stores_it() {
+        let conn = Connection::open_in_memory().expect("open");
+        let mut columns = Columns::default();
+        columns
+            .by_table
+            .insert(7, vec![("a".to_owned(), 0), ("b".to_owned(), 3)]);
+        let event = Ver {
+            hlc: 1 << 40,
+            author: 2,
+        };
+        let earlier = Ver { hlc: 5, author: 9 };
+        let meta = RowMeta {
+            event: Some(event),
+            seen: None,
+            cells: vec![
+                CellMeta {
+                    column: "a".to_owned(),
+                    version: event,
+                    overwrote: None,
+                },
+                CellMeta {
+                    column: "b".to_owned(),
+                    version: event,
+                    overwrote: Some(earlier),
+                },
+            ],
+        };
+        let saved = encode(&conn, &mut columns, 7, &meta).expect("encode");
+        let before = vec![0xAB];
+        let inserted =
+            encode_inserted(event, &[(0, None), (3, Some(earlier))], before).expect("encode");
+        assert_eq!(inserted[0], 0xAB, "appended after what was there");
+        assert_eq!(inserted[1..], saved[..]);
+        assert_eq!(
+            decode(&conn, &mut columns, 7, &inserted[1..]).expect("decode"),
+            meta
+        );
     }
 
     #[test]
