@@ -49,7 +49,10 @@ pub(crate) struct Fresh {
     states: Vec<u8>,
     /// Room to work out one row's cells.
     cells: Vec<(u32, Option<Ver>)>,
-    known: Known,
+    /// Which keys `shoal_rows` holds.
+    stored: Known,
+    /// Which keys have a conflict open, which a write to the row may settle.
+    disputed: Known,
 }
 
 /// A table inserts are gathered for, with what writing them needs.
@@ -73,16 +76,9 @@ struct Gathered {
 }
 
 impl Fresh {
-    /// Ready for the changes of `parts` parts. Nothing is gathered while a conflict is
-    /// open, since an applied write may settle it.
-    pub(crate) fn new(
-        tx: &Transaction,
-        r: &mut Replica,
-        parts: usize,
-        enabled: bool,
-    ) -> Result<Fresh> {
-        let enabled = enabled && !conflict::any_open(tx, r)?;
-        Ok(Fresh {
+    /// Ready for the changes of `parts` parts.
+    pub(crate) fn new(parts: usize, enabled: bool) -> Fresh {
+        Fresh {
             enabled,
             direct: vec![None; parts],
             last: None,
@@ -90,8 +86,9 @@ impl Fresh {
             gathered: Vec::new(),
             states: Vec::new(),
             cells: Vec::new(),
-            known: Known::default(),
-        })
+            stored: Known::new(Keys::Stored),
+            disputed: Known::new(Keys::Disputed),
+        }
     }
 
     /// Takes the next change in order: `key` is its key blob, `change` the encoded
@@ -123,10 +120,8 @@ impl Fresh {
             None => self.last = Some((p.order, key.to_vec())),
         }
         let change: RowChange = postcard::from_bytes(change)?;
-        // Conflicts recorded by changes applied on their own open the inbox.
         if self.enabled
             && !again
-            && r.open_conflicts == Some(false)
             && self.new_row(tx, r, tables, parts, part, key, &change, report)?
             && let Some(target) = &self.target
         {
@@ -221,7 +216,10 @@ impl Fresh {
                 sql: vec![None; ROWS.ilog2() as usize + 1],
             });
         }
-        Ok(!self.known.holds(tx, table.id, key)?)
+        if self.stored.holds(tx, table, key)? {
+            return Ok(false);
+        }
+        Ok(!conflict::any_open(tx, r)? || !self.disputed.holds(tx, table, key)?)
     }
 
     /// Writes what was gathered.
@@ -359,11 +357,12 @@ fn write_states(
     Ok(())
 }
 
-/// Which keys `shoal_rows` holds, read ahead in key order a page at a time. Keys are
-/// asked in rising order; the changes applied meanwhile write only keys already asked,
-/// so a page read stays true for the keys after them.
-#[derive(Default)]
+/// Which keys of a table `shoal_rows` holds, or have an open conflict, read ahead in
+/// key order a page at a time. Keys are asked in rising order; the changes applied
+/// meanwhile write rows and record conflicts only for keys already asked, so a page
+/// read stays true for the keys after them.
 struct Known {
+    keys_of: Keys,
     table: i64,
     /// Every key from where the page was read up to its last, or to the table's end
     /// when `to_end`.
@@ -374,9 +373,46 @@ struct Known {
     read: bool,
 }
 
+/// What a [`Known`] reads ahead.
+#[derive(Clone, Copy)]
+enum Keys {
+    /// The keys of rows in `shoal_rows`.
+    Stored,
+    /// The keys with a conflict open in the inbox.
+    Disputed,
+}
+
+impl Keys {
+    /// The query for the keys from `?2` on, of table `?1`, at most `?3`, each using
+    /// its index.
+    fn sql(self) -> &'static str {
+        match self {
+            Keys::Stored => {
+                "SELECT key FROM shoal_rows WHERE tbl = ?1 AND key >= ?2 ORDER BY key LIMIT ?3"
+            }
+            Keys::Disputed => {
+                "SELECT key FROM shoal_conflicts
+                 WHERE tbl = ?1 AND key >= ?2 AND status IN ('pending', 'auto')
+                 ORDER BY key LIMIT ?3"
+            }
+        }
+    }
+}
+
 impl Known {
-    fn holds(&mut self, tx: &Transaction, table: i64, key: &[u8]) -> Result<bool> {
-        if !self.read || self.table != table {
+    fn new(keys_of: Keys) -> Known {
+        Known {
+            keys_of,
+            table: 0,
+            keys: Vec::new(),
+            passed: 0,
+            to_end: false,
+            read: false,
+        }
+    }
+
+    fn holds(&mut self, tx: &Transaction, table: &TrackedTable, key: &[u8]) -> Result<bool> {
+        if !self.read || self.table != table.id {
             self.read_from(tx, table, key)?;
         }
         loop {
@@ -397,19 +433,113 @@ impl Known {
         }
     }
 
-    fn read_from(&mut self, tx: &Transaction, table: i64, key: &[u8]) -> Result<()> {
-        let mut stmt = tx.prepare_cached(
-            "SELECT key FROM shoal_rows WHERE tbl = ?1 AND key >= ?2 ORDER BY key LIMIT ?3",
-        )?;
-        self.keys = stmt
-            .query_map(rusqlite::params![table, key, READ_AHEAD as i64], |r| {
-                r.get(0)
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+    fn read_from(&mut self, tx: &Transaction, table: &TrackedTable, key: &[u8]) -> Result<()> {
+        let mut stmt = tx.prepare_cached(self.keys_of.sql())?;
+        let limit = READ_AHEAD as i64;
+        let table_is: &dyn rusqlite::ToSql = match self.keys_of {
+            Keys::Stored => &table.id,
+            Keys::Disputed => &table.name,
+        };
+        let rows = stmt.query_map(rusqlite::params![table_is, key, limit], |r| r.get(0))?;
+        self.keys = rows.collect::<rusqlite::Result<_>>()?;
         self.to_end = self.keys.len() < READ_AHEAD;
         self.passed = 0;
-        self.table = table;
+        self.table = table.id;
         self.read = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Store, StoreOptions};
+
+    /// Keys asked in rising order, present and absent, over more than a page: the
+    /// read-aheads answer as a lookup of each would, and only open conflicts count.
+    #[test]
+    fn reading_keys_ahead_answers_as_a_lookup_would() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let path = dir.path().join("a.db");
+        rusqlite::Connection::open(&path)
+            .and_then(|c| c.execute_batch("CREATE TABLE notes (id TEXT PRIMARY KEY, body);"))
+            .expect("schema");
+        let mut store =
+            Store::init(&path, StoreOptions::new(dir.path().join("keys"))).expect("init");
+        store.track("notes", None).expect("track");
+        let key = |id: &str| crate::sql::key_blob(&[shoal_core::Value::Text(id.into())]);
+        // Every third of k00..k59 is a row; k07 and k31 have open conflicts, k13 a
+        // resolved one.
+        for i in (0..60).step_by(3) {
+            store
+                .connection()
+                .execute("INSERT INTO notes VALUES (?1, 'x')", [format!("k{i:02}")])
+                .expect("insert");
+        }
+        store.seal().expect("seal");
+        for (id, status) in [("k07", "pending"), ("k13", "resolved"), ("k31", "auto")] {
+            store
+                .connection()
+                .execute(
+                    "INSERT INTO shoal_conflicts (id, kind, tbl, key, cl, columns, winner,
+                     remote_hlc, remote_device, status, found_hlc)
+                     VALUES (?1, 'constraint', 'notes', ?2, 1, '[]', 'local', 1, x'00', ?3, 1)",
+                    rusqlite::params![id, key(id), status],
+                )
+                .expect("conflict");
+        }
+        let (stored, disputed) = store
+            .write(|tx, _| {
+                let table = track::load_by_name(tx, "notes")?.expect("tracked");
+                let (mut rows, mut open) = (Known::new(Keys::Stored), Known::new(Keys::Disputed));
+                // Asked in the order of their blobs, as sorted changes come.
+                let mut ids: Vec<String> = (0..60)
+                    .flat_map(|i| [format!("k{i:02}"), format!("k{i:02}a")])
+                    .collect();
+                ids.sort_by_key(|id| key(id));
+                let (mut stored, mut disputed) = (Vec::new(), Vec::new());
+                for id in ids {
+                    if rows.holds(tx, &table, &key(&id))? {
+                        stored.push(id.clone());
+                    }
+                    if open.holds(tx, &table, &key(&id))? {
+                        disputed.push(id);
+                    }
+                }
+                Ok((stored, disputed))
+            })
+            .expect("ask");
+        let every_third: Vec<String> = (0..60).step_by(3).map(|i| format!("k{i:02}")).collect();
+        assert_eq!(stored, every_third);
+        assert_eq!(disputed, ["k07", "k31"]);
+    }
+
+    /// Both read-aheads go through an index, not a scan of every row or conflict.
+    #[test]
+    fn reading_keys_ahead_uses_an_index() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let path = dir.path().join("a.db");
+        rusqlite::Connection::open(&path)
+            .and_then(|c| c.execute_batch("CREATE TABLE notes (id TEXT PRIMARY KEY, body);"))
+            .expect("schema");
+        let store = Store::init(&path, StoreOptions::new(dir.path().join("keys"))).expect("init");
+        for (keys, index) in [
+            (Keys::Stored, "PRIMARY KEY"),
+            (Keys::Disputed, "shoal_conflicts_row"),
+        ] {
+            let plan: Vec<String> = store
+                .connection()
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", keys.sql()))
+                .and_then(|mut s| {
+                    s.query_map(rusqlite::params![1, b"k".as_slice(), 16], |r| r.get(3))?
+                        .collect()
+                })
+                .expect("plan");
+            assert!(
+                plan.iter().any(|step| step.contains(index))
+                    && !plan.iter().any(|s| s.contains("TEMP B-TREE")),
+                "{plan:?}"
+            );
+        }
     }
 }
