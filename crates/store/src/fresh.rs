@@ -3,12 +3,13 @@
 //!
 //! An import's changes reach the merge sorted by table and key (see
 //! [`Pending`](crate::apply::Pending)). An insert of a key that `shoal_rows` does not
-//! hold, and that no other change of the import touches, needs nothing of the merge:
-//! its row and its merge state are written as they come. Such inserts are gathered and
-//! written up to [`ROWS`] to a statement, into the app's table and into `shoal_rows`,
-//! which costs SQLite much less per row than a statement each. Any other change is
-//! applied on its own, after what was gathered before it. The outcome is the same, row
-//! for row and byte for byte, as applying every change on its own.
+//! hold and that has no conflict open needs nothing of the merge: its row and its
+//! merge state are written as they come. Such inserts are gathered and written up to
+//! [`ROWS`] to a statement, into the app's table and into `shoal_rows`, which costs
+//! SQLite much less per row than a statement each. Any other change, a later change to
+//! a gathered key included, is applied on its own, after what was gathered before it.
+//! The outcome is the same, row for row and byte for byte, as applying every change on
+//! its own.
 
 use rusqlite::{ErrorCode, Transaction};
 use shoal_core::{Op, RowChange};
@@ -29,7 +30,7 @@ const ROWS: usize = 64;
 /// How many gathered inserts wait before they are written.
 const GATHER: usize = 16 * ROWS;
 
-/// How many keys of `shoal_rows` are read ahead at a time.
+/// How many keys of `shoal_rows`, or of open conflicts, are read ahead at a time.
 const READ_AHEAD: usize = 16;
 
 /// Sorted changes on their way into the file, inserts of new rows gathered.
