@@ -16,6 +16,7 @@ use crate::error::CoreError;
 use crate::group::{GroupOp, MAX_OPS_PER_COMMIT, check_plain_name, check_table_name};
 use crate::identity::{DeviceId, DeviceKey, GroupId};
 use crate::value::Value;
+use crate::view::{BodyView, CommitHead};
 
 /// The commit format this code writes and the only one it reads.
 pub const FORMAT: u8 = 1;
@@ -162,6 +163,17 @@ pub struct VerifiedCommit {
     pub signed: SignedCommit,
 }
 
+/// What [`SignedCommit::check`] found in a commit that passed.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The hash of the body.
+    pub hash: CommitHash,
+    /// Every field before the tables.
+    pub head: CommitHead,
+    /// How many row changes it carries.
+    pub changes: usize,
+}
+
 impl CommitBody {
     /// Encodes, hashes and signs the body. The key must be the author's.
     pub fn seal(self, key: &DeviceKey) -> Result<VerifiedCommit, CoreError> {
@@ -192,6 +204,20 @@ impl CommitBody {
         r.resolve(self.author, &self.authors)
     }
 
+    /// A copy of every field but the tables.
+    pub fn head(&self) -> CommitHead {
+        CommitHead {
+            format: self.format,
+            group: self.group,
+            author: self.author,
+            seq: self.seq,
+            prev: self.prev,
+            hlc: self.hlc,
+            authors: self.authors.clone(),
+            ops: self.ops.clone(),
+        }
+    }
+
     /// The version of every write this commit makes.
     pub fn version(&self) -> Version {
         Version {
@@ -204,109 +230,141 @@ impl CommitBody {
     pub fn change_count(&self) -> usize {
         self.tables.iter().map(|t| t.rows.len()).sum()
     }
+}
 
-    fn check(&self) -> Result<(), String> {
-        if self.format != FORMAT {
-            return Err(format!(
-                "format {} is not the supported format {FORMAT}",
-                self.format
-            ));
+/// Checks the format's rules on a body read in place, each row change read once;
+/// returns how many there are. Bytes that do not hold a body are
+/// [`CoreError::Malformed`], a rule broken is [`CoreError::InvalidCommit`].
+fn rules(view: &BodyView) -> Result<usize, CoreError> {
+    let head = &view.head;
+    let invalid = |reason: String| CoreError::InvalidCommit {
+        author: head.author,
+        seq: head.seq,
+        reason,
+    };
+    head_rules(head).map_err(invalid)?;
+    let check_ref = |r: &VersionRef, what: &str| -> Result<(), CoreError> {
+        if r.author as usize > head.authors.len() {
+            return Err(invalid(format!(
+                "{what} names an author index out of range"
+            )));
         }
-        if self.seq.0 == 0 {
-            return Err("sequence numbers start at 1".into());
-        }
-        if (self.seq.0 == 1) != (self.prev == CommitHash::default()) {
-            return Err("only the first commit may (and must) have no previous hash".into());
-        }
-        let mut authors = HashSet::new();
-        for a in &self.authors {
-            if *a == self.author || !authors.insert(*a) {
-                return Err("the author list repeats a device".into());
-            }
-        }
-        let check_ref = |r: &VersionRef, what: &str| -> Result<(), String> {
-            if r.author as usize > self.authors.len() {
-                return Err(format!("{what} names an author index out of range"));
-            }
-            if r.hlc >= self.hlc {
-                return Err(format!("{what} is not older than the commit itself"));
-            }
-            Ok(())
-        };
-        if self.ops.len() > MAX_OPS_PER_COMMIT {
-            return Err(format!(
-                "{} group operations; at most {MAX_OPS_PER_COMMIT} are allowed",
-                self.ops.len()
-            ));
-        }
-        if self.group == GroupId::DEFAULT && !self.ops.is_empty() {
-            return Err("the local group has no operations".into());
-        }
-        for op in &self.ops {
-            op.check(&self.group, &self.author, self.seq)?;
-        }
-        let mut tables = HashSet::new();
-        for t in &self.tables {
-            check_table_name(&t.table)?;
-            if !tables.insert(t.table.as_str()) {
-                return Err(format!("table {:?} appears twice", t.table));
-            }
-            if t.key_columns.is_empty() || t.key_columns.len() > MAX_KEY_COLUMNS {
-                return Err(format!(
-                    "table {:?} has {} key columns; 1 to {MAX_KEY_COLUMNS} are allowed",
-                    t.table,
-                    t.key_columns.len()
-                ));
-            }
-            let mut names = HashSet::new();
-            for c in t.key_columns.iter().chain(&t.columns) {
-                check_plain_name(c)?;
-                if !names.insert(c.to_ascii_lowercase()) {
-                    return Err(format!("table {:?} names column {c:?} twice", t.table));
-                }
-            }
-            let mut keys = HashSet::with_capacity(t.rows.len());
-            let mut written = vec![false; t.columns.len()];
-            for row in &t.rows {
-                if row.key.len() != t.key_columns.len() {
-                    return Err(format!("a key in {:?} has the wrong width", t.table));
-                }
-                if !keys.insert(row.key.as_slice()) {
-                    return Err(format!("a row of {:?} changes twice", t.table));
-                }
-                let alive = row.cl % 2 == 1;
-                match row.op {
-                    Op::Insert | Op::Update if !alive => {
-                        return Err("an insert or update must leave the row alive".into());
-                    }
-                    Op::Delete if alive || row.cl == 0 || !row.cells.is_empty() => {
-                        return Err("a delete must leave the row deleted and write nothing".into());
-                    }
-                    Op::Insert if row.cells.len() != t.columns.len() => {
-                        return Err("an insert must write every column".into());
-                    }
-                    Op::Update if row.cells.is_empty() => {
-                        return Err("an update must write a column".into());
-                    }
-                    _ => {}
-                }
-                if let Some(seen) = &row.seen {
-                    check_ref(seen, "a delete's seen version")?;
-                }
-                written.fill(false);
-                for cell in &row.cells {
-                    match written.get_mut(cell.column as usize) {
-                        Some(w) if !*w => *w = true,
-                        _ => return Err("a cell names a missing or repeated column".into()),
-                    }
-                    if let Some(o) = &cell.overwrote {
-                        check_ref(o, "an overwritten version")?;
-                    }
-                }
-            }
+        if r.hlc >= head.hlc {
+            return Err(invalid(format!(
+                "{what} is not older than the commit itself"
+            )));
         }
         Ok(())
+    };
+    let mut tables = HashSet::new();
+    let mut changes = 0;
+    let mut keys = HashSet::new();
+    let mut written = Vec::new();
+    for t in view.tables() {
+        let t = t?;
+        check_table_name(t.table).map_err(invalid)?;
+        if !tables.insert(t.table) {
+            return Err(invalid(format!("table {:?} appears twice", t.table)));
+        }
+        if t.key_columns.is_empty() || t.key_columns.len() > MAX_KEY_COLUMNS {
+            return Err(invalid(format!(
+                "table {:?} has {} key columns; 1 to {MAX_KEY_COLUMNS} are allowed",
+                t.table,
+                t.key_columns.len()
+            )));
+        }
+        let mut names = HashSet::new();
+        for c in t.key_columns.iter().chain(&t.columns) {
+            check_plain_name(c).map_err(invalid)?;
+            if !names.insert(c.to_ascii_lowercase()) {
+                return Err(invalid(format!(
+                    "table {:?} names column {c:?} twice",
+                    t.table
+                )));
+            }
+        }
+        keys.clear();
+        keys.reserve(t.row_count);
+        written.clear();
+        written.resize(t.columns.len(), false);
+        for row in t.rows() {
+            let row = row?;
+            changes += 1;
+            if row.key_len != t.key_columns.len() {
+                return Err(invalid(format!(
+                    "a key in {:?} has the wrong width",
+                    t.table
+                )));
+            }
+            if !keys.insert(row.key) {
+                return Err(invalid(format!("a row of {:?} changes twice", t.table)));
+            }
+            let alive = row.cl % 2 == 1;
+            let rule = match row.op {
+                Op::Insert | Op::Update if !alive => "an insert or update must leave the row alive",
+                Op::Delete if alive || row.cl == 0 || row.cell_count != 0 => {
+                    "a delete must leave the row deleted and write nothing"
+                }
+                Op::Insert if row.cell_count != t.columns.len() => {
+                    "an insert must write every column"
+                }
+                Op::Update if row.cell_count == 0 => "an update must write a column",
+                _ => "",
+            };
+            if !rule.is_empty() {
+                return Err(invalid(rule.into()));
+            }
+            if let Some(seen) = &row.seen {
+                check_ref(seen, "a delete's seen version")?;
+            }
+            written.fill(false);
+            for cell in row.cells() {
+                match written.get_mut(cell.column as usize) {
+                    Some(w) if !*w => *w = true,
+                    _ => return Err(invalid("a cell names a missing or repeated column".into())),
+                }
+                if let Some(o) = &cell.overwrote {
+                    check_ref(o, "an overwritten version")?;
+                }
+            }
+        }
     }
+    Ok(changes)
+}
+
+/// The rules on the fields before the tables.
+fn head_rules(head: &CommitHead) -> Result<(), String> {
+    if head.format != FORMAT {
+        return Err(format!(
+            "format {} is not the supported format {FORMAT}",
+            head.format
+        ));
+    }
+    if head.seq.0 == 0 {
+        return Err("sequence numbers start at 1".into());
+    }
+    if (head.seq.0 == 1) != (head.prev == CommitHash::default()) {
+        return Err("only the first commit may (and must) have no previous hash".into());
+    }
+    let mut authors = HashSet::new();
+    for a in &head.authors {
+        if *a == head.author || !authors.insert(*a) {
+            return Err("the author list repeats a device".into());
+        }
+    }
+    if head.ops.len() > MAX_OPS_PER_COMMIT {
+        return Err(format!(
+            "{} group operations; at most {MAX_OPS_PER_COMMIT} are allowed",
+            head.ops.len()
+        ));
+    }
+    if head.group == GroupId::DEFAULT && !head.ops.is_empty() {
+        return Err("the local group has no operations".into());
+    }
+    for op in &head.ops {
+        op.check(&head.group, &head.author, head.seq)?;
+    }
+    Ok(())
 }
 
 fn signing_message(hash: &CommitHash) -> Vec<u8> {
@@ -341,9 +399,16 @@ impl SignedCommit {
         })
     }
 
-    /// Decodes the body and checks the encoding is canonical, the signature is the
-    /// claimed author's, and the body follows the format's rules.
-    pub fn verify(self) -> Result<VerifiedCommit, CoreError> {
+    /// The hash of the body: the commit's identity.
+    pub fn hash(&self) -> CommitHash {
+        CommitHash(*blake3::hash(&self.body).as_bytes())
+    }
+
+    /// Checks the commit where it lies, decoding only its head: the encoding is
+    /// canonical, the signature is the claimed author's and the body follows the
+    /// format's rules. What storing a received commit needs, without the cost of
+    /// decoding every value.
+    pub fn check(&self) -> Result<Checked, CoreError> {
         let size = self.body.len() + 64;
         if size > MAX_COMMIT_BYTES {
             return Err(CoreError::TooLarge {
@@ -352,35 +417,39 @@ impl SignedCommit {
                 limit: MAX_COMMIT_BYTES,
             });
         }
-        let malformed = |reason: String| CoreError::Malformed {
-            what: "commit",
-            reason,
-        };
-        let (body, rest): (CommitBody, _) =
-            postcard::take_from_bytes(&self.body).map_err(|e| malformed(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(malformed(format!(
-                "{} stray bytes after the body",
-                rest.len()
-            )));
-        }
-        if postcard::to_stdvec(&body).ok().as_deref() != Some(&self.body[..]) {
-            return Err(malformed("the encoding is not canonical".into()));
-        }
-        let hash = CommitHash(*blake3::hash(&self.body).as_bytes());
-        if !body.author.verify(&signing_message(&hash), &self.signature) {
-            return Err(CoreError::BadSignature {
-                author: body.author,
-                seq: body.seq,
+        let view = BodyView::read(&self.body)?;
+        let head = &view.head;
+        let head_len = self.body.len() - view.tables_len();
+        if postcard::to_stdvec(head).ok().as_deref() != Some(&self.body[..head_len]) {
+            return Err(CoreError::Malformed {
+                what: "commit",
+                reason: "the encoding is not canonical".into(),
             });
         }
-        body.check().map_err(|reason| CoreError::InvalidCommit {
-            author: body.author,
-            seq: body.seq,
-            reason,
+        let hash = self.hash();
+        if !head.author.verify(&signing_message(&hash), &self.signature) {
+            return Err(CoreError::BadSignature {
+                author: head.author,
+                seq: head.seq,
+            });
+        }
+        let changes = rules(&view)?;
+        Ok(Checked {
+            hash,
+            head: view.head,
+            changes,
+        })
+    }
+
+    /// [`SignedCommit::check`]s the commit, then decodes it whole.
+    pub fn verify(self) -> Result<VerifiedCommit, CoreError> {
+        let checked = self.check()?;
+        let body = postcard::from_bytes(&self.body).map_err(|e| CoreError::Malformed {
+            what: "commit",
+            reason: e.to_string(),
         })?;
         Ok(VerifiedCommit {
-            hash,
+            hash: checked.hash,
             body,
             signed: self,
         })
@@ -396,7 +465,7 @@ impl SignedCommit {
                 reason: e.to_string(),
             })?;
         Ok(VerifiedCommit {
-            hash: CommitHash(*blake3::hash(&self.body).as_bytes()),
+            hash: self.hash(),
             body,
             signed: self,
         })
@@ -490,6 +559,31 @@ mod tests {
             let result = SignedCommit::from_bytes(&tampered).and_then(SignedCommit::verify);
             assert!(result.is_err(), "flipping byte {i} went unnoticed");
         }
+    }
+
+    /// Two encodings of one body would be two commits with one meaning: a number
+    /// written longer than it needs is refused, even when it is signed.
+    #[test]
+    fn a_long_form_number_is_refused_though_signed() {
+        let key = DeviceKey::from_seed([3; 32]);
+        let sealed = body(&key).seal(&key).expect("seal");
+        let bytes = &sealed.signed.body;
+        let view = BodyView::read(bytes).expect("read");
+        let table = view.tables().next().expect("a table").expect("read");
+        let row = table.rows().next().expect("a row").expect("read");
+        // The causal length follows the operation's byte and the key.
+        let at = row.bytes.as_ptr() as usize - bytes.as_ptr() as usize + 1 + row.key.len();
+        assert_eq!(bytes[at], 1);
+        let mut long = bytes[..at].to_vec();
+        long.extend_from_slice(&[0x81, 0x00]);
+        long.extend_from_slice(&bytes[at + 1..]);
+        let hash = CommitHash(*blake3::hash(&long).as_bytes());
+        let forged = SignedCommit {
+            signature: key.sign(&signing_message(&hash)),
+            body: long,
+        };
+        let err = forged.verify().expect_err("refused");
+        assert!(err.to_string().contains("shortest form"), "{err}");
     }
 
     #[test]

@@ -14,15 +14,17 @@ pub mod identity;
 pub mod invite;
 pub mod merge;
 pub mod value;
+pub mod view;
 pub mod vv;
 
 pub use clock::{Hlc, MAX_DRIFT_MS};
 pub use commit::{
-    Cell, CommitBody, CommitHash, Op, RowChange, Seq, SignedCommit, TableChanges, VerifiedCommit,
-    Version, VersionRef,
+    Cell, Checked, CommitBody, CommitHash, Op, RowChange, Seq, SignedCommit, TableChanges,
+    VerifiedCommit, Version, VersionRef,
 };
 pub use error::CoreError;
 pub use group::{Group, GroupOp, Role};
 pub use identity::{DeviceId, DeviceKey, GroupId};
 pub use value::Value;
+pub use view::{BodyView, CommitHead, RowView, ValueRef};
 pub use vv::VersionVector;

@@ -115,7 +115,7 @@ mod serde_bytes_vec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 

@@ -11,7 +11,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{ErrorCode, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use shoal_core::merge::{RowAction, concurrent, row_action};
-use shoal_core::{DeviceId, Group, Op, RowChange, Value, VerifiedCommit, Version, VersionRef};
+use shoal_core::{BodyView, DeviceId, Group, Op, RowChange, Value, Version, VersionRef};
 
 use crate::Replica;
 use crate::conflict::{self, ConflictKind, NewConflict, Side};
@@ -93,6 +93,15 @@ impl Tables {
             self.written
                 .borrow_mut()
                 .push((table.id, key.to_vec(), version));
+        }
+    }
+
+    /// As [`Tables::note_written`], for a key as it is stored.
+    pub(crate) fn note_written_blob(&self, table: &TrackedTable, key: &[u8], version: Version) {
+        if self.foreign.contains_key(&table.id) {
+            self.written
+                .borrow_mut()
+                .push((table.id, crate::sql::key_from_blob(key), version));
         }
     }
 
@@ -338,37 +347,59 @@ const MERGE_BYTES: usize = 2 << 20;
 
 impl Pending {
     /// Gathers every row change of a commit whose chain position and author have been
-    /// checked. A commit of a group (`carried`) changes only the tables and columns
-    /// the group carries; anything else in it is left out, so no member can reach a
-    /// table the group does not share.
+    /// checked, those for which `wanted(table, key)` holds (the table's name lower-cased,
+    /// the key as stored). A commit of a group (`carried`) changes only the tables and
+    /// columns the group carries; anything else in it is left out, so no member can
+    /// reach a table the group does not share. Changes are copied as they were signed,
+    /// not decoded.
     pub(crate) fn add(
         &mut self,
         carried: Option<&Group>,
-        commit: VerifiedCommit,
+        body: &BodyView,
+        mut wanted: impl FnMut(&str, &[u8]) -> bool,
         report: &mut ImportReport,
     ) -> Result<()> {
-        let mut body = commit.body;
-        let version = body.version();
-        let authors: Rc<[DeviceId]> = Rc::from(std::mem::take(&mut body.authors));
-        for t in std::mem::take(&mut body.tables) {
+        let head = &body.head;
+        let version = head.version();
+        let mut authors: Option<Rc<[DeviceId]>> = None;
+        for t in body.tables() {
+            let t = t?;
             let share = match carried {
                 None => None,
-                Some(g) => match g.share(&t.table) {
+                Some(g) => match g.share(t.table) {
                     Some(share) => Some(share),
                     None => {
                         report.refused.push(format!(
                             "commit {} by {}: {} row change(s) to table {:?}, which group {} does not carry, left out",
-                            body.seq,
-                            body.author,
-                            t.rows.len(),
-                            t.table,
-                            g.name
+                            head.seq, head.author, t.row_count, t.table, g.name
                         ));
                         continue;
                     }
                 },
             };
             let lower = t.table.to_lowercase();
+            let part = self.parts.len() as u32;
+            let mut added = false;
+            for row in t.rows() {
+                let row = row?;
+                if !wanted(&lower, row.key) {
+                    continue;
+                }
+                added = true;
+                let start = self.bytes.len() as u32;
+                self.bytes.extend_from_slice(row.key);
+                let key_end = self.bytes.len() as u32;
+                self.bytes.extend_from_slice(row.bytes);
+                self.rows.push(PendingRow {
+                    part,
+                    start,
+                    key_end,
+                    end: self.bytes.len() as u32,
+                });
+            }
+            if !added {
+                continue;
+            }
             let order = match self.tables.iter().position(|n| *n == lower) {
                 Some(i) => i,
                 None => {
@@ -376,7 +407,6 @@ impl Pending {
                     self.tables.len() - 1
                 }
             } as u32;
-            let part = self.parts.len() as u32;
             self.parts.push(Part {
                 order,
                 kept: t
@@ -385,23 +415,13 @@ impl Pending {
                     .map(|c| share.is_none_or(|s| s.carries(c)))
                     .collect(),
                 table: Rc::from(t.table),
-                key_columns: Rc::from(t.key_columns),
-                columns: t.columns.into_iter().map(Rc::from).collect(),
+                key_columns: t.key_columns.iter().map(|c| c.to_string()).collect(),
+                columns: t.columns.iter().map(|c| Rc::from(*c)).collect(),
                 version,
-                authors: authors.clone(),
+                authors: authors
+                    .get_or_insert_with(|| Rc::from(head.authors.as_slice()))
+                    .clone(),
             });
-            for change in &t.rows {
-                let start = self.bytes.len() as u32;
-                self.bytes = postcard::to_extend(&change.key, std::mem::take(&mut self.bytes))?;
-                let key_end = self.bytes.len() as u32;
-                self.bytes = postcard::to_extend(change, std::mem::take(&mut self.bytes))?;
-                self.rows.push(PendingRow {
-                    part,
-                    start,
-                    key_end,
-                    end: self.bytes.len() as u32,
-                });
-            }
         }
         if self.bytes.len() >= self.spill_at {
             self.spill()?;
@@ -1303,7 +1323,9 @@ mod tests {
                 };
                 let mut report = ImportReport::default();
                 for c in commits {
-                    pending.add(None, c.verify()?, &mut report)?;
+                    let c = c.verify()?;
+                    let body = BodyView::read(&c.signed.body)?;
+                    pending.add(None, &body, |_, _| true, &mut report)?;
                 }
                 let runs = pending.runs.as_ref().map_or(0, |r| r.spans.len());
                 uncaptured(tx, || pending.apply(tx, r, &tables, &mut report))?;
@@ -1390,7 +1412,9 @@ mod gathered {
                 };
                 let mut report = ImportReport::default();
                 for c in commits {
-                    pending.add(None, c.clone().verify()?, &mut report)?;
+                    let c = c.clone().verify()?;
+                    let body = BodyView::read(&c.signed.body)?;
+                    pending.add(None, &body, |_, _| true, &mut report)?;
                 }
                 uncaptured(tx, || {
                     pending.apply(tx, r, &tables, &mut report)?;

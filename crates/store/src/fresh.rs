@@ -11,8 +11,10 @@
 //! The outcome is the same, row for row and byte for byte, as applying every change on
 //! its own.
 
+use std::ops::Range;
+
 use rusqlite::{ErrorCode, Transaction};
-use shoal_core::{Op, RowChange};
+use shoal_core::{Op, RowView};
 
 use crate::Replica;
 use crate::apply::{self, Part, Tables};
@@ -20,7 +22,7 @@ use crate::conflict;
 use crate::error::Result;
 use crate::import::ImportReport;
 use crate::rows::{self, Ver};
-use crate::sql::{Bind, ident};
+use crate::sql::{BindRef, ident};
 use crate::track::{self, TrackedTable};
 
 /// The most rows one statement writes. Fewer are written with statements for the
@@ -46,6 +48,8 @@ pub(crate) struct Fresh {
     /// The table inserts are gathered for.
     target: Option<Target>,
     gathered: Vec<Gathered>,
+    /// The gathered changes, as they were signed, one after another.
+    changes: Vec<u8>,
     /// The merge states of the gathered rows, one after another.
     states: Vec<u8>,
     /// Room to work out one row's cells.
@@ -69,11 +73,13 @@ struct Target {
 /// An insert waiting to be written.
 struct Gathered {
     part: u32,
-    key: Vec<u8>,
-    change: RowChange,
+    /// Where the encoded change is in [`Fresh::changes`], and its key.
+    change: Range<usize>,
+    key: Range<usize>,
+    cl: u64,
     /// Where the row's merge state, encoded as `shoal_rows` keeps it, is in
     /// [`Fresh::states`].
-    state: std::ops::Range<usize>,
+    state: Range<usize>,
 }
 
 impl Fresh {
@@ -85,6 +91,7 @@ impl Fresh {
             last: None,
             target: None,
             gathered: Vec::new(),
+            changes: Vec::new(),
             states: Vec::new(),
             cells: Vec::new(),
             stored: Known::new(Keys::Stored),
@@ -120,15 +127,15 @@ impl Fresh {
             Some(_) => {}
             None => self.last = Some((p.order, key.to_vec())),
         }
-        let change: RowChange = postcard::from_bytes(change)?;
+        let view = RowView::read(change)?;
         if self.enabled
             && !again
-            && self.new_row(tx, r, tables, parts, part, key, &change, report)?
+            && self.new_row(tx, r, tables, parts, part, key, &view, report)?
             && let Some(target) = &self.target
         {
             let event = Ver::of(p.version, &mut r.authors, tx)?;
             self.cells.clear();
-            for (cell, &column) in change.cells.iter().zip(&target.columns) {
+            for (cell, &column) in view.cells().zip(&target.columns) {
                 let overwrote = cell
                     .overwrote
                     .and_then(|o| p.resolve(o))
@@ -139,11 +146,15 @@ impl Fresh {
             let start = self.states.len();
             let states = std::mem::take(&mut self.states);
             self.states = rows::encode_inserted(event, &self.cells, states)?;
+            let at = self.changes.len();
+            self.changes.extend_from_slice(change);
+            let key = view.key_span();
             self.gathered.push(Gathered {
                 part,
-                key: key.to_vec(),
+                change: at..self.changes.len(),
+                key: at + key.start..at + key.end,
+                cl: view.cl,
                 state: start..self.states.len(),
-                change,
             });
             if self.gathered.len() >= GATHER {
                 self.flush(tx, r, tables, parts, report)?;
@@ -151,7 +162,7 @@ impl Fresh {
             return Ok(());
         }
         self.flush(tx, r, tables, parts, report)?;
-        if let Some(incoming) = p.incoming_of(change) {
+        if let Some(incoming) = p.incoming_of(postcard::from_bytes(change)?) {
             apply::apply(tx, r, tables, incoming, report)?;
         }
         Ok(())
@@ -169,7 +180,7 @@ impl Fresh {
         parts: &[Part],
         part: u32,
         key: &[u8],
-        change: &RowChange,
+        change: &RowView,
         report: &mut ImportReport,
     ) -> Result<bool> {
         if change.op != Op::Insert {
@@ -195,11 +206,10 @@ impl Fresh {
             }
         };
         let in_order = direct
-            && change.key.len() == table.key_columns.len()
-            && change.cells.len() == table.columns.len()
+            && change.key_len == table.key_columns.len()
+            && change.cell_count == table.columns.len()
             && change
-                .cells
-                .iter()
+                .cells()
                 .enumerate()
                 .all(|(i, c)| c.column as usize == i);
         if !in_order {
@@ -245,12 +255,12 @@ impl Fresh {
             let (chunk, after) = rest.split_at(size);
             rest = after;
             let (rows_sql, states_sql) = statements(table, sql, size);
-            match write_rows(tx, rows_sql, chunk) {
+            match write_rows(tx, rows_sql, chunk, &self.changes) {
                 Ok(()) => {
-                    write_states(tx, states_sql, table.id, chunk, &self.states)?;
+                    write_states(tx, states_sql, table.id, chunk, &self.changes, &self.states)?;
                     for g in chunk {
                         let version = apply::part(parts, g.part)?.version;
-                        tables.note_written(table, &g.change.key, version);
+                        tables.note_written_blob(table, &self.changes[g.key.clone()], version);
                     }
                     report.changes_applied += chunk.len();
                 }
@@ -261,7 +271,8 @@ impl Fresh {
                 {
                     for g in chunk {
                         let p = apply::part(parts, g.part)?;
-                        if let Some(incoming) = p.incoming_of(g.change.clone()) {
+                        let change = postcard::from_bytes(&self.changes[g.change.clone()])?;
+                        if let Some(incoming) = p.incoming_of(change) {
                             apply::apply(tx, r, tables, incoming, report)?;
                         }
                     }
@@ -271,6 +282,7 @@ impl Fresh {
         }
         self.gathered = gathered;
         self.gathered.clear();
+        self.changes.clear();
         self.states.clear();
         Ok(())
     }
@@ -321,17 +333,20 @@ fn statements<'a>(
 }
 
 /// Inserts or overwrites the rows of `chunk` in the app's table, every column.
-fn write_rows(tx: &Transaction, sql: &str, chunk: &[Gathered]) -> rusqlite::Result<()> {
+fn write_rows(
+    tx: &Transaction,
+    sql: &str,
+    chunk: &[Gathered],
+    changes: &[u8],
+) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(sql)?;
     let mut at = 1;
     for g in chunk {
-        for value in g
-            .change
-            .key
-            .iter()
-            .chain(g.change.cells.iter().map(|c| &c.value))
-        {
-            stmt.raw_bind_parameter(at, Bind(value))?;
+        // Read when it was gathered: it reads the same again.
+        let view = RowView::read(&changes[g.change.clone()])
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        for value in view.key_values().chain(view.cells().map(|c| c.value)) {
+            stmt.raw_bind_parameter(at, BindRef(value))?;
             at += 1;
         }
     }
@@ -345,13 +360,14 @@ fn write_states(
     sql: &str,
     table: i64,
     chunk: &[Gathered],
+    changes: &[u8],
     states: &[u8],
 ) -> Result<()> {
     let mut stmt = tx.prepare_cached(sql)?;
     stmt.raw_bind_parameter(1, table)?;
     for (i, g) in chunk.iter().enumerate() {
-        stmt.raw_bind_parameter(3 * i + 2, g.key.as_slice())?;
-        stmt.raw_bind_parameter(3 * i + 3, g.change.cl as i64)?;
+        stmt.raw_bind_parameter(3 * i + 2, &changes[g.key.clone()])?;
+        stmt.raw_bind_parameter(3 * i + 3, g.cl as i64)?;
         stmt.raw_bind_parameter(3 * i + 4, &states[g.state.clone()])?;
     }
     stmt.raw_execute()?;

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 
 use rusqlite::Connection;
 use shoal_core::group::OpRecord;
-use shoal_core::{CommitBody, Group, GroupId, GroupOp, Hlc, Seq};
+use shoal_core::{CommitHead, Group, GroupId, GroupOp, Hlc, Seq};
 
 use crate::authors::Authors;
 use crate::error::Result;
 
 /// Records the group operations of a commit being applied, valid or not: evaluation
 /// decides which count. A valid `Create` makes the group known.
-pub(crate) fn record_ops(conn: &Connection, author: i64, body: &CommitBody) -> Result<()> {
+pub(crate) fn record_ops(conn: &Connection, author: i64, body: &CommitHead) -> Result<()> {
     for (idx, op) in body.ops.iter().enumerate() {
         conn.prepare_cached(
             "INSERT OR IGNORE INTO shoal_group_ops(grp, author, seq, idx, hlc, op) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 use shoal_core::clock::check_drift;
 use shoal_core::{
-    CommitBody, DeviceId, Group, GroupId, GroupOp, Seq, SignedCommit, VerifiedCommit, VersionVector,
+    BodyView, Checked, CommitHead, DeviceId, Group, GroupId, GroupOp, Seq, SignedCommit,
+    VersionVector,
 };
 
 use crate::apply::{self, Pending, Tables};
@@ -134,13 +135,13 @@ fn keep(
     report: &mut ImportReport,
 ) -> Result<()> {
     for signed in commits {
-        let c = signed.verify()?;
-        let group = c.body.group;
-        let id = r.authors.id(tx, &c.body.author)?;
+        let c = signed.check()?;
+        let group = c.head.group;
+        let id = r.authors.id(tx, &c.head.author)?;
         if authors::head(tx, &group, id)?.forked {
             report.refused.push(format!(
                 "commit {} by {}: its author forked its chain and is no longer trusted",
-                c.body.seq, c.body.author
+                c.head.seq, c.head.author
             ));
             continue;
         }
@@ -149,38 +150,30 @@ fn keep(
                 "SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq = ?3",
             )?
             .query_row(
-                rusqlite::params![&group.0[..], id, c.body.seq.0 as i64],
+                rusqlite::params![&group.0[..], id, c.head.seq.0 as i64],
                 |r| r.get(0),
             )
             .optional()?;
         match existing {
-            Some(signed)
-                if SignedCommit::from_bytes(&signed)
-                    .map(|s| s.body == c.signed.body)
+            Some(ours)
+                if SignedCommit::from_bytes(&ours)
+                    .map(|s| s.body == signed.body)
                     .unwrap_or(false) =>
             {
                 report.duplicates += 1;
             }
-            Some(signed) => {
-                record_fork(
-                    tx,
-                    &group,
-                    id,
-                    c.body.author,
-                    c.body.seq,
-                    &signed,
-                    &c.signed,
-                )?;
+            Some(ours) => {
+                record_fork(tx, &group, id, c.head.author, c.head.seq, &ours, &signed)?;
                 report.forks.push(ForkReport {
-                    author: c.body.author.to_string(),
-                    seq: c.body.seq.0,
+                    author: c.head.author.to_string(),
+                    seq: c.head.seq.0,
                 });
             }
-            None if batch.contains_key(&(group, id, c.body.seq.0)) => report.duplicates += 1,
+            None if batch.contains_key(&(group, id, c.head.seq.0)) => report.duplicates += 1,
             None => {
-                store_commit(tx, id, &c, State::Waiting)?;
+                store_commit(tx, id, &c, &signed, State::Waiting)?;
                 touched.insert((group, id));
-                batch.insert((group, id, c.body.seq.0), c.signed);
+                batch.insert((group, id, c.head.seq.0), signed);
             }
         }
     }
@@ -297,28 +290,32 @@ impl Chain<'_> {
                 return Ok(());
             }
             let next = head.seq.0 + 1;
-            let commit = match self.batch.remove(&(*group, id, next)) {
-                Some(c) => c.verified_before()?,
+            let signed = match self.batch.remove(&(*group, id, next)) {
+                Some(c) => c,
                 None => {
                     let stored: Option<Vec<u8>> = tx
                         .prepare_cached("SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq = ?3 AND state IN (1, 2)")?
                         .query_row(rusqlite::params![&group.0[..], id, next as i64], |r| r.get(0))
                         .optional()?;
                     match stored {
-                        Some(bytes) => SignedCommit::from_bytes(&bytes)?.verified_before()?,
+                        Some(bytes) => SignedCommit::from_bytes(&bytes)?,
                         None => return Ok(()),
                     }
                 }
             };
-            let author = commit.body.author;
+            // Verified when it was stored: read in place, its changes copied as
+            // they are.
+            let body = BodyView::read(&signed.body)?;
+            let commit = &body.head;
+            let author = commit.author;
             // Either way the author signed two incompatible successors of head.seq: ours
             // and this one. Keep both as proof and trust the author no more.
-            let broken = if commit.body.prev != head.hash {
+            let broken = if commit.prev != head.hash {
                 Some(None)
-            } else if commit.body.hlc <= head.hlc {
+            } else if commit.hlc <= head.hlc {
                 Some(Some(format!(
                     "commit {} by {author}: its clock is not later than its predecessor's; the author is no longer trusted",
-                    commit.body.seq
+                    commit.seq
                 )))
             } else {
                 None
@@ -329,7 +326,7 @@ impl Chain<'_> {
                     rusqlite::params![&group.0[..], id, head.seq.0 as i64],
                     |r| r.get(0),
                 )?;
-                record_fork(tx, group, id, author, head.seq, &ours, &commit.signed)?;
+                record_fork(tx, group, id, author, head.seq, &ours, &signed)?;
                 match refusal {
                     Some(reason) => self.report.refused.push(reason),
                     None => self.report.forks.push(ForkReport {
@@ -339,25 +336,24 @@ impl Chain<'_> {
                 }
                 return Ok(());
             }
-            if check_drift(commit.body.hlc, r.now_ms(), r.options.max_drift_ms).is_err() {
-                set_state(tx, group, id, commit.body.seq, State::Future)?;
+            if check_drift(commit.hlc, r.now_ms(), r.options.max_drift_ms).is_err() {
+                set_state(tx, group, id, commit.seq, State::Future)?;
                 return Ok(());
             }
-            match self.standing(tx, r, &commit)? {
+            match self.standing(tx, r, &body)? {
                 Standing::Accepted => {}
                 Standing::Unknown => return Ok(()),
                 Standing::Refused(reason) => {
-                    set_state(tx, group, id, commit.body.seq, State::Refused)?;
+                    set_state(tx, group, id, commit.seq, State::Refused)?;
                     self.report.refused.push(reason);
                     return Ok(());
                 }
             }
-            if !commit.body.ops.is_empty() {
-                groups::record_ops(tx, id, &commit.body)?;
+            if !commit.ops.is_empty() {
+                groups::record_ops(tx, id, commit)?;
                 self.groups.forget(group);
                 self.changed = true;
                 if commit
-                    .body
                     .ops
                     .iter()
                     .any(|o| matches!(o, GroupOp::Revoke { .. } | GroupOp::SetRole { .. }))
@@ -365,13 +361,13 @@ impl Chain<'_> {
                     self.roles_changed.insert(*group);
                 }
             }
-            let (seq, hash, clock) = (commit.body.seq, commit.hash, commit.body.hlc);
+            let (seq, hash, clock) = (commit.seq, signed.hash(), commit.hlc);
             let carried = if *group == GroupId::DEFAULT {
                 None
             } else {
                 self.groups.get(tx, &mut r.authors, group)?
             };
-            self.pending.add(carried, commit, self.report)?;
+            self.pending.add(carried, &body, |_, _| true, self.report)?;
             set_state(tx, group, id, seq, State::Applied)?;
             authors::advance(tx, &head, seq, hash, clock)?;
             *self.hlc = (*self.hlc).max(clock);
@@ -380,13 +376,8 @@ impl Chain<'_> {
     }
 
     /// Judges a commit by its group's membership at its author's point in the chain.
-    fn standing(
-        &mut self,
-        tx: &Transaction,
-        r: &mut Replica,
-        c: &VerifiedCommit,
-    ) -> Result<Standing> {
-        let body = &c.body;
+    fn standing(&mut self, tx: &Transaction, r: &mut Replica, view: &BodyView) -> Result<Standing> {
+        let body = &view.head;
         if body.group == GroupId::DEFAULT {
             return Ok(Standing::Accepted);
         }
@@ -397,7 +388,7 @@ impl Chain<'_> {
         let Some(group) = self.groups.get(tx, &mut r.authors, &body.group)? else {
             return Ok(Standing::Unknown);
         };
-        Ok(match judge(group, body) {
+        Ok(match judge(group, body, view.writes()) {
             Some(Ok(())) => Standing::Accepted,
             Some(Err(reason)) => Standing::Refused(reason),
             None => Standing::Unknown,
@@ -407,7 +398,13 @@ impl Chain<'_> {
 
 /// A commit's standing in its group: accepted, refused (and why), or `None` while its
 /// author has no role the group knows of.
-pub(crate) fn judge(group: &Group, body: &CommitBody) -> Option<std::result::Result<(), String>> {
+/// `writes` says whether it changes any row: a reader's commit may only change the
+/// group itself.
+pub(crate) fn judge(
+    group: &Group,
+    body: &CommitHead,
+    writes: bool,
+) -> Option<std::result::Result<(), String>> {
     let who = || {
         format!(
             "commit {} by {} in group {}",
@@ -421,7 +418,7 @@ pub(crate) fn judge(group: &Group, body: &CommitBody) -> Option<std::result::Res
         return Some(Err(format!("{}: its author was revoked before it", who())));
     }
     match group.role_at(&body.author, body.seq) {
-        Some(role) if role.may_write() || body.tables.is_empty() => Some(Ok(())),
+        Some(role) if role.may_write() || !writes => Some(Ok(())),
         Some(_) => Some(Err(format!("{}: its author may only read", who()))),
         None => None,
     }
@@ -431,7 +428,8 @@ pub(crate) fn judge(group: &Group, body: &CommitBody) -> Option<std::result::Res
 pub(crate) fn store_commit(
     tx: &Transaction,
     author: i64,
-    c: &VerifiedCommit,
+    c: &Checked,
+    signed: &SignedCommit,
     state: State,
 ) -> Result<()> {
     tx.prepare_cached(
@@ -439,13 +437,13 @@ pub(crate) fn store_commit(
     )?
     .execute(rusqlite::params![
         author,
-        c.body.seq.0 as i64,
+        c.head.seq.0 as i64,
         &c.hash.0[..],
-        c.body.hlc.0 as i64,
-        &c.body.group.0[..],
-        c.body.change_count() as i64,
+        c.head.hlc.0 as i64,
+        &c.head.group.0[..],
+        c.changes as i64,
         state as i64,
-        c.signed.to_bytes(),
+        signed.to_bytes(),
     ])?;
     Ok(())
 }

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use rusqlite::Transaction;
-use shoal_core::{Group, GroupId, SignedCommit, Value, VerifiedCommit};
+use shoal_core::{BodyView, Group, GroupId, SignedCommit, Value, VerifiedCommit};
 
 use crate::Replica;
 use crate::apply::{self, Incoming, Pending, Tables};
@@ -96,7 +96,7 @@ fn refused_but_applied(
             .collect::<Result<_, _>>()?;
         for bytes in stored {
             let c = SignedCommit::from_bytes(&bytes)?.verified_before()?;
-            if let Some(Err(reason)) = judge(group, &c.body) {
+            if let Some(Err(reason)) = judge(group, &c.body.head(), !c.body.tables.is_empty()) {
                 out.push((id, c, reason));
             }
         }
@@ -144,25 +144,31 @@ fn replay(
     let mut scratch = ImportReport::default();
     let mut pending = Pending::default();
     for bytes in stored {
-        let mut c = SignedCommit::from_bytes(&bytes)?.verified_before()?;
-        c.body.tables.retain_mut(|t| {
-            let name = t.table.to_lowercase();
-            if !tables_touched.contains(name.as_str()) {
-                return false;
-            }
-            t.rows
-                .retain(|row| touched.contains_key(&(name.clone(), key_blob(&row.key))));
-            !t.rows.is_empty()
-        });
-        if c.body.tables.is_empty() {
+        let signed = SignedCommit::from_bytes(&bytes)?;
+        let body = BodyView::read(&signed.body)?;
+        let mut touches = false;
+        for t in body.tables() {
+            let t = t?;
+            touches |= tables_touched.contains(t.table.to_lowercase().as_str());
+        }
+        if !touches {
             continue;
         }
-        let carried = if c.body.group == GroupId::DEFAULT {
+        let carried = if body.head.group == GroupId::DEFAULT {
             None
         } else {
-            groups.get(tx, &mut r.authors, &c.body.group)?.cloned()
+            groups.get(tx, &mut r.authors, &body.head.group)?.cloned()
         };
-        pending.add(carried.as_ref(), c, &mut scratch)?;
+        // `touched` is keyed by (table, key); one key is looked up at a time.
+        let mut probe = (String::new(), Vec::new());
+        let wanted = |table: &str, key: &[u8]| {
+            probe.0.clear();
+            probe.0.push_str(table);
+            probe.1.clear();
+            probe.1.extend_from_slice(key);
+            touched.contains_key(&probe)
+        };
+        pending.add(carried.as_ref(), &body, wanted, &mut scratch)?;
     }
     pending.apply(tx, r, tables, &mut scratch)?;
     report.conflicts += scratch.conflicts;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rusqlite::Transaction;
 use serde::Serialize;
-use shoal_core::commit::{FORMAT, MAX_COMMIT_BYTES};
+use shoal_core::commit::{Checked, FORMAT, MAX_COMMIT_BYTES};
 use shoal_core::{
     Cell, CommitBody, DeviceId, GroupId, GroupOp, Hlc, Op, Role, RowChange, Seq, TableChanges,
     Value, Version, commit::VersionRef,
@@ -510,8 +510,19 @@ impl Builder {
             };
             let changes = body.change_count();
             let commit = body.seal(&r.key)?;
-            import::store_commit(tx, part.head.id, &commit, import::State::Applied)?;
-            groups::record_ops(tx, part.head.id, &commit.body)?;
+            let checked = Checked {
+                hash: commit.hash,
+                head: commit.body.head(),
+                changes,
+            };
+            import::store_commit(
+                tx,
+                part.head.id,
+                &checked,
+                &commit.signed,
+                import::State::Applied,
+            )?;
+            groups::record_ops(tx, part.head.id, &checked.head)?;
             authors::advance(tx, &part.head, seq, commit.hash, self.hlc)?;
             report.commits += 1;
             report.changes += changes;

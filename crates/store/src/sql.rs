@@ -24,6 +24,22 @@ impl ToSql for Bind<'_> {
     }
 }
 
+/// A value borrowed from an encoded change, bound exactly as it is.
+pub(crate) struct BindRef<'a>(pub(crate) shoal_core::ValueRef<'a>);
+
+impl ToSql for BindRef<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        use shoal_core::ValueRef as V;
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            V::Null => ValueRef::Null,
+            V::Integer(i) => ValueRef::Integer(i),
+            V::Real(r) => ValueRef::Real(r),
+            V::Text(t) => ValueRef::Text(t),
+            V::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
 /// A value read from SQLite, byte for byte.
 pub(crate) fn value(v: ValueRef<'_>) -> Value {
     match v {
