@@ -87,7 +87,7 @@ impl<'a> BodyView<'a> {
         let mut r = Reader(self.tables);
         let (left, failed) = match r.len() {
             Ok(n) => (n, None),
-            Err(e) => (0, Some(e)),
+            Err(e) => (0, Some(e.error())),
         };
         Tables { r, left, failed }
     }
@@ -134,7 +134,7 @@ impl<'a> Iterator for Tables<'a> {
             ))));
         }
         self.left -= 1;
-        let table = TableView::read(&mut self.r);
+        let table = TableView::read(&mut self.r).map_err(Bad::error);
         if table.is_err() {
             self.left = 0;
             self.r.0 = &[];
@@ -160,7 +160,7 @@ pub struct TableView<'a> {
 
 impl<'a> TableView<'a> {
     /// Reads one table, every row change checked, leaving `r` after it.
-    fn read(r: &mut Reader<'a>) -> Result<TableView<'a>, CoreError> {
+    fn read(r: &mut Reader<'a>) -> Result<TableView<'a>, Bad> {
         let table = r.name()?;
         let key_columns = r.names()?;
         let columns = r.names()?;
@@ -201,7 +201,7 @@ impl<'a> Iterator for Rows<'a> {
             return None;
         }
         self.left -= 1;
-        let row = RowView::read_from(&mut self.r);
+        let row = RowView::read_from(&mut self.r).map_err(Bad::error);
         if row.is_err() {
             self.left = 0;
         }
@@ -236,7 +236,7 @@ impl<'a> RowView<'a> {
     /// Reads a change that is all of `bytes`.
     pub fn read(bytes: &'a [u8]) -> Result<RowView<'a>, CoreError> {
         let mut r = Reader(bytes);
-        let row = RowView::read_from(&mut r)?;
+        let row = RowView::read_from(&mut r).map_err(Bad::error)?;
         if !r.0.is_empty() {
             return Err(malformed(format!(
                 "{} stray bytes after a row change",
@@ -247,13 +247,13 @@ impl<'a> RowView<'a> {
     }
 
     #[inline]
-    fn read_from(r: &mut Reader<'a>) -> Result<RowView<'a>, CoreError> {
+    fn read_from(r: &mut Reader<'a>) -> Result<RowView<'a>, Bad> {
         let start = r.0;
         let op = match r.varint(u32::MAX.into())? {
             0 => Op::Insert,
             1 => Op::Update,
             2 => Op::Delete,
-            other => return Err(malformed(format!("row operation {other} is unknown"))),
+            _ => return Err(Bad::Op),
         };
         let key_start = r.0;
         let key_len = r.len()?;
@@ -315,7 +315,7 @@ pub struct CellView<'a> {
 
 impl<'a> CellView<'a> {
     #[inline]
-    fn read_from(r: &mut Reader<'a>) -> Result<CellView<'a>, CoreError> {
+    fn read_from(r: &mut Reader<'a>) -> Result<CellView<'a>, Bad> {
         Ok(CellView {
             column: r.varint(u32::MAX.into())? as u32,
             value: r.value()?,
@@ -374,17 +374,44 @@ fn malformed(reason: String) -> CoreError {
     }
 }
 
+/// What is wrong with bytes that do not hold a commit: small, so that reading each
+/// number and value returns in registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bad {
+    End,
+    Range,
+    Long,
+    Op,
+    Kind,
+    Tag,
+    Utf8,
+}
+
+impl Bad {
+    fn error(self) -> CoreError {
+        malformed(
+            match self {
+                Bad::End => "the bytes end inside a value",
+                Bad::Range => "a number is out of range",
+                Bad::Long => "a number is not in its shortest form",
+                Bad::Op => "a row operation is unknown",
+                Bad::Kind => "a value kind is unknown",
+                Bad::Tag => "an option tag is neither 0 nor 1",
+                Bad::Utf8 => "a name is not UTF-8",
+            }
+            .into(),
+        )
+    }
+}
+
 /// The bytes not read yet.
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
     #[inline]
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CoreError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
         if n > self.0.len() {
-            return Err(malformed(format!(
-                "{n} bytes expected where {} are left",
-                self.0.len()
-            )));
+            return Err(Bad::End);
         }
         let (taken, rest) = self.0.split_at(n);
         self.0 = rest;
@@ -393,22 +420,22 @@ impl<'a> Reader<'a> {
 
     /// A varint no larger than `max`.
     #[inline]
-    fn varint(&mut self, max: u64) -> Result<u64, CoreError> {
+    fn varint(&mut self, max: u64) -> Result<u64, Bad> {
         if let [byte @ 0..0x80, rest @ ..] = self.0 {
             self.0 = rest;
             return match u64::from(*byte) {
                 v if v <= max => Ok(v),
-                _ => Err(malformed("a number is out of range".into())),
+                _ => Err(Bad::Range),
             };
         }
         self.long_varint(max)
     }
 
-    fn long_varint(&mut self, max: u64) -> Result<u64, CoreError> {
+    fn long_varint(&mut self, max: u64) -> Result<u64, Bad> {
         let mut value: u64 = 0;
         for i in 0..10 {
             let [byte, rest @ ..] = self.0 else {
-                return Err(malformed("the bytes end inside a number".into()));
+                return Err(Bad::End);
             };
             self.0 = rest;
             let bits = u64::from(byte & 0x7f);
@@ -418,7 +445,7 @@ impl<'a> Reader<'a> {
             value |= bits << (7 * i);
             if byte & 0x80 == 0 {
                 if *byte == 0 && i > 0 {
-                    return Err(malformed("a number is not in its shortest form".into()));
+                    return Err(Bad::Long);
                 }
                 if value > max {
                     break;
@@ -426,35 +453,32 @@ impl<'a> Reader<'a> {
                 return Ok(value);
             }
         }
-        Err(malformed("a number is out of range".into()))
+        Err(Bad::Range)
     }
 
     /// A length, which cannot exceed what is left: every element takes a byte.
     #[inline]
-    fn len(&mut self) -> Result<usize, CoreError> {
+    fn len(&mut self) -> Result<usize, Bad> {
         let n = self.varint(u64::MAX)?;
         if n > self.0.len() as u64 {
-            return Err(malformed(format!(
-                "a length of {n} where {} bytes are left",
-                self.0.len()
-            )));
+            return Err(Bad::End);
         }
         Ok(n as usize)
     }
 
     /// A string, which must be UTF-8.
-    fn name(&mut self) -> Result<&'a str, CoreError> {
+    fn name(&mut self) -> Result<&'a str, Bad> {
         let n = self.len()?;
-        std::str::from_utf8(self.take(n)?).map_err(|_| malformed("a name is not UTF-8".into()))
+        std::str::from_utf8(self.take(n)?).map_err(|_| Bad::Utf8)
     }
 
-    fn names(&mut self) -> Result<Vec<&'a str>, CoreError> {
+    fn names(&mut self) -> Result<Vec<&'a str>, Bad> {
         let n = self.len()?;
         (0..n).map(|_| self.name()).collect()
     }
 
     #[inline]
-    fn value(&mut self) -> Result<ValueRef<'a>, CoreError> {
+    fn value(&mut self) -> Result<ValueRef<'a>, Bad> {
         Ok(match self.varint(u32::MAX.into())? {
             0 => ValueRef::Null,
             1 => {
@@ -463,11 +487,7 @@ impl<'a> Reader<'a> {
             }
             2 => {
                 let bytes = self.take(8)?;
-                let bits = u64::from_le_bytes(
-                    bytes
-                        .try_into()
-                        .map_err(|_| malformed("a float is not 8 bytes".into()))?,
-                );
+                let bits = u64::from_le_bytes(bytes.try_into().map_err(|_| Bad::End)?);
                 ValueRef::Real(f64::from_bits(bits))
             }
             3 => {
@@ -478,19 +498,19 @@ impl<'a> Reader<'a> {
                 let n = self.len()?;
                 ValueRef::Blob(self.take(n)?)
             }
-            other => return Err(malformed(format!("value kind {other} is unknown"))),
+            _ => return Err(Bad::Kind),
         })
     }
 
     #[inline]
-    fn version_ref(&mut self) -> Result<Option<VersionRef>, CoreError> {
+    fn version_ref(&mut self) -> Result<Option<VersionRef>, Bad> {
         match self.take(1)?[0] {
             0 => Ok(None),
             1 => Ok(Some(VersionRef {
                 hlc: Hlc(self.varint(u64::MAX)?),
                 author: self.varint(u32::MAX.into())? as u32,
             })),
-            other => Err(malformed(format!("an option tag of {other}"))),
+            _ => Err(Bad::Tag),
         }
     }
 }
