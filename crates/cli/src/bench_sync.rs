@@ -106,14 +106,24 @@ pub(crate) fn run(rows: u64, json: bool) -> anyhow::Result<()> {
     replica(&dst_path, &options)?;
 
     let exe = std::env::current_exe()?;
+    // `SHOAL_CHILD_LOG` (a `RUST_LOG` filter) shows what both sides do.
+    let log = std::env::var("SHOAL_CHILD_LOG").ok();
+    let stderr = || {
+        if log.is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        }
+    };
     let mut serve = Running(
         Command::new(&exe)
             .arg("--data-dir")
             .arg(&keys)
             .args(["--json", "serve", "--relay", "none"])
             .arg(&src_path)
+            .env("RUST_LOG", log.as_deref().unwrap_or("error"))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr())
             .spawn()
             .context("starting shoal serve")?,
     );
@@ -129,15 +139,18 @@ pub(crate) fn run(rows: u64, json: bool) -> anyhow::Result<()> {
     let ticket = InviteTicket::new(&invite, src.device(), addr).encode(src.device_key());
     drop(src);
 
-    let out = Command::new(&exe)
-        .arg("--data-dir")
+    let mut join = Command::new(&exe);
+    join.arg("--data-dir")
         .arg(&keys)
         .arg("bench-join")
         .arg(&dst_path)
         .arg(&src_path)
         .arg(&ticket)
-        .output()
-        .context("running the joining process")?;
+        .env("RUST_LOG", log.as_deref().unwrap_or("error"));
+    if log.is_some() {
+        join.stderr(Stdio::inherit());
+    }
+    let out = join.output().context("running the joining process")?;
     if !out.status.success() {
         bail!(
             "the joining process failed: {}",

@@ -168,7 +168,10 @@ async fn run(
                 out.peer_has = have;
             }
             if *kept {
-                out.add(&with_store(store, |s| s.apply_waiting()).await?);
+                let applying = Instant::now();
+                let report = with_store(store, |s| s.apply_waiting()).await?;
+                debug!(peer = %peer.short(), changes = report.changes_applied, elapsed = ?applying.elapsed(), "applied what the session brought");
+                out.add(&report);
                 *kept = false;
             }
             outgoing.write_all(send, &peer).await?;

@@ -14,7 +14,7 @@
 use std::ops::Range;
 
 use rusqlite::{ErrorCode, Transaction};
-use shoal_core::{Op, RowView};
+use shoal_core::{Op, RowView, ValueRef, VersionRef};
 
 use crate::Replica;
 use crate::apply::{self, Part, Tables};
@@ -39,9 +39,12 @@ const READ_AHEAD: usize = 16;
 pub(crate) struct Fresh {
     /// Whether inserts may be gathered at all.
     enabled: bool,
-    /// Per part: whether its changes name the local table's key and columns in the
-    /// local order, each carried by the part's group (`None` until asked).
-    direct: Vec<Option<bool>>,
+    /// Per part: the number of key values and of cells its inserts have when they
+    /// name the local table's key and columns in the local order, each carried by
+    /// the part's group; `None` when they do not (asked once per part).
+    shapes: Vec<Option<Option<(usize, usize)>>>,
+    /// Per part: the version its changes write, numbered as `shoal_rows` keeps it.
+    events: Vec<Option<Ver>>,
     /// The previous change's table and key: a key that comes again is applied change
     /// by change, since what came before it decides what it does.
     last: Option<(u32, Vec<u8>)>,
@@ -50,8 +53,14 @@ pub(crate) struct Fresh {
     gathered: Vec<Gathered>,
     /// The gathered changes, as they were signed, one after another.
     changes: Vec<u8>,
+    /// Every value of the gathered rows, key first, in the table's column order.
+    values: Vec<Bound>,
     /// The merge states of the gathered rows, one after another.
     states: Vec<u8>,
+    /// The change being looked at: its values, where they lie in it.
+    row: Vec<Bound>,
+    /// … and what each of its cells overwrote.
+    overwrote: Vec<Option<VersionRef>>,
     /// Room to work out one row's cells.
     cells: Vec<(u32, Option<Ver>)>,
     /// Which keys `shoal_rows` holds.
@@ -76,10 +85,61 @@ struct Gathered {
     /// Where the encoded change is in [`Fresh::changes`], and its key.
     change: Range<usize>,
     key: Range<usize>,
+    /// Where its values are in [`Fresh::values`].
+    values: Range<usize>,
     cl: u64,
     /// Where the row's merge state, encoded as `shoal_rows` keeps it, is in
     /// [`Fresh::states`].
     state: Range<usize>,
+}
+
+/// One value of an encoded change, found once: numbers as they are, text and blobs
+/// as where their bytes lie in the change. Binding it needs no second reading.
+#[derive(Clone, Debug)]
+enum Bound {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(Range<usize>),
+    Blob(Range<usize>),
+}
+
+impl Bound {
+    /// `value`, borrowed from `change`.
+    fn of(value: ValueRef, change: &[u8]) -> Bound {
+        // Where `bytes` starts in `change`, which it was read from.
+        let at = |bytes: &[u8]| {
+            let start = bytes.as_ptr().addr() - change.as_ptr().addr();
+            start..start + bytes.len()
+        };
+        match value {
+            ValueRef::Null => Bound::Null,
+            ValueRef::Integer(i) => Bound::Integer(i),
+            ValueRef::Real(r) => Bound::Real(r),
+            ValueRef::Text(t) => Bound::Text(at(t)),
+            ValueRef::Blob(b) => Bound::Blob(at(b)),
+        }
+    }
+
+    /// The same value, its change moved `by` bytes on.
+    fn shifted(&self, by: usize) -> Bound {
+        match self {
+            Bound::Text(r) => Bound::Text(r.start + by..r.end + by),
+            Bound::Blob(r) => Bound::Blob(r.start + by..r.end + by),
+            other => other.clone(),
+        }
+    }
+
+    /// The value, read from the bytes its offsets are into.
+    fn get<'a>(&self, bytes: &'a [u8]) -> ValueRef<'a> {
+        match self {
+            Bound::Null => ValueRef::Null,
+            Bound::Integer(i) => ValueRef::Integer(*i),
+            Bound::Real(r) => ValueRef::Real(*r),
+            Bound::Text(r) => ValueRef::Text(&bytes[r.clone()]),
+            Bound::Blob(r) => ValueRef::Blob(&bytes[r.clone()]),
+        }
+    }
 }
 
 impl Fresh {
@@ -87,12 +147,16 @@ impl Fresh {
     pub(crate) fn new(parts: usize, enabled: bool) -> Fresh {
         Fresh {
             enabled,
-            direct: vec![None; parts],
+            shapes: vec![None; parts],
+            events: vec![None; parts],
             last: None,
             target: None,
             gathered: Vec::new(),
             changes: Vec::new(),
+            values: Vec::new(),
             states: Vec::new(),
+            row: Vec::new(),
+            overwrote: Vec::new(),
             cells: Vec::new(),
             stored: Known::new(Keys::Stored),
             disputed: Known::new(Keys::Disputed),
@@ -127,39 +191,13 @@ impl Fresh {
             Some(_) => {}
             None => self.last = Some((p.order, key.to_vec())),
         }
-        let view = RowView::read(change)?;
-        if self.enabled
-            && !again
-            && self.new_row(tx, r, tables, parts, part, key, &view, report)?
-            && let Some(target) = &self.target
-        {
-            let event = Ver::of(p.version, &mut r.authors, tx)?;
-            self.cells.clear();
-            for (cell, &column) in view.cells().zip(&target.columns) {
-                let overwrote = cell
-                    .overwrote
-                    .and_then(|o| p.resolve(o))
-                    .map(|o| Ver::of(o, &mut r.authors, tx))
-                    .transpose()?;
-                self.cells.push((column, overwrote));
+        if self.enabled && !again {
+            let view = RowView::read(change)?;
+            if self.in_order(tables, parts, part, &view, change)?
+                && self.new_row(tx, r, tables, parts, part, key, report)?
+            {
+                return self.gather(tx, r, tables, parts, part, &view, change, report);
             }
-            let start = self.states.len();
-            let states = std::mem::take(&mut self.states);
-            self.states = rows::encode_inserted(event, &self.cells, states)?;
-            let at = self.changes.len();
-            self.changes.extend_from_slice(change);
-            let key = view.key_span();
-            self.gathered.push(Gathered {
-                part,
-                change: at..self.changes.len(),
-                key: at + key.start..at + key.end,
-                cl: view.cl,
-                state: start..self.states.len(),
-            });
-            if self.gathered.len() >= GATHER {
-                self.flush(tx, r, tables, parts, report)?;
-            }
-            return Ok(());
         }
         self.flush(tx, r, tables, parts, report)?;
         if let Some(incoming) = p.incoming_of(postcard::from_bytes(change)?) {
@@ -168,9 +206,50 @@ impl Fresh {
         Ok(())
     }
 
-    /// Whether `change` inserts a row new to the file with every column of the local
-    /// table in order; if so, its table is made the target, what was gathered for
-    /// another written first.
+    /// Whether `change` inserts a row with every column of the local table, in order;
+    /// if so, its values and what its cells overwrote are left in [`Fresh::row`] and
+    /// [`Fresh::overwrote`].
+    fn in_order(
+        &mut self,
+        tables: &Tables,
+        parts: &[Part],
+        part: u32,
+        change: &RowView,
+        bytes: &[u8],
+    ) -> Result<bool> {
+        if change.op != Op::Insert {
+            return Ok(false);
+        }
+        let shape = match self.shapes.get(part as usize).copied().flatten() {
+            Some(shape) => shape,
+            None => {
+                let shape = shape(tables, apply::part(parts, part)?);
+                if let Some(slot) = self.shapes.get_mut(part as usize) {
+                    *slot = Some(shape);
+                }
+                shape
+            }
+        };
+        if shape != Some((change.key_len, change.cell_count)) {
+            return Ok(false);
+        }
+        self.row.clear();
+        self.overwrote.clear();
+        self.row
+            .extend(change.key_values().map(|v| Bound::of(v, bytes)));
+        for (i, cell) in change.cells().enumerate() {
+            if cell.column as usize != i {
+                return Ok(false);
+            }
+            self.row.push(Bound::of(cell.value, bytes));
+            self.overwrote.push(cell.overwrote);
+        }
+        Ok(true)
+    }
+
+    /// Whether the insert in order of part `part` makes a row new to the file, which
+    /// no open conflict is about; if so, its table is made the target, what was
+    /// gathered for another written first.
     #[allow(clippy::too_many_arguments)]
     fn new_row(
         &mut self,
@@ -180,41 +259,12 @@ impl Fresh {
         parts: &[Part],
         part: u32,
         key: &[u8],
-        change: &RowView,
         report: &mut ImportReport,
     ) -> Result<bool> {
-        if change.op != Op::Insert {
-            return Ok(false);
-        }
         let p = apply::part(parts, part)?;
         let Some(table) = tables.get(&p.table) else {
             return Ok(false);
         };
-        let direct = match self.direct.get(part as usize).copied().flatten() {
-            Some(direct) => direct,
-            None => {
-                let direct = p.kept.iter().all(|k| *k)
-                    && track::same_names(&p.key_columns, &table.key_columns)
-                    && track::same_names(
-                        &p.columns.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-                        &table.columns,
-                    );
-                if let Some(slot) = self.direct.get_mut(part as usize) {
-                    *slot = Some(direct);
-                }
-                direct
-            }
-        };
-        let in_order = direct
-            && change.key_len == table.key_columns.len()
-            && change.cell_count == table.columns.len()
-            && change
-                .cells()
-                .enumerate()
-                .all(|(i, c)| c.column as usize == i);
-        if !in_order {
-            return Ok(false);
-        }
         if self.target.as_ref().map(|t| t.table.id) != Some(table.id) {
             self.flush(tx, r, tables, parts, report)?;
             let mut columns = Vec::with_capacity(table.columns.len());
@@ -231,6 +281,64 @@ impl Fresh {
             return Ok(false);
         }
         Ok(!conflict::any_open(tx, r)? || !self.disputed.holds(tx, table, key)?)
+    }
+
+    /// Gathers the insert [`Fresh::in_order`] and [`Fresh::new_row`] found to make a
+    /// new row of the target table, writing what was gathered when there is enough.
+    #[allow(clippy::too_many_arguments)]
+    fn gather(
+        &mut self,
+        tx: &Transaction,
+        r: &mut Replica,
+        tables: &Tables,
+        parts: &[Part],
+        part: u32,
+        view: &RowView,
+        change: &[u8],
+        report: &mut ImportReport,
+    ) -> Result<()> {
+        let p = apply::part(parts, part)?;
+        let Some(target) = &self.target else {
+            return Ok(());
+        };
+        let event = match self.events.get(part as usize).copied().flatten() {
+            Some(event) => event,
+            None => {
+                let event = Ver::of(p.version, &mut r.authors, tx)?;
+                if let Some(slot) = self.events.get_mut(part as usize) {
+                    *slot = Some(event);
+                }
+                event
+            }
+        };
+        self.cells.clear();
+        for (overwrote, &column) in self.overwrote.iter().zip(&target.columns) {
+            let overwrote = overwrote
+                .and_then(|o| p.resolve(o))
+                .map(|o| Ver::of(o, &mut r.authors, tx))
+                .transpose()?;
+            self.cells.push((column, overwrote));
+        }
+        let start = self.states.len();
+        let states = std::mem::take(&mut self.states);
+        self.states = rows::encode_inserted(event, &self.cells, states)?;
+        let at = self.changes.len();
+        self.changes.extend_from_slice(change);
+        let first = self.values.len();
+        self.values.extend(self.row.iter().map(|v| v.shifted(at)));
+        let key = view.key_span();
+        self.gathered.push(Gathered {
+            part,
+            change: at..self.changes.len(),
+            key: at + key.start..at + key.end,
+            values: first..self.values.len(),
+            cl: view.cl,
+            state: start..self.states.len(),
+        });
+        if self.gathered.len() >= GATHER {
+            self.flush(tx, r, tables, parts, report)?;
+        }
+        Ok(())
     }
 
     /// Writes what was gathered.
@@ -255,7 +363,7 @@ impl Fresh {
             let (chunk, after) = rest.split_at(size);
             rest = after;
             let (rows_sql, states_sql) = statements(table, sql, size);
-            match write_rows(tx, rows_sql, chunk, &self.changes) {
+            match write_rows(tx, rows_sql, chunk, &self.changes, &self.values) {
                 Ok(()) => {
                     write_states(tx, states_sql, table.id, chunk, &self.changes, &self.states)?;
                     for g in chunk {
@@ -283,9 +391,24 @@ impl Fresh {
         self.gathered = gathered;
         self.gathered.clear();
         self.changes.clear();
+        self.values.clear();
         self.states.clear();
         Ok(())
     }
+}
+
+/// The number of key values and cells an insert of part `p` has when it names the
+/// local table's key and columns in the local order, each carried by the part's
+/// group; `None` when its table is not here or it names them otherwise.
+fn shape(tables: &Tables, p: &Part) -> Option<(usize, usize)> {
+    let table = tables.get(&p.table)?;
+    let direct = p.kept.iter().all(|k| *k)
+        && track::same_names(&p.key_columns, &table.key_columns)
+        && track::same_names(
+            &p.columns.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            &table.columns,
+        );
+    direct.then_some((table.key_columns.len(), table.columns.len()))
 }
 
 /// The statements writing `size` rows of `t`, a power of two up to [`ROWS`], made once.
@@ -338,15 +461,13 @@ fn write_rows(
     sql: &str,
     chunk: &[Gathered],
     changes: &[u8],
+    values: &[Bound],
 ) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(sql)?;
     let mut at = 1;
     for g in chunk {
-        // Read when it was gathered: it reads the same again.
-        let view = RowView::read(&changes[g.change.clone()])
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        for value in view.key_values().chain(view.cells().map(|c| c.value)) {
-            stmt.raw_bind_parameter(at, BindRef(value))?;
+        for value in &values[g.values.clone()] {
+            stmt.raw_bind_parameter(at, BindRef(value.get(changes)))?;
             at += 1;
         }
     }
