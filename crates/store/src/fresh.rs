@@ -17,7 +17,8 @@ use rusqlite::{ErrorCode, Transaction};
 use shoal_core::{Op, RowView, ValueRef, VersionRef};
 
 use crate::Replica;
-use crate::apply::{self, Part, Tables};
+use crate::apply::{self, Tables};
+use crate::pending::{self, Part};
 use crate::conflict;
 use crate::error::Result;
 use crate::import::ImportReport;
@@ -177,7 +178,7 @@ impl Fresh {
         change: &[u8],
         report: &mut ImportReport,
     ) -> Result<()> {
-        let p = apply::part(parts, part)?;
+        let p = pending::part(parts, part)?;
         let again = self
             .last
             .as_ref()
@@ -223,7 +224,7 @@ impl Fresh {
         let shape = match self.shapes.get(part as usize).copied().flatten() {
             Some(shape) => shape,
             None => {
-                let shape = shape(tables, apply::part(parts, part)?);
+                let shape = shape(tables, pending::part(parts, part)?);
                 if let Some(slot) = self.shapes.get_mut(part as usize) {
                     *slot = Some(shape);
                 }
@@ -261,7 +262,7 @@ impl Fresh {
         key: &[u8],
         report: &mut ImportReport,
     ) -> Result<bool> {
-        let p = apply::part(parts, part)?;
+        let p = pending::part(parts, part)?;
         let Some(table) = tables.get(&p.table) else {
             return Ok(false);
         };
@@ -297,7 +298,7 @@ impl Fresh {
         change: &[u8],
         report: &mut ImportReport,
     ) -> Result<()> {
-        let p = apply::part(parts, part)?;
+        let p = pending::part(parts, part)?;
         let Some(target) = &self.target else {
             return Ok(());
         };
@@ -367,7 +368,7 @@ impl Fresh {
                 Ok(()) => {
                     write_states(tx, states_sql, table.id, chunk, &self.changes, &self.states)?;
                     for g in chunk {
-                        let version = apply::part(parts, g.part)?.version;
+                        let version = pending::part(parts, g.part)?.version;
                         tables.note_written_blob(table, &self.changes[g.key.clone()], version);
                     }
                     report.changes_applied += chunk.len();
@@ -378,7 +379,7 @@ impl Fresh {
                     if e.code == ErrorCode::ConstraintViolation =>
                 {
                     for g in chunk {
-                        let p = apply::part(parts, g.part)?;
+                        let p = pending::part(parts, g.part)?;
                         let change = postcard::from_bytes(&self.changes[g.change.clone()])?;
                         if let Some(incoming) = p.incoming_of(change) {
                             apply::apply(tx, r, tables, incoming, report)?;

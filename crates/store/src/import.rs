@@ -14,7 +14,8 @@ use shoal_core::{
     VersionVector,
 };
 
-use crate::apply::{self, Pending, Tables};
+use crate::apply::{self, Tables};
+use crate::pending::Pending;
 use crate::error::Result;
 use crate::seal::{self, SealReport};
 use crate::{Replica, load_hlc, save_hlc};

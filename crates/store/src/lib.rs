@@ -14,6 +14,7 @@ mod error;
 mod fresh;
 mod groups;
 mod import;
+mod pending;
 mod invites;
 mod keystore;
 mod retract;

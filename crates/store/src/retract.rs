@@ -13,7 +13,8 @@ use rusqlite::Transaction;
 use shoal_core::{BodyView, Group, GroupId, SignedCommit, Value, VerifiedCommit};
 
 use crate::Replica;
-use crate::apply::{self, Incoming, Pending, Tables};
+use crate::apply::{self, Incoming, Tables};
+use crate::pending::Pending;
 use crate::error::Result;
 use crate::import::{ImportReport, State, judge, set_state};
 use crate::rows;
