@@ -14,14 +14,13 @@
 use std::ops::Range;
 
 use rusqlite::{ErrorCode, Transaction};
-use shoal_core::{Op, RowView, ValueRef, VersionRef};
 
 use crate::Replica;
 use crate::apply::{self, Tables};
-use crate::pending::{self, Part};
 use crate::conflict;
 use crate::error::Result;
 use crate::import::ImportReport;
+use crate::pending::{self, Batch, Bound, Insert, Part};
 use crate::rows::{self, Ver};
 use crate::sql::{BindRef, ident};
 use crate::track::{self, TrackedTable};
@@ -38,17 +37,8 @@ const READ_AHEAD: usize = 16;
 
 /// Sorted changes on their way into the file, inserts of new rows gathered.
 pub(crate) struct Fresh {
-    /// Whether inserts may be gathered at all.
-    enabled: bool,
-    /// Per part: the number of key values and of cells its inserts have when they
-    /// name the local table's key and columns in the local order, each carried by
-    /// the part's group; `None` when they do not (asked once per part).
-    shapes: Vec<Option<Option<(usize, usize)>>>,
     /// Per part: the version its changes write, numbered as `shoal_rows` keeps it.
     events: Vec<Option<Ver>>,
-    /// The previous change's table and key: a key that comes again is applied change
-    /// by change, since what came before it decides what it does.
-    last: Option<(u32, Vec<u8>)>,
     /// The table inserts are gathered for.
     target: Option<Target>,
     gathered: Vec<Gathered>,
@@ -58,10 +48,6 @@ pub(crate) struct Fresh {
     values: Vec<Bound>,
     /// The merge states of the gathered rows, one after another.
     states: Vec<u8>,
-    /// The change being looked at: its values, where they lie in it.
-    row: Vec<Bound>,
-    /// … and what each of its cells overwrote.
-    overwrote: Vec<Option<VersionRef>>,
     /// Room to work out one row's cells.
     cells: Vec<(u32, Option<Ver>)>,
     /// Which keys `shoal_rows` holds.
@@ -94,163 +80,54 @@ struct Gathered {
     state: Range<usize>,
 }
 
-/// One value of an encoded change, found once: numbers as they are, text and blobs
-/// as where their bytes lie in the change. Binding it needs no second reading.
-#[derive(Clone, Debug)]
-enum Bound {
-    Null,
-    Integer(i64),
-    Real(f64),
-    Text(Range<usize>),
-    Blob(Range<usize>),
-}
-
-impl Bound {
-    /// `value`, borrowed from `change`.
-    fn of(value: ValueRef, change: &[u8]) -> Bound {
-        // Where `bytes` starts in `change`, which it was read from.
-        let at = |bytes: &[u8]| {
-            let start = bytes.as_ptr().addr() - change.as_ptr().addr();
-            start..start + bytes.len()
-        };
-        match value {
-            ValueRef::Null => Bound::Null,
-            ValueRef::Integer(i) => Bound::Integer(i),
-            ValueRef::Real(r) => Bound::Real(r),
-            ValueRef::Text(t) => Bound::Text(at(t)),
-            ValueRef::Blob(b) => Bound::Blob(at(b)),
-        }
-    }
-
-    /// The same value, its change moved `by` bytes on.
-    fn shifted(&self, by: usize) -> Bound {
-        match self {
-            Bound::Text(r) => Bound::Text(r.start + by..r.end + by),
-            Bound::Blob(r) => Bound::Blob(r.start + by..r.end + by),
-            other => other.clone(),
-        }
-    }
-
-    /// The value, read from the bytes its offsets are into.
-    fn get<'a>(&self, bytes: &'a [u8]) -> ValueRef<'a> {
-        match self {
-            Bound::Null => ValueRef::Null,
-            Bound::Integer(i) => ValueRef::Integer(*i),
-            Bound::Real(r) => ValueRef::Real(*r),
-            Bound::Text(r) => ValueRef::Text(&bytes[r.clone()]),
-            Bound::Blob(r) => ValueRef::Blob(&bytes[r.clone()]),
-        }
-    }
-}
-
 impl Fresh {
-    /// Ready for the changes of `parts` parts.
-    pub(crate) fn new(parts: usize, enabled: bool) -> Fresh {
+    pub(crate) fn new() -> Fresh {
         Fresh {
-            enabled,
-            shapes: vec![None; parts],
-            events: vec![None; parts],
-            last: None,
+            events: Vec::new(),
             target: None,
             gathered: Vec::new(),
             changes: Vec::new(),
             values: Vec::new(),
             states: Vec::new(),
-            row: Vec::new(),
-            overwrote: Vec::new(),
             cells: Vec::new(),
             stored: Known::new(Keys::Stored),
             disputed: Known::new(Keys::Disputed),
         }
     }
 
-    /// Takes the next change in order: `key` is its key blob, `change` the encoded
-    /// change of part `part`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn change(
+    /// Takes the next changes in order.
+    pub(crate) fn take(
         &mut self,
         tx: &Transaction,
         r: &mut Replica,
         tables: &Tables,
         parts: &[Part],
-        part: u32,
-        key: &[u8],
-        change: &[u8],
+        batch: &Batch,
         report: &mut ImportReport,
     ) -> Result<()> {
-        let p = pending::part(parts, part)?;
-        let again = self
-            .last
-            .as_ref()
-            .is_some_and(|(order, last)| *order == p.order && last == key);
-        match &mut self.last {
-            Some((order, last)) if !again => {
-                *order = p.order;
-                last.clear();
-                last.extend_from_slice(key);
-            }
-            Some(_) => {}
-            None => self.last = Some((p.order, key.to_vec())),
-        }
-        if self.enabled && !again {
-            let view = RowView::read(change)?;
-            if self.in_order(tables, parts, part, &view, change)?
-                && self.new_row(tx, r, tables, parts, part, key, report)?
+        for item in &batch.items {
+            let key = &batch.bytes[item.key.clone()];
+            let change = &batch.bytes[item.change.clone()];
+            if let Some(insert) = &item.insert
+                && self.new_row(tx, r, tables, parts, item.part, key, report)?
             {
-                return self.gather(tx, r, tables, parts, part, &view, change, report);
+                self.gather(
+                    tx, r, tables, parts, item.part, insert, change, batch, report,
+                )?;
+                continue;
             }
-        }
-        self.flush(tx, r, tables, parts, report)?;
-        if let Some(incoming) = p.incoming_of(postcard::from_bytes(change)?) {
-            apply::apply(tx, r, tables, incoming, report)?;
+            self.flush(tx, r, tables, parts, report)?;
+            let p = pending::part(parts, item.part)?;
+            if let Some(incoming) = p.incoming_of(postcard::from_bytes(change)?) {
+                apply::apply(tx, r, tables, incoming, report)?;
+            }
         }
         Ok(())
     }
 
-    /// Whether `change` inserts a row with every column of the local table, in order;
-    /// if so, its values and what its cells overwrote are left in [`Fresh::row`] and
-    /// [`Fresh::overwrote`].
-    fn in_order(
-        &mut self,
-        tables: &Tables,
-        parts: &[Part],
-        part: u32,
-        change: &RowView,
-        bytes: &[u8],
-    ) -> Result<bool> {
-        if change.op != Op::Insert {
-            return Ok(false);
-        }
-        let shape = match self.shapes.get(part as usize).copied().flatten() {
-            Some(shape) => shape,
-            None => {
-                let shape = shape(tables, pending::part(parts, part)?);
-                if let Some(slot) = self.shapes.get_mut(part as usize) {
-                    *slot = Some(shape);
-                }
-                shape
-            }
-        };
-        if shape != Some((change.key_len, change.cell_count)) {
-            return Ok(false);
-        }
-        self.row.clear();
-        self.overwrote.clear();
-        self.row
-            .extend(change.key_values().map(|v| Bound::of(v, bytes)));
-        for (i, cell) in change.cells().enumerate() {
-            if cell.column as usize != i {
-                return Ok(false);
-            }
-            self.row.push(Bound::of(cell.value, bytes));
-            self.overwrote.push(cell.overwrote);
-        }
-        Ok(true)
-    }
-
-    /// Whether the insert in order of part `part` makes a row new to the file, which
-    /// no open conflict is about; if so, its table is made the target, what was
-    /// gathered for another written first.
+    /// Whether an [`Insert`] of part `part` makes a row new to the file, which no
+    /// open conflict is about; if so, its table is made the target, what was gathered
+    /// for another written first.
     #[allow(clippy::too_many_arguments)]
     fn new_row(
         &mut self,
@@ -284,8 +161,8 @@ impl Fresh {
         Ok(!conflict::any_open(tx, r)? || !self.disputed.holds(tx, table, key)?)
     }
 
-    /// Gathers the insert [`Fresh::in_order`] and [`Fresh::new_row`] found to make a
-    /// new row of the target table, writing what was gathered when there is enough.
+    /// Gathers an insert that [`Fresh::new_row`] found to make a new row of the
+    /// target table, writing what was gathered when there is enough.
     #[allow(clippy::too_many_arguments)]
     fn gather(
         &mut self,
@@ -294,26 +171,27 @@ impl Fresh {
         tables: &Tables,
         parts: &[Part],
         part: u32,
-        view: &RowView,
+        insert: &Insert,
         change: &[u8],
+        batch: &Batch,
         report: &mut ImportReport,
     ) -> Result<()> {
         let p = pending::part(parts, part)?;
         let Some(target) = &self.target else {
             return Ok(());
         };
-        let event = match self.events.get(part as usize).copied().flatten() {
+        if self.events.len() <= part as usize {
+            self.events.resize(part as usize + 1, None);
+        }
+        let event = match self.events[part as usize] {
             Some(event) => event,
-            None => {
-                let event = Ver::of(p.version, &mut r.authors, tx)?;
-                if let Some(slot) = self.events.get_mut(part as usize) {
-                    *slot = Some(event);
-                }
-                event
-            }
+            None => *self.events[part as usize].insert(Ver::of(p.version, &mut r.authors, tx)?),
         };
         self.cells.clear();
-        for (overwrote, &column) in self.overwrote.iter().zip(&target.columns) {
+        for (overwrote, &column) in batch.overwrote[insert.overwrote.clone()]
+            .iter()
+            .zip(&target.columns)
+        {
             let overwrote = overwrote
                 .and_then(|o| p.resolve(o))
                 .map(|o| Ver::of(o, &mut r.authors, tx))
@@ -326,14 +204,17 @@ impl Fresh {
         let at = self.changes.len();
         self.changes.extend_from_slice(change);
         let first = self.values.len();
-        self.values.extend(self.row.iter().map(|v| v.shifted(at)));
-        let key = view.key_span();
+        self.values.extend(
+            batch.values[insert.values.clone()]
+                .iter()
+                .map(|v| v.shifted(at)),
+        );
         self.gathered.push(Gathered {
             part,
             change: at..self.changes.len(),
-            key: at + key.start..at + key.end,
+            key: at + insert.key.start..at + insert.key.end,
             values: first..self.values.len(),
-            cl: view.cl,
+            cl: insert.cl,
             state: start..self.states.len(),
         });
         if self.gathered.len() >= GATHER {
@@ -401,7 +282,7 @@ impl Fresh {
 /// The number of key values and cells an insert of part `p` has when it names the
 /// local table's key and columns in the local order, each carried by the part's
 /// group; `None` when its table is not here or it names them otherwise.
-fn shape(tables: &Tables, p: &Part) -> Option<(usize, usize)> {
+pub(crate) fn shape(tables: &Tables, p: &Part) -> Option<(usize, usize)> {
     let table = tables.get(&p.table)?;
     let direct = p.kept.iter().all(|k| *k)
         && track::same_names(&p.key_columns, &table.key_columns)
@@ -447,8 +328,12 @@ fn statements<'a>(
         let states: Vec<String> = (0..size)
             .map(|i| format!("(?1, ?{}, ?{}, ?{})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
             .collect();
+        // `OR FAIL`: these keys are known to be new, so nothing here can break a
+        // constraint, and SQLite need not keep a journal to take the statement back,
+        // as it must for a multi-row statement that may abort. Were one broken, the
+        // error would take the whole import back.
         let states = format!(
-            "INSERT INTO shoal_rows(tbl, key, cl, meta) VALUES {}",
+            "INSERT OR FAIL INTO shoal_rows(tbl, key, cl, meta) VALUES {}",
             states.join(", ")
         );
         (rows, states)

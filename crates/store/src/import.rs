@@ -15,8 +15,8 @@ use shoal_core::{
 };
 
 use crate::apply::{self, Tables};
-use crate::pending::Pending;
 use crate::error::Result;
+use crate::pending::Pending;
 use crate::seal::{self, SealReport};
 use crate::{Replica, load_hlc, save_hlc};
 use crate::{authors, groups, retract};

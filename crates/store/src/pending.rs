@@ -7,15 +7,18 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::Write;
+use std::ops::Range;
 use std::rc::Rc;
 
 use rusqlite::Transaction;
-use shoal_core::{BodyView, DeviceId, Group, Op, RowChange, Version, VersionRef};
+use shoal_core::{
+    BodyView, DeviceId, Group, Op, RowChange, RowView, ValueRef, Version, VersionRef,
+};
 
 use crate::Replica;
 use crate::apply::{Incoming, IncomingCell, Tables};
 use crate::error::{Result, StoreError};
-use crate::fresh::Fresh;
+use crate::fresh::{self, Fresh};
 use crate::import::ImportReport;
 
 /// Row changes of accepted commits, gathered so that they are applied in key order,
@@ -257,6 +260,10 @@ impl Pending {
     }
 
     /// Applies every gathered row change, in key order.
+    ///
+    /// A large import is read back on a second thread, a [`Batch`] at a time, while
+    /// this one writes the batch before: reading sorted runs and checking each change
+    /// costs about as much as writing it.
     pub(crate) fn apply(
         &mut self,
         tx: &Transaction,
@@ -264,52 +271,346 @@ impl Pending {
         tables: &Tables,
         report: &mut ImportReport,
     ) -> Result<()> {
-        if self.runs.is_none() {
-            self.sort();
-            let this = std::mem::take(self);
-            let mut fresh = Fresh::new(this.parts.len(), this.gather);
-            for row in &this.rows {
-                let key = &this.bytes[row.start as usize..row.key_end as usize];
-                let change = &this.bytes[row.key_end as usize..row.end as usize];
-                fresh.change(tx, r, tables, &this.parts, row.part, key, change, report)?;
-            }
-            return fresh.flush(tx, r, tables, &this.parts, report);
+        let mut this = std::mem::take(self);
+        match this.runs {
+            Some(_) => this.spill()?,
+            None => this.sort(),
         }
-        self.spill()?;
-        let this = std::mem::take(self);
-        let runs = this.runs.expect("spilled");
-        let window = (MERGE_BYTES / runs.spans.len()).clamp(4 << 10, 1 << 20);
-        let mut readers = Vec::with_capacity(runs.spans.len());
-        let mut heap = BinaryHeap::with_capacity(runs.spans.len());
-        for (i, &(start, end)) in runs.spans.iter().enumerate() {
-            let mut reader = RunReader::new(start, end, window);
-            let mut key = Vec::new();
-            if reader.next(&runs.file, &mut key)? {
-                let order = part(&this.parts, reader.part)?.order;
-                heap.push(Reverse(Head { order, key, run: i }));
+        let Pending {
+            parts,
+            rows,
+            bytes,
+            runs,
+            gather,
+            ..
+        } = &this;
+        let shapes = parts
+            .iter()
+            .map(|p| gather.then(|| fresh::shape(tables, p)).flatten())
+            .collect();
+        let orders = parts.iter().map(|p| p.order).collect();
+        let mut feed = Feed::new(rows, bytes, runs.as_ref(), orders, shapes)?;
+        let mut fresh = Fresh::new();
+        if runs.is_none() && rows.len() < READ_AHEAD_FROM {
+            while let Some(batch) = feed.next()? {
+                fresh.take(tx, r, tables, parts, &batch, report)?;
             }
-            readers.push(reader);
+        } else {
+            std::thread::scope(|s| {
+                let (send, batches) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
+                let reading = s.spawn(move || -> Result<()> {
+                    while let Some(batch) = feed.next()? {
+                        // Gone only when the writing side failed, with its own error.
+                        if send.send(batch).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(())
+                });
+                for batch in &batches {
+                    fresh.take(tx, r, tables, parts, &batch, report)?;
+                }
+                reading
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })?;
         }
-        let mut fresh = Fresh::new(this.parts.len(), this.gather);
-        while let Some(Reverse(mut head)) = heap.pop() {
-            let reader = &mut readers[head.run];
-            fresh.change(
-                tx,
-                r,
-                tables,
-                &this.parts,
-                reader.part,
-                &head.key,
-                &reader.change,
-                report,
-            )?;
-            if reader.next(&runs.file, &mut head.key)? {
-                head.order = part(&this.parts, reader.part)?.order;
-                heap.push(Reverse(head));
-            }
-        }
-        fresh.flush(tx, r, tables, &this.parts, report)
+        fresh.flush(tx, r, tables, parts, report)
     }
+}
+
+/// Below this many changes held in memory, reading them back is not worth a thread.
+const READ_AHEAD_FROM: usize = 4096;
+
+/// How many batches the reading thread may be ahead of the writing one.
+const BATCHES_AHEAD: usize = 2;
+
+/// How many changes a batch holds at most.
+const BATCH_CHANGES: usize = 1024;
+
+/// Changes in key order, read back and checked, ready for [`Fresh`].
+#[derive(Default)]
+pub(crate) struct Batch {
+    /// Each change's key, then the change, one after another.
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) items: Vec<Item>,
+    /// The values of the [`Insert`]s, key first.
+    pub(crate) values: Vec<Bound>,
+    /// What the cells of the [`Insert`]s overwrote.
+    pub(crate) overwrote: Vec<Option<VersionRef>>,
+}
+
+/// One change of a [`Batch`].
+pub(crate) struct Item {
+    pub(crate) part: u32,
+    /// Where its key and the change are in [`Batch::bytes`].
+    pub(crate) key: Range<usize>,
+    pub(crate) change: Range<usize>,
+    /// Set when the change may insert a new row in one go: see [`Insert`].
+    pub(crate) insert: Option<Insert>,
+}
+
+/// An insert that names the local table's key and every column, in the local order,
+/// each carried by its group, and that is not a later change to the key of the change
+/// before it (what came before decides what that one does).
+pub(crate) struct Insert {
+    /// Where its key is in the change.
+    pub(crate) key: Range<usize>,
+    pub(crate) cl: u64,
+    /// Where its values are in [`Batch::values`], its cells' in [`Batch::overwrote`].
+    pub(crate) values: Range<usize>,
+    pub(crate) overwrote: Range<usize>,
+}
+
+/// One value of an encoded change, found once: numbers as they are, text and blobs
+/// as where their bytes lie in the change. Binding it needs no second reading.
+#[derive(Clone, Debug)]
+pub(crate) enum Bound {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(Range<usize>),
+    Blob(Range<usize>),
+}
+
+impl Bound {
+    /// `value`, borrowed from `change`.
+    fn of(value: ValueRef, change: &[u8]) -> Bound {
+        // Where `bytes` starts in `change`, which it was read from.
+        let at = |bytes: &[u8]| {
+            let start = bytes.as_ptr().addr() - change.as_ptr().addr();
+            start..start + bytes.len()
+        };
+        match value {
+            ValueRef::Null => Bound::Null,
+            ValueRef::Integer(i) => Bound::Integer(i),
+            ValueRef::Real(r) => Bound::Real(r),
+            ValueRef::Text(t) => Bound::Text(at(t)),
+            ValueRef::Blob(b) => Bound::Blob(at(b)),
+        }
+    }
+
+    /// The same value, its change moved `by` bytes on.
+    pub(crate) fn shifted(&self, by: usize) -> Bound {
+        match self {
+            Bound::Text(r) => Bound::Text(r.start + by..r.end + by),
+            Bound::Blob(r) => Bound::Blob(r.start + by..r.end + by),
+            other => other.clone(),
+        }
+    }
+
+    /// The value, read from the bytes its offsets are into.
+    pub(crate) fn get<'a>(&self, bytes: &'a [u8]) -> ValueRef<'a> {
+        match self {
+            Bound::Null => ValueRef::Null,
+            Bound::Integer(i) => ValueRef::Integer(*i),
+            Bound::Real(r) => ValueRef::Real(*r),
+            Bound::Text(r) => ValueRef::Text(&bytes[r.clone()]),
+            Bound::Blob(r) => ValueRef::Blob(&bytes[r.clone()]),
+        }
+    }
+}
+
+/// Reads the waiting changes back in key order, a [`Batch`] at a time: from memory,
+/// or merged from the runs. It needs no database, so it can run on its own thread.
+struct Feed<'a> {
+    sorted: Sorted<'a>,
+    /// Per part: its table's place in the sort order.
+    orders: Vec<u32>,
+    /// Per part: the number of key values and of cells its inserts have when they
+    /// can be an [`Insert`] (see [`fresh::shape`]).
+    shapes: Vec<Option<(usize, usize)>>,
+    /// The previous change's table and key.
+    last: Option<(u32, Vec<u8>)>,
+}
+
+/// Where sorted changes come from.
+enum Sorted<'a> {
+    Memory {
+        rows: std::slice::Iter<'a, PendingRow>,
+        bytes: &'a [u8],
+    },
+    Runs {
+        file: &'a std::fs::File,
+        readers: Vec<RunReader>,
+        heap: BinaryHeap<Reverse<Head>>,
+    },
+}
+
+impl<'a> Feed<'a> {
+    fn new(
+        rows: &'a [PendingRow],
+        bytes: &'a [u8],
+        runs: Option<&'a Runs>,
+        orders: Vec<u32>,
+        shapes: Vec<Option<(usize, usize)>>,
+    ) -> Result<Feed<'a>> {
+        let order = |part: u32| {
+            orders
+                .get(part as usize)
+                .copied()
+                .ok_or_else(|| torn("a run names a change that was not kept"))
+        };
+        let sorted = match runs {
+            None => Sorted::Memory {
+                rows: rows.iter(),
+                bytes,
+            },
+            Some(runs) => {
+                let window = (MERGE_BYTES / runs.spans.len().max(1)).clamp(4 << 10, 1 << 20);
+                let mut readers = Vec::with_capacity(runs.spans.len());
+                let mut heap = BinaryHeap::with_capacity(runs.spans.len());
+                for (i, &(start, end)) in runs.spans.iter().enumerate() {
+                    let mut reader = RunReader::new(start, end, window);
+                    let mut key = Vec::new();
+                    if reader.next(&runs.file, &mut key)? {
+                        let order = order(reader.part)?;
+                        heap.push(Reverse(Head { order, key, run: i }));
+                    }
+                    readers.push(reader);
+                }
+                Sorted::Runs {
+                    file: &runs.file,
+                    readers,
+                    heap,
+                }
+            }
+        };
+        Ok(Feed {
+            sorted,
+            orders,
+            shapes,
+            last: None,
+        })
+    }
+
+    /// The next batch of changes; `None` once all are read.
+    fn next(&mut self) -> Result<Option<Batch>> {
+        let mut batch = Batch::default();
+        while batch.items.len() < BATCH_CHANGES {
+            let (part, key, change) = match &mut self.sorted {
+                Sorted::Memory { rows, bytes } => match rows.next() {
+                    Some(row) => (
+                        row.part,
+                        &bytes[row.start as usize..row.key_end as usize],
+                        &bytes[row.key_end as usize..row.end as usize],
+                    ),
+                    None => break,
+                },
+                Sorted::Runs {
+                    file,
+                    readers,
+                    heap,
+                } => {
+                    let Some(Reverse(mut head)) = heap.pop() else {
+                        break;
+                    };
+                    let reader = &mut readers[head.run];
+                    let part = reader.part;
+                    Self::push(
+                        &self.orders,
+                        &self.shapes,
+                        &mut self.last,
+                        &mut batch,
+                        part,
+                        &head.key,
+                        &reader.change,
+                    )?;
+                    if reader.next(file, &mut head.key)? {
+                        head.order = *self
+                            .orders
+                            .get(reader.part as usize)
+                            .ok_or_else(|| torn("a run names a change that was not kept"))?;
+                        heap.push(Reverse(head));
+                    }
+                    continue;
+                }
+            };
+            Self::push(
+                &self.orders,
+                &self.shapes,
+                &mut self.last,
+                &mut batch,
+                part,
+                key,
+                change,
+            )?;
+        }
+        Ok((!batch.items.is_empty()).then_some(batch))
+    }
+
+    /// Adds one change to `batch`, read as an [`Insert`] when it can be one.
+    fn push(
+        orders: &[u32],
+        shapes: &[Option<(usize, usize)>],
+        last: &mut Option<(u32, Vec<u8>)>,
+        batch: &mut Batch,
+        part: u32,
+        key: &[u8],
+        change: &[u8],
+    ) -> Result<()> {
+        let order = *orders
+            .get(part as usize)
+            .ok_or_else(|| torn("a run names a change that was not kept"))?;
+        let again = match last {
+            Some((o, k)) if *o == order && k.as_slice() == key => true,
+            Some((o, k)) => {
+                *o = order;
+                k.clear();
+                k.extend_from_slice(key);
+                false
+            }
+            None => {
+                *last = Some((order, key.to_vec()));
+                false
+            }
+        };
+        let key_at = batch.bytes.len();
+        batch.bytes.extend_from_slice(key);
+        let at = batch.bytes.len();
+        batch.bytes.extend_from_slice(change);
+        let shape = shapes.get(part as usize).copied().flatten();
+        let insert = match shape {
+            Some(shape) if !again => read_insert(batch, at, shape)?,
+            _ => None,
+        };
+        batch.items.push(Item {
+            part,
+            key: key_at..at,
+            change: at..batch.bytes.len(),
+            insert,
+        });
+        Ok(())
+    }
+}
+
+/// Reads the change at `at` in `batch` as an [`Insert`] of `shape` (key values,
+/// cells), if it is one.
+fn read_insert(batch: &mut Batch, at: usize, shape: (usize, usize)) -> Result<Option<Insert>> {
+    let change = &batch.bytes[at..];
+    let view = RowView::read(change)?;
+    if view.op != Op::Insert || (view.key_len, view.cell_count) != shape {
+        return Ok(None);
+    }
+    let (values, overwrote) = (batch.values.len(), batch.overwrote.len());
+    batch
+        .values
+        .extend(view.key_values().map(|v| Bound::of(v, change)));
+    for (i, cell) in view.cells().enumerate() {
+        if cell.column as usize != i {
+            batch.values.truncate(values);
+            batch.overwrote.truncate(overwrote);
+            return Ok(None);
+        }
+        batch.values.push(Bound::of(cell.value, change));
+        batch.overwrote.push(cell.overwrote);
+    }
+    Ok(Some(Insert {
+        key: view.key_span(),
+        cl: view.cl,
+        values: values..batch.values.len(),
+        overwrote: overwrote..batch.overwrote.len(),
+    }))
 }
 
 /// A run that does not read back as it was written.

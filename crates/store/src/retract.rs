@@ -14,9 +14,9 @@ use shoal_core::{BodyView, Group, GroupId, SignedCommit, Value, VerifiedCommit};
 
 use crate::Replica;
 use crate::apply::{self, Incoming, Tables};
-use crate::pending::Pending;
 use crate::error::Result;
 use crate::import::{ImportReport, State, judge, set_state};
+use crate::pending::Pending;
 use crate::rows;
 use crate::sql::key_blob;
 
