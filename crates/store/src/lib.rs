@@ -9,6 +9,7 @@
 
 mod apply;
 mod authors;
+mod checkpoint;
 pub mod conflict;
 mod error;
 mod fresh;
@@ -96,6 +97,8 @@ pub fn system_now_ms() -> u64 {
 pub struct Store {
     conn: Connection,
     replica: Replica,
+    /// Dropped after the connection, so that the file's last connection closes last.
+    checkpoints: checkpoint::Checkpoints,
 }
 
 /// What a store knows about itself beside the connection, split off so that code
@@ -172,6 +175,7 @@ impl Store {
                 options,
                 open_conflicts: None,
             },
+            checkpoints: checkpoint::Checkpoints::default(),
         })
     }
 
@@ -691,6 +695,7 @@ impl Store {
         match f(&tx, &mut self.replica) {
             Ok(v) => {
                 tx.commit()?;
+                self.checkpoints.after_commit(&self.replica.path);
                 Ok(v)
             }
             Err(e) => {
@@ -712,6 +717,7 @@ fn connect(path: &Path) -> Result<Connection> {
     // connection. This is Shoal's connection only; the app's are untouched.
     conn.pragma_update(None, "cache_size", -8_192)?;
     conn.pragma_update(None, "temp_store", "memory")?;
+    checkpoint::Checkpoints::take_over(&conn)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
