@@ -415,13 +415,7 @@ impl Bound {
 /// or merged from the runs. It needs no database, so it can run on its own thread.
 struct Feed<'a> {
     sorted: Sorted<'a>,
-    /// Per part: its table's place in the sort order.
-    orders: Vec<u32>,
-    /// Per part: the number of key values and of cells its inserts have when they
-    /// can be an [`Insert`] (see [`fresh::shape`]).
-    shapes: Vec<Option<(usize, usize)>>,
-    /// The previous change's table and key.
-    last: Option<(u32, Vec<u8>)>,
+    batcher: Batcher,
 }
 
 /// Where sorted changes come from.
@@ -437,6 +431,17 @@ enum Sorted<'a> {
     },
 }
 
+/// Puts sorted changes into batches, reading each that may be an [`Insert`].
+struct Batcher {
+    /// Per part: its table's place in the sort order.
+    orders: Vec<u32>,
+    /// Per part: the number of key values and of cells its inserts have when they
+    /// can be an [`Insert`] (see [`fresh::shape`]).
+    shapes: Vec<Option<(usize, usize)>>,
+    /// The previous change's table and key.
+    last: Option<(u32, Vec<u8>)>,
+}
+
 impl<'a> Feed<'a> {
     fn new(
         rows: &'a [PendingRow],
@@ -445,11 +450,10 @@ impl<'a> Feed<'a> {
         orders: Vec<u32>,
         shapes: Vec<Option<(usize, usize)>>,
     ) -> Result<Feed<'a>> {
-        let order = |part: u32| {
-            orders
-                .get(part as usize)
-                .copied()
-                .ok_or_else(|| torn("a run names a change that was not kept"))
+        let batcher = Batcher {
+            orders,
+            shapes,
+            last: None,
         };
         let sorted = match runs {
             None => Sorted::Memory {
@@ -464,7 +468,7 @@ impl<'a> Feed<'a> {
                     let mut reader = RunReader::new(start, end, window);
                     let mut key = Vec::new();
                     if reader.next(&runs.file, &mut key)? {
-                        let order = order(reader.part)?;
+                        let order = batcher.order(reader.part)?;
                         heap.push(Reverse(Head { order, key, run: i }));
                     }
                     readers.push(reader);
@@ -476,27 +480,22 @@ impl<'a> Feed<'a> {
                 }
             }
         };
-        Ok(Feed {
-            sorted,
-            orders,
-            shapes,
-            last: None,
-        })
+        Ok(Feed { sorted, batcher })
     }
 
     /// The next batch of changes; `None` once all are read.
     fn next(&mut self) -> Result<Option<Batch>> {
         let mut batch = Batch::default();
         while batch.items.len() < BATCH_CHANGES {
-            let (part, key, change) = match &mut self.sorted {
-                Sorted::Memory { rows, bytes } => match rows.next() {
-                    Some(row) => (
-                        row.part,
-                        &bytes[row.start as usize..row.key_end as usize],
-                        &bytes[row.key_end as usize..row.end as usize],
-                    ),
-                    None => break,
-                },
+            match &mut self.sorted {
+                Sorted::Memory { rows, bytes } => {
+                    let Some(row) = rows.next() else {
+                        break;
+                    };
+                    let key = &bytes[row.start as usize..row.key_end as usize];
+                    let change = &bytes[row.key_end as usize..row.end as usize];
+                    self.batcher.push(&mut batch, row.part, key, change)?;
+                }
                 Sorted::Runs {
                     file,
                     readers,
@@ -506,53 +505,32 @@ impl<'a> Feed<'a> {
                         break;
                     };
                     let reader = &mut readers[head.run];
-                    let part = reader.part;
-                    Self::push(
-                        &self.orders,
-                        &self.shapes,
-                        &mut self.last,
-                        &mut batch,
-                        part,
-                        &head.key,
-                        &reader.change,
-                    )?;
+                    self.batcher
+                        .push(&mut batch, reader.part, &head.key, &reader.change)?;
                     if reader.next(file, &mut head.key)? {
-                        head.order = *self
-                            .orders
-                            .get(reader.part as usize)
-                            .ok_or_else(|| torn("a run names a change that was not kept"))?;
+                        head.order = self.batcher.order(reader.part)?;
                         heap.push(Reverse(head));
                     }
-                    continue;
                 }
-            };
-            Self::push(
-                &self.orders,
-                &self.shapes,
-                &mut self.last,
-                &mut batch,
-                part,
-                key,
-                change,
-            )?;
+            }
         }
         Ok((!batch.items.is_empty()).then_some(batch))
     }
+}
+
+impl Batcher {
+    /// The place in the sort order of part `part`'s table.
+    fn order(&self, part: u32) -> Result<u32> {
+        self.orders
+            .get(part as usize)
+            .copied()
+            .ok_or_else(|| torn("a run names a change that was not kept"))
+    }
 
     /// Adds one change to `batch`, read as an [`Insert`] when it can be one.
-    fn push(
-        orders: &[u32],
-        shapes: &[Option<(usize, usize)>],
-        last: &mut Option<(u32, Vec<u8>)>,
-        batch: &mut Batch,
-        part: u32,
-        key: &[u8],
-        change: &[u8],
-    ) -> Result<()> {
-        let order = *orders
-            .get(part as usize)
-            .ok_or_else(|| torn("a run names a change that was not kept"))?;
-        let again = match last {
+    fn push(&mut self, batch: &mut Batch, part: u32, key: &[u8], change: &[u8]) -> Result<()> {
+        let order = self.order(part)?;
+        let again = match &mut self.last {
             Some((o, k)) if *o == order && k.as_slice() == key => true,
             Some((o, k)) => {
                 *o = order;
@@ -561,7 +539,7 @@ impl<'a> Feed<'a> {
                 false
             }
             None => {
-                *last = Some((order, key.to_vec()));
+                self.last = Some((order, key.to_vec()));
                 false
             }
         };
@@ -569,8 +547,7 @@ impl<'a> Feed<'a> {
         batch.bytes.extend_from_slice(key);
         let at = batch.bytes.len();
         batch.bytes.extend_from_slice(change);
-        let shape = shapes.get(part as usize).copied().flatten();
-        let insert = match shape {
+        let insert = match self.shapes.get(part as usize).copied().flatten() {
             Some(shape) if !again => read_insert(batch, at, shape)?,
             _ => None,
         };
