@@ -9,7 +9,7 @@
 //! connections checkpoint as they always do.
 
 use std::path::Path;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -33,8 +33,9 @@ impl Checkpoints {
     }
 
     /// Asks for a checkpoint of the database at `path` if its log has grown past
-    /// [`LOG_BYTES`]; one asked for while another runs is run after it.
-    pub(crate) fn after_commit(&mut self, path: &Path) {
+    /// [`LOG_BYTES`]; one asked for while another runs is run after it. Where no
+    /// thread can run it, `conn` runs it now, as SQLite would have.
+    pub(crate) fn after_commit(&mut self, conn: &Connection, path: &Path) {
         let mut log = path.as_os_str().to_owned();
         log.push("-wal");
         if std::fs::metadata(&log).map_or(true, |m| m.len() < LOG_BYTES) {
@@ -43,22 +44,21 @@ impl Checkpoints {
         if self.wake.is_none() {
             let (wake, woken) = sync_channel(1);
             let path = path.to_owned();
-            match std::thread::Builder::new()
+            if let Ok(thread) = std::thread::Builder::new()
                 .name("shoal-checkpoint".into())
                 .spawn(move || run(&path, woken))
             {
-                Ok(thread) => {
-                    self.wake = Some(wake);
-                    self.thread = Some(thread);
-                }
-                // No thread: the log is checkpointed when the file is closed, or by
-                // the app's connections.
-                Err(_) => return,
+                self.wake = Some(wake);
+                self.thread = Some(thread);
             }
         }
-        if let Some(wake) = &self.wake {
+        let asked = match &self.wake {
             // Full: one is asked for already, and it will see this commit too.
-            let _ = wake.try_send(());
+            Some(wake) => !matches!(wake.try_send(()), Err(TrySendError::Disconnected(_))),
+            None => false,
+        };
+        if !asked {
+            checkpoint(conn);
         }
     }
 }
@@ -73,16 +73,23 @@ impl Drop for Checkpoints {
 }
 
 /// Runs a checkpoint each time one is asked for, until the store is dropped.
+/// Runs a checkpoint each time one is asked for, until the store is dropped; ends at
+/// once if it cannot open the file, and the store then runs them itself.
 fn run(path: &Path, woken: Receiver<()>) {
     let Ok(conn) = Connection::open(path) else {
         return;
     };
     let _ = conn.busy_timeout(Duration::from_secs(5));
     while woken.recv().is_ok() {
-        // A checkpoint that cannot run now leaves the pages in the log, where every
-        // reader finds them; the next one copies them.
-        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        checkpoint(&conn);
     }
+}
+
+/// A passive checkpoint: it copies what no reader still needs from the log. One that
+/// cannot run now leaves the pages in the log, where every reader finds them, and
+/// the next one copies them.
+fn checkpoint(conn: &Connection) {
+    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
 }
 
 #[cfg(test)]
@@ -134,5 +141,32 @@ mod tests {
             grown > before + (8 << 20),
             "the database file stayed at {grown} bytes"
         );
+    }
+
+    /// With no thread to run it (its connection could not open the file), the
+    /// checkpoint runs on the store's own connection at once.
+    #[test]
+    fn without_a_thread_the_commit_checkpoints_itself() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let path = dir.path().join("a.db");
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x);")
+            .expect("schema");
+        super::Checkpoints::take_over(&conn).expect("take over");
+        conn.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+             INSERT INTO t SELECT randomblob(400) FROM n;",
+        )
+        .expect("write");
+        let before = std::fs::metadata(&path).expect("file").len();
+        let (wake, gone) = std::sync::mpsc::sync_channel(1);
+        drop(gone);
+        let mut checkpoints = super::Checkpoints {
+            wake: Some(wake),
+            thread: None,
+        };
+        checkpoints.after_commit(&conn, &path);
+        let after = std::fs::metadata(&path).expect("file").len();
+        assert!(after > before + (8 << 20), "{before} -> {after} bytes");
     }
 }

@@ -2,7 +2,7 @@
 //! statement.
 //!
 //! An import's changes reach the merge sorted by table and key (see
-//! [`Pending`](crate::apply::Pending)). An insert of a key that `shoal_rows` does not
+//! [`Pending`](crate::pending::Pending)). An insert of a key that `shoal_rows` does not
 //! hold and that has no conflict open needs nothing of the merge: its row and its
 //! merge state are written as they come. Such inserts are gathered and written up to
 //! [`ROWS`] to a statement, into the app's table and into `shoal_rows`, which costs

@@ -695,7 +695,8 @@ impl Store {
         match f(&tx, &mut self.replica) {
             Ok(v) => {
                 tx.commit()?;
-                self.checkpoints.after_commit(&self.replica.path);
+                self.checkpoints
+                    .after_commit(&self.conn, &self.replica.path);
                 Ok(v)
             }
             Err(e) => {
