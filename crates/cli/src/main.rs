@@ -210,8 +210,9 @@ enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
-    /// Two devices on a trading journal: writes, a concurrent edit, a delete against
-    /// an update, a merge and a resolution, printed step by step
+    /// Three devices (laptop, phone, tablet) as three `shoal up` daemons on loopback:
+    /// an invite, writes that sync by themselves, offline edits that converge, a
+    /// conflict resolved and a revocation, printed step by step
     Demo {
         /// Keep the demo's databases in this directory instead of a temporary one
         #[arg(long, value_name = "DIR")]
@@ -415,6 +416,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut b_store = open(b)?;
             let report = merge(&mut a_store, &mut b_store)?;
             output::merge(json, a, b, &report);
+            output::schema_problems(&a_store.schema_problems()?);
+            output::schema_problems(&b_store.schema_problems()?);
         }
         Command::Log { db, limit } => output::log(json, &open(db)?.log(*limit)?),
         Command::Status { db } => {

@@ -66,6 +66,14 @@ pub(crate) fn seal(json: bool, r: &SealReport) {
         ),
         None => println!("nothing to seal"),
     }
+    schema_problems(&r.schema_problems);
+}
+
+/// Tables Shoal stopped sealing because their schema changed, on standard error.
+pub(crate) fn schema_problems(problems: &[shoal_store::SchemaProblem]) {
+    for p in problems {
+        eprintln!("warning: {p}");
+    }
 }
 
 pub(crate) fn merge(json: bool, a: &Path, b: &Path, r: &MergeReport) {
@@ -110,6 +118,11 @@ pub(crate) fn status(json: bool, s: &Status) {
         return print_json(s);
     }
     println!("device     {}", s.device);
+    if let Some(original) = &s.copy_of {
+        println!(
+            "copy of    {original}, the same device: nothing is signed here until `shoal adopt` makes it a device of its own"
+        );
+    }
     println!("clock      {}", s.clock);
     for t in &s.tables {
         println!(
@@ -123,6 +136,9 @@ pub(crate) fn status(json: bool, s: &Status) {
             },
             t.key_columns.join(", ")
         );
+        if let Some(p) = &t.schema_problem {
+            println!("  schema changed: {p}");
+        }
     }
     println!("unsealed   {} captured change(s)", s.unsealed_changes);
     println!(

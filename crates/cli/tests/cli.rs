@@ -490,3 +490,60 @@ fn three_processes_pair_by_ticket_and_changes_cross_a_mesh() {
         "C's note stayed on C"
     );
 }
+
+#[test]
+fn rows_a_device_held_before_it_joined_reach_the_group() {
+    let env = Env::new();
+    let schema = "CREATE TABLE trades (id TEXT PRIMARY KEY, symbol TEXT, qty INTEGER);";
+    for name in ["a.db", "b.db"] {
+        env.sql(name, schema);
+        env.ok(&["init", &env.db(name)]);
+        env.ok(&["track", &env.db(name), "trades"]);
+    }
+    let (a, b) = (env.db("a.db"), env.db("b.db"));
+    env.sql("a.db", "INSERT INTO trades VALUES ('a1', 'AAPL', 1);");
+    env.ok(&["group", &a, "create", "desk", "--table", "trades"]);
+    // B has used Shoal on its own for a while: its rows are sealed, in no group.
+    env.sql(
+        "b.db",
+        "INSERT INTO trades VALUES ('b1', 'MSFT', 2), ('b2', 'NVDA', 3);",
+    );
+    env.ok(&["seal", &b]);
+    let port_a = free_udp_port();
+    let mut inviting = Background::start(
+        &env,
+        &[
+            "invite", &a, "--relay", "none", "--port", &port_a, "--json", "--no-qr",
+        ],
+    );
+    let ticket = inviting.json_line()["ticket"]
+        .as_str()
+        .expect("ticket")
+        .to_owned();
+    env.ok(&["join", &b, &ticket, "--relay", "none"]);
+    assert!(inviting.wait().success());
+    // One of B's old rows is written again; both reach A, as does a new one.
+    env.sql(
+        "b.db",
+        "UPDATE trades SET qty = 20 WHERE id = 'b1'; INSERT INTO trades VALUES ('b3', 'TSLA', 4);",
+    );
+    let mut serving_a = Background::start(
+        &env,
+        &["serve", &a, "--relay", "none", "--port", &port_a, "--json"],
+    );
+    let a_addr = serving_a.json_line()["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    env.ok(&["sync", &b, "--peer", &a_addr, "--relay", "none"]);
+    let rows = |db: &str| {
+        count(
+            &env.path(db),
+            "SELECT count(*) FROM trades WHERE (id, qty) IN (VALUES ('a1', 1), ('b1', 20), ('b2', 3), ('b3', 4))",
+        )
+    };
+    assert_eq!(rows("a.db"), 4, "A has every row B held, as B has it");
+    assert_eq!(rows("b.db"), 4);
+    let status = env.json(&["status", &a]);
+    assert_eq!(status["held"], serde_json::json!([]), "{status}");
+}

@@ -2,7 +2,7 @@
 //! loses in the conflict inbox and holding what cannot be applied yet.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use rusqlite::config::DbConfig;
@@ -47,6 +47,9 @@ pub(crate) struct IncomingCell {
 /// foreign keys of each and the rows this transaction wrote to tables that have any.
 pub(crate) struct Tables {
     by_name: HashMap<String, TrackedTable>,
+    /// Tracked tables, by lower-cased name, whose schema changed here in a way Shoal
+    /// does not follow by itself.
+    refused: HashSet<String>,
     foreign: HashMap<i64, Vec<ForeignKey>>,
     /// Rows written to tables with foreign keys, checked once the whole batch is in,
     /// so that a child arriving before its parent in one batch is no violation.
@@ -64,7 +67,14 @@ impl Tables {
     pub(crate) fn load(tx: &Transaction) -> Result<Tables> {
         let mut by_name = HashMap::new();
         let mut foreign = HashMap::new();
+        let mut refused = HashSet::new();
         for t in track::load_all(tx)?.into_iter().filter(|t| t.tracked) {
+            // A table whose schema changed here in a way Shoal does not follow gets no
+            // remote changes: they are held until it is sorted out.
+            if crate::follow::change(tx, &t.as_tracked())?.is_some() {
+                refused.insert(t.name.to_lowercase());
+                continue;
+            }
             let keys = foreign_keys(tx, &t.name)?;
             if !keys.is_empty() {
                 foreign.insert(t.id, keys);
@@ -73,6 +83,7 @@ impl Tables {
         }
         Ok(Tables {
             by_name,
+            refused,
             foreign,
             written: RefCell::new(Vec::new()),
         })
@@ -270,7 +281,14 @@ pub(crate) fn apply(
     report: &mut ImportReport,
 ) -> Result<()> {
     let Some(table) = tables.get(&inc.table) else {
-        let reason = format!("table {:?} is not tracked here", &*inc.table);
+        let reason = if tables.refused.contains(&inc.table.to_lowercase()) {
+            format!(
+                "the schema of table {:?} changed here in a way Shoal does not follow (see `shoal status`)",
+                &*inc.table
+            )
+        } else {
+            format!("table {:?} is not tracked here", &*inc.table)
+        };
         return hold(tx, &inc, &reason, report);
     };
     let same_key = track::same_names(&inc.key_columns, &table.key_columns);

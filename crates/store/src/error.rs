@@ -35,6 +35,21 @@ pub enum StoreError {
         /// The device it belongs to.
         device: DeviceId,
     },
+    /// The database is a copy of another file of the same device, whose key is in
+    /// reach: it must not sign as that device.
+    #[error(
+        "{path} is a copy of {original}, which is device {device}: a copy that went on signing as the original would fork its history; run `shoal adopt {path}` to make the copy a device of its own",
+        path = .path.display(),
+        original = .original.display()
+    )]
+    Copied {
+        /// The copy.
+        path: PathBuf,
+        /// The file the device lives in.
+        original: PathBuf,
+        /// The device both files name.
+        device: DeviceId,
+    },
     /// The database's device key is not in the data directory: it is a copy.
     #[error(
         "{path} belongs to device {device}, whose key is not in {data_dir}; if this file is a copy, run `shoal adopt {path}` to make it a new device (or point --data-dir at the original device's data directory)",

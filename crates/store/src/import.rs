@@ -98,6 +98,13 @@ pub(crate) fn import(
     }
     let hlc = apply::uncaptured(tx, || advance_all(tx, r, &touched, &mut batch, &mut report))?;
     save_hlc(tx, hlc)?;
+    let given = seal::give_rows(tx, r)?;
+    report.sealed.commits += given.commits;
+    report.sealed.changes += given.changes;
+    if given.last_seq.is_some() {
+        report.sealed.last_seq = given.last_seq;
+        report.sealed.last_clock = given.last_clock;
+    }
     count_waiting(tx, &mut report)?;
     Ok(report)
 }

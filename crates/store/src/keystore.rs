@@ -67,3 +67,67 @@ pub(crate) fn load(data_dir: &Path, device: &DeviceId) -> Result<Option<DeviceKe
     }
     Ok(Some(key))
 }
+
+/// Where the data directory records which file a device lives in.
+fn home_path(data_dir: &Path, device: &DeviceId) -> PathBuf {
+    data_dir.join("devices").join(format!("{device}.home"))
+}
+
+/// The file `device` lives in when `path` is a copy of it: another file, still there,
+/// that names the same device. Otherwise `path` becomes (or stays) the device's file:
+/// a file that was moved leaves nothing at its old place.
+pub(crate) fn copy_of(data_dir: &Path, device: &DeviceId, path: &Path) -> Result<Option<PathBuf>> {
+    let record = home_path(data_dir, device);
+    let here = fs::canonicalize(path).map_err(|source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if let Ok(text) = fs::read_to_string(&record) {
+        let home = PathBuf::from(text.trim_end_matches('\n'));
+        if home != here && !same_file(&home, &here) && names_device(&home, device) {
+            return Ok(Some(home));
+        }
+        if home == here {
+            return Ok(None);
+        }
+    }
+    let io = |source| StoreError::Io {
+        path: record.clone(),
+        source,
+    };
+    let dir = record.parent().unwrap_or(data_dir);
+    fs::create_dir_all(dir).map_err(io)?;
+    let partial = record.with_extension("home.new");
+    fs::write(&partial, here.to_string_lossy().as_bytes()).map_err(io)?;
+    fs::rename(&partial, &record).map_err(io)?;
+    Ok(None)
+}
+
+/// Whether two paths are one file (hard links, or one path through a bind mount).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(a), Ok(b)) = (fs::metadata(a), fs::metadata(b)) {
+            return a.dev() == b.dev() && a.ino() == b.ino();
+        }
+    }
+    let _ = (a, b);
+    false
+}
+
+/// Whether the Shoal database at `path` is `device`'s.
+fn names_device(path: &Path, device: &DeviceId) -> bool {
+    let Ok(conn) = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) else {
+        return false;
+    };
+    conn.query_row(
+        "SELECT value FROM shoal_meta WHERE key = 'device'",
+        [],
+        |r| r.get::<_, Vec<u8>>(0),
+    )
+    .is_ok_and(|v| v == device.0)
+}

@@ -12,6 +12,7 @@ mod authors;
 mod checkpoint;
 pub mod conflict;
 mod error;
+mod follow;
 mod fresh;
 mod groups;
 mod import;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use shoal_core::invite::InviteProblem;
 use shoal_core::{
@@ -39,6 +41,7 @@ use shoal_core::{
 
 pub use conflict::{Conflict, ConflictKind, ConflictStatus, OpenConflict, Resolution, Side};
 pub use error::{Result, StoreError};
+pub use follow::{SchemaChange, SchemaProblem};
 pub use import::ImportReport;
 pub use invites::Invite;
 pub use seal::SealReport;
@@ -106,6 +109,9 @@ pub struct Store {
 pub(crate) struct Replica {
     pub(crate) device: DeviceId,
     pub(crate) key: DeviceKey,
+    /// The file this device lives in, when this file is a copy of it: nothing is
+    /// signed here until the copy is adopted.
+    pub(crate) copy_of: Option<PathBuf>,
     pub(crate) path: PathBuf,
     pub(crate) authors: Authors,
     /// The numbers columns go by in `shoal_rows`.
@@ -164,11 +170,13 @@ impl Store {
                 device,
                 data_dir: options.data_dir.clone(),
             })?;
+        let copy_of = keystore::copy_of(&options.data_dir, &device, path)?;
         Ok(Store {
             conn,
             replica: Replica {
                 device,
                 key,
+                copy_of,
                 path: path.to_owned(),
                 authors: Authors::default(),
                 columns: rows::Columns::default(),
@@ -233,6 +241,13 @@ impl Store {
     /// The tables Shoal tracks, or once tracked.
     pub fn tables(&self) -> Result<Vec<TrackedTable>> {
         track::load_all(&self.conn)
+    }
+
+    /// Tracked tables whose schema changed since Shoal last looked: added columns,
+    /// which the next seal follows, and changes it does not follow, which keep the
+    /// table from being sealed or applied to until they are sorted out.
+    pub fn schema_problems(&self) -> Result<Vec<SchemaProblem>> {
+        track::schema_problems(&self.conn, &self.replica.path.display().to_string())
     }
 
     /// Seals every captured change into signed commits.
@@ -718,6 +733,11 @@ fn connect(path: &Path) -> Result<Connection> {
     // connection. This is Shoal's connection only; the app's are untouched.
     conn.pragma_update(None, "cache_size", -8_192)?;
     conn.pragma_update(None, "temp_store", "memory")?;
+    // A double-quoted name that names no column must be an error, never the string
+    // literal SQLite would otherwise take it for: a renamed column would be read as
+    // its old name's text.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false)?;
     checkpoint::Checkpoints::take_over(&conn)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)

@@ -249,6 +249,12 @@ fn decode(conn: &Connection, columns: &mut Columns, table: i64, bytes: &[u8]) ->
     })
 }
 
+/// The insert or delete that set a stored row's causal length, read from its state
+/// alone.
+pub(crate) fn event(bytes: &[u8]) -> Result<Option<Ver>> {
+    Ok(postcard::from_bytes::<Stored>(bytes)?.event)
+}
+
 /// A row's causal length: 0 when never seen. Odd while the row exists.
 pub(crate) fn cl(conn: &Connection, table: i64, key: &[u8]) -> Result<u64> {
     let cl: Option<i64> = conn
@@ -488,7 +494,7 @@ mod tests {
         // Version 3's triggers skipped Shoal's own writes by looking at a marker table.
         a.conn
             .execute_batch(
-                "DROP TABLE shoal_columns; UPDATE shoal_meta SET value = 3 WHERE key = 'schema';
+                "DROP TABLE shoal_columns; DROP TABLE shoal_shared; UPDATE shoal_meta SET value = 3 WHERE key = 'schema';
                  CREATE TABLE shoal_applying (on_ INTEGER);
                  DROP TRIGGER shoal_ins_1;
                  CREATE TRIGGER shoal_ins_1 AFTER INSERT ON notes

@@ -5,13 +5,14 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{Result, StoreError};
 
 /// The schema version this code writes.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// Creates Shoal's tables. Runs inside the caller's transaction.
 pub(crate) fn create(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA)?;
     conn.execute_batch(SCHEMA_V3)?;
     conn.execute_batch(SCHEMA_V4)?;
+    conn.execute_batch(SCHEMA_V5)?;
     conn.execute(
         "INSERT INTO shoal_meta(key, value) VALUES ('schema', ?1)",
         [SCHEMA_VERSION],
@@ -41,9 +42,10 @@ pub(crate) fn check(conn: &Connection) -> Result<bool> {
             found: v,
             supported: SCHEMA_VERSION,
         }),
-        Some(2 | 3) => {
+        Some(2..=4) => {
             // Version 3 added tables; version 4 numbers columns in `shoal_rows` and
-            // makes the triggers anew. The upgrade is done in place, all or nothing,
+            // makes the triggers anew; version 5 records which tables' rows each group
+            // was given. The upgrade is done in place, all or nothing,
             // holding the write lock, so that of two processes opening the file at
             // once the second finds it done.
             let own = conn.is_autocommit();
@@ -84,11 +86,22 @@ fn upgrade(conn: &Connection) -> Result<()> {
     if from < 3 {
         conn.execute_batch(SCHEMA_V3)?;
     }
-    conn.execute_batch(SCHEMA_V4)?;
-    crate::rows::upgrade_v3(conn)?;
-    // Triggers no longer look for a marker table while Shoal applies remote changes.
-    crate::track::remake_triggers(conn)?;
-    conn.execute_batch("DROP TABLE IF EXISTS shoal_applying")?;
+    if from < 4 {
+        conn.execute_batch(SCHEMA_V4)?;
+        crate::rows::upgrade_v3(conn)?;
+        // Triggers no longer look for a marker table while Shoal applies remote changes.
+        crate::track::remake_triggers(conn)?;
+        conn.execute_batch("DROP TABLE IF EXISTS shoal_applying")?;
+    }
+    if from < 5 {
+        conn.execute_batch(SCHEMA_V5)?;
+        // Every table a known group carries is taken as given to it already: the
+        // files of older versions gave the rows of a table when it was shared, and
+        // giving them again would make each a second insert.
+        conn.execute_batch(
+            "INSERT OR IGNORE INTO shoal_shared(grp, tbl) SELECT g.id, t.id FROM shoal_groups g, shoal_tables t",
+        )?;
+    }
     conn.execute(
         "UPDATE shoal_meta SET value = ?1 WHERE key = 'schema'",
         [SCHEMA_VERSION],
@@ -262,5 +275,17 @@ CREATE TABLE shoal_columns (
     name TEXT NOT NULL COLLATE NOCASE,
     PRIMARY KEY (tbl, id),
     UNIQUE (tbl, name)
+) WITHOUT ROWID;
+"#;
+
+/// What version 5 added: which tables' rows each group was given.
+const SCHEMA_V5: &str = r#"
+-- A table whose rows this device gave a group: when the table was shared with the
+-- group, or when the device could first write in a group that carries it (the rows it
+-- held before joining). Rows are given once; later writes travel as changes.
+CREATE TABLE shoal_shared (
+    grp BLOB NOT NULL,
+    tbl INTEGER NOT NULL,
+    PRIMARY KEY (grp, tbl)
 ) WITHOUT ROWID;
 "#;

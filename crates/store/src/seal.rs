@@ -17,6 +17,7 @@ use shoal_core::{
 
 use crate::authors::{self, Head};
 use crate::error::{Result, StoreError};
+use crate::follow::SchemaProblem;
 use crate::rows::{self, RowMeta, Ver};
 use crate::sql::{Bind, key_blob, key_from_blob, value};
 use crate::track::{self, TrackedTable};
@@ -33,6 +34,9 @@ pub struct SealReport {
     pub last_seq: Option<u64>,
     /// The clock of the last commit made: the version of every write it carries.
     pub last_clock: Option<Hlc>,
+    /// Tracked tables not sealed because their schema changed in a way Shoal cannot
+    /// follow by itself; their captured changes are kept.
+    pub schema_problems: Vec<SchemaProblem>,
 }
 
 /// Log entries folded at a time; bounds memory whatever the backlog.
@@ -75,27 +79,40 @@ enum Logged {
 }
 
 pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
-    // A table the app has dropped has nothing left to seal: its log entries go.
+    // A table whose schema changed in a way Shoal cannot follow is not sealed: its log
+    // entries stay for when it is sorted out. An untracked table the app has dropped
+    // has nothing left to seal: its log entries go.
+    let problems = track::follow_schema(tx, r)?;
+    let refused: Vec<i64> = track::load_all(tx)?
+        .iter()
+        .filter(|t| problems.iter().any(|p| p.table == t.name))
+        .map(|t| t.id)
+        .collect();
+    let refused_json = serde_json::to_string(&refused).unwrap_or_else(|_| "[]".into());
     let existing: HashSet<String> = tx
         .prepare_cached("SELECT lower(name) FROM sqlite_schema WHERE type = 'table'")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let tables: HashMap<i64, TrackedTable> = track::load_all(tx)?
         .into_iter()
-        .filter(|t| existing.contains(&t.name.to_lowercase()))
+        .filter(|t| !refused.contains(&t.id) && existing.contains(&t.name.to_lowercase()))
         .map(|t| (t.id, t))
         .collect();
     let me = r.authors.id(tx, &r.device)?;
     let targets = Targets::load(tx, r)?;
-    let mut report = SealReport::default();
+    let mut report = SealReport {
+        schema_problems: problems,
+        ..SealReport::default()
+    };
     let mut last_id = 0i64;
     loop {
         let mut entries: Vec<Entry> = Vec::new();
         {
             let mut stmt = tx.prepare_cached(
-                "SELECT id, tbl, op, col, k0, k1, k2, k3, k4, k5, k6, k7, grp FROM shoal_log WHERE id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT id, tbl, op, col, k0, k1, k2, k3, k4, k5, k6, k7, grp FROM shoal_log
+                 WHERE id > ?1 AND tbl NOT IN (SELECT value FROM json_each(?3)) ORDER BY id LIMIT ?2",
             )?;
-            let mut q = stmt.query([last_id, LOG_CHUNK])?;
+            let mut q = stmt.query(rusqlite::params![last_id, LOG_CHUNK, &refused_json])?;
             while let Some(row) = q.next()? {
                 last_id = row.get(0)?;
                 let tbl: i64 = row.get(1)?;
@@ -137,8 +154,10 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
             }
             builder.finish(tx, r, &mut report)?;
         }
-        tx.prepare_cached("DELETE FROM shoal_log WHERE id <= ?1")?
-            .execute([last_id])?;
+        tx.prepare_cached(
+            "DELETE FROM shoal_log WHERE id <= ?1 AND tbl NOT IN (SELECT value FROM json_each(?2))",
+        )?
+        .execute(rusqlite::params![last_id, &refused_json])?;
     }
     Ok(report)
 }
@@ -496,6 +515,13 @@ impl Builder {
             if part.tables.is_empty() && part.ops.is_empty() {
                 continue;
             }
+            if let Some(original) = &r.copy_of {
+                return Err(StoreError::Copied {
+                    path: r.path.clone(),
+                    original: original.clone(),
+                    device: r.device,
+                });
+            }
             let seq = Seq(part.head.seq.0 + 1);
             let body = CommitBody {
                 format: FORMAT,
@@ -531,6 +557,25 @@ impl Builder {
         }
         Ok(())
     }
+}
+
+/// Gives every group this device can write in, once, the rows it holds of each table
+/// the group carries that did not come from the group (those it had before it joined),
+/// and seals them. Runs at the end of an import, which is where a device is first
+/// let write in a group: the log then holds nothing else, so no row is sealed twice in
+/// one commit.
+pub(crate) fn give_rows(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
+    let targets = Targets::load(tx, r)?;
+    let mut logged = 0;
+    for (group, shares) in &targets.writable {
+        for tbl in shares.keys() {
+            logged += track::give_rows(tx, group, *tbl)?.unwrap_or(0);
+        }
+    }
+    if logged == 0 {
+        return Ok(SealReport::default());
+    }
+    seal(tx, r)
 }
 
 /// Seals group operations into a commit of `group` of their own, after sealing what

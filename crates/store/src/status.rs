@@ -5,6 +5,7 @@ use serde::Serialize;
 use shoal_core::{DeviceId, GroupId, Hlc};
 
 use crate::error::Result;
+use crate::follow::SchemaProblem;
 use crate::track::{self, Policy};
 use crate::{Replica, authors, groups, load_hlc};
 
@@ -42,6 +43,9 @@ pub struct Status {
     pub forked_authors: Vec<String>,
     /// The replica's clock.
     pub clock: String,
+    /// The file this device lives in, when this file is a copy of it that was not
+    /// adopted: nothing is signed here until it is.
+    pub copy_of: Option<String>,
 }
 
 /// One group, as `status` shows it.
@@ -74,6 +78,9 @@ pub struct TableStatus {
     pub key_columns: Vec<String>,
     /// Other synced columns.
     pub columns: Vec<String>,
+    /// How its schema changed, if it did: an added column is followed at the next
+    /// seal; any other change keeps it from being sealed or applied to.
+    pub schema_problem: Option<SchemaProblem>,
 }
 
 /// Held changes grouped by table and reason.
@@ -111,9 +118,11 @@ pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
     let count = |sql: &str| -> Result<u64> {
         Ok(conn.query_row(sql, [], |row| row.get::<_, i64>(0))? as u64)
     };
+    let problems = track::schema_problems(conn, &r.path.display().to_string())?;
     let tables = track::load_all(conn)?
         .into_iter()
         .map(|t| TableStatus {
+            schema_problem: problems.iter().find(|p| p.table == t.name).cloned(),
             name: t.name,
             tracked: t.tracked,
             policy: t.policy,
@@ -182,6 +191,7 @@ pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
         )?,
         forked_authors,
         clock: load_hlc(conn)?.to_string(),
+        copy_of: r.copy_of.as_ref().map(|p| p.display().to_string()),
     })
 }
 

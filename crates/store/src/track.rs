@@ -10,8 +10,11 @@ use shoal_core::GroupId;
 use shoal_core::commit::{MAX_KEY_COLUMNS, MAX_NAME_BYTES};
 
 use crate::error::{Result, StoreError};
+use crate::follow::{self, SchemaChange, SchemaProblem};
 use crate::sql::{ident, key_blob, value};
 use crate::{Replica, import, rows};
+
+pub(crate) use crate::follow::same_names;
 
 /// How conflicts in a table are handled.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
@@ -102,6 +105,18 @@ pub struct TrackReport {
     pub warnings: Vec<String>,
 }
 
+impl TrackedTable {
+    /// What schema-following compares with the file.
+    pub(crate) fn as_tracked(&self) -> follow::Tracked<'_> {
+        follow::Tracked {
+            id: self.id,
+            name: &self.name,
+            key_columns: &self.key_columns,
+            columns: &self.columns,
+        }
+    }
+}
+
 impl Policy {
     /// Parses `lww` or `review`.
     pub fn parse(s: &str) -> Option<Policy> {
@@ -126,19 +141,56 @@ pub(crate) fn track(
     table: &str,
     policy: Option<Policy>,
 ) -> Result<TrackReport> {
-    let shape = inspect(tx, table)?;
+    let mut report = refresh(tx, table, policy)?;
+    report.held_applied = import::import(tx, r, Vec::new())?.held_applied;
+    Ok(report)
+}
+
+/// Tracks `table` anew or again, capturing what was written to it while Shoal was not
+/// capturing it: every row it has that Shoal does not know as alive, every row Shoal
+/// knows that it no longer has, values written to columns Shoal did not capture, and
+/// values changed while it was untracked.
+fn refresh(tx: &Transaction, table: &str, policy: Option<Policy>) -> Result<TrackReport> {
+    let mut shape = inspect(tx, table)?;
     let existing = load_by_name(tx, &shape.name)?;
-    if let Some(old) = &existing
-        && !same_names(&old.key_columns, &shape.key_columns)
-    {
-        return Err(StoreError::Untrackable {
-            table: shape.name,
-            reason: format!(
-                "its primary key changed from ({}) to ({}); rows synced under the old key cannot follow, so make a new table",
-                old.key_columns.join(", "),
-                shape.key_columns.join(", ")
-            ),
-        });
+    // How the rows already there are captured, decided before the triggers are made.
+    let mut since = Since::New;
+    if let Some(old) = &existing {
+        let change = follow::change(tx, &old.as_tracked())?;
+        if let Some(SchemaChange::KeyChanged { from, to }) = &change {
+            return Err(StoreError::Untrackable {
+                table: shape.name,
+                reason: format!(
+                    "its primary key changed from ({}) to ({}); rows synced under the old key cannot follow, so make a new table",
+                    from.join(", "),
+                    to.join(", ")
+                ),
+            });
+        }
+        let gone: Vec<&str> = old
+            .columns
+            .iter()
+            .filter(|c| !shape.columns.iter().any(|n| n.eq_ignore_ascii_case(c)))
+            .map(String::as_str)
+            .collect();
+        if !gone.is_empty() {
+            shape.warnings.push(format!(
+                "{} of {} are no longer captured: other devices keep their values, and changes to them from devices that still have them are held here",
+                gone.join(", "),
+                shape.name
+            ));
+        }
+        since = if !old.tracked {
+            if shadow_exists(tx, old.id)? {
+                Since::Untracked(old.columns.clone())
+            } else {
+                Since::Unknown
+            }
+        } else if change == Some(SchemaChange::TriggersGone) {
+            Since::Unknown
+        } else {
+            Since::Tracked(old.columns.clone())
+        };
     }
     let policy = policy
         .or(existing.as_ref().map(|t| t.policy))
@@ -170,28 +222,101 @@ pub(crate) fn track(
         policy,
         tracked: true,
     };
+    drop_stray_triggers(tx, &tracked)?;
     drop_triggers(tx, id)?;
     tx.execute_batch(&triggers(&tracked))?;
-    let rows_captured = capture_existing(tx, &tracked)?;
-    let held_applied = import::import(tx, r, Vec::new())?.held_applied;
+    let mut rows_captured = capture_existing(tx, &tracked)?;
+    rows_captured += match since {
+        Since::New => 0,
+        Since::Tracked(before) => capture_columns(tx, &tracked, &shape.defaults, &before)?,
+        Since::Untracked(before) => {
+            capture_from_shadow(tx, &tracked, &before)?
+                + capture_columns(tx, &tracked, &shape.defaults, &before)?
+        }
+        Since::Unknown => capture_all(tx, &tracked)?,
+    };
+    drop_shadow(tx, id)?;
     Ok(TrackReport {
         table: tracked,
         rows_captured,
-        held_applied,
+        held_applied: 0,
         warnings: shape.warnings,
     })
 }
 
-/// Whether two lists name the same columns in the same order, as SQLite compares names.
-pub(crate) fn same_names(a: &[String], b: &[String]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
+/// What Shoal knows of a table's rows when it is tracked (again).
+enum Since {
+    /// Nothing: it was never tracked.
+    New,
+    /// It is tracked, with these columns captured: the others are new.
+    Tracked(Vec<String>),
+    /// It was untracked with these columns, whose values then are in its shadow.
+    Untracked(Vec<String>),
+    /// Its writes went uncaptured and nothing says which: every value is sealed anew.
+    Unknown,
+}
+
+/// Follows every tracked table's schema, before sealing: added columns are captured
+/// from now on (their values so far sealed); the problems of tables that cannot be
+/// followed are returned, and those tables are neither sealed nor applied to.
+pub(crate) fn follow_schema(tx: &Transaction, r: &mut Replica) -> Result<Vec<SchemaProblem>> {
+    let db = r.path.display().to_string();
+    let mut refused = Vec::new();
+    for t in load_all(tx)?.into_iter().filter(|t| t.tracked) {
+        let Some(change) = follow::change(tx, &t.as_tracked())? else {
+            continue;
+        };
+        let problem = SchemaProblem::new(&t.name, change, &db);
+        if problem.followed() {
+            refresh(tx, &t.name, None)?;
+        } else {
+            refused.push(problem);
+        }
+    }
+    Ok(refused)
+}
+
+/// The schema problems of the tables tracked now, as they stand (nothing followed).
+pub(crate) fn schema_problems(conn: &Connection, db: &str) -> Result<Vec<SchemaProblem>> {
+    let mut out = Vec::new();
+    for t in load_all(conn)?.into_iter().filter(|t| t.tracked) {
+        if let Some(change) = follow::change(conn, &t.as_tracked())? {
+            out.push(SchemaProblem::new(&t.name, change, db));
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn untrack(tx: &Transaction, table: &str) -> Result<()> {
     let t = load_by_name(tx, table)?.ok_or_else(|| StoreError::NotTracked {
         table: table.to_owned(),
     })?;
+    let change = follow::change(tx, &t.as_tracked())?;
     drop_triggers(tx, t.id)?;
+    match change {
+        // The values as they stand, so that a later re-track can tell what changed
+        // while nothing captured them.
+        None | Some(SchemaChange::ColumnsAdded { .. }) if t.tracked => {
+            drop_shadow(tx, t.id)?;
+            let cols: Vec<String> = t
+                .key_columns
+                .iter()
+                .chain(&t.columns)
+                .map(|c| ident(c))
+                .collect();
+            tx.execute_batch(&format!(
+                "CREATE TABLE {} AS SELECT {} FROM {}",
+                shadow(t.id),
+                cols.join(", "),
+                ident(&t.name)
+            ))?;
+        }
+        // What was captured of a table that is gone can no longer be read.
+        Some(SchemaChange::TableDropped) => {
+            tx.execute("DELETE FROM shoal_log WHERE tbl = ?1", [t.id])?;
+        }
+        _ => {}
+    }
     tx.execute("UPDATE shoal_tables SET tracked = 0 WHERE id = ?1", [t.id])?;
     Ok(())
 }
@@ -248,6 +373,8 @@ struct Shape {
     name: String,
     key_columns: Vec<String>,
     columns: Vec<String>,
+    /// Each synced column with its default's SQL text.
+    defaults: Vec<(String, Option<String>)>,
     warnings: Vec<String>,
 }
 
@@ -292,13 +419,9 @@ fn inspect(conn: &Connection, table: &str) -> Result<Shape> {
             "it is a virtual table, whose rows SQLite does not store itself".into(),
         ));
     }
-    let mut stmt = conn.prepare(&format!("PRAGMA table_xinfo({})", ident(&name)))?;
-    // (name, declared type, position in the primary key, hidden)
-    let cols: Vec<(String, String, i64, i64)> = stmt
-        .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(5)?, r.get(6)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut keys: Vec<&(String, String, i64, i64)> = cols.iter().filter(|c| c.2 > 0).collect();
-    keys.sort_by_key(|c| c.2);
+    let cols = follow::columns(conn, &name)?;
+    let mut keys: Vec<&follow::Column> = cols.iter().filter(|c| c.key > 0).collect();
+    keys.sort_by_key(|c| c.key);
     if keys.is_empty() {
         return Err(refuse(
             "it has no primary key, and Shoal needs one to tell rows apart across devices; add one, for example a TEXT column holding a UUID".into(),
@@ -311,28 +434,30 @@ fn inspect(conn: &Connection, table: &str) -> Result<Shape> {
         )));
     }
     let mut warnings = Vec::new();
-    if keys.len() == 1 && keys[0].1.eq_ignore_ascii_case("INTEGER") {
+    if keys.len() == 1 && keys[0].declared.eq_ignore_ascii_case("INTEGER") {
         warnings.push(format!(
             "{name}.{} is an INTEGER PRIMARY KEY: ids that SQLite picks (max + 1, or AUTOINCREMENT) collide when two devices insert at once, and the rows then conflict; have the app choose keys unique everywhere, such as a TEXT UUID or a random 64-bit integer",
-            keys[0].0
+            keys[0].name
         ));
     }
     for c in &cols {
-        if c.0.len() > MAX_NAME_BYTES {
+        if c.name.len() > MAX_NAME_BYTES {
             return Err(refuse(format!(
                 "column {:?} has a name longer than {MAX_NAME_BYTES} bytes",
-                c.0
+                c.name
             )));
         }
     }
+    let (key_columns, columns) = follow::split(&cols);
+    let defaults = cols
+        .iter()
+        .filter(|c| c.key == 0 && c.hidden == 0)
+        .map(|c| (c.name.clone(), c.default.clone()))
+        .collect();
     Ok(Shape {
-        key_columns: keys.iter().map(|c| c.0.clone()).collect(),
-        // Generated columns (hidden 2 and 3) are computed, not stored: never synced.
-        columns: cols
-            .iter()
-            .filter(|c| c.2 == 0 && c.3 == 0)
-            .map(|c| c.0.clone())
-            .collect(),
+        key_columns,
+        columns,
+        defaults,
         name,
         warnings,
     })
@@ -343,6 +468,137 @@ fn drop_triggers(conn: &Connection, id: i64) -> Result<()> {
         conn.execute_batch(&format!("DROP TRIGGER IF EXISTS shoal_{op}_{id};"))?;
     }
     Ok(())
+}
+
+/// Drops capture triggers of other tracked tables that sit on `t`'s table: a tracked
+/// table renamed to this name took its triggers along.
+fn drop_stray_triggers(conn: &Connection, t: &TrackedTable) -> Result<()> {
+    let stray: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?1 COLLATE NOCASE
+               AND (name GLOB 'shoal_ins_*' OR name GLOB 'shoal_upd_*' OR name GLOB 'shoal_del_*')",
+        )?
+        .query_map([&t.name], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let own = [
+        format!("shoal_ins_{}", t.id),
+        format!("shoal_upd_{}", t.id),
+        format!("shoal_del_{}", t.id),
+    ];
+    for name in stray.iter().filter(|n| !own.contains(n)) {
+        conn.execute_batch(&format!("DROP TRIGGER {}", ident(name)))?;
+    }
+    Ok(())
+}
+
+/// The table that keeps an untracked table's values as they were when it was untracked.
+fn shadow(id: i64) -> String {
+    format!("shoal_shadow_{id}")
+}
+
+fn shadow_exists(conn: &Connection, id: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1")?
+        .exists([shadow(id)])?)
+}
+
+fn drop_shadow(conn: &Connection, id: i64) -> Result<()> {
+    conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", shadow(id)))?;
+    Ok(())
+}
+
+/// Byte-exact change test between two expressions: `IS NOT` alone calls 1 and 1.0
+/// equal and follows the column's collation.
+fn differs(a: &str, b: &str) -> String {
+    format!("({a} IS NOT {b} COLLATE BINARY OR typeof({a}) IS NOT typeof({b}))")
+}
+
+/// Logs an update of `column` for every row of `t` (aliased `t`, joined with what
+/// `join` adds) that matches `condition`; returns how many rows.
+fn log_updates(
+    conn: &Connection,
+    t: &TrackedTable,
+    column: &str,
+    join: &str,
+    condition: &str,
+) -> Result<u64> {
+    let slots: String = (0..t.key_columns.len())
+        .map(|i| format!(", k{i}"))
+        .collect();
+    let keys: String = t
+        .key_columns
+        .iter()
+        .map(|c| format!(", t.{}", ident(c)))
+        .collect();
+    let n = conn.execute(
+        &format!(
+            "INSERT INTO shoal_log(tbl, op, col{slots}) SELECT ?1, 2, ?2{keys} FROM {} AS t {join} WHERE {condition}",
+            ident(&t.name)
+        ),
+        rusqlite::params![t.id, column],
+    )?;
+    Ok(n as u64)
+}
+
+/// Logs the values of columns not in `before` that differ from the column's default:
+/// written while Shoal did not capture the column (an `ADD COLUMN` followed later, or
+/// a table whose writes went uncaptured). A device that adds the same column has its
+/// default in every row, so only the other values need to travel. Returns the most
+/// rows logged for one column.
+fn capture_columns(
+    conn: &Connection,
+    t: &TrackedTable,
+    defaults: &[(String, Option<String>)],
+    before: &[String],
+) -> Result<u64> {
+    let mut logged = 0;
+    for (name, default) in defaults {
+        if before.iter().any(|b| b.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        let column = format!("t.{}", ident(name));
+        let condition = match default {
+            None => format!("{column} IS NOT NULL"),
+            Some(d) => differs(&column, &format!("({d})")),
+        };
+        logged = logged.max(log_updates(conn, t, name, "", &condition)?);
+    }
+    Ok(logged)
+}
+
+/// Logs every value of every row: nothing says which were written uncaptured.
+fn capture_all(conn: &Connection, t: &TrackedTable) -> Result<u64> {
+    let mut logged = 0;
+    for name in &t.columns {
+        logged = logged.max(log_updates(conn, t, name, "", "1")?);
+    }
+    Ok(logged)
+}
+
+/// Logs every value that changed while the table was untracked, by comparing it with
+/// the table's shadow (its values when it was untracked), for the columns of `before`
+/// it still has. Returns the most rows logged for one column.
+fn capture_from_shadow(conn: &Connection, t: &TrackedTable, before: &[String]) -> Result<u64> {
+    let on: Vec<String> = t
+        .key_columns
+        .iter()
+        .map(|c| {
+            let c = ident(c);
+            format!("t.{c} = s.{c} AND typeof(t.{c}) = typeof(s.{c})")
+        })
+        .collect();
+    let join = format!("JOIN {} AS s ON {}", shadow(t.id), on.join(" AND "));
+    let mut logged = 0;
+    for name in t
+        .columns
+        .iter()
+        .filter(|c| before.iter().any(|b| b.eq_ignore_ascii_case(c)))
+    {
+        let c = ident(name);
+        let changed = differs(&format!("t.{c}"), &format!("s.{c}"));
+        logged = logged.max(log_updates(conn, t, name, &join, &changed)?);
+    }
+    Ok(logged)
 }
 
 /// Makes the capture triggers of every tracked table anew, as this version writes them.
@@ -370,11 +626,9 @@ fn triggers(t: &TrackedTable) -> String {
             .map(|c| format!(", {row}.{}", ident(c)))
             .collect()
     };
-    // Byte-exact change test: `IS NOT` alone calls 1 and 1.0 equal and follows the
-    // column's collation.
     let differs = |c: &str| {
         let c = ident(c);
-        format!("(OLD.{c} IS NOT NEW.{c} COLLATE BINARY OR typeof(OLD.{c}) IS NOT typeof(NEW.{c}))")
+        differs(&format!("OLD.{c}"), &format!("NEW.{c}"))
     };
     let key_changed = t
         .key_columns
@@ -417,6 +671,7 @@ pub(crate) fn log_snapshot(conn: &Connection, table: &str, group: &GroupId) -> R
     let t = load_by_name(conn, table)?.ok_or_else(|| StoreError::NotTracked {
         table: table.to_owned(),
     })?;
+    mark_shared(conn, group, t.id)?;
     let keys: Vec<String> = t.key_columns.iter().map(|c| ident(c)).collect();
     let slots: String = (0..keys.len()).map(|i| format!(", k{i}")).collect();
     let n = conn.execute(
@@ -428,6 +683,66 @@ pub(crate) fn log_snapshot(conn: &Connection, table: &str, group: &GroupId) -> R
         rusqlite::params![t.id, &group.0[..]],
     )?;
     Ok(n as u64)
+}
+
+/// Records that `group` was given the rows of table `tbl`.
+fn mark_shared(conn: &Connection, group: &GroupId, tbl: i64) -> Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO shoal_shared(grp, tbl) VALUES (?1, ?2)")?
+        .execute(rusqlite::params![&group.0[..], tbl])?;
+    Ok(())
+}
+
+/// Gives `group` the rows of table `tbl` that it was not given yet: once, when this
+/// device can first write in a group that carries the table. Each live row whose
+/// life did not start in one of the group's commits (rows this device held before it
+/// joined) is logged as an insert for the group alone; rows that came from the group
+/// are its already. Returns the rows logged, or `None` when the group had them.
+pub(crate) fn give_rows(conn: &Connection, group: &GroupId, tbl: i64) -> Result<Option<u64>> {
+    let given = conn
+        .prepare_cached("SELECT 1 FROM shoal_shared WHERE grp = ?1 AND tbl = ?2")?
+        .exists(rusqlite::params![&group.0[..], tbl])?;
+    // A table not tracked now is given its rows once it is tracked again.
+    let Some(t) = load_all(conn)?
+        .into_iter()
+        .find(|t| t.id == tbl && t.tracked)
+    else {
+        return Ok(None);
+    };
+    if given {
+        return Ok(None);
+    }
+    mark_shared(conn, group, tbl)?;
+    let in_group: std::collections::HashSet<(i64, i64)> = conn
+        .prepare_cached("SELECT author, hlc FROM shoal_commits WHERE grp = ?1 AND state = 0")?
+        .query_map([&group.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let slots: String = (0..t.key_columns.len())
+        .map(|i| format!(", k{i}"))
+        .collect();
+    let params: String = (0..t.key_columns.len())
+        .map(|i| format!(", ?{}", i + 3))
+        .collect();
+    let mut log = conn.prepare(&format!(
+        "INSERT INTO shoal_log(tbl, op, grp{slots}) VALUES (?1, 1, ?2{params})"
+    ))?;
+    let grp = &group.0[..];
+    let mut alive =
+        conn.prepare("SELECT key, meta FROM shoal_rows WHERE tbl = ?1 AND cl % 2 = 1")?;
+    let mut q = alive.query([tbl])?;
+    let mut logged = 0;
+    while let Some(row) = q.next()? {
+        let event = rows::event(&row.get::<_, Vec<u8>>(1)?)?;
+        if event.is_some_and(|e| in_group.contains(&(e.author, e.hlc as i64))) {
+            continue;
+        }
+        let key = crate::sql::key_from_blob(&row.get::<_, Vec<u8>>(0)?);
+        let binds: Vec<crate::sql::Bind<'_>> = key.iter().map(crate::sql::Bind).collect();
+        let mut p: Vec<&dyn rusqlite::ToSql> = vec![&t.id, &grp];
+        p.extend(binds.iter().map(|b| b as &dyn rusqlite::ToSql));
+        log.execute(p.as_slice())?;
+        logged += 1;
+    }
+    Ok(Some(logged))
 }
 
 fn capture_existing(conn: &Connection, t: &TrackedTable) -> Result<u64> {

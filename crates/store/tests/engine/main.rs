@@ -359,7 +359,14 @@ fn a_dropped_table_does_not_block_sealing_or_sync() {
     exec(&a, "DROP TABLE scratch;");
     sync(&mut a, &mut b);
     assert_eq!(dump(&b, "notes").len(), 1);
+    // What was captured of it is kept and the table reported, until it is untracked.
+    assert_eq!(count(&a, "SELECT count(*) FROM shoal_log"), 1);
+    let problems = a.schema_problems().expect("problems");
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].change, shoal_store::SchemaChange::TableDropped);
+    a.untrack("scratch").expect("untrack");
     assert_eq!(count(&a, "SELECT count(*) FROM shoal_log"), 0);
+    assert!(a.schema_problems().expect("problems").is_empty());
 }
 
 #[test]
@@ -423,6 +430,35 @@ fn untracked_tables_stay_local_and_untrack_stops_capture() {
         dump(&b, "notes"),
         vec![vec![text("2"), text("after untrack")]]
     );
+}
+
+#[test]
+fn a_copy_with_the_key_in_reach_signs_nothing_until_adopted() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    exec(&a, "INSERT INTO notes VALUES ('n1', 't', 'b', 1);");
+    a.seal().expect("seal");
+    drop(a);
+    std::fs::copy(w.path("a"), w.path("copy")).expect("copy");
+    let mut copy = Store::open(w.path("copy"), w.options()).expect("open copy");
+    assert!(copy.status().expect("status").copy_of.is_some());
+    exec(&copy, "INSERT INTO notes VALUES ('n2', 't', 'b', 2);");
+    let err = copy.seal().err().expect("refused");
+    assert!(matches!(err, StoreError::Copied { .. }), "{err}");
+    assert!(err.to_string().contains("shoal adopt"), "{err}");
+    // The write is kept, and sealed once the copy is a device of its own.
+    drop(copy);
+    let mut adopted = Store::adopt(w.path("copy"), w.options()).expect("adopt");
+    assert_eq!(adopted.seal().expect("seal").changes, 1);
+    // The original still signs; a file that was moved is not a copy.
+    let mut a = Store::open(w.path("a"), w.options()).expect("open");
+    exec(&a, "INSERT INTO notes VALUES ('n3', 't', 'b', 3);");
+    assert_eq!(a.seal().expect("seal").changes, 1);
+    drop(a);
+    std::fs::rename(w.path("a"), w.path("moved")).expect("move");
+    let mut moved = Store::open(w.path("moved"), w.options()).expect("open moved");
+    exec(&moved, "INSERT INTO notes VALUES ('n4', 't', 'b', 4);");
+    assert_eq!(moved.seal().expect("seal").changes, 1);
 }
 
 #[test]
@@ -802,13 +838,22 @@ fn a_fork_is_recorded_and_its_author_refused() {
     let mut b = w.replica("b", NOTES, &["notes"]);
     exec(&a, "INSERT INTO notes VALUES ('n1', 't', 'b', 1);");
     let original = export_all(&mut a);
-    // A second database with a's key signs a different commit 1: a fork.
+    // A second database with a's key signs a different commit 2: a fork. A copy with
+    // the key in reach refuses to sign, so the key itself is copied to a second data
+    // directory, as someone cloning a whole machine would.
+    let device = a.device();
     drop(a);
     std::fs::copy(w.path("a"), w.path("a2")).expect("copy");
+    let cloned = w.dir.path().join("cloned-machine");
+    std::fs::create_dir_all(cloned.join("devices")).expect("mkdir");
+    let key = format!("devices/{device}.key");
+    std::fs::copy(w.dir.path().join("data").join(&key), cloned.join(&key)).expect("key");
     let mut a = Store::open(w.path("a"), w.options()).expect("open");
     exec(&a, "INSERT INTO notes VALUES ('n2', 't', 'b', 2);");
     a.seal().expect("seal");
-    let mut twin = Store::open(w.path("a2"), w.options()).expect("open twin");
+    let mut twin_options = w.options();
+    twin_options.data_dir = cloned;
+    let mut twin = Store::open(w.path("a2"), twin_options).expect("open twin");
     exec(&twin, "INSERT INTO notes VALUES ('evil', 't', 'b', 9);");
     twin.seal().expect("seal twin");
     let forked = twin

@@ -1,0 +1,321 @@
+//! Devices converge and nothing is lost on the paths a user walks that are not the
+//! happy one: the app's schema changing under Shoal, tables untracked and tracked
+//! again, copied files. Real files, writes by Python's `sqlite3` in a process of its
+//! own, and the `shoal` binary.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+/// Two replicas `a.db` and `b.db` of one table `t (id TEXT PRIMARY KEY, v TEXT)`,
+/// with the rows given already merged.
+struct Pair {
+    dir: TempDir,
+}
+
+impl Pair {
+    fn new(rows: &str) -> Pair {
+        let pair = Pair {
+            dir: TempDir::new().expect("temp dir"),
+        };
+        for db in ["a.db", "b.db"] {
+            pair.python(db, "CREATE TABLE t (id TEXT PRIMARY KEY, v TEXT);");
+            pair.ok(&["init", &pair.db(db)]);
+            pair.ok(&["track", &pair.db(db), "t"]);
+        }
+        if !rows.is_empty() {
+            pair.python("a.db", &format!("INSERT INTO t VALUES {rows};"));
+            pair.merge();
+        }
+        pair
+    }
+
+    fn db(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+
+    fn shoal(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .env("SHOAL_DATA_DIR", self.dir.path().join("data"))
+            .output()
+            .expect("shoal runs")
+    }
+
+    /// Runs shoal, expecting success; returns stdout and stderr.
+    fn ok(&self, args: &[&str]) -> (String, String) {
+        let out = self.shoal(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "shoal {args:?} failed: {err}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), err)
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(&all).0).expect("json")
+    }
+
+    /// `shoal merge a.db b.db`; returns what it printed on stderr.
+    fn merge(&self) -> String {
+        self.ok(&["merge", &self.db("a.db"), &self.db("b.db")]).1
+    }
+
+    /// Runs `script` with Python's sqlite3 module, in a process of its own, as an app
+    /// would.
+    fn python(&self, db: &str, script: &str) {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3, sys\n\
+                 c = sqlite3.connect(sys.argv[1])\n\
+                 c.executescript(sys.argv[2])\n\
+                 c.commit()\n",
+                &self.db(db),
+                script,
+            ])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "python {script:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The rows of `t` in `db`, every column, in key order, as text.
+    fn rows(&self, db: &str) -> Vec<String> {
+        let conn = rusqlite::Connection::open(self.dir.path().join(db)).expect("open");
+        let mut stmt = conn.prepare("SELECT * FROM t ORDER BY id").expect("select");
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            (0..n)
+                .map(|i| {
+                    r.get_ref(i).map(|v| match v {
+                        rusqlite::types::ValueRef::Null => "NULL".to_owned(),
+                        rusqlite::types::ValueRef::Integer(i) => i.to_string(),
+                        rusqlite::types::ValueRef::Real(f) => f.to_string(),
+                        rusqlite::types::ValueRef::Text(t) => {
+                            format!("'{}'", String::from_utf8_lossy(t))
+                        }
+                        rusqlite::types::ValueRef::Blob(b) => format!("x{}", b.len()),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(|cells| cells.join("|"))
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+#[test]
+fn a_renamed_column_stops_its_table_from_sealing_and_nothing_is_corrupted() {
+    let p = Pair::new("('1', 'one'), ('2', 'two')");
+    p.python(
+        "a.db",
+        "ALTER TABLE t RENAME COLUMN v TO vv; UPDATE t SET vv = 'renamed' WHERE id = '1';",
+    );
+    let warned = p.merge();
+    assert!(
+        warned.contains("renamed to vv") && warned.contains("RENAME COLUMN vv TO v"),
+        "{warned}"
+    );
+    // b holds what it held: never the old column's name as a value.
+    assert_eq!(p.rows("b.db"), ["'1'|'one'", "'2'|'two'"]);
+    let status = p.json(&["status", &p.db("a.db")]);
+    assert_eq!(
+        status["tables"][0]["schema_problem"]["change"], "column_renamed",
+        "{status}"
+    );
+    assert!(status["unsealed_changes"].as_u64() >= Some(1), "{status}");
+    // Renamed back, the change made meanwhile is sealed and reaches b.
+    p.python("a.db", "ALTER TABLE t RENAME COLUMN vv TO v;");
+    p.merge();
+    assert_eq!(p.rows("b.db"), ["'1'|'renamed'", "'2'|'two'"]);
+    assert_eq!(p.rows("a.db"), p.rows("b.db"));
+    let status = p.json(&["status", &p.db("a.db")]);
+    assert!(status["tables"][0]["schema_problem"].is_null(), "{status}");
+    assert_eq!(status["unsealed_changes"], 0);
+}
+
+#[test]
+fn a_column_renamed_on_every_device_and_tracked_again_goes_on_syncing() {
+    let p = Pair::new("('1', 'one')");
+    for db in ["a.db", "b.db"] {
+        p.python(db, "ALTER TABLE t RENAME COLUMN v TO w;");
+        let (out, _) = p.ok(&["track", &p.db(db), "t"]);
+        assert!(out.contains("no longer captured"), "{out}");
+    }
+    p.python("a.db", "UPDATE t SET w = 'new' WHERE id = '1';");
+    p.merge();
+    assert_eq!(p.rows("b.db"), ["'1'|'new'"]);
+    assert_eq!(p.rows("a.db"), p.rows("b.db"));
+}
+
+#[test]
+fn values_written_to_an_added_column_sync_once_the_peer_has_it() {
+    let p = Pair::new("('1', 'one'), ('2', 'two')");
+    p.python(
+        "a.db",
+        "ALTER TABLE t ADD COLUMN x TEXT;
+         UPDATE t SET x = 'X' WHERE id = '1';
+         INSERT INTO t VALUES ('3', 'three', 'x3');",
+    );
+    // b has not added the column: the new row arrives without it, and the values for
+    // it are held.
+    p.merge();
+    let status = p.json(&["status", &p.db("b.db")]);
+    let held: u64 = status["held"]
+        .as_array()
+        .expect("held")
+        .iter()
+        .map(|h| h["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(held, 2, "{status}");
+    assert_eq!(p.rows("b.db"), ["'1'|'one'", "'2'|'two'", "'3'|'three'"]);
+    // Once b adds it too (no `shoal track` anywhere), everything arrives.
+    p.python("b.db", "ALTER TABLE t ADD COLUMN x TEXT;");
+    p.merge();
+    assert_eq!(
+        p.rows("b.db"),
+        ["'1'|'one'|'X'", "'2'|'two'|NULL", "'3'|'three'|'x3'"]
+    );
+    assert_eq!(p.rows("a.db"), p.rows("b.db"));
+    // And the new column syncs both ways from then on.
+    p.python("b.db", "UPDATE t SET x = 'from b' WHERE id = '2';");
+    p.merge();
+    assert_eq!(p.rows("a.db"), p.rows("b.db"));
+    assert_eq!(p.rows("a.db")[1], "'2'|'two'|'from b'");
+}
+
+#[test]
+fn an_added_column_with_a_default_sends_only_the_values_that_differ() {
+    let p = Pair::new("('1', 'one'), ('2', 'two'), ('3', 'three')");
+    for db in ["a.db", "b.db"] {
+        p.python(db, "ALTER TABLE t ADD COLUMN n INTEGER NOT NULL DEFAULT 7;");
+    }
+    p.python("a.db", "UPDATE t SET n = 8 WHERE id = '2';");
+    let sealed = p.json(&["seal", &p.db("a.db")]);
+    assert_eq!(sealed["changes"], 1, "{sealed}");
+    p.merge();
+    assert_eq!(
+        p.rows("b.db"),
+        ["'1'|'one'|7", "'2'|'two'|8", "'3'|'three'|7"]
+    );
+}
+
+#[test]
+fn updates_made_while_untracked_are_caught_when_tracked_again() {
+    let p = Pair::new("('1', 'one'), ('2', 'two'), ('3', 'three')");
+    p.ok(&["untrack", &p.db("a.db"), "t"]);
+    p.python(
+        "a.db",
+        "UPDATE t SET v = 'changed' WHERE id = '1';
+         DELETE FROM t WHERE id = '2';
+         INSERT INTO t VALUES ('4', 'four');",
+    );
+    p.merge();
+    assert_eq!(p.rows("b.db"), ["'1'|'one'", "'2'|'two'", "'3'|'three'"]);
+    p.ok(&["track", &p.db("a.db"), "t"]);
+    p.merge();
+    assert_eq!(
+        p.rows("b.db"),
+        ["'1'|'changed'", "'3'|'three'", "'4'|'four'"]
+    );
+    assert_eq!(p.rows("a.db"), p.rows("b.db"));
+    // Only what changed was sent: row 3 kept the version it had.
+    let log = p.json(&["log", &p.db("a.db")]);
+    assert_eq!(log[0]["changes"], 3, "{log}");
+}
+
+#[test]
+fn a_renamed_table_is_reported_and_its_changes_wait_until_it_is_renamed_back() {
+    let p = Pair::new("('1', 'one')");
+    p.python(
+        "a.db",
+        "INSERT INTO t VALUES ('2', 'two'); ALTER TABLE t RENAME TO t2;",
+    );
+    let warned = p.merge();
+    assert!(warned.contains("renamed to t2"), "{warned}");
+    let status = p.json(&["status", &p.db("a.db")]);
+    assert_eq!(
+        status["tables"][0]["schema_problem"]["change"],
+        "table_renamed"
+    );
+    assert_eq!(status["unsealed_changes"], 1, "{status}");
+    p.python(
+        "a.db",
+        "UPDATE t2 SET v = 'uno' WHERE id = '1'; ALTER TABLE t2 RENAME TO t;",
+    );
+    p.merge();
+    assert_eq!(p.rows("b.db"), ["'1'|'uno'", "'2'|'two'"]);
+}
+
+#[test]
+fn a_dropped_table_is_reported_until_it_is_untracked() {
+    let p = Pair::new("('1', 'one')");
+    p.python("a.db", "INSERT INTO t VALUES ('2', 'two'); DROP TABLE t;");
+    let warned = p.merge();
+    assert!(
+        warned.contains("was dropped") && warned.contains("shoal untrack"),
+        "{warned}"
+    );
+    // Nothing was sent for it: b keeps its rows.
+    assert_eq!(p.rows("b.db"), ["'1'|'one'"]);
+    p.ok(&["untrack", &p.db("a.db"), "t"]);
+    let status = p.json(&["status", &p.db("a.db")]);
+    assert_eq!(status["unsealed_changes"], 0, "{status}");
+    assert!(status["tables"][0]["schema_problem"].is_null(), "{status}");
+    assert!(p.merge().is_empty());
+}
+
+#[test]
+fn a_table_made_again_by_a_migration_tool_is_captured_again_when_tracked() {
+    let p = Pair::new("('1', 'one'), ('2', 'two')");
+    // The twelve-step ALTER of SQLite's documentation: a new table, the rows copied
+    // (changed on the way), the old table dropped, the new one renamed.
+    p.python(
+        "a.db",
+        "CREATE TABLE t_new (id TEXT PRIMARY KEY, v TEXT NOT NULL);
+         INSERT INTO t_new SELECT id, upper(v) FROM t;
+         DROP TABLE t;
+         ALTER TABLE t_new RENAME TO t;
+         UPDATE t SET v = 'TWO!' WHERE id = '2';",
+    );
+    let warned = p.merge();
+    assert!(
+        warned.contains("capture triggers of t are gone"),
+        "{warned}"
+    );
+    assert_eq!(p.rows("b.db"), ["'1'|'one'", "'2'|'two'"]);
+    p.ok(&["track", &p.db("a.db"), "t"]);
+    p.merge();
+    assert_eq!(p.rows("b.db"), ["'1'|'ONE'", "'2'|'TWO!'"]);
+    assert_eq!(p.rows("a.db"), p.rows("b.db"));
+}
+
+#[test]
+fn a_column_dropped_between_untrack_and_track_leaves_the_rest_syncing() {
+    let p = Pair::new("('1', 'one')");
+    for db in ["a.db", "b.db"] {
+        p.python(db, "ALTER TABLE t ADD COLUMN extra TEXT;");
+    }
+    p.merge();
+    p.ok(&["untrack", &p.db("a.db"), "t"]);
+    p.python(
+        "a.db",
+        "ALTER TABLE t DROP COLUMN extra; UPDATE t SET v = 'uno' WHERE id = '1';",
+    );
+    let (out, _) = p.ok(&["track", &p.db("a.db"), "t"]);
+    assert!(out.contains("extra of t are no longer captured"), "{out}");
+    p.merge();
+    assert_eq!(p.rows("b.db"), ["'1'|'uno'|NULL"]);
+    assert!(p.path("b.db").exists());
+}
