@@ -319,3 +319,26 @@ fn a_column_dropped_between_untrack_and_track_leaves_the_rest_syncing() {
     assert_eq!(p.rows("b.db"), ["'1'|'uno'|NULL"]);
     assert!(p.path("b.db").exists());
 }
+
+#[test]
+fn a_copied_file_that_was_not_adopted_refuses_to_sign_and_says_so() {
+    let p = Pair::new("('1', 'one')");
+    std::fs::copy(p.path("a.db"), p.path("c.db")).expect("copy");
+    p.python("c.db", "INSERT INTO t VALUES ('c', 'from the copy');");
+    p.python("a.db", "INSERT INTO t VALUES ('a', 'from the original');");
+    let out = p.shoal(&["seal", &p.db("c.db")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the copy sealed");
+    assert!(
+        err.contains("is a copy of") && err.contains("shoal adopt"),
+        "{err}"
+    );
+    let (status, _) = p.ok(&["status", &p.db("c.db")]);
+    assert!(status.contains("copy of"), "{status}");
+    // The original goes on; the copy, adopted, seals what was written to it.
+    p.ok(&["seal", &p.db("a.db")]);
+    p.ok(&["adopt", &p.db("c.db")]);
+    p.ok(&["merge", &p.db("a.db"), &p.db("c.db")]);
+    assert_eq!(p.rows("a.db"), p.rows("c.db"));
+    assert_eq!(p.rows("a.db").len(), 3);
+}

@@ -443,7 +443,7 @@ fn a_copy_with_the_key_in_reach_signs_nothing_until_adopted() {
     let mut copy = Store::open(w.path("copy"), w.options()).expect("open copy");
     assert!(copy.status().expect("status").copy_of.is_some());
     exec(&copy, "INSERT INTO notes VALUES ('n2', 't', 'b', 2);");
-    let err = copy.seal().err().expect("refused");
+    let err = copy.seal().expect_err("refused");
     assert!(matches!(err, StoreError::Copied { .. }), "{err}");
     assert!(err.to_string().contains("shoal adopt"), "{err}");
     // The write is kept, and sealed once the copy is a device of its own.
