@@ -416,8 +416,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut b_store = open(b)?;
             let report = merge(&mut a_store, &mut b_store)?;
             output::merge(json, a, b, &report);
-            output::schema_problems(&a_store.schema_problems()?);
-            output::schema_problems(&b_store.schema_problems()?);
+            for store in [&a_store, &b_store] {
+                output::schema_problems(&store.schema_problems()?);
+                for o in store.status()?.oversized {
+                    eprintln!("warning: {o}");
+                }
+            }
         }
         Command::Log { db, limit } => output::log(json, &open(db)?.log(*limit)?),
         Command::Status { db } => {

@@ -67,6 +67,9 @@ pub(crate) fn seal(json: bool, r: &SealReport) {
         None => println!("nothing to seal"),
     }
     schema_problems(&r.schema_problems);
+    for o in &r.oversized {
+        eprintln!("warning: {o}");
+    }
 }
 
 /// Tables Shoal stopped sealing because their schema changed, on standard error.
@@ -163,6 +166,9 @@ pub(crate) fn status(json: bool, s: &Status) {
             "held       {} commit(s) stamped too far in the future",
             s.future_commits
         );
+    }
+    for o in &s.oversized {
+        println!("too large  {o}");
     }
     for h in &s.held {
         println!(

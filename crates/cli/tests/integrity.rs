@@ -342,3 +342,32 @@ fn a_copied_file_that_was_not_adopted_refuses_to_sign_and_says_so() {
     assert_eq!(p.rows("a.db"), p.rows("c.db"));
     assert_eq!(p.rows("a.db").len(), 3);
 }
+
+#[test]
+fn one_row_too_large_for_a_commit_stops_nothing_else() {
+    let p = Pair::new("('1', 'one')");
+    p.python(
+        "a.db",
+        "INSERT INTO t VALUES ('big', printf('%.*c', 17000000, 'x'));
+         INSERT INTO t VALUES ('2', 'two');
+         UPDATE t SET v = 'uno' WHERE id = '1';",
+    );
+    let (_, warned) = p.ok(&["seal", &p.db("a.db")]);
+    assert!(warned.contains("row ('big') of t is"), "{warned}");
+    p.merge();
+    assert_eq!(p.rows("b.db"), ["'1'|'uno'", "'2'|'two'"]);
+    let status = p.json(&["status", &p.db("a.db")]);
+    assert_eq!(status["oversized"][0]["key"], "('big')", "{status}");
+    assert_eq!(status["unsealed_changes"], 1, "{status}");
+    // Later writes go on syncing, and once the row is smaller it syncs too.
+    p.python("a.db", "INSERT INTO t VALUES ('3', 'three');");
+    p.merge();
+    assert_eq!(p.rows("b.db").len(), 3);
+    p.python("a.db", "UPDATE t SET v = 'small now' WHERE id = 'big';");
+    p.merge();
+    assert_eq!(p.rows("a.db"), p.rows("b.db"));
+    assert_eq!(p.rows("b.db").len(), 4);
+    let status = p.json(&["status", &p.db("a.db")]);
+    assert_eq!(status["oversized"], serde_json::json!([]), "{status}");
+    assert_eq!(status["unsealed_changes"], 0, "{status}");
+}

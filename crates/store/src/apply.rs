@@ -13,7 +13,7 @@ use shoal_core::{Op, Value, Version};
 
 use crate::Replica;
 use crate::conflict::{self, ConflictKind, NewConflict, Side};
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::import::ImportReport;
 use crate::rows::{self, CellMeta, RowMeta, RowState, Ver};
 use crate::seal::read_row;
@@ -105,12 +105,18 @@ impl Tables {
     }
 
     /// As [`Tables::note_written`], for a key as it is stored.
-    pub(crate) fn note_written_blob(&self, table: &TrackedTable, key: &[u8], version: Version) {
+    pub(crate) fn note_written_blob(
+        &self,
+        table: &TrackedTable,
+        key: &[u8],
+        version: Version,
+    ) -> Result<()> {
         if self.foreign.contains_key(&table.id) {
             self.written
                 .borrow_mut()
-                .push((table.id, crate::sql::key_from_blob(key), version));
+                .push((table.id, crate::sql::key_from_blob(key)?, version));
         }
+        Ok(())
     }
 
     /// Records a conflict for every row written in this transaction whose parent row
@@ -241,6 +247,14 @@ fn foreign_keys(tx: &Transaction, table: &str) -> Result<Vec<ForeignKey>> {
     Ok(out)
 }
 
+/// Reads back the held change `id` of `table`.
+pub(crate) fn held_change(id: i64, table: &str, blob: &[u8]) -> Result<Incoming> {
+    postcard::from_bytes(blob).map_err(|e| StoreError::Damaged {
+        what: format!("held change {id} of table {table:?}"),
+        detail: e.to_string(),
+    })
+}
+
 /// Tries every held change again; those still not applicable are held anew.
 pub(crate) fn retry_held(
     tx: &Transaction,
@@ -257,9 +271,7 @@ pub(crate) fn retry_held(
         if tables.get(&table).is_none() {
             continue;
         }
-        let Ok(incoming) = postcard::from_bytes::<Incoming>(&blob) else {
-            continue;
-        };
+        let incoming = held_change(id, &table, &blob)?;
         tx.prepare_cached("DELETE FROM shoal_held WHERE id = ?1")?
             .execute([id])?;
         let held_before = report.held;
@@ -738,9 +750,10 @@ fn hold(tx: &Transaction, inc: &Incoming, reason: &str, report: &mut ImportRepor
 /// Re-applies a change that a constraint refused, after a person asked for it.
 pub(crate) fn reapply(tx: &Transaction, r: &mut Replica, refused: &[u8]) -> Result<ImportReport> {
     let mut report = ImportReport::default();
-    let Ok(inc) = postcard::from_bytes::<Incoming>(refused) else {
-        return Ok(report);
-    };
+    let inc = postcard::from_bytes::<Incoming>(refused).map_err(|e| StoreError::Damaged {
+        what: "a refused change kept with a conflict".into(),
+        detail: e.to_string(),
+    })?;
     let tables = Tables::load(tx)?;
     uncaptured(tx, || {
         apply(tx, r, &tables, inc, &mut report)?;

@@ -258,7 +258,7 @@ pub(crate) fn close_superseded(
             Ok(Open {
                 id: r.get(0)?,
                 cl: r.get::<_, i64>(1)? as u64,
-                columns: serde_json::from_str(&columns).unwrap_or_default(),
+                columns: crate::sql::in_row(2, column_list(&columns))?,
                 winner: version(r.get(hlc)?, r.get(device)?),
             })
         })?
@@ -287,6 +287,14 @@ pub(crate) fn close_superseded(
     Ok(())
 }
 
+/// A conflict's stored list of columns.
+fn column_list(json: &str) -> Result<Vec<String>> {
+    serde_json::from_str(json).map_err(|e| StoreError::Damaged {
+        what: "a conflict's column list".into(),
+        detail: e.to_string(),
+    })
+}
+
 fn version(hlc: Option<i64>, device: Option<Vec<u8>>) -> Option<Version> {
     Some(Version {
         hlc: Hlc(hlc? as u64),
@@ -298,7 +306,7 @@ const SELECT: &str = "SELECT id, kind, tbl, key, columns, winner, local_values, 
 
 fn row_to_conflict(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conflict> {
     let key: Vec<u8> = r.get(3)?;
-    let key = key_from_blob(&key);
+    let key = crate::sql::in_row(3, key_from_blob(&key))?;
     let columns: String = r.get(4)?;
     let winner: String = r.get(5)?;
     let values =
@@ -316,7 +324,7 @@ fn row_to_conflict(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conflict> {
         table: r.get(2)?,
         key_text: key_text(&key),
         key,
-        columns: serde_json::from_str(&columns).unwrap_or_default(),
+        columns: crate::sql::in_row(4, column_list(&columns))?,
         winner: if winner == "local" {
             Side::Local
         } else {

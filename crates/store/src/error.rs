@@ -110,18 +110,6 @@ pub enum StoreError {
         /// The table named.
         table: String,
     },
-    /// A row is too large to fit in a commit.
-    #[error(
-        "a row of {table:?} is {size} bytes encoded, over the commit limit of {limit} bytes; store large files outside the database"
-    )]
-    RowTooLarge {
-        /// The table.
-        table: String,
-        /// The encoded size.
-        size: usize,
-        /// The limit.
-        limit: usize,
-    },
     /// No group matches what was named.
     #[error(
         "this database knows no group {which:?}: `shoal group list DB` shows the groups it knows"
@@ -186,6 +174,16 @@ pub enum StoreError {
         id: String,
         /// Why.
         reason: String,
+    },
+    /// Something Shoal stored in the file cannot be read back.
+    #[error(
+        "{what} in this file cannot be read ({detail}): the file was changed outside Shoal or is damaged; run `PRAGMA integrity_check`, and restore it from a backup or another device"
+    )]
+    Damaged {
+        /// What it is: a stored primary key, a held change, a table's column list.
+        what: String,
+        /// What reading it said.
+        detail: String,
     },
     /// The merge state Shoal keeps for a row cannot be read.
     #[error(

@@ -250,7 +250,7 @@ impl Fresh {
                     write_states(tx, states_sql, table.id, chunk, &self.changes, &self.states)?;
                     for g in chunk {
                         let version = pending::part(parts, g.part)?.version;
-                        tables.note_written_blob(table, &self.changes[g.key.clone()], version);
+                        tables.note_written_blob(table, &self.changes[g.key.clone()], version)?;
                     }
                     report.changes_applied += chunk.len();
                 }

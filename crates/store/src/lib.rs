@@ -44,7 +44,7 @@ pub use error::{Result, StoreError};
 pub use follow::{SchemaChange, SchemaProblem};
 pub use import::ImportReport;
 pub use invites::Invite;
-pub use seal::SealReport;
+pub use seal::{OversizedRow, SealReport};
 pub use status::{CommitSummary, GroupSummary, HeldSummary, Status, TableStatus};
 pub use track::{Policy, TrackReport, TrackedTable};
 

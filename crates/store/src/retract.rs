@@ -13,7 +13,7 @@ use rusqlite::Transaction;
 use shoal_core::{BodyView, Group, GroupId, SignedCommit, Value, VerifiedCommit};
 
 use crate::Replica;
-use crate::apply::{self, Incoming, Tables};
+use crate::apply::{self, Tables};
 use crate::error::Result;
 use crate::import::{ImportReport, State, judge, set_state};
 use crate::pending::Pending;
@@ -110,14 +110,12 @@ fn forget_held(
     tx: &Transaction,
     versions: &HashSet<(shoal_core::DeviceId, shoal_core::Hlc)>,
 ) -> Result<()> {
-    let held: Vec<(i64, Vec<u8>)> = tx
-        .prepare_cached("SELECT id, change FROM shoal_held")?
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+    let held: Vec<(i64, String, Vec<u8>)> = tx
+        .prepare_cached("SELECT id, tbl, change FROM shoal_held")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    for (id, blob) in held {
-        let Ok(inc) = postcard::from_bytes::<Incoming>(&blob) else {
-            continue;
-        };
+    for (id, table, blob) in held {
+        let inc = apply::held_change(id, &table, &blob)?;
         if versions.contains(&(inc.version.author, inc.version.hlc)) {
             tx.prepare_cached("DELETE FROM shoal_held WHERE id = ?1")?
                 .execute([id])?;

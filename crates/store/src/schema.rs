@@ -278,7 +278,8 @@ CREATE TABLE shoal_columns (
 ) WITHOUT ROWID;
 "#;
 
-/// What version 5 added: which tables' rows each group was given.
+/// What version 5 added: which tables' rows each group was given, and rows too
+/// large to seal.
 const SCHEMA_V5: &str = r#"
 -- A table whose rows this device gave a group: when the table was shared with the
 -- group, or when the device could first write in a group that carries it (the rows it
@@ -287,5 +288,14 @@ CREATE TABLE shoal_shared (
     grp BLOB NOT NULL,
     tbl INTEGER NOT NULL,
     PRIMARY KEY (grp, tbl)
+) WITHOUT ROWID;
+
+-- Rows too large for any commit, found by the last seal: their log entries stay in
+-- shoal_log, everything else is sealed around them.
+CREATE TABLE shoal_oversized (
+    tbl INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (tbl, key)
 ) WITHOUT ROWID;
 "#;

@@ -19,7 +19,7 @@ use crate::authors::{self, Head};
 use crate::error::{Result, StoreError};
 use crate::follow::SchemaProblem;
 use crate::rows::{self, RowMeta, Ver};
-use crate::sql::{Bind, key_blob, key_from_blob, value};
+use crate::sql::{Bind, key_blob, key_from_blob, key_text, value};
 use crate::track::{self, TrackedTable};
 use crate::{Replica, conflict, groups, import, load_hlc, save_hlc};
 
@@ -34,9 +34,36 @@ pub struct SealReport {
     pub last_seq: Option<u64>,
     /// The clock of the last commit made: the version of every write it carries.
     pub last_clock: Option<Hlc>,
+    /// Rows not sealed because they are too large for any commit; everything else
+    /// was sealed, and their captured changes are kept for when they are smaller.
+    pub oversized: Vec<OversizedRow>,
     /// Tracked tables not sealed because their schema changed in a way Shoal cannot
     /// follow by itself; their captured changes are kept.
     pub schema_problems: Vec<SchemaProblem>,
+}
+
+/// A row too large for any commit: not sealed, the rest sealed around it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OversizedRow {
+    /// The table.
+    pub table: String,
+    /// Its primary key, as SQL literals.
+    pub key: String,
+    /// Its encoded size in bytes.
+    pub size: u64,
+}
+
+impl std::fmt::Display for OversizedRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "row {} of {} is {} bytes, over the {} a commit can carry: it is not synced until it is smaller (keep large files outside the database); everything else syncs",
+            self.key,
+            self.table,
+            self.size,
+            shoal_core::commit::MAX_COMMIT_BYTES
+        )
+    }
 }
 
 /// Log entries folded at a time; bounds memory whatever the backlog.
@@ -45,11 +72,11 @@ const LOG_CHUNK: i64 = 50_000;
 const COMMIT_TARGET_BYTES: usize = 1 << 20;
 
 /// A row's logged operations: (table id, key blob, the one group they go to if any,
-/// ops).
-type Fold = (i64, Vec<u8>, Option<GroupId>, Vec<Logged>);
+/// ops, their ids in the log).
+type Fold = (i64, Vec<u8>, Option<GroupId>, Vec<Logged>, Vec<i64>);
 
-/// A log entry: (table id, key blob, the one group it goes to if any, operation).
-type Entry = (i64, Vec<u8>, Option<GroupId>, Logged);
+/// A log entry: (table id, key blob, the one group it goes to if any, operation, id).
+type Entry = (i64, Vec<u8>, Option<GroupId>, Logged, i64);
 
 /// Log entries sorted by row, folded a row at a time.
 struct Folds(std::iter::Peekable<std::vec::IntoIter<Entry>>);
@@ -58,15 +85,16 @@ impl Iterator for Folds {
     type Item = Fold;
 
     fn next(&mut self) -> Option<Fold> {
-        let (tbl, blob, only, op) = self.0.next()?;
-        let mut ops = vec![op];
-        while let Some((_, _, _, op)) = self
+        let (tbl, blob, only, op, id) = self.0.next()?;
+        let (mut ops, mut ids) = (vec![op], vec![id]);
+        while let Some((_, _, _, op, id)) = self
             .0
-            .next_if(|(t, b, o, _)| (*t, b, *o) == (tbl, &blob, only))
+            .next_if(|(t, b, o, _, _)| (*t, b, *o) == (tbl, &blob, only))
         {
             ops.push(op);
+            ids.push(id);
         }
-        Some((tbl, blob, only, ops))
+        Some((tbl, blob, only, ops, ids))
     }
 }
 
@@ -105,6 +133,10 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
         ..SealReport::default()
     };
     let mut last_id = 0i64;
+    // Log entries of rows too large to seal, kept for a later seal.
+    let mut kept: Vec<i64> = Vec::new();
+    // Which rows are too large is found anew by every seal, which reads every entry.
+    tx.execute_batch("DELETE FROM shoal_oversized")?;
     loop {
         let mut entries: Vec<Entry> = Vec::new();
         {
@@ -115,6 +147,7 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
             let mut q = stmt.query(rusqlite::params![last_id, LOG_CHUNK, &refused_json])?;
             while let Some(row) = q.next()? {
                 last_id = row.get(0)?;
+                let id = last_id;
                 let tbl: i64 = row.get(1)?;
                 let Some(table) = tables.get(&tbl) else {
                     continue;
@@ -129,7 +162,7 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
                 };
                 let only: Option<Vec<u8>> = row.get(12)?;
                 let only = only.and_then(|g| g.try_into().ok()).map(GroupId);
-                entries.push((tbl, key_blob(&key), only, op));
+                entries.push((tbl, key_blob(&key), only, op, id));
             }
         }
         if entries.is_empty() {
@@ -143,21 +176,41 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
         while folds.peek().is_some() {
             let mut builder = Builder::start(tx, r, me)?;
             while builder.size < COMMIT_TARGET_BYTES {
-                let Some((tbl, blob, only, ops)) = folds.next() else {
+                let Some((tbl, blob, only, ops, ids)) = folds.next() else {
                     break;
                 };
                 let to = targets.of(tbl, only);
                 if to.is_empty() {
                     continue;
                 }
-                builder.add(tx, r, &tables[&tbl], &to, only.is_some(), blob, &ops)?;
+                let table = &tables[&tbl];
+                let key = key_from_blob(&blob)?;
+                if let Some(size) =
+                    builder.add(tx, r, table, &to, only.is_some(), blob.clone(), &key, &ops)?
+                {
+                    // One row too large for any commit stops nothing else: its log
+                    // entries stay for when it is smaller, and it is reported.
+                    kept.extend(ids);
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO shoal_oversized(tbl, key, size) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(rusqlite::params![tbl, blob, size as i64])?;
+                    report.oversized.push(OversizedRow {
+                        table: table.name.clone(),
+                        key: key_text(&key),
+                        size: size as u64,
+                    });
+                }
             }
             builder.finish(tx, r, &mut report)?;
         }
+        let kept_json = serde_json::to_string(&kept).unwrap_or_else(|_| "[]".into());
         tx.prepare_cached(
-            "DELETE FROM shoal_log WHERE id <= ?1 AND tbl NOT IN (SELECT value FROM json_each(?2))",
+            "DELETE FROM shoal_log WHERE id <= ?1 AND tbl NOT IN (SELECT value FROM json_each(?2))
+               AND id NOT IN (SELECT value FROM json_each(?3))",
         )?
-        .execute(rusqlite::params![last_id, &refused_json])?;
+        .execute(rusqlite::params![last_id, &refused_json, &kept_json])?;
+        kept.clear();
     }
     Ok(report)
 }
@@ -327,6 +380,8 @@ impl Builder {
         Ok(self.parts.get_mut(&group).expect("inserted above"))
     }
 
+    /// Adds a row's change; returns its size, having added nothing, when it is too
+    /// large for any commit.
     #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,
@@ -336,9 +391,9 @@ impl Builder {
         targets: &[Target],
         snapshot: bool,
         blob: Vec<u8>,
+        key: &[Value],
         ops: &[Logged],
-    ) -> Result<()> {
-        let key = key_from_blob(&blob);
+    ) -> Result<Option<usize>> {
         let mut state = rows::load(tx, &mut r.columns, table.id, &blob)?;
         let before = state.cl;
         let (mut cl, mut alive) = (state.cl, state.alive());
@@ -367,7 +422,7 @@ impl Builder {
                 Logged::Delete => {}
             }
         }
-        let current = read_row(tx, table, &key)?;
+        let current = read_row(tx, table, key)?;
         // The table is the truth: a row can vanish without a trigger firing (REPLACE
         // deleting another row on a UNIQUE clash), or appear while untracked.
         match (&current, alive) {
@@ -388,7 +443,7 @@ impl Builder {
             (false, true) if snapshot => Op::Insert,
             (true, false) => Op::Delete,
             (false, true) if all || !changed.is_empty() => Op::Update,
-            _ => return Ok(()),
+            _ => return Ok(None),
         };
         let columns: Vec<usize> = match op {
             Op::Insert => (0..table.columns.len()).collect(),
@@ -403,7 +458,7 @@ impl Builder {
             Op::Delete => Vec::new(),
         };
         if op == Op::Update && columns.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut size = blob.len() + 16;
         let mut cells: Vec<(usize, Value, Option<Version>)> = Vec::with_capacity(columns.len());
@@ -444,11 +499,7 @@ impl Builder {
             state.meta.set_cell(name, self.ver, overwrote);
         }
         if size > MAX_COMMIT_BYTES - 4096 {
-            return Err(StoreError::RowTooLarge {
-                table: table.name.clone(),
-                size,
-                limit: MAX_COMMIT_BYTES,
-            });
+            return Ok(Some(size));
         }
         state.cl = cl;
         rows::save(tx, &mut r.columns, table.id, &blob, &state)?;
@@ -494,14 +545,14 @@ impl Builder {
             let seen = seen.map(|v| part.reference(r.device, v));
             part.tables[slot].rows.push(RowChange {
                 op,
-                key: key.clone(),
+                key: key.to_vec(),
                 cl,
                 seen,
                 cells: row_cells,
             });
         }
         self.size += size;
-        Ok(())
+        Ok(None)
     }
 
     /// Adds group operations to this pass's commit in `group`.

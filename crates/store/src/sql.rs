@@ -4,6 +4,8 @@ use rusqlite::ToSql;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use shoal_core::Value;
 
+use crate::error::{Result, StoreError};
+
 /// A table or column name as a quoted SQL identifier, whatever characters it holds.
 pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -57,8 +59,19 @@ pub(crate) fn key_blob(key: &[Value]) -> Vec<u8> {
 }
 
 /// Reads a stored primary key back.
-pub(crate) fn key_from_blob(blob: &[u8]) -> Vec<Value> {
-    postcard::from_bytes(blob).unwrap_or_default()
+pub(crate) fn key_from_blob(blob: &[u8]) -> Result<Vec<Value>> {
+    postcard::from_bytes(blob).map_err(|e| StoreError::Damaged {
+        what: "a stored primary key".into(),
+        detail: e.to_string(),
+    })
+}
+
+/// A result of Shoal's inside a row mapper, which must give rusqlite's errors: the
+/// error is carried as a conversion failure of column `column`.
+pub(crate) fn in_row<T>(column: usize, result: Result<T>) -> rusqlite::Result<T> {
+    result.map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Blob, Box::new(e))
+    })
 }
 
 /// `"a" IS ?n AND "b" IS ?n+1 ...` for the key columns, parameters from `first`.

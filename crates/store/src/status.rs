@@ -6,6 +6,7 @@ use shoal_core::{DeviceId, GroupId, Hlc};
 
 use crate::error::Result;
 use crate::follow::SchemaProblem;
+use crate::seal::OversizedRow;
 use crate::track::{self, Policy};
 use crate::{Replica, authors, groups, load_hlc};
 
@@ -31,6 +32,8 @@ pub struct Status {
     pub conflicts_pending: u64,
     /// Conflicts auto-resolved by policy and kept for audit.
     pub conflicts_auto: u64,
+    /// Rows the last seal found too large for any commit: not synced until smaller.
+    pub oversized: Vec<OversizedRow>,
     /// Remote changes held until they can be applied, by reason.
     pub held: Vec<HeldSummary>,
     /// Commits waiting for an earlier commit of their author.
@@ -114,6 +117,23 @@ pub struct CommitSummary {
     pub hash: String,
 }
 
+/// The rows the last seal found too large, by the names they have now.
+fn oversized(conn: &Connection) -> Result<Vec<OversizedRow>> {
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT t.name, o.key, o.size FROM shoal_oversized o JOIN shoal_tables t ON t.id = o.tbl ORDER BY t.name, o.key",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        out.push(OversizedRow {
+            table: row.get(0)?,
+            key: crate::sql::key_text(&crate::sql::key_from_blob(&row.get::<_, Vec<u8>>(1)?)?),
+            size: row.get::<_, i64>(2)? as u64,
+        });
+    }
+    Ok(out)
+}
+
 pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
     let count = |sql: &str| -> Result<u64> {
         Ok(conn.query_row(sql, [], |row| row.get::<_, i64>(0))? as u64)
@@ -192,6 +212,7 @@ pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
         forked_authors,
         clock: load_hlc(conn)?.to_string(),
         copy_of: r.copy_of.as_ref().map(|p| p.display().to_string()),
+        oversized: oversized(conn)?,
     })
 }
 

@@ -356,15 +356,21 @@ fn row_to_table(r: &rusqlite::Row<'_>) -> rusqlite::Result<TrackedTable> {
     let cols: String = r.get(3)?;
     let policy: String = r.get(4)?;
     let name: String = r.get(1)?;
-    let key_columns = parse_json_array(&keys);
-    let columns = parse_json_array(&cols);
+    let key_columns = crate::sql::in_row(2, parse_json_array(&keys))?;
+    let columns = crate::sql::in_row(3, parse_json_array(&cols))?;
     Ok(TrackedTable {
         id: r.get(0)?,
         sql: TableSql::new(&name, &key_columns, &columns),
         name,
         key_columns,
         columns,
-        policy: Policy::parse(&policy).unwrap_or(Policy::Review),
+        policy: crate::sql::in_row(
+            4,
+            Policy::parse(&policy).ok_or_else(|| StoreError::Damaged {
+                what: "a tracked table's conflict policy".into(),
+                detail: format!("{policy:?} is neither lww nor review"),
+            }),
+        )?,
         tracked: r.get(5)?,
     })
 }
@@ -735,7 +741,7 @@ pub(crate) fn give_rows(conn: &Connection, group: &GroupId, tbl: i64) -> Result<
         if event.is_some_and(|e| in_group.contains(&(e.author, e.hlc as i64))) {
             continue;
         }
-        let key = crate::sql::key_from_blob(&row.get::<_, Vec<u8>>(0)?);
+        let key = crate::sql::key_from_blob(&row.get::<_, Vec<u8>>(0)?)?;
         let binds: Vec<crate::sql::Bind<'_>> = key.iter().map(crate::sql::Bind).collect();
         let mut p: Vec<&dyn rusqlite::ToSql> = vec![&t.id, &grp];
         p.extend(binds.iter().map(|b| b as &dyn rusqlite::ToSql));
@@ -785,7 +791,7 @@ fn capture_existing(conn: &Connection, t: &TrackedTable) -> Result<u64> {
     ))?;
     let mut q = alive.query([t.id])?;
     while let Some(row) = q.next()? {
-        let key = crate::sql::key_from_blob(&row.get::<_, Vec<u8>>(0)?);
+        let key = crate::sql::key_from_blob(&row.get::<_, Vec<u8>>(0)?)?;
         let binds: Vec<crate::sql::Bind<'_>> = key.iter().map(crate::sql::Bind).collect();
         let key_params: Vec<&dyn rusqlite::ToSql> =
             binds.iter().map(|b| b as &dyn rusqlite::ToSql).collect();
@@ -804,6 +810,9 @@ fn json_array(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }
 
-fn parse_json_array(s: &str) -> Vec<String> {
-    serde_json::from_str(s).unwrap_or_default()
+fn parse_json_array(s: &str) -> Result<Vec<String>> {
+    serde_json::from_str(s).map_err(|e| StoreError::Damaged {
+        what: "a tracked table's column list".into(),
+        detail: e.to_string(),
+    })
 }
