@@ -135,9 +135,15 @@ struct Daemon {
 
 impl Daemon {
     fn up(env: &Env, db: &str) -> Daemon {
+        Daemon::up_to_die_at(env, db, "")
+    }
+
+    /// A daemon that dies at fault point `fault` (none when empty), as if killed there.
+    fn up_to_die_at(env: &Env, db: &str, fault: &str) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .args(["up", db, "--json"])
             .env("SHOAL_DATA_DIR", env.path("data"))
+            .env("SHOAL_FAULT", fault)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -156,6 +162,18 @@ impl Daemon {
     fn line(&mut self) -> serde_json::Value {
         let line = self.lines.next().expect("a line").expect("readable");
         serde_json::from_str(&line).expect("json line")
+    }
+
+    /// Waits (up to 30 s) for the process to end by itself.
+    fn died(mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the daemon did not die at its fault point");
     }
 
     /// SIGTERM, and the exit status.
@@ -549,5 +567,37 @@ fn settings_are_read_and_changed_from_the_command_line() {
     let bash = env.ok(&["completions", "bash"]);
     for command in ["up", "peers", "events", "config", "sync", "invite"] {
         assert!(bash.contains(command), "{command} missing from completions");
+    }
+}
+
+#[test]
+fn a_daemon_killed_in_the_middle_of_a_join_it_runs_resumes_it_after_restart() {
+    // Before the inviter was reached; once it had let the joiner in; once its commits
+    // were kept but not yet applied.
+    for fault in [
+        "join-before-session",
+        "session-ready",
+        "session-before-apply",
+    ] {
+        let env = Env::new();
+        let (a, b) = (env.replica("a.db"), env.replica("b.db"));
+        env.ok(&["group", &a, "create", "desk", "--table", "trades"]);
+        python(&a, "INSERT INTO trades VALUES ('a1', 'AAPL', 1)");
+        let _daemon_a = Daemon::up(&env, &a);
+        let ticket = env.invite(&a, "member");
+        let daemon_b = Daemon::up_to_die_at(&env, &b, fault);
+        let out = env.shoal(&["join", &b, &ticket]);
+        assert!(!out.status.success(), "{fault}: the join went through");
+        assert!(!daemon_b.died().success(), "{fault}");
+        python(&b, "INSERT INTO trades VALUES ('b1', 'MSFT', 2)");
+        let _daemon_b = Daemon::up(&env, &b);
+        eventually(
+            30,
+            &format!("{fault}: B is in the group with A's rows"),
+            || has(&b, "a1"),
+        );
+        eventually(30, &format!("{fault}: A has B's row"), || has(&a, "b1"));
+        let status = env.json(&["status", &b]);
+        assert_eq!(status["groups"][0]["role"], "member", "{fault}: {status}");
     }
 }

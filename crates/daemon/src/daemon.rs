@@ -187,6 +187,10 @@ impl Daemon {
             .is_some()
             .then(|| control::socket_path(&data_dir, &me));
         store.seal()?;
+        // What a session kept before the process died (a join's commits among them)
+        // is applied before anything else looks at the groups.
+        store.apply_waiting()?;
+        let joins = store.pending_joins()?;
         let statics = config
             .peers
             .iter()
@@ -219,8 +223,17 @@ impl Daemon {
         let mut tasks = vec![
             tokio::spawn(inner.clone().accept_loop().instrument(span.clone())),
             tokio::spawn(inner.clone().local_loop().instrument(span.clone())),
-            tokio::spawn(inner.clone().tick_loop().instrument(span)),
+            tokio::spawn(inner.clone().tick_loop().instrument(span.clone())),
         ];
+        // A join the process died in the middle of goes on.
+        for (group, ticket) in joins {
+            tasks.push(tokio::spawn(
+                inner
+                    .clone()
+                    .resume_join(group, ticket)
+                    .instrument(span.clone()),
+            ));
+        }
         if let Some(listener) = listener {
             tasks.push(tokio::spawn(control::serve(listener, inner.clone())));
         }
@@ -984,6 +997,52 @@ impl Inner {
             ));
         }
         Ok(out)
+    }
+
+    /// Goes on with a join that a crash interrupted: done already if what the session
+    /// brought was kept and is now applied; otherwise the inviter is asked again, with
+    /// backoff while it cannot be reached, until it lets this device in or refuses.
+    async fn resume_join(self: Arc<Self>, group: GroupId, ticket: Vec<u8>) {
+        let me = self.me;
+        let joined = with_store(&self.store, move |s| {
+            Ok(s.group_by_id(&group)?.and_then(|g| g.role(&me)).is_some())
+        })
+        .await;
+        let ticket = match (
+            joined,
+            postcard::from_bytes::<shoal_net::InviteTicket>(&ticket),
+        ) {
+            (Ok(true), _) | (_, Err(_)) => {
+                if let Err(e) = with_store(&self.store, move |s| s.end_join(&group)).await {
+                    warn!("could not record the end of an interrupted join: {e}");
+                }
+                return;
+            }
+            (_, Ok(ticket)) => ticket,
+        };
+        info!(group = %group.short(), "resuming an interrupted join");
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        let mut stop = self.stop.subscribe();
+        loop {
+            match self.join(&ticket).await {
+                Ok(summary) => {
+                    info!(group = %summary.name, "the interrupted join is done");
+                    return;
+                }
+                Err(e) if !e.is_transient() => {
+                    warn!(group = %group.short(), "the interrupted join was refused: {e}");
+                    return;
+                }
+                Err(e) => {
+                    debug!(group = %group.short(), "the interrupted join waits for the inviter: {e}");
+                }
+            }
+            let wait = backoff.fail(&mut *lock(&self.rng));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+        }
     }
 
     pub(crate) async fn join(

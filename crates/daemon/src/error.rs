@@ -48,3 +48,11 @@ pub enum DaemonError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+impl DaemonError {
+    /// Whether trying again later may go otherwise (a peer out of reach, a broken
+    /// connection), rather than a refusal.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DaemonError::Net(e) if e.is_transient())
+    }
+}

@@ -116,6 +116,7 @@ async fn run(
                     schema_differs,
                     ..
                 } => {
+                    crate::fault::point("session-ready");
                     out.schema_differs = schema_differs;
                     if schema_differs {
                         info!(peer = %peer.short(), "the peer's schema of this group's tables differs; changes to columns one side lacks are held");
@@ -168,6 +169,7 @@ async fn run(
                 out.peer_has = have;
             }
             if *kept {
+                crate::fault::point("session-before-apply");
                 let applying = Instant::now();
                 let report = with_store(store, |s| s.apply_waiting()).await?;
                 debug!(peer = %peer.short(), changes = report.changes_applied, elapsed = ?applying.elapsed(), "applied what the session brought");

@@ -52,3 +52,18 @@ pub enum NetError {
     #[error("a database task failed: {0}")]
     Task(String),
 }
+
+impl NetError {
+    /// Whether trying again later may go otherwise: the peer could not be reached or
+    /// the connection broke, rather than a refusal or a bad ticket.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            NetError::Connect { .. }
+                | NetError::Stream { .. }
+                | NetError::NoPeers(_)
+                | NetError::Task(_)
+                | NetError::Bind(_)
+        )
+    }
+}

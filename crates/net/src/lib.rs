@@ -10,6 +10,7 @@
 mod admit;
 mod drive;
 mod error;
+pub mod fault;
 mod node;
 mod peer;
 mod ticket;

@@ -651,13 +651,44 @@ impl Node {
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<JoinSummary, NetError> {
         let now = (self.db.options.wall_clock)();
-        if ticket.expired(now) {
+        let start = Instant::now();
+        let store = self.open_store()?;
+        // A join is recorded before it starts, so that a crash in the middle of it
+        // is resumed (`Daemon::start`); a resumed join may have been let in already,
+        // which the inviter knows, so its expiry is the inviter's to judge.
+        let group = ticket.group;
+        let resuming = with_store(&store, move |s| s.pending_join(&group))
+            .await?
+            .is_some();
+        if !resuming && ticket.expired(now) {
             return Err(NetError::Ticket(
                 "the invite has expired; ask for a new one".into(),
             ));
         }
-        let start = Instant::now();
-        let store = self.open_store()?;
+        let record = postcard::to_stdvec(ticket).map_err(|e| NetError::Ticket(e.to_string()))?;
+        let (inviter, text) = (ticket.inviter, PeerSpec::remembered(&ticket.addr));
+        with_store(&store, move |s| {
+            s.begin_join(&group, &record)?;
+            s.remember_peer(&inviter, &text)
+        })
+        .await?;
+        crate::fault::point("join-before-session");
+        let joined = self.join_session(ticket, &store, start, progress).await;
+        if joined.as_ref().is_ok() || joined.as_ref().is_err_and(|e| !e.is_transient()) {
+            with_store(&store, move |s| s.end_join(&group)).await?;
+        }
+        joined
+    }
+
+    /// The session of a join, once it is recorded.
+    async fn join_session(
+        &self,
+        ticket: &InviteTicket,
+        store: &SharedStore,
+        start: Instant,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<JoinSummary, NetError> {
+        let store = store.clone();
         let claim = InviteClaim {
             invite: ticket.invite,
             proof: invite_proof(&ticket.secret, &ticket.group, &self.device, &ticket.inviter),
@@ -674,13 +705,8 @@ impl Node {
             .run_initiator(&conn, session, &store, start, progress)
             .await?;
         conn.close(0u32.into(), b"done");
-        let text = PeerSpec::remembered(&ticket.addr);
-        let (inviter, group, me) = (ticket.inviter, ticket.group, self.device);
-        let g = with_store(&store, move |s| {
-            s.remember_peer(&inviter, &text)?;
-            s.group_by_id(&group)
-        })
-        .await?;
+        let (group, me) = (ticket.group, self.device);
+        let g = with_store(&store, move |s| s.group_by_id(&group)).await?;
         sync.name = g.as_ref().map(|g| g.name.clone()).unwrap_or_default();
         Ok(JoinSummary {
             group: ticket.group,

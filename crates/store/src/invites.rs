@@ -57,7 +57,7 @@ pub(crate) struct Claim<'a> {
 /// Checks a joiner's claim on an invite; on success one use is spent and the role
 /// to give is returned. A joiner that already holds that role (its first redemption
 /// went through but the session broke before it heard) is let in again without
-/// spending a use. Runs inside the caller's transaction.
+/// spending a use, after the invite's expiry too. Runs inside the caller's transaction.
 pub(crate) fn spend(
     conn: &Connection,
     claim: &Claim<'_>,
@@ -91,11 +91,13 @@ pub(crate) fn spend(
     if !proofs_match(proof, &invite_proof(&secret, group, joiner, inviter)) {
         return Ok(Err(InviteProblem::BadProof));
     }
-    if now_ms as i64 >= expires_ms {
-        return Ok(Err(InviteProblem::Expired));
-    }
+    // A joiner let in before (whose session broke, or whose process died, before it
+    // heard) is let in again, however late: it gains nothing it does not hold.
     if current.is_some_and(|c| c >= role) {
         return Ok(Ok(role));
+    }
+    if now_ms as i64 >= expires_ms {
+        return Ok(Err(InviteProblem::Expired));
     }
     if uses_left <= 0 {
         return Ok(Err(InviteProblem::UsedUp));

@@ -537,6 +537,49 @@ impl Store {
         import::export_chunk(&self.conn, group, have, max_bytes)
     }
 
+    /// Records that a join of `group` started, with its ticket as the joiner read it,
+    /// so that a crash in the middle of it can be resumed.
+    pub fn begin_join(&mut self, group: &GroupId, ticket: &[u8]) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO shoal_joins(grp, ticket) VALUES (?1, ?2)",
+            rusqlite::params![&group.0[..], ticket],
+        )?;
+        Ok(())
+    }
+
+    /// The ticket of a join of `group` that started and has not ended.
+    pub fn pending_join(&self, group: &GroupId) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT ticket FROM shoal_joins WHERE grp = ?1",
+                [&group.0[..]],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Every join that started and has not ended, with its ticket.
+    pub fn pending_joins(&self) -> Result<Vec<(GroupId, Vec<u8>)>> {
+        let mut stmt = self.conn.prepare("SELECT grp, ticket FROM shoal_joins")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (grp, ticket) = row?;
+            if let Ok(id) = <[u8; 32]>::try_from(grp) {
+                out.push((GroupId(id), ticket));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that the join of `group` ended, in or refused.
+    pub fn end_join(&mut self, group: &GroupId) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM shoal_joins WHERE grp = ?1", [&group.0[..]])?;
+        Ok(())
+    }
+
     /// Remembers where `device` was reached, in the transport's own notation. The
     /// time it was reached is kept to the minute, so that a device syncing often
     /// does not write for every round.

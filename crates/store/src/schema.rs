@@ -290,6 +290,13 @@ CREATE TABLE shoal_shared (
     PRIMARY KEY (grp, tbl)
 ) WITHOUT ROWID;
 
+-- Joins this device started and has not seen end: a crash in the middle of one is
+-- resumed from here. ticket is the invite ticket as the joiner read it.
+CREATE TABLE shoal_joins (
+    grp BLOB PRIMARY KEY,
+    ticket BLOB NOT NULL
+) WITHOUT ROWID;
+
 -- Rows too large for any commit, found by the last seal: their log entries stay in
 -- shoal_log, everything else is sealed around them.
 CREATE TABLE shoal_oversized (
