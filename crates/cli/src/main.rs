@@ -630,7 +630,12 @@ pub(crate) struct Direction {
     pub(crate) commits: usize,
     pub(crate) changes: usize,
     pub(crate) conflicts: usize,
+    /// Row changes the receiver holds now, as its `status` counts them.
     pub(crate) held: usize,
+    /// Commits the receiver holds waiting for earlier ones.
+    pub(crate) waiting: usize,
+    /// Commits the receiver holds because their clock is too far ahead of its own.
+    pub(crate) future: usize,
     pub(crate) bytes: usize,
 }
 
@@ -691,6 +696,8 @@ pub(crate) fn send(from: &Store, to: &mut Store) -> shoal_store::Result<Directio
     d.commits += report.commits_applied;
     d.changes += report.changes_applied;
     d.conflicts += report.conflicts;
-    d.held += report.held;
+    d.waiting = report.waiting;
+    d.future = report.future;
+    d.held = to.status()?.held.iter().map(|h| h.count as usize).sum();
     Ok(d)
 }

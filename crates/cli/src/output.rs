@@ -94,6 +94,15 @@ pub(crate) fn merge(json: bool, a: &Path, b: &Path, r: &MergeReport) {
             d.held,
             d.bytes
         );
+        if d.waiting > 0 {
+            println!("  {} commit(s) there wait for earlier ones", d.waiting);
+        }
+        if d.future > 0 {
+            println!(
+                "  {} commit(s) there are held: stamped too far ahead of its clock (is the sender's clock wrong?)",
+                d.future
+            );
+        }
     };
     line(a, b, &r.a_to_b);
     line(b, a, &r.b_to_a);
@@ -127,6 +136,12 @@ pub(crate) fn status(json: bool, s: &Status) {
         );
     }
     println!("clock      {}", s.clock);
+    if let Some(ahead) = s.clock_ahead_ms {
+        println!(
+            "  warning: this device's newest commit is stamped {:.1} days ahead of this machine's clock: members hold its commits until then",
+            ahead as f64 / 86_400_000.0
+        );
+    }
     for t in &s.tables {
         println!(
             "table      {} ({}{}; key {})",

@@ -371,3 +371,17 @@ fn one_row_too_large_for_a_commit_stops_nothing_else() {
     assert_eq!(status["oversized"], serde_json::json!([]), "{status}");
     assert_eq!(status["unsealed_changes"], 0, "{status}");
 }
+
+#[test]
+fn a_write_made_while_untracked_does_not_leak_through_a_change_captured_before() {
+    let p = Pair::new("('1', 'one')");
+    // Captured, not yet sealed, when the table is untracked.
+    p.python("a.db", "UPDATE t SET v = 'before untrack' WHERE id = '1';");
+    p.ok(&["untrack", &p.db("a.db"), "t"]);
+    p.python("a.db", "UPDATE t SET v = 'while untracked' WHERE id = '1';");
+    p.merge();
+    assert_eq!(p.rows("b.db"), ["'1'|'before untrack'"]);
+    p.ok(&["track", &p.db("a.db"), "t"]);
+    p.merge();
+    assert_eq!(p.rows("b.db"), ["'1'|'while untracked'"]);
+}

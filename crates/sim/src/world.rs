@@ -162,6 +162,10 @@ struct Device {
     /// The admin that invited this device, and the claim, kept until the device
     /// holds the group: a join whose session broke is tried again with it.
     invite: Option<(usize, InviteClaim)>,
+    /// Whether the app on this device has added column `c` to `items`.
+    has_c: bool,
+    /// Whether `items` is untracked here for now (the user will track it again).
+    untracked: bool,
 }
 
 struct Side {
@@ -195,7 +199,7 @@ struct World {
     partition: Option<(Vec<bool>, u64)>,
     revoked: Option<(usize, Seq)>,
     outcome: Outcome,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// Runs the simulation of `seed` and checks its end state.
@@ -206,7 +210,17 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         w.step(step)?;
     }
     w.heal()?;
-    w.check()?;
+    if let Err(e) = w.check() {
+        // With SHOAL_SIM_KEEP set, the devices' files stay for a look.
+        if std::env::var_os("SHOAL_SIM_KEEP").is_some() {
+            let kept = w.dir.keep();
+            return Err(format!(
+                "{e}\nthe devices' files are kept in {}",
+                kept.display()
+            ));
+        }
+        return Err(e);
+    }
     Ok(w.outcome)
 }
 
@@ -253,8 +267,19 @@ impl World {
                 store: Some(store),
                 down_until: 0,
                 invite: None,
+                has_c: false,
+                untracked: false,
             });
         }
+        // The admin's table has rows before it is shared: they come along.
+        let admin = devices[0].store.as_mut().ok_or("no store")?;
+        admin
+            .connection()
+            .execute_batch(
+                "INSERT INTO items VALUES ('k0', 'before the group', 1), ('a-only', 'x', 2);",
+            )
+            .map_err(err)?;
+        admin.seal().map_err(err)?;
         let group = devices[0]
             .store
             .as_mut()
@@ -274,7 +299,7 @@ impl World {
             partition: None,
             revoked: None,
             outcome: Outcome::default(),
-            _dir: dir,
+            dir,
         })
     }
 
@@ -335,6 +360,14 @@ impl World {
             let d = self.rng.random_range(0..n);
             self.crash(d);
         }
+        if self.rng.random_bool(0.004) {
+            let d = self.rng.random_range(0..n);
+            self.add_column(d)?;
+        }
+        if self.rng.random_bool(0.01) {
+            let d = self.rng.random_range(0..n);
+            self.toggle_tracking(d)?;
+        }
         if self.partition.is_none() && self.rng.random_bool(0.008) {
             let sides = (0..n).map(|_| self.rng.random_bool(0.5)).collect();
             let until = self.now + self.rng.random_range(1_000..5_000);
@@ -360,11 +393,27 @@ impl World {
     /// A random write to the shared table (or, now and then, to the private one).
     fn write(&mut self, d: usize) -> Result<(), String> {
         let me = self.devices[d].id;
-        // A device writes to the group's table once it is a member by its own view.
-        if !self
-            .view(d)
-            .is_some_and(|g| g.role(&me).is_some_and(|r| r.may_write()))
-        {
+        // A device writes to the group's table once it is a member by its own view;
+        // before it ever joined, it keeps rows of its own there, which come along
+        // when it joins.
+        let view = self.view(d);
+        if view.is_none() {
+            let key = format!("p{d}-{}", self.rng.random_range(0..4));
+            let n = self.rng.random_range(-1000..1000);
+            let Some(store) = self.store(d) else {
+                return Ok(());
+            };
+            store
+                .connection()
+                .execute(
+                    "INSERT OR REPLACE INTO items(id, a, b) VALUES (?1, 'mine before joining', ?2)",
+                    rusqlite::params![key, n],
+                )
+                .map_err(err)?;
+            self.outcome.writes += 1;
+            return Ok(());
+        }
+        if !view.is_some_and(|g| g.role(&me).is_some_and(|r| r.may_write())) {
             return Ok(());
         }
         let key = format!("k{}", self.rng.random_range(0..12));
@@ -385,17 +434,19 @@ impl World {
         };
         let kind = self.rng.random_range(0..100);
         let owner = self.devices[d].name.clone();
+        let has_c = self.devices[d].has_c;
         let Some(store) = self.store(d) else {
             return Ok(());
         };
         let conn = store.connection();
         let result = match kind {
             0..40 => conn.execute(
-                "INSERT INTO items VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET a = excluded.a, b = excluded.b",
+                "INSERT INTO items(id, a, b) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET a = excluded.a, b = excluded.b",
                 rusqlite::params![key, text, number],
             ),
             40..65 => conn.execute("UPDATE items SET a = ?2 WHERE id = ?1", rusqlite::params![key, text]),
             65..80 => conn.execute("UPDATE items SET b = ?2 WHERE id = ?1", rusqlite::params![key, number]),
+            80..85 if has_c => conn.execute("UPDATE items SET c = ?2 WHERE id = ?1", rusqlite::params![key, text]),
             80..95 => conn.execute("DELETE FROM items WHERE id = ?1", [key]),
             _ => conn.execute(
                 "INSERT OR REPLACE INTO notes VALUES (?1, ?2, ?3)",
@@ -502,6 +553,43 @@ impl World {
         self.devices[d].invite = Some((a, claim.clone()));
         self.outcome.joined += 1;
         self.open(d, a, Some(claim))
+    }
+
+    /// The app on device `d` adds column `c` to `items`, from whatever client: Shoal
+    /// follows it by itself.
+    fn add_column(&mut self, d: usize) -> Result<(), String> {
+        if self.devices[d].has_c {
+            return Ok(());
+        }
+        let path = self.devices[d].path.clone();
+        rusqlite::Connection::open(&path)
+            .and_then(|c| {
+                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                c.execute_batch("ALTER TABLE items ADD COLUMN c TEXT")
+            })
+            .map_err(|e| format!("{} adding a column: {e}", self.devices[d].name))?;
+        self.devices[d].has_c = true;
+        Ok(())
+    }
+
+    /// Untracks `items` on device `d`, or tracks it again.
+    fn toggle_tracking(&mut self, d: usize) -> Result<(), String> {
+        let untracked = self.devices[d].untracked;
+        let name = self.devices[d].name.clone();
+        let Some(store) = self.store(d) else {
+            return Ok(());
+        };
+        if untracked {
+            store
+                .track("items", None)
+                .map_err(|e| format!("{name} tracking again: {e}"))?;
+        } else {
+            store
+                .untrack("items")
+                .map_err(|e| format!("{name} untracking: {e}"))?;
+        }
+        self.devices[d].untracked = !untracked;
+        Ok(())
     }
 
     fn crash(&mut self, d: usize) {
@@ -621,6 +709,18 @@ impl World {
                 self.devices[d].store = Some(store);
             }
         }
+        // The app's new column reaches every device in the end, and every table that
+        // was untracked is tracked again.
+        if self.devices.iter().any(|d| d.has_c) {
+            for d in 0..self.devices.len() {
+                self.add_column(d)?;
+            }
+        }
+        for d in 0..self.devices.len() {
+            if self.devices[d].untracked {
+                self.toggle_tracking(d)?;
+            }
+        }
         let revoked = self.revoked.map(|(d, _)| d);
         for round in 1..=10 {
             self.outcome.heal_rounds = round;
@@ -684,7 +784,11 @@ impl World {
             let store = dev.store.as_ref().ok_or("no store")?;
             let rows = dump(
                 store,
-                "SELECT quote(id) || ',' || quote(a) || ',' || quote(b) FROM items ORDER BY id",
+                if dev.has_c {
+                    "SELECT quote(id) || ',' || quote(a) || ',' || quote(b) || ',' || quote(c) FROM items ORDER BY id"
+                } else {
+                    "SELECT quote(id) || ',' || quote(a) || ',' || quote(b) FROM items ORDER BY id"
+                },
             )?;
             let mut vv: BTreeMap<DeviceId, Seq> = store.version_vector(&self.group).map_err(err)?.0;
             if let Some((r, after)) = revoked {

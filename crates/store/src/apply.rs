@@ -64,14 +64,37 @@ struct ForeignKey {
 }
 
 impl Tables {
+    /// The tables tracked now, whose remote changes are applied.
     pub(crate) fn load(tx: &Transaction) -> Result<Tables> {
+        Tables::load_some(tx, false)
+    }
+
+    /// The tables tracked now and those untracked for now whose columns are still
+    /// the ones Shoal knows: taking back a revoked device's commits reaches both.
+    pub(crate) fn load_with_untracked(tx: &Transaction) -> Result<Tables> {
+        Tables::load_some(tx, true)
+    }
+
+    fn load_some(tx: &Transaction, untracked: bool) -> Result<Tables> {
         let mut by_name = HashMap::new();
         let mut foreign = HashMap::new();
         let mut refused = HashSet::new();
-        for t in track::load_all(tx)?.into_iter().filter(|t| t.tracked) {
+        for t in track::load_all(tx)?
+            .into_iter()
+            .filter(|t| t.tracked || untracked)
+        {
             // A table whose schema changed here in a way Shoal does not follow gets no
-            // remote changes: they are held until it is sorted out.
-            if crate::follow::change(tx, &t.as_tracked())?.is_some() {
+            // remote changes: they are held until it is sorted out. (An untracked
+            // table has no triggers: only its columns are compared.)
+            let change = if t.tracked {
+                crate::follow::change(tx, &t.as_tracked())?
+            } else if track::still_there(tx, &t)? {
+                let (keys, columns) = crate::follow::split(&crate::follow::columns(tx, &t.name)?);
+                crate::follow::difference(&t.as_tracked(), &keys, &columns)
+            } else {
+                Some(crate::follow::SchemaChange::TableDropped)
+            };
+            if change.is_some() {
                 refused.insert(t.name.to_lowercase());
                 continue;
             }
@@ -838,13 +861,16 @@ fn upsert_row(tx: &Transaction, table: &TrackedTable, inc: &Incoming) -> rusqlit
     names.extend(inc.cells.iter().map(|c| ident(&c.column)));
     let slots: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
     let keys: Vec<String> = table.key_columns.iter().map(|c| ident(c)).collect();
-    let action = if inc.cells.is_empty() {
+    // An insert starts a row's life anew: a column it does not carry (its sender
+    // lacks it) takes its default, as in the `excluded` row, never what the row's
+    // earlier life left there, which devices that deleted the row first do not have.
+    let action = if table.columns.is_empty() {
         "NOTHING".to_owned()
     } else {
-        let sets: Vec<String> = inc
-            .cells
+        let sets: Vec<String> = table
+            .columns
             .iter()
-            .map(|c| format!("{0} = excluded.{0}", ident(&c.column)))
+            .map(|c| format!("{0} = excluded.{0}", ident(c)))
             .collect();
         format!("UPDATE SET {}", sets.join(", "))
     };

@@ -248,7 +248,7 @@ fn advance_all(
     for group in &roles_changed {
         if let Some(g) = groups.get(tx, &mut r.authors, group)? {
             let g = g.clone();
-            retract::take_back(tx, r, &tables, &g, report)?;
+            retract::take_back(tx, r, &g, report)?;
         }
     }
     apply::retry_held(tx, r, &tables, report)?;

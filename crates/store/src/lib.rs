@@ -230,7 +230,12 @@ impl Store {
 
     /// Stops syncing `table`: its triggers go, its sync state stays for a later re-track.
     pub fn untrack(&mut self, table: &str) -> Result<()> {
-        self.write(|tx, _| track::untrack(tx, table))
+        // What was captured is sealed first, while the values it reads are the ones
+        // written then: later writes are the untracked table's own.
+        self.write(|tx, r| {
+            seal::seal(tx, r)?;
+            track::untrack(tx, table)
+        })
     }
 
     /// Sets how conflicts in `table` are handled.

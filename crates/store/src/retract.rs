@@ -24,7 +24,6 @@ use crate::sql::key_blob;
 pub(crate) fn take_back(
     tx: &Transaction,
     r: &mut Replica,
-    tables: &Tables,
     group: &Group,
     report: &mut ImportReport,
 ) -> Result<()> {
@@ -57,14 +56,23 @@ pub(crate) fn take_back(
         .execute(rusqlite::params![&c.body.author.0[..], c.body.hlc.0 as i64])?;
     }
     forget_held(tx, &versions)?;
-    // Clear the rows, then replay what still stands on them.
+    // Clear the rows, then replay what still stands on them. A table untracked for
+    // now is rebuilt too, and its shadow with it, so that tracking it again takes
+    // neither what was taken back nor what was rebuilt for the app's own writes.
+    let tables = &Tables::load_with_untracked(tx)?;
     for ((table, blob), key) in &touched {
         if let Some(t) = tables.get(table) {
             apply::delete_row(tx, t, key)?;
             rows::forget(tx, t.id, blob)?;
         }
     }
-    replay(tx, r, tables, &touched, report)
+    replay(tx, r, tables, &touched, report)?;
+    for ((table, _), key) in &touched {
+        if let Some(t) = tables.get(table).filter(|t| !t.tracked) {
+            crate::track::refresh_shadow(tx, t, key)?;
+        }
+    }
+    tables.check_foreign_keys(tx, r, report)
 }
 
 /// Applied commits of `group` that it refuses now, with their authors' local ids.

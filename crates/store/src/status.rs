@@ -46,6 +46,10 @@ pub struct Status {
     pub forked_authors: Vec<String>,
     /// The replica's clock.
     pub clock: String,
+    /// How far this device's newest commit is stamped ahead of its wall clock, when
+    /// that is past what members accept: its clock ran ahead, and members hold its
+    /// commits until their time comes.
+    pub clock_ahead_ms: Option<u64>,
     /// The file this device lives in, when this file is a copy of it that was not
     /// adopted: nothing is signed here until it is.
     pub copy_of: Option<String>,
@@ -174,7 +178,18 @@ pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
         [&r.device.0[..]],
         |row| row.get(0),
     )?;
+    // A clock that ran ahead once stamps this device's commits ahead still: members
+    // hold them (and what follows in the chain) until their time comes.
+    let newest_own: i64 = conn.query_row(
+        "SELECT coalesce(max(c.head_hlc), 0) FROM shoal_chains c JOIN shoal_authors a ON a.id = c.author WHERE a.device = ?1",
+        [&r.device.0[..]],
+        |row| row.get(0),
+    )?;
+    let ahead_ms = Hlc(newest_own as u64)
+        .physical_ms()
+        .saturating_sub(r.now_ms());
     Ok(Status {
+        clock_ahead_ms: (ahead_ms > r.options.max_drift_ms).then_some(ahead_ms),
         device: r.device.to_string(),
         tables,
         unsealed_changes: count("SELECT count(*) FROM shoal_log")?,

@@ -6,8 +6,8 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction};
 use serde::Serialize;
-use shoal_core::GroupId;
 use shoal_core::commit::{MAX_KEY_COLUMNS, MAX_NAME_BYTES};
+use shoal_core::{GroupId, Value};
 
 use crate::error::{Result, StoreError};
 use crate::follow::{self, SchemaChange, SchemaProblem};
@@ -506,6 +506,46 @@ fn shadow_exists(conn: &Connection, id: i64) -> Result<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1")?
         .exists([shadow(id)])?)
+}
+
+/// Whether the table `t` names is in the file.
+pub(crate) fn still_there(conn: &Connection, t: &TrackedTable) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
+        )?
+        .exists([&t.name])?)
+}
+
+/// Copies row `key` of the untracked table `t` into its shadow as it is now: Shoal
+/// itself rewrote it (taking back a revoked device's commits), so it is no write of
+/// the app's to capture when the table is tracked again.
+pub(crate) fn refresh_shadow(conn: &Connection, t: &TrackedTable, key: &[Value]) -> Result<()> {
+    if !shadow_exists(conn, t.id)? {
+        return Ok(());
+    }
+    let binds: Vec<crate::sql::Bind<'_>> = key.iter().map(crate::sql::Bind).collect();
+    let matching = crate::sql::key_match(&t.key_columns, 1);
+    conn.execute(
+        &format!("DELETE FROM {} WHERE {matching}", shadow(t.id)),
+        rusqlite::params_from_iter(&binds),
+    )?;
+    let cols: Vec<String> = t
+        .key_columns
+        .iter()
+        .chain(&t.columns)
+        .map(|c| ident(c))
+        .collect();
+    conn.execute(
+        &format!(
+            "INSERT INTO {} SELECT {} FROM {} WHERE {matching}",
+            shadow(t.id),
+            cols.join(", "),
+            ident(&t.name)
+        ),
+        rusqlite::params_from_iter(&binds),
+    )?;
+    Ok(())
 }
 
 fn drop_shadow(conn: &Connection, id: i64) -> Result<()> {

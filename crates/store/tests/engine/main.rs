@@ -1026,3 +1026,51 @@ fn conflicts_report_what_to_do_with_unknown_ids() {
         .expect_err("unknown");
     assert!(err.to_string().contains("shoal conflicts"), "{err}");
 }
+
+#[test]
+fn a_row_inserted_anew_by_a_device_without_a_column_leaves_that_column_at_its_default() {
+    let w = World::new();
+    let mut a = w.replica(
+        "a",
+        "CREATE TABLE t (id TEXT PRIMARY KEY, v TEXT, c TEXT);",
+        &["t"],
+    );
+    let mut b = w.replica("b", "CREATE TABLE t (id TEXT PRIMARY KEY, v TEXT);", &["t"]);
+    exec(
+        &a,
+        "INSERT INTO t VALUES ('k', 'first', 'from its first life');",
+    );
+    sync(&mut a, &mut b);
+    // b, which has no column c, deletes the row and makes it again: one insert that
+    // starts a new life, without c.
+    exec(
+        &b,
+        "DELETE FROM t WHERE id = 'k'; INSERT INTO t VALUES ('k', 'second');",
+    );
+    sync(&mut a, &mut b);
+    assert_eq!(
+        dump(&a, "t"),
+        vec![vec![text("k"), text("second"), Value::Null]],
+        "c kept what the row's first life left"
+    );
+    // b adds the column: the first life's value it held is stale, and both agree.
+    exec(&b, "ALTER TABLE t ADD COLUMN c TEXT;");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&a, "t"), dump(&b, "t"));
+}
+
+#[test]
+fn a_device_whose_clock_ran_ahead_is_told_so() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let year_ms = 365 * 86_400_000;
+    let now = w.now.load(Ordering::SeqCst);
+    w.now.store(now + year_ms, Ordering::SeqCst);
+    exec(&a, "INSERT INTO notes VALUES ('n1', 't', 'b', 1);");
+    a.seal().expect("seal");
+    assert_eq!(a.status().expect("status").clock_ahead_ms, None);
+    // The machine's clock is put right: the commit stays a year ahead of it.
+    w.now.store(now, Ordering::SeqCst);
+    let ahead = a.status().expect("status").clock_ahead_ms.expect("told");
+    assert!(ahead >= year_ms - 1_000, "{ahead}");
+}
