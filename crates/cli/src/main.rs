@@ -677,7 +677,14 @@ pub(crate) fn send(from: &Store, to: &mut Store) -> shoal_store::Result<Directio
     // Every log: the local group's, and each group's the sender knows. The receiver
     // checks each group's membership itself.
     for group in from.group_ids()? {
-        let have = to.version_vector(&group)?;
+        // As a session does: where both hold one seq of an author with other heads,
+        // the sender's commit there goes too, and the receiver finds the fork.
+        let have = shoal_proto::Heads::to_send(
+            &from.version_vector(&group)?,
+            &shoal_proto::Heads(from.head_tags(&group)?),
+            &to.version_vector(&group)?,
+            &shoal_proto::Heads(to.head_tags(&group)?),
+        );
         from.export_each(&group, &have, |c| {
             size += c.body.len() + 64;
             d.bytes += c.body.len() + 64;

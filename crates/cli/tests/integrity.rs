@@ -385,3 +385,54 @@ fn a_write_made_while_untracked_does_not_leak_through_a_change_captured_before()
     p.merge();
     assert_eq!(p.rows("b.db"), ["'1'|'while untracked'"]);
 }
+
+#[test]
+fn a_fork_at_the_same_seq_is_found_by_both_sides_of_a_merge() {
+    let p = Pair::new("('1', 'one')");
+    // A whole machine cloned: the file and its data directory, key included, so the
+    // clone signs as a's device where nothing can tell it is a copy.
+    std::fs::copy(p.path("a.db"), p.path("clone.db")).expect("copy");
+    let cloned = p.path("cloned-data");
+    std::fs::create_dir_all(cloned.join("devices")).expect("mkdir");
+    for entry in std::fs::read_dir(p.path("data/devices")).expect("devices") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".key") {
+            std::fs::copy(entry.path(), cloned.join("devices").join(&name)).expect("key");
+        }
+    }
+    let clone = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .env("SHOAL_DATA_DIR", &cloned)
+            .output()
+            .expect("shoal runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Both write and seal: the same author, the same seq, two commits.
+    p.python("a.db", "UPDATE t SET v = 'by a' WHERE id = '1';");
+    p.python(
+        "clone.db",
+        "UPDATE t SET v = 'by the clone' WHERE id = '1';",
+    );
+    p.ok(&["seal", &p.db("a.db")]);
+    clone(&["seal", &p.db("clone.db")]);
+    p.merge();
+    // b and the clone hold one seq of a's device each, with other heads.
+    clone(&["merge", &p.db("clone.db"), &p.db("b.db")]);
+    for (db, status) in [
+        ("b.db", p.json(&["status", &p.db("b.db")])),
+        (
+            "clone.db",
+            serde_json::from_str(&clone(&["status", &p.db("clone.db"), "--json"])).expect("json"),
+        ),
+    ] {
+        let forked = status["forked_authors"].as_array().expect("forked").len();
+        assert_eq!(forked, 1, "{db} did not find the fork: {status}");
+    }
+}

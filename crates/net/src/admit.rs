@@ -4,7 +4,7 @@
 
 use shoal_core::VersionVector;
 use shoal_core::invite::InviteProblem;
-use shoal_proto::{Fingerprint, Hello, Reason, Refusal};
+use shoal_proto::{Fingerprint, Heads, Hello, Reason, Refusal};
 use shoal_store::{Store, StoreError};
 use tracing::info;
 
@@ -15,6 +15,8 @@ pub struct Admission {
     pub schema: Fingerprint,
     /// What this device holds of the group's log.
     pub have: VersionVector,
+    /// The head of each author's chain, in the order of `have`.
+    pub heads: Heads,
     /// The group's name.
     pub name: String,
 }
@@ -72,6 +74,7 @@ pub fn admit(store: &mut Store, hello: &Hello) -> Result<Result<Admission, Refus
     Ok(Ok(Admission {
         schema: Fingerprint(store.schema_fingerprint(&group)?),
         have: store.version_vector(&group)?,
+        heads: Heads(store.head_tags(&group)?),
         name: g.name,
     }))
 }

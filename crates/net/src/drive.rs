@@ -96,9 +96,14 @@ async fn run(
                     out.group = hello.group;
                     let asked = hello.clone();
                     match with_store(store, move |s| admit(s, &asked)).await? {
-                        Ok(Admission { schema, have, name }) => {
+                        Ok(Admission {
+                            schema,
+                            have,
+                            heads,
+                            name,
+                        }) => {
                             out.name = name;
-                            session.accept(schema, have)?;
+                            session.accept(schema, have, heads)?;
                             info!(peer = %peer.short(), group = %hello.group.short(), "accepted a session");
                         }
                         Err(refusal) => {

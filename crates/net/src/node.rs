@@ -785,6 +785,7 @@ async fn local_side(
             group,
             schema: shoal_proto::Fingerprint(s.schema_fingerprint(&group)?),
             have: s.version_vector(&group)?,
+            heads: shoal_proto::Heads(s.head_tags(&group)?),
             invite,
         })
     })

@@ -205,6 +205,9 @@ async fn push(
         device: key.id(),
         group,
         schema: Fingerprint::default(),
+        // No history of its own to tag: any tag the admin holds differs, and the
+        // admin sends its commit at that seq along.
+        heads: shoal_proto::Heads(vec![[0; 8]; have.0.len()]),
         have,
         invite,
     };

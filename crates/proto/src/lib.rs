@@ -33,8 +33,8 @@ mod session;
 pub use error::ProtoError;
 pub use frame::{Decoder, HEADER_LEN, Kind, encode_frame};
 pub use message::{
-    Ack, Done, Fingerprint, Hello, InviteClaim, InviteProblem, MAX_BATCH_BYTES, MAX_DETAIL_BYTES,
-    MAX_VECTOR_AUTHORS, MAX_WINDOW, Reason, Refusal, TARGET_BATCH_BYTES, VERSION, Welcome,
-    invite_proof, pack_commits, unpack_commits,
+    Ack, Done, Fingerprint, Heads, Hello, InviteClaim, InviteProblem, MAX_BATCH_BYTES,
+    MAX_DETAIL_BYTES, MAX_VECTOR_AUTHORS, MAX_WINDOW, Reason, Refusal, TARGET_BATCH_BYTES, VERSION,
+    Welcome, invite_proof, pack_commits, unpack_commits,
 };
 pub use session::{Config, Event, Local, Session, Side, Stats};

@@ -10,8 +10,8 @@ use shoal_core::vv::VersionVector;
 
 use crate::error::ProtoError;
 
-/// The protocol version this code speaks.
-pub const VERSION: u16 = 1;
+/// The protocol version this code speaks: 2 added head tags to hello and welcome.
+pub const VERSION: u16 = 2;
 
 /// A batch is closed once its commits reach this many (uncompressed) bytes.
 pub const TARGET_BATCH_BYTES: usize = 1 << 20;
@@ -56,6 +56,8 @@ pub struct Hello {
     pub schema: Fingerprint,
     /// What the initiator holds of the group's log.
     pub have: VersionVector,
+    /// The head of each author's chain it holds, as [`Heads`].
+    pub heads: Heads,
     /// An invite being redeemed, when the initiator is not yet a member.
     pub invite: Option<InviteClaim>,
 }
@@ -80,6 +82,46 @@ pub struct Welcome {
     pub schema: Fingerprint,
     /// What the responder holds of the group's log.
     pub have: VersionVector,
+    /// The head of each author's chain it holds, as [`Heads`].
+    pub heads: Heads,
+}
+
+/// The first eight bytes of the hash of each author's last commit held, one per
+/// author of the version vector beside it, in its order. Two sides at one seq of an
+/// author with other tags hold two histories of it: each sends its own commit there,
+/// and the other finds the fork.
+#[derive(Clone, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Heads(pub Vec<[u8; 8]>);
+
+impl Heads {
+    /// What to send a peer that holds `peer_have` with `peer_heads`, when this side
+    /// holds `have` with `heads`: `peer_have`, one seq back for every author whose
+    /// head differs at the same seq, so that this side's commit there goes out.
+    pub fn to_send(
+        have: &VersionVector,
+        heads: &Heads,
+        peer_have: &VersionVector,
+        peer_heads: &Heads,
+    ) -> VersionVector {
+        let mut out = peer_have.clone();
+        let tags = |vv: &VersionVector,
+                    h: &Heads|
+         -> std::collections::BTreeMap<shoal_core::DeviceId, [u8; 8]> {
+            vv.0.keys().copied().zip(h.0.iter().copied()).collect()
+        };
+        let (ours, theirs) = (tags(have, heads), tags(peer_have, peer_heads));
+        for (author, seq) in &peer_have.0 {
+            if seq.0 > 0
+                && have.get(author) == *seq
+                && ours
+                    .get(author)
+                    .is_some_and(|t| theirs.get(author) != Some(t))
+            {
+                out.set(*author, shoal_core::Seq(seq.0 - 1));
+            }
+        }
+        out
+    }
 }
 
 /// Why a session was refused.
@@ -184,6 +226,25 @@ pub(crate) fn leading_version(what: &'static str, body: &[u8]) -> Result<u16, Pr
             what,
             reason: e.to_string(),
         })
+}
+
+/// Checks that `heads` has one tag per author of `vv`.
+pub(crate) fn check_heads(
+    what: &'static str,
+    vv: &VersionVector,
+    heads: &Heads,
+) -> Result<(), ProtoError> {
+    if heads.0.len() != vv.0.len() {
+        return Err(ProtoError::Malformed {
+            what,
+            reason: format!(
+                "{} head tags for a version vector of {} authors",
+                heads.0.len(),
+                vv.0.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn check_vector(what: &'static str, vv: &VersionVector) -> Result<(), ProtoError> {

@@ -9,9 +9,9 @@ use shoal_core::vv::VersionVector;
 use crate::error::ProtoError;
 use crate::frame::{Decoder, Kind, encode_frame};
 use crate::message::{
-    Ack, Done, Fingerprint, Hello, InviteClaim, MAX_DETAIL_BYTES, MAX_WINDOW, Reason, Refusal,
-    TARGET_BATCH_BYTES, VERSION, Welcome, check_vector, decode, decode_batch, encode, encode_batch,
-    leading_version, pack_one,
+    Ack, Done, Fingerprint, Heads, Hello, InviteClaim, MAX_DETAIL_BYTES, MAX_WINDOW, Reason,
+    Refusal, TARGET_BATCH_BYTES, VERSION, Welcome, check_heads, check_vector, decode, decode_batch,
+    encode, encode_batch, leading_version, pack_one,
 };
 
 /// Which end of the stream this session is.
@@ -55,6 +55,8 @@ pub struct Local {
     pub schema: Fingerprint,
     /// What this device holds of the group's log.
     pub have: VersionVector,
+    /// The head of each author's chain it holds, in the order of `have`.
+    pub heads: Heads,
     /// An invite to redeem (initiator only).
     pub invite: Option<InviteClaim>,
 }
@@ -164,6 +166,7 @@ impl Session {
             device: s.local.device,
             schema: s.local.schema,
             have: s.local.have.clone(),
+            heads: s.local.heads.clone(),
             invite: s.local.invite.clone(),
         };
         s.queue(Kind::Hello, &encode(&hello));
@@ -178,6 +181,7 @@ impl Session {
             group: GroupId::DEFAULT,
             schema: Fingerprint::default(),
             have: VersionVector::default(),
+            heads: Heads::default(),
             invite: None,
         };
         Session::new(Side::Responder, config, local, remote, now_ms)
@@ -318,6 +322,7 @@ impl Session {
                 }
                 let hello: Hello = decode("hello", body)?;
                 check_vector("hello", &hello.have)?;
+                check_heads("hello", &hello.have, &hello.heads)?;
                 if hello.device != self.remote {
                     return Err(ProtoError::Impostor {
                         claimed: hello.device.to_string(),
@@ -348,6 +353,7 @@ impl Session {
                 }
                 let welcome: Welcome = decode("welcome", body)?;
                 check_vector("welcome", &welcome.have)?;
+                check_heads("welcome", &welcome.have, &welcome.heads)?;
                 if welcome.device != self.remote {
                     return Err(ProtoError::Impostor {
                         claimed: welcome.device.to_string(),
@@ -357,7 +363,12 @@ impl Session {
                 self.state = State::Streaming;
                 self.events.push_back(Event::Ready {
                     peer: self.remote,
-                    peer_have: welcome.have,
+                    peer_have: Heads::to_send(
+                        &self.local.have,
+                        &self.local.heads,
+                        &welcome.have,
+                        &welcome.heads,
+                    ),
                     schema_differs: welcome.schema != self.local.schema,
                 });
             }
@@ -429,23 +440,34 @@ impl Session {
     }
 
     /// (Responder) Accepts the hello with this device's schema fingerprint and
-    /// holdings of the group; [`Event::Ready`] follows.
-    pub fn accept(&mut self, schema: Fingerprint, have: VersionVector) -> Result<(), ProtoError> {
+    /// holdings of the group (with the head of each author's chain, in the order of
+    /// `have`); [`Event::Ready`] follows.
+    pub fn accept(
+        &mut self,
+        schema: Fingerprint,
+        have: VersionVector,
+        heads: Heads,
+    ) -> Result<(), ProtoError> {
         let (State::Deciding, Some(hello)) = (self.state, self.hello.take()) else {
             return Err(ProtoError::Misuse("accept without a hello"));
         };
+        if heads.0.len() != have.0.len() {
+            return Err(ProtoError::Misuse("one head tag per author of the vector"));
+        }
         self.events.push_back(Event::Ready {
             peer: self.remote,
-            peer_have: hello.have,
+            peer_have: Heads::to_send(&have, &heads, &hello.have, &hello.heads),
             schema_differs: hello.schema != schema,
         });
         self.local.schema = schema;
         self.local.have = have;
+        self.local.heads = heads;
         let welcome = Welcome {
             version: VERSION,
             device: self.local.device,
             schema,
             have: self.local.have.clone(),
+            heads: self.local.heads.clone(),
         };
         self.queue(Kind::Welcome, &encode(&welcome));
         self.state = State::Streaming;

@@ -6,8 +6,8 @@ use shoal_core::commit::{Seq, SignedCommit};
 use shoal_core::identity::{DeviceId, GroupId};
 use shoal_core::vv::VersionVector;
 use shoal_proto::{
-    Config, Event, Fingerprint, HEADER_LEN, Hello, Kind, Local, MAX_WINDOW, ProtoError, Reason,
-    Refusal, Session, VERSION, encode_frame, pack_commits,
+    Config, Event, Fingerprint, HEADER_LEN, Heads, Hello, Kind, Local, MAX_WINDOW, ProtoError,
+    Reason, Refusal, Session, VERSION, encode_frame, pack_commits,
 };
 
 const A: DeviceId = DeviceId([1; 32]);
@@ -58,7 +58,11 @@ impl Side {
                 Event::Hello(_) => {
                     self.events.push("hello");
                     self.session
-                        .accept(Fingerprint([1; 32]), VersionVector::default())
+                        .accept(
+                            Fingerprint([1; 32]),
+                            VersionVector::default(),
+                            Heads::default(),
+                        )
                         .expect("accept");
                 }
                 Event::Ready { .. } => {
@@ -122,6 +126,7 @@ fn pair(config: Config, a_sends: Vec<SignedCommit>, b_sends: Vec<SignedCommit>) 
         group: G,
         schema: Fingerprint([1; 32]),
         have: vector(10),
+        heads: Heads(vec![[0; 8]; vector(10).0.len()]),
         invite: None,
     };
     let a = Session::initiator(config, local, B, 0);
@@ -205,6 +210,7 @@ fn hello_bytes(version: u16, device: DeviceId) -> Vec<u8> {
         device,
         schema: Fingerprint::default(),
         have: VersionVector::default(),
+        heads: Heads::default(),
         invite: None,
     };
     encode_frame(Kind::Hello, &postcard::to_stdvec(&hello).expect("encode"))
@@ -296,6 +302,7 @@ fn a_batch_before_the_welcome_is_refused() {
         group: G,
         schema: Fingerprint::default(),
         have: VersionVector::default(),
+        heads: Heads::default(),
         invite: None,
     };
     let mut s = Session::initiator(Config::default(), local, B, 0);
@@ -329,8 +336,12 @@ fn streaming() -> Session {
     let mut s = responder();
     s.receive(&hello_bytes(VERSION, A), 0).expect("hello");
     assert!(matches!(s.poll_event(), Some(Event::Hello(_))));
-    s.accept(Fingerprint::default(), VersionVector::default())
-        .expect("accept");
+    s.accept(
+        Fingerprint::default(),
+        VersionVector::default(),
+        Heads::default(),
+    )
+    .expect("accept");
     assert!(matches!(s.poll_event(), Some(Event::Ready { .. })));
     s
 }
@@ -449,4 +460,23 @@ proptest! {
         prop_assert_eq!(&a.received, &b_sends);
         prop_assert!(a.session.is_finished() && b.session.is_finished());
     }
+}
+
+#[test]
+fn an_author_at_one_seq_with_other_heads_is_sent_again_from_there() {
+    let (x, y) = (DeviceId([7; 32]), DeviceId([8; 32]));
+    let mut have = VersionVector::default();
+    have.set(x, Seq(5));
+    have.set(y, Seq(3));
+    let ours = Heads(vec![[1; 8], [2; 8]]);
+    // The peer holds x's seq 5 with another head, and y's seq 3 with the same one.
+    let peer = have.clone();
+    let theirs = Heads(vec![[9; 8], [2; 8]]);
+    let send = Heads::to_send(&have, &ours, &peer, &theirs);
+    assert_eq!(send.get(&x), Seq(4), "x's fork is sent");
+    assert_eq!(send.get(&y), Seq(3));
+    // Where the seqs differ the chain itself tells: nothing changes.
+    let mut behind = peer.clone();
+    behind.set(x, Seq(4));
+    assert_eq!(Heads::to_send(&have, &ours, &behind, &theirs), behind);
 }

@@ -498,6 +498,7 @@ impl World {
             group,
             schema: Fingerprint(store.schema_fingerprint(&group).map_err(err)?),
             have: store.version_vector(&group).map_err(err)?,
+            heads: shoal_proto::Heads(store.head_tags(&group).map_err(err)?),
             invite,
         };
         let initiator = Session::initiator(config, local, remote, now);
@@ -886,8 +887,13 @@ fn work(
     while let Some(event) = side.session.poll_event() {
         match event {
             Event::Hello(hello) => match admit(store, &hello).map_err(err)? {
-                Ok(Admission { schema, have, .. }) => {
-                    side.session.accept(schema, have).map_err(err)?;
+                Ok(Admission {
+                    schema,
+                    have,
+                    heads,
+                    ..
+                }) => {
+                    side.session.accept(schema, have, heads).map_err(err)?;
                 }
                 Err(refusal) => {
                     *outcome

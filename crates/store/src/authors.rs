@@ -121,6 +121,30 @@ pub(crate) fn advance(
 }
 
 /// What the database holds of one group, author by author.
+/// The first bytes of each author's head hash in `group`, for the authors of
+/// [`version_vector`], in its order: two devices with one seq and other tags hold
+/// two histories of that author.
+pub(crate) fn head_tags(conn: &Connection, group: &GroupId) -> Result<Vec<[u8; 8]>> {
+    let mut tags = std::collections::BTreeMap::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.device, c.head_hash FROM shoal_chains c JOIN shoal_authors a ON a.id = c.author
+         WHERE c.grp = ?1 AND c.head_seq > 0",
+    )?;
+    let mut rows = stmt.query([&group.0[..]])?;
+    while let Some(row) = rows.next()? {
+        let device: Vec<u8> = row.get(0)?;
+        let hash: Option<Vec<u8>> = row.get(1)?;
+        if let Ok(id) = <[u8; 32]>::try_from(device) {
+            let mut tag = [0; 8];
+            if let Some(h) = hash.filter(|h| h.len() >= 8) {
+                tag.copy_from_slice(&h[..8]);
+            }
+            tags.insert(DeviceId(id), tag);
+        }
+    }
+    Ok(tags.into_values().collect())
+}
+
 pub(crate) fn version_vector(conn: &Connection, group: &GroupId) -> Result<VersionVector> {
     let mut vv = VersionVector::default();
     let mut stmt = conn.prepare_cached(

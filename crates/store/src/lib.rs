@@ -265,6 +265,13 @@ impl Store {
         authors::version_vector(&self.conn, group)
     }
 
+    /// The first eight bytes of each author's head hash in `group`, in the order of
+    /// [`Store::version_vector`]: a peer with the same seq for an author and another
+    /// tag holds a second history of that author (a fork).
+    pub fn head_tags(&self, group: &GroupId) -> Result<Vec<[u8; 8]>> {
+        authors::head_tags(&self.conn, group)
+    }
+
     /// Calls `each` with every applied commit of `group` that `have` lacks, in
     /// per-author order.
     pub fn export_each(
