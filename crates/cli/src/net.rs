@@ -319,9 +319,12 @@ pub(crate) fn join(
             "received {} commits ({} row changes applied, {} held, {} conflicts)",
             summary.sync.pulled, summary.sync.changes, summary.sync.held, summary.sync.conflicts
         );
-        if summary.sync.schema_differs {
+        // The joiner's fingerprint was taken before it knew the group's tables, so
+        // only changes held tell of a real difference.
+        if summary.sync.held > 0 {
             println!(
-                "note: the inviter's tables differ from yours; changes to columns you lack are held until you add them and re-track"
+                "note: {} change(s) are held, for tables or columns this database lacks; they apply once it has them (`shoal status` lists them)",
+                summary.sync.held
             );
         }
     }

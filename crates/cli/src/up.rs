@@ -113,6 +113,7 @@ fn print_event(e: &Event, json: bool) -> anyhow::Result<()> {
         ),
         Event::ConflictClosed { id } => println!("conflict {} closed", short(id)),
         Event::Refused { peer, reason } => println!("refused ({}): {reason}", short(peer)),
+        Event::NotSealed { table, reason } => println!("not sealed ({table}): {reason}"),
     }
     Ok(std::io::stdout().flush()?)
 }

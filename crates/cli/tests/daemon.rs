@@ -601,3 +601,50 @@ fn a_daemon_killed_in_the_middle_of_a_join_it_runs_resumes_it_after_restart() {
         assert_eq!(status["groups"][0]["role"], "member", "{fault}: {status}");
     }
 }
+
+#[test]
+fn a_running_daemon_says_when_a_table_stops_being_sealed() {
+    let env = Env::new();
+    let a = env.replica("a.db");
+    let mut daemon = Daemon::up(&env, &a);
+    python(&a, "INSERT INTO trades VALUES ('t1', 'AAPL', 1)");
+    python(
+        &a,
+        "ALTER TABLE trades RENAME COLUMN qty TO quantity; UPDATE trades SET quantity = 2",
+    );
+    // The daemon's lines are read on a thread that owns it, so that a missing event
+    // fails the test instead of hanging it; the daemon lives until `stop` is dropped.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        loop {
+            let line = daemon.line();
+            let done = line["event"] == "not_sealed";
+            if tx.send(line).is_err() || done {
+                break;
+            }
+        }
+        let _ = stopped.recv();
+        drop(daemon);
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("a not_sealed event within 30 s");
+        if line["event"] == "not_sealed" {
+            assert_eq!(line["table"], "trades", "{line}");
+            let reason = line["reason"].as_str().expect("reason");
+            assert!(reason.contains("renamed to quantity"), "{reason}");
+            break;
+        }
+    }
+    // Nothing captured was lost: renamed back, the write made meanwhile is sealed.
+    python(&a, "ALTER TABLE trades RENAME COLUMN quantity TO qty");
+    eventually(30, "the write is sealed", || {
+        count(&a, "SELECT count(*) FROM shoal_log") == 0
+    });
+    drop(stop);
+    reader.join().expect("reader");
+}

@@ -2,7 +2,7 @@
 //! connection up and runs a round of sync whenever one side has something new, and
 //! a loop that seals local writes as soon as the database says it changed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,6 +76,8 @@ struct LocalState {
     have: HashMap<GroupId, VersionVector>,
     conflicts: BTreeMap<String, OpenConflict>,
     groups: Vec<Group>,
+    /// What the last seal left unsealed, by table and reason: each is reported once.
+    not_sealed: BTreeSet<(String, String)>,
 }
 
 /// One member and the task that keeps in touch with it.
@@ -391,6 +393,25 @@ impl Inner {
                     }
                 }
             }
+            let not_sealed: BTreeSet<(String, String)> = sealed
+                .schema_problems
+                .iter()
+                .map(|p| (p.table.clone(), p.message.clone()))
+                .chain(
+                    sealed
+                        .oversized
+                        .iter()
+                        .map(|o| (o.table.clone(), o.to_string())),
+                )
+                .collect();
+            for (table, reason) in not_sealed.difference(&local.not_sealed) {
+                warn!(%table, "{reason}");
+                events.push(Event::NotSealed {
+                    table: table.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            local.not_sealed = not_sealed;
             local.conflicts = conflicts;
             local.have = have.clone();
             local.groups = groups.clone();

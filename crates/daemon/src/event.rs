@@ -84,6 +84,15 @@ pub enum Event {
         /// Its id.
         id: String,
     },
+    /// Something captured here is not sealed, and is kept until it can be: a table
+    /// whose schema changed in a way Shoal does not follow by itself, or a row too
+    /// large for any commit. Reported once, when it starts.
+    NotSealed {
+        /// The table.
+        table: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// A member refused this device, or this device refused a member's commits.
     Refused {
         /// The member.
