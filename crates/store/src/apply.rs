@@ -18,7 +18,7 @@ use crate::import::ImportReport;
 use crate::rows::{self, CellMeta, RowMeta, RowState, Ver};
 use crate::seal::read_row;
 use crate::sql::{Bind, ident, key_blob, key_match};
-use crate::track::{self, TrackedTable};
+use crate::table::TrackedTable;
 
 /// A row change with every version spelled out, independent of the commit it came in.
 /// Held changes are stored in this form. Names are shared with the other changes of
@@ -79,7 +79,7 @@ impl Tables {
         let mut by_name = HashMap::new();
         let mut foreign = HashMap::new();
         let mut refused = HashSet::new();
-        for t in track::load_all(tx)?
+        for t in crate::table::load_all(tx)?
             .into_iter()
             .filter(|t| t.tracked || untracked)
         {
@@ -88,7 +88,7 @@ impl Tables {
             // table has no triggers: only its columns are compared.)
             let change = if t.tracked {
                 crate::follow::change(tx, &t.as_tracked())?
-            } else if track::still_there(tx, &t)? {
+            } else if crate::capture::still_there(tx, &t)? {
                 let (keys, columns) = crate::follow::split(&crate::follow::columns(tx, &t.name)?);
                 crate::follow::difference(&t.as_tracked(), &keys, &columns)
             } else {
@@ -326,7 +326,7 @@ pub(crate) fn apply(
         };
         return hold(tx, &inc, &reason, report);
     };
-    let same_key = track::same_names(&inc.key_columns, &table.key_columns);
+    let same_key = crate::follow::same_names(&inc.key_columns, &table.key_columns);
     if !same_key {
         let reason = format!(
             "the primary key here is ({}), the change's is ({})",

@@ -11,7 +11,7 @@ use shoal_core::{DeviceId, Hlc, Value, Version};
 use crate::error::{Result, StoreError};
 use crate::rows;
 use crate::sql::{Bind, ident, key_blob, key_from_blob, key_match, key_text};
-use crate::track::{self, Policy, TrackedTable};
+use crate::table::{Policy, TrackedTable};
 use crate::{Replica, apply, load_hlc};
 
 /// What kind of conflict a record is.
@@ -414,7 +414,7 @@ pub(crate) fn resolve(
             c.resolution.clone().unwrap_or_default()
         )));
     }
-    let table = track::load_by_name(tx, &c.table)?
+    let table = crate::table::load_by_name(tx, &c.table)?
         .filter(|t| t.tracked)
         .ok_or_else(|| StoreError::NotTracked {
             table: c.table.clone(),

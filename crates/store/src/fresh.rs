@@ -23,7 +23,7 @@ use crate::import::ImportReport;
 use crate::pending::{self, Batch, Bound, Insert, Part};
 use crate::rows::{self, Ver};
 use crate::sql::{BindRef, ident};
-use crate::track::{self, TrackedTable};
+use crate::table::TrackedTable;
 
 /// The most rows one statement writes. Fewer are written with statements for the
 /// powers of two below it, so that every statement is prepared once per import.
@@ -285,8 +285,8 @@ impl Fresh {
 pub(crate) fn shape(tables: &Tables, p: &Part) -> Option<(usize, usize)> {
     let table = tables.get(&p.table)?;
     let direct = p.kept.iter().all(|k| *k)
-        && track::same_names(&p.key_columns, &table.key_columns)
-        && track::same_names(
+        && crate::follow::same_names(&p.key_columns, &table.key_columns)
+        && crate::follow::same_names(
             &p.columns.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
             &table.columns,
         );
@@ -514,7 +514,7 @@ mod tests {
         }
         let (stored, disputed) = store
             .write(|tx, _| {
-                let table = track::load_by_name(tx, "notes")?.expect("tracked");
+                let table = crate::table::load_by_name(tx, "notes")?.expect("tracked");
                 let (mut rows, mut open) = (Known::new(Keys::Stored), Known::new(Keys::Disputed));
                 // Asked in the order of their blobs, as sorted changes come.
                 let mut ids: Vec<String> = (0..60)

@@ -9,6 +9,7 @@
 
 mod apply;
 mod authors;
+mod capture;
 mod checkpoint;
 pub mod conflict;
 mod error;
@@ -25,6 +26,7 @@ mod schema;
 mod seal;
 mod sql;
 mod status;
+mod table;
 mod track;
 
 use std::path::{Path, PathBuf};
@@ -46,7 +48,8 @@ pub use import::ImportReport;
 pub use invites::Invite;
 pub use seal::{OversizedRow, SealReport};
 pub use status::{CommitSummary, GroupSummary, HeldSummary, Status, TableStatus};
-pub use track::{Policy, TrackReport, TrackedTable};
+pub use table::{Policy, TrackedTable};
+pub use track::TrackReport;
 
 use authors::Authors;
 
@@ -245,7 +248,7 @@ impl Store {
 
     /// The tables Shoal tracks, or once tracked.
     pub fn tables(&self) -> Result<Vec<TrackedTable>> {
-        track::load_all(&self.conn)
+        crate::table::load_all(&self.conn)
     }
 
     /// Tracked tables whose schema changed since Shoal last looked: added columns,
@@ -349,7 +352,7 @@ impl Store {
         self.write(|tx, r| {
             seal::seal_ops(tx, r, id, ops)?;
             for (table, _) in tables {
-                track::log_snapshot(tx, table, &id)?;
+                crate::capture::log_snapshot(tx, table, &id)?;
             }
             seal::seal(tx, r)
         })?;
@@ -363,7 +366,7 @@ impl Store {
         let op = self.share_op(table, excluded)?;
         self.write(|tx, r| {
             seal::seal_ops(tx, r, g.id, vec![op])?;
-            track::log_snapshot(tx, table, &g.id)?;
+            crate::capture::log_snapshot(tx, table, &g.id)?;
             seal::seal(tx, r)
         })?;
         self.group(&g.id.to_string())
@@ -519,7 +522,7 @@ impl Store {
             for share in shares {
                 h.update(share.table.to_ascii_lowercase().as_bytes());
                 h.update(b"\0");
-                match track::load_by_name(&self.conn, &share.table)? {
+                match crate::table::load_by_name(&self.conn, &share.table)? {
                     Some(t) if t.tracked => {
                         for c in t.key_columns.iter().chain(&t.columns) {
                             if share.carries(c) {
@@ -639,8 +642,10 @@ impl Store {
     }
 
     fn share_op(&self, table: &str, excluded: &[String]) -> Result<GroupOp> {
-        let t = track::load_by_name(&self.conn, table)?.ok_or_else(|| StoreError::NotTracked {
-            table: table.to_owned(),
+        let t = crate::table::load_by_name(&self.conn, table)?.ok_or_else(|| {
+            StoreError::NotTracked {
+                table: table.to_owned(),
+            }
         })?;
         for c in excluded {
             if !t.columns.iter().any(|x| x.eq_ignore_ascii_case(c)) {

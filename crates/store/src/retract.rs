@@ -69,7 +69,7 @@ pub(crate) fn take_back(
     replay(tx, r, tables, &touched, report)?;
     for ((table, _), key) in &touched {
         if let Some(t) = tables.get(table).filter(|t| !t.tracked) {
-            crate::track::refresh_shadow(tx, t, key)?;
+            crate::capture::refresh_shadow(tx, t, key)?;
         }
     }
     tables.check_foreign_keys(tx, r, report)

@@ -20,7 +20,8 @@ use crate::error::{Result, StoreError};
 use crate::follow::SchemaProblem;
 use crate::rows::{self, RowMeta, Ver};
 use crate::sql::{Bind, key_blob, key_from_blob, key_text, value};
-use crate::track::{self, TrackedTable};
+use crate::table::TrackedTable;
+use crate::track;
 use crate::{Replica, conflict, groups, import, load_hlc, save_hlc};
 
 /// What sealing did.
@@ -111,7 +112,7 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
     // entries stay for when it is sorted out. An untracked table the app has dropped
     // has nothing left to seal: its log entries go.
     let problems = track::follow_schema(tx, r)?;
-    let refused: Vec<i64> = track::load_all(tx)?
+    let refused: Vec<i64> = crate::table::load_all(tx)?
         .iter()
         .filter(|t| problems.iter().any(|p| p.table == t.name))
         .map(|t| t.id)
@@ -121,7 +122,7 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
         .prepare_cached("SELECT lower(name) FROM sqlite_schema WHERE type = 'table'")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let tables: HashMap<i64, TrackedTable> = track::load_all(tx)?
+    let tables: HashMap<i64, TrackedTable> = crate::table::load_all(tx)?
         .into_iter()
         .filter(|t| !refused.contains(&t.id) && existing.contains(&t.name.to_lowercase()))
         .map(|t| (t.id, t))
@@ -186,7 +187,7 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
                 let table = &tables[&tbl];
                 let key = key_from_blob(&blob)?;
                 if let Some(size) =
-                    builder.add(tx, r, table, &to, only.is_some(), blob.clone(), &key, &ops)?
+                    builder.add(tx, r, table, &to, only.is_some(), &blob, &key, &ops)?
                 {
                     // One row too large for any commit stops nothing else: its log
                     // entries stay for when it is smaller, and it is reported.
@@ -244,7 +245,7 @@ impl Target {
 
 impl Targets {
     fn load(tx: &Transaction, r: &mut Replica) -> Result<Targets> {
-        let tables = track::load_all(tx)?;
+        let tables = crate::table::load_all(tx)?;
         let mut carried: HashMap<i64, Vec<Target>> = HashMap::new();
         let mut writable = HashMap::new();
         for id in groups::known(tx)? {
@@ -390,11 +391,11 @@ impl Builder {
         table: &TrackedTable,
         targets: &[Target],
         snapshot: bool,
-        blob: Vec<u8>,
+        blob: &[u8],
         key: &[Value],
         ops: &[Logged],
     ) -> Result<Option<usize>> {
-        let mut state = rows::load(tx, &mut r.columns, table.id, &blob)?;
+        let mut state = rows::load(tx, &mut r.columns, table.id, blob)?;
         let before = state.cl;
         let (mut cl, mut alive) = (state.cl, state.alive());
         let mut all = false;
@@ -502,12 +503,12 @@ impl Builder {
             return Ok(Some(size));
         }
         state.cl = cl;
-        rows::save(tx, &mut r.columns, table.id, &blob, &state)?;
+        rows::save(tx, &mut r.columns, table.id, blob, &state)?;
         let by = Version {
             hlc: self.hlc,
             author: r.device,
         };
-        conflict::close_superseded(tx, r, &table.name, &blob, cl, &written, by)?;
+        conflict::close_superseded(tx, r, &table.name, blob, cl, &written, by)?;
         for target in targets {
             let part = self.part(tx, target.group)?;
             let slot = match part.table_index.get(&table.id) {
@@ -620,7 +621,7 @@ pub(crate) fn give_rows(tx: &Transaction, r: &mut Replica) -> Result<SealReport>
     let mut logged = 0;
     for (group, shares) in &targets.writable {
         for tbl in shares.keys() {
-            logged += track::give_rows(tx, group, *tbl)?.unwrap_or(0);
+            logged += crate::capture::give_rows(tx, group, *tbl)?.unwrap_or(0);
         }
     }
     if logged == 0 {

@@ -7,7 +7,8 @@ use shoal_core::{DeviceId, GroupId, Hlc};
 use crate::error::Result;
 use crate::follow::SchemaProblem;
 use crate::seal::OversizedRow;
-use crate::track::{self, Policy};
+use crate::table::Policy;
+use crate::track;
 use crate::{Replica, authors, groups, load_hlc};
 
 /// A summary of one replica.
@@ -143,7 +144,7 @@ pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
         Ok(conn.query_row(sql, [], |row| row.get::<_, i64>(0))? as u64)
     };
     let problems = track::schema_problems(conn, &r.path.display().to_string())?;
-    let tables = track::load_all(conn)?
+    let tables = crate::table::load_all(conn)?
         .into_iter()
         .map(|t| TableStatus {
             schema_problem: problems.iter().find(|p| p.table == t.name).cloned(),
