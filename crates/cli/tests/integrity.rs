@@ -436,3 +436,26 @@ fn a_fork_at_the_same_seq_is_found_by_both_sides_of_a_merge() {
         assert_eq!(forked, 1, "{db} did not find the fork: {status}");
     }
 }
+
+#[test]
+fn a_table_untracked_after_its_column_was_renamed_blocks_nothing_else() {
+    let p = Pair::new("('1', 'one')");
+    p.python(
+        "a.db",
+        "CREATE TABLE other (id TEXT PRIMARY KEY, w TEXT);
+         ALTER TABLE t RENAME COLUMN v TO vv; UPDATE t SET vv = 'renamed' WHERE id = '1';",
+    );
+    p.ok(&["untrack", &p.db("a.db"), "t"]);
+    p.ok(&["track", &p.db("a.db"), "other"]);
+    p.python("a.db", "INSERT INTO other VALUES ('o', 'still syncs');");
+    p.ok(&["seal", &p.db("a.db")]);
+    p.python("b.db", "CREATE TABLE other (id TEXT PRIMARY KEY, w TEXT);");
+    p.ok(&["track", &p.db("b.db"), "other"]);
+    p.merge();
+    let conn = rusqlite::Connection::open(p.path("b.db")).expect("open");
+    let w: String = conn
+        .query_row("SELECT w FROM other WHERE id = 'o'", [], |r| r.get(0))
+        .expect("o reached b");
+    assert_eq!(w, "still syncs");
+    assert_eq!(p.rows("b.db"), ["'1'|'one'"]);
+}

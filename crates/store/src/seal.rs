@@ -112,11 +112,23 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
     // entries stay for when it is sorted out. An untracked table the app has dropped
     // has nothing left to seal: its log entries go.
     let problems = track::follow_schema(tx, r)?;
-    let refused: Vec<i64> = crate::table::load_all(tx)?
-        .iter()
-        .filter(|t| problems.iter().any(|p| p.table == t.name))
-        .map(|t| t.id)
-        .collect();
+    let mut refused: Vec<i64> = Vec::new();
+    for t in crate::table::load_all(tx)? {
+        // An untracked table's entries captured before it was untracked are sealed
+        // as long as its columns are still the ones they name.
+        let changed = if t.tracked {
+            problems.iter().any(|p| p.table == t.name)
+        } else {
+            crate::capture::still_there(tx, &t)? && {
+                let cols = crate::follow::columns(tx, &t.name)?;
+                let (keys, now) = crate::follow::split(&cols);
+                crate::follow::difference(&t.as_tracked(), &keys, &now).is_some()
+            }
+        };
+        if changed {
+            refused.push(t.id);
+        }
+    }
     let refused_json = serde_json::to_string(&refused).unwrap_or_else(|_| "[]".into());
     let existing: HashSet<String> = tx
         .prepare_cached("SELECT lower(name) FROM sqlite_schema WHERE type = 'table'")?
