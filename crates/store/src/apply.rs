@@ -88,11 +88,8 @@ impl Tables {
             // table has no triggers: only its columns are compared.)
             let change = if t.tracked {
                 crate::follow::change(tx, &t.as_tracked())?
-            } else if crate::capture::still_there(tx, &t)? {
-                let (keys, columns) = crate::follow::split(&crate::follow::columns(tx, &t.name)?);
-                crate::follow::difference(&t.as_tracked(), &keys, &columns)
             } else {
-                Some(crate::follow::SchemaChange::TableDropped)
+                crate::follow::columns_change(tx, &t.as_tracked())?
             };
             if change.is_some() {
                 refused.insert(t.name.to_lowercase());

@@ -12,7 +12,7 @@ use crate::sql::{ident, key_blob, value};
 use crate::table::{TrackedTable, load_all, load_by_name};
 
 /// The table that keeps an untracked table's values as they were when it was untracked.
-pub(crate) fn shadow(id: i64) -> String {
+fn shadow(id: i64) -> String {
     format!("shoal_shadow_{id}")
 }
 
@@ -20,15 +20,6 @@ pub(crate) fn shadow_exists(conn: &Connection, id: i64) -> Result<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1")?
         .exists([shadow(id)])?)
-}
-
-/// Whether the table `t` names is in the file.
-pub(crate) fn still_there(conn: &Connection, t: &TrackedTable) -> Result<bool> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
-        )?
-        .exists([&t.name])?)
 }
 
 /// Copies row `key` of the untracked table `t` into its shadow as it is now: Shoal
@@ -44,22 +35,34 @@ pub(crate) fn refresh_shadow(conn: &Connection, t: &TrackedTable, key: &[Value])
         &format!("DELETE FROM {} WHERE {matching}", shadow(t.id)),
         rusqlite::params_from_iter(&binds),
     )?;
+    conn.execute(
+        &format!(
+            "INSERT INTO {} {} WHERE {matching}",
+            shadow(t.id),
+            shadowed(t)
+        ),
+        rusqlite::params_from_iter(&binds),
+    )?;
+    Ok(())
+}
+
+/// Keeps the values of `t` as they stand in its shadow, so that tracking it again
+/// can tell what changed while nothing captured it.
+pub(crate) fn make_shadow(conn: &Connection, t: &TrackedTable) -> Result<()> {
+    drop_shadow(conn, t.id)?;
+    conn.execute_batch(&format!("CREATE TABLE {} AS {}", shadow(t.id), shadowed(t)))?;
+    Ok(())
+}
+
+/// The query of what a shadow keeps of `t`: its key and synced columns.
+fn shadowed(t: &TrackedTable) -> String {
     let cols: Vec<String> = t
         .key_columns
         .iter()
         .chain(&t.columns)
         .map(|c| ident(c))
         .collect();
-    conn.execute(
-        &format!(
-            "INSERT INTO {} SELECT {} FROM {} WHERE {matching}",
-            shadow(t.id),
-            cols.join(", "),
-            ident(&t.name)
-        ),
-        rusqlite::params_from_iter(&binds),
-    )?;
-    Ok(())
+    format!("SELECT {} FROM {}", cols.join(", "), ident(&t.name))
 }
 
 pub(crate) fn drop_shadow(conn: &Connection, id: i64) -> Result<()> {

@@ -203,25 +203,35 @@ pub(crate) fn change(conn: &Connection, t: &Tracked<'_>) -> Result<Option<Schema
             |r| r.get(0),
         )?
         .collect::<Result<_, _>>()?;
-    let exists = conn
-        .prepare_cached(
-            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
-        )?
-        .exists([t.name])?;
     // A renamed table takes its triggers along.
     if let Some(on) = triggers.first()
         && !on.eq_ignore_ascii_case(t.name)
     {
         return Ok(Some(SchemaChange::TableRenamed { to: on.clone() }));
     }
-    if !exists {
-        return Ok(Some(SchemaChange::TableDropped));
-    }
-    if triggers.len() < 3 {
+    if triggers.len() < 3 && exists(conn, t.name)? {
         return Ok(Some(SchemaChange::TriggersGone));
+    }
+    columns_change(conn, t)
+}
+
+/// How the table `t` names differs in its columns from what Shoal knows, or whether
+/// it is gone; its triggers are not looked at (an untracked table has none).
+pub(crate) fn columns_change(conn: &Connection, t: &Tracked<'_>) -> Result<Option<SchemaChange>> {
+    if !exists(conn, t.name)? {
+        return Ok(Some(SchemaChange::TableDropped));
     }
     let (keys, now) = split(&columns(conn, t.name)?);
     Ok(difference(t, &keys, &now))
+}
+
+/// Whether the file has a table of this name (as SQLite matches names).
+pub(crate) fn exists(conn: &Connection, table: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
+        )?
+        .exists([table])?)
 }
 
 /// How the columns Shoal tracks for `t` differ from `keys` and `now`, if they do.

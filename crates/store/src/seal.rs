@@ -5,7 +5,7 @@
 //! clock and records what each write overwrote, so that peers can tell a concurrent
 //! write from a later one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::Transaction;
 use serde::Serialize;
@@ -17,7 +17,7 @@ use shoal_core::{
 
 use crate::authors::{self, Head};
 use crate::error::{Result, StoreError};
-use crate::follow::SchemaProblem;
+use crate::follow::{SchemaChange, SchemaProblem};
 use crate::rows::{self, RowMeta, Ver};
 use crate::sql::{Bind, key_blob, key_from_blob, key_text, value};
 use crate::table::TrackedTable;
@@ -113,32 +113,28 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
     // has nothing left to seal: its log entries go.
     let problems = track::follow_schema(tx, r)?;
     let mut refused: Vec<i64> = Vec::new();
+    let mut tables: HashMap<i64, TrackedTable> = HashMap::new();
     for t in crate::table::load_all(tx)? {
         // An untracked table's entries captured before it was untracked are sealed
-        // as long as its columns are still the ones they name.
-        let changed = if t.tracked {
-            problems.iter().any(|p| p.table == t.name)
+        // as long as its columns are still the ones they name; those of one that is
+        // gone are dropped below.
+        let change = if t.tracked {
+            problems
+                .iter()
+                .find(|p| p.table == t.name)
+                .map(|p| p.change.clone())
         } else {
-            crate::capture::still_there(tx, &t)? && {
-                let cols = crate::follow::columns(tx, &t.name)?;
-                let (keys, now) = crate::follow::split(&cols);
-                crate::follow::difference(&t.as_tracked(), &keys, &now).is_some()
-            }
+            crate::follow::columns_change(tx, &t.as_tracked())?
         };
-        if changed {
-            refused.push(t.id);
+        match change {
+            Some(SchemaChange::TableDropped) if !t.tracked => {}
+            Some(_) => refused.push(t.id),
+            None => {
+                tables.insert(t.id, t);
+            }
         }
     }
     let refused_json = serde_json::to_string(&refused).unwrap_or_else(|_| "[]".into());
-    let existing: HashSet<String> = tx
-        .prepare_cached("SELECT lower(name) FROM sqlite_schema WHERE type = 'table'")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let tables: HashMap<i64, TrackedTable> = crate::table::load_all(tx)?
-        .into_iter()
-        .filter(|t| !refused.contains(&t.id) && existing.contains(&t.name.to_lowercase()))
-        .map(|t| (t.id, t))
-        .collect();
     let me = r.authors.id(tx, &r.device)?;
     let targets = Targets::load(tx, r)?;
     let mut report = SealReport {

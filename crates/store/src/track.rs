@@ -10,7 +10,7 @@ use shoal_core::commit::{MAX_KEY_COLUMNS, MAX_NAME_BYTES};
 
 use crate::capture::{
     capture_all, capture_columns, capture_existing, capture_from_shadow, differs, drop_shadow,
-    shadow, shadow_exists,
+    make_shadow, shadow_exists,
 };
 use crate::error::{Result, StoreError};
 use crate::follow::{self, SchemaChange, SchemaProblem};
@@ -192,21 +192,7 @@ pub(crate) fn untrack(tx: &Transaction, table: &str) -> Result<()> {
     match change {
         // The values as they stand, so that a later re-track can tell what changed
         // while nothing captured them.
-        None | Some(SchemaChange::ColumnsAdded { .. }) if t.tracked => {
-            drop_shadow(tx, t.id)?;
-            let cols: Vec<String> = t
-                .key_columns
-                .iter()
-                .chain(&t.columns)
-                .map(|c| ident(c))
-                .collect();
-            tx.execute_batch(&format!(
-                "CREATE TABLE {} AS SELECT {} FROM {}",
-                shadow(t.id),
-                cols.join(", "),
-                ident(&t.name)
-            ))?;
-        }
+        None | Some(SchemaChange::ColumnsAdded { .. }) if t.tracked => make_shadow(tx, &t)?,
         // What was captured of a table that is gone can no longer be read.
         Some(SchemaChange::TableDropped) => {
             tx.execute("DELETE FROM shoal_log WHERE tbl = ?1", [t.id])?;
