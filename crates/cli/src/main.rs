@@ -622,6 +622,8 @@ fn parse_sets(sets: &[String]) -> anyhow::Result<Vec<(String, Value)>> {
 pub(crate) struct MergeReport {
     pub(crate) a_to_b: Direction,
     pub(crate) b_to_a: Direction,
+    /// Groups whose session a side refused, and why.
+    pub(crate) skipped: Vec<String>,
 }
 
 /// One direction of a merge.
@@ -637,6 +639,8 @@ pub(crate) struct Direction {
     /// Commits the receiver holds because their clock is too far ahead of its own.
     pub(crate) future: usize,
     pub(crate) bytes: usize,
+    /// Commits the receiver refused, and why.
+    pub(crate) refused: Vec<String>,
 }
 
 /// The group named, or the only one there is.
@@ -656,55 +660,50 @@ fn one_group(store: &Store, which: Option<&str>) -> anyhow::Result<shoal_core::G
     }
 }
 
-/// Commits moved per batch, so that memory stays bounded whatever the backlog.
-const MERGE_BATCH_BYTES: usize = 8 << 20;
-
-/// Seals both replicas and sends each what the other lacks, in bounded batches.
+/// Syncs two files as two devices would: one session per group, in memory, each
+/// side sealing first and applying what it was sent once the session ends.
 pub(crate) fn merge(a: &mut Store, b: &mut Store) -> anyhow::Result<MergeReport> {
-    a.seal()?;
-    b.seal()?;
-    let a_to_b = send(a, b)?;
-    let b_to_a = send(b, a)?;
-    Ok(MergeReport { a_to_b, b_to_a })
+    let mut report = MergeReport::default();
+    // Every log either file holds: the local group's, and each group's. A group one
+    // side does not know, or whose member the other side is not, is refused there
+    // as a peer on the network would refuse it.
+    let mut groups = a.group_ids()?;
+    for g in b.group_ids()? {
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    for group in groups {
+        let x = shoal_host::exchange(a, b, group, shoal_proto::Config::default())?;
+        if let Some(refused) = x.refused {
+            report
+                .skipped
+                .push(format!("group {}: {refused}", group.short()));
+        }
+        report.a_to_b.add(&x.responder);
+        report.b_to_a.add(&x.initiator);
+    }
+    report.a_to_b.counts(b)?;
+    report.b_to_a.counts(a)?;
+    Ok(report)
 }
 
-/// Sends `to` what it lacks of `from`: kept batch by batch as a session keeps them, then
-/// applied in one pass in key order.
-pub(crate) fn send(from: &Store, to: &mut Store) -> shoal_store::Result<Direction> {
-    let mut d = Direction::default();
-    let mut batch = Vec::new();
-    let mut size = 0;
-    // Every log: the local group's, and each group's the sender knows. The receiver
-    // checks each group's membership itself.
-    for group in from.group_ids()? {
-        // As a session does: where both hold one seq of an author with other heads,
-        // the sender's commit there goes too, and the receiver finds the fork.
-        let have = shoal_proto::Heads::to_send(
-            &from.version_vector(&group)?,
-            &shoal_proto::Heads(from.head_tags(&group)?),
-            &to.version_vector(&group)?,
-            &shoal_proto::Heads(to.head_tags(&group)?),
-        );
-        from.export_each(&group, &have, |c| {
-            size += c.body.len() + 64;
-            d.bytes += c.body.len() + 64;
-            batch.push(c);
-            if size >= MERGE_BATCH_BYTES {
-                size = 0;
-                to.receive(std::mem::take(&mut batch))?;
-            }
-            Ok(())
-        })?;
+impl Direction {
+    /// Adds what a receiving side counted in one group's session.
+    fn add(&mut self, s: &shoal_host::GroupSync) {
+        self.commits += s.applied as usize;
+        self.changes += s.changes as usize;
+        self.conflicts += s.conflicts as usize;
+        self.bytes += s.bytes_in as usize;
+        self.refused.extend(s.refused.iter().cloned());
     }
-    if !batch.is_empty() {
-        to.receive(batch)?;
+
+    /// What the receiver holds back now, as its `status` counts it.
+    fn counts(&mut self, to: &Store) -> shoal_store::Result<()> {
+        let status = to.status()?;
+        self.held = status.held.iter().map(|h| h.count as usize).sum();
+        self.waiting = status.waiting_commits as usize;
+        self.future = status.future_commits as usize;
+        Ok(())
     }
-    let report = to.apply_waiting()?;
-    d.commits += report.commits_applied;
-    d.changes += report.changes_applied;
-    d.conflicts += report.conflicts;
-    d.waiting = report.waiting;
-    d.future = report.future;
-    d.held = to.status()?.held.iter().map(|h| h.count as usize).sum();
-    Ok(d)
 }

@@ -94,6 +94,9 @@ pub(crate) fn merge(json: bool, a: &Path, b: &Path, r: &MergeReport) {
             d.held,
             d.bytes
         );
+        for r in &d.refused {
+            println!("  refused: {r}");
+        }
         if d.waiting > 0 {
             println!("  {} commit(s) there wait for earlier ones", d.waiting);
         }
@@ -106,6 +109,9 @@ pub(crate) fn merge(json: bool, a: &Path, b: &Path, r: &MergeReport) {
     };
     line(a, b, &r.a_to_b);
     line(b, a, &r.b_to_a);
+    for s in &r.skipped {
+        println!("not merged: {s}");
+    }
 }
 
 pub(crate) fn log(json: bool, commits: &[CommitSummary]) {

@@ -67,3 +67,13 @@ impl NetError {
         )
     }
 }
+
+impl From<shoal_host::HostError> for NetError {
+    fn from(e: shoal_host::HostError) -> Self {
+        match e {
+            shoal_host::HostError::Store(e) => NetError::Store(e),
+            shoal_host::HostError::Protocol(e) => NetError::Protocol(e),
+            e => NetError::Task(e.to_string()),
+        }
+    }
+}

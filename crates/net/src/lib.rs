@@ -4,10 +4,9 @@
 //! A [`Node`] dials out ([`Node::sync`], [`Node::join`]) and accepts
 //! ([`Node::serve`]) on one ALPN, [`ALPN`]. Each group is reconciled on its own
 //! bidirectional stream of one connection; the session decides what is sent and
-//! checked, this crate only moves its bytes and runs the database work it asks for
-//! on blocking threads.
+//! checked, its [`shoal_host::Host`] what the database does, and this crate only
+//! moves the bytes and runs the host's work on blocking threads.
 
-mod admit;
 mod drive;
 mod error;
 pub mod fault;
@@ -15,11 +14,11 @@ mod node;
 mod peer;
 mod ticket;
 
-pub use admit::{Admission, admit};
 pub use drive::{SharedStore, with_store};
 pub use error::NetError;
-pub use node::{GroupSync, JoinSummary, Node, NodeConfig, PeerSync, Progress, Relay};
+pub use node::{JoinSummary, Node, NodeConfig, PeerSync, Progress, Relay};
 pub use peer::PeerSpec;
+pub use shoal_host::GroupSync;
 pub use ticket::InviteTicket;
 
 /// The one application protocol Shoal speaks on an iroh connection.

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use iroh::endpoint::{Connection, Incoming, QuicTransportConfig, presets};
 use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, SecretKey, Watcher};
 use serde::{Deserialize, Serialize};
-use shoal_core::{DeviceId, GroupId, Role, VersionVector};
+use shoal_core::{DeviceId, GroupId, Role};
+use shoal_host::GroupSync;
 use shoal_proto::{Config, InviteClaim, Local, Session, invite_proof};
-use shoal_store::{ImportReport, Store, StoreOptions};
+use shoal_store::{Store, StoreOptions};
 use tracing::{info, warn};
 
 use crate::ALPN;
@@ -66,56 +67,6 @@ pub struct Progress {
     pub pulled: u64,
     /// Bytes both ways so far.
     pub bytes: u64,
-}
-
-/// What one group's session did.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct GroupSync {
-    /// The group.
-    #[serde(serialize_with = "as_string", deserialize_with = "from_string")]
-    pub group: GroupId,
-    /// Its name.
-    pub name: String,
-    /// Commits sent.
-    pub pushed: u64,
-    /// Commits received.
-    pub pulled: u64,
-    /// Commits applied here (received ones, and ones they let go on).
-    pub applied: u64,
-    /// Row changes applied here.
-    pub changes: u64,
-    /// Conflicts found here.
-    pub conflicts: u64,
-    /// Row changes held here (unknown table or column, missing insert).
-    pub held: u64,
-    /// Commits refused here, and why.
-    pub refused: Vec<String>,
-    /// Whether the peer's schema of the group's tables differs.
-    pub schema_differs: bool,
-    /// Bytes sent.
-    pub bytes_out: u64,
-    /// Bytes received.
-    pub bytes_in: u64,
-    /// What the peer holds now, as far as this side knows: what it said it held,
-    /// and everything sent to it.
-    #[serde(skip)]
-    pub peer_has: VersionVector,
-}
-
-impl GroupSync {
-    pub(crate) fn add(&mut self, r: &ImportReport) {
-        self.applied += r.commits_applied as u64;
-        self.changes += r.changes_applied as u64;
-        self.conflicts += r.conflicts as u64;
-        self.held += r.held as u64;
-        self.refused.extend(r.refused.iter().cloned());
-        for f in &r.forks {
-            self.refused.push(format!(
-                "author {} forked its chain at seq {}",
-                f.author, f.seq
-            ));
-        }
-    }
 }
 
 fn from_string<'de, D: serde::Deserializer<'de>, T: std::str::FromStr>(d: D) -> Result<T, D::Error>
@@ -778,16 +729,5 @@ async fn local_side(
     group: GroupId,
     invite: Option<InviteClaim>,
 ) -> Result<Local, NetError> {
-    with_store(store, move |s| {
-        s.seal()?;
-        Ok(Local {
-            device: s.device(),
-            group,
-            schema: shoal_proto::Fingerprint(s.schema_fingerprint(&group)?),
-            have: s.version_vector(&group)?,
-            heads: shoal_proto::Heads(s.head_tags(&group)?),
-            invite,
-        })
-    })
-    .await
+    with_store(store, move |s| shoal_host::local_side(s, group, invite)).await
 }

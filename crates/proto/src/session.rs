@@ -32,6 +32,9 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// Uncompressed bytes after which a batch is closed.
     pub target_batch_bytes: usize,
+    /// Whether the local group may be carried: only between two files on one
+    /// machine (`shoal merge`), never over the network.
+    pub carries_local_group: bool,
 }
 
 impl Default for Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             window: 8,
             idle_timeout_ms: 60_000,
             target_batch_bytes: TARGET_BATCH_BYTES,
+            carries_local_group: false,
         }
     }
 }
@@ -329,7 +333,7 @@ impl Session {
                         actual: self.remote.to_string(),
                     });
                 }
-                if hello.group == GroupId::DEFAULT {
+                if hello.group == GroupId::DEFAULT && !self.config.carries_local_group {
                     return Err(ProtoError::Malformed {
                         what: "hello",
                         reason: "the local group never leaves a device".into(),

@@ -12,8 +12,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use shoal_core::invite::invite_proof;
 use shoal_core::{DeviceId, GroupId, Role, Seq, VersionVector};
-use shoal_net::{Admission, admit};
-use shoal_proto::{Config, Event, Fingerprint, InviteClaim, Local, Session};
+use shoal_host::{Host, HostError, Task, Trust, local_side};
+use shoal_proto::{Config, InviteClaim, Session};
 use shoal_store::{Store, StoreOptions};
 
 use crate::link::{Faults, Pipe};
@@ -51,6 +51,8 @@ pub struct Plan {
     pub second_admin: bool,
     /// The step from which the revocation is made.
     pub revoke_at: u64,
+    /// Bytes of commits a host reads per export.
+    pub export_chunk: usize,
 }
 
 impl Plan {
@@ -83,6 +85,7 @@ impl Plan {
             batch_bytes: rng.random_range(256..8_192),
             second_admin: rng.random_bool(0.5),
             revoke_at: rng.random_range(steps / 3..steps * 2 / 3),
+            export_chunk: rng.random_range(1_024..32_768),
         }
     }
 }
@@ -170,12 +173,10 @@ struct Device {
 
 struct Side {
     device: usize,
-    session: Session,
-    export: Option<VersionVector>,
-    exhausted: bool,
-    /// Batches kept and not yet applied: as the driver does, they are applied when
-    /// the session ends, well or not.
-    kept: bool,
+    host: Host,
+    /// The task the host handed out, run at a later pump (as a driver's blocking
+    /// thread runs it while the stream is read).
+    task: Option<Task>,
 }
 
 struct Conn {
@@ -487,28 +488,21 @@ impl World {
             window: self.plan.window,
             idle_timeout_ms: 3_000,
             target_batch_bytes: self.plan.batch_bytes,
+            ..Config::default()
         };
         let now = self.now;
         let Some(store) = self.store(a) else {
             return Ok(());
         };
         store.seal().map_err(err)?;
-        let local = Local {
-            device: store.device(),
-            group,
-            schema: Fingerprint(store.schema_fingerprint(&group).map_err(err)?),
-            have: store.version_vector(&group).map_err(err)?,
-            heads: shoal_proto::Heads(store.head_tags(&group).map_err(err)?),
-            invite,
-        };
+        let local = local_side(store, group, invite).map_err(err)?;
         let initiator = Session::initiator(config, local, remote, now);
         let responder = Session::responder(config, remote, self.devices[a].id, now);
+        let chunk = self.plan.export_chunk;
         let side = |device, session| Side {
             device,
-            session,
-            export: None,
-            exhausted: false,
-            kept: false,
+            host: Host::new(session, Trust::Network).with_export_chunk(chunk),
+            task: None,
         };
         self.conns.push(Conn {
             sides: [side(a, initiator), side(b, responder)],
@@ -649,30 +643,29 @@ impl World {
         for k in 0..2 {
             let bytes = c.pipes[1 - k].tick(self.now, &mut self.rng, &self.faults, cut);
             let side = &mut c.sides[k];
-            if !bytes.is_empty() && side.session.receive(&bytes, self.now).is_err() {
+            if !bytes.is_empty() && side.host.receive(&bytes, self.now).is_err() {
                 // Whatever it queued (a refusal) still goes out; the peer learns of it
                 // or times out.
             }
-            if let Some(deadline) = side.session.poll_timeout()
+            if let Some(deadline) = side.host.poll_timeout()
                 && self.now >= deadline
             {
-                let _ = side.session.handle_timeout(self.now);
+                let _ = side.host.handle_timeout(self.now);
             }
             let device = side.device;
-            let group = self.group;
             let outcome = &mut self.outcome;
             let Some(store) = self.devices[device].store.as_mut() else {
                 return Ok(false);
             };
-            work(store, side, &group, outcome)?;
-            while let Some(bytes) = side.session.poll_transmit() {
+            work(store, side, &mut self.rng, outcome)?;
+            while let Some(bytes) = side.host.poll_transmit() {
                 c.pipes[k].write(&bytes, self.now, &mut self.rng, &self.faults, cut);
             }
         }
-        let [a, b] = &c.sides;
-        let done = a.session.is_finished() && b.session.is_finished();
-        let failed = (a.session.is_closed() && !a.session.is_finished())
-            || (b.session.is_closed() && !b.session.is_finished());
+        let [a, b] = &mut c.sides;
+        let done = a.host.is_finished() && b.host.is_finished();
+        let failed = (a.host.is_closed() && !a.host.is_finished())
+            || (b.host.is_closed() && !b.host.is_finished());
         let stale = self.now > c.started + 120_000;
         if done || failed || stale {
             for p in &c.pipes {
@@ -691,7 +684,7 @@ impl World {
             for k in 0..2 {
                 let bytes =
                     c.pipes[1 - k].tick(self.now + 1_000, &mut self.rng, &Faults::clean(), false);
-                let _ = c.sides[k].session.receive(&bytes, self.now);
+                let _ = c.sides[k].host.receive(&bytes, self.now);
             }
         }
         Ok(!(done || failed || stale))
@@ -863,73 +856,65 @@ impl World {
     }
 }
 
-/// Applies what a side's session kept.
+/// After a session broke: the task still out ends first, then what the session kept
+/// is applied, as the network driver does.
 fn apply_kept(store: &mut Store, side: &mut Side, outcome: &mut Outcome) -> Result<(), String> {
-    if !std::mem::take(&mut side.kept) {
-        return Ok(());
+    if let Some(task) = side.task.take() {
+        let done = task.run(store);
+        complete(side, done, outcome)?;
     }
-    let report = store.apply_waiting().map_err(|e| format!("apply: {e}"))?;
-    outcome.taken_back += report
-        .refused
-        .iter()
-        .filter(|r| r.contains("taken back"))
-        .count() as u64;
+    if let Some(task) = side.host.salvage() {
+        let done = task.run(store);
+        complete(side, done, outcome)?;
+    }
     Ok(())
 }
 
-/// Does the database work a session's events ask for: admission, kept batches, export.
+/// Runs the database work a side's host hands out. A task is run at once or, at
+/// random, left for a later pump while bytes keep moving.
 fn work(
     store: &mut Store,
     side: &mut Side,
-    group: &GroupId,
+    rng: &mut StdRng,
     outcome: &mut Outcome,
 ) -> Result<(), String> {
-    while let Some(event) = side.session.poll_event() {
-        match event {
-            Event::Hello(hello) => match admit(store, &hello).map_err(err)? {
-                Ok(Admission {
-                    schema,
-                    have,
-                    heads,
-                    ..
-                }) => {
-                    side.session.accept(schema, have, heads).map_err(err)?;
-                }
-                Err(refusal) => {
-                    *outcome
-                        .refusals
-                        .entry(format!("{:?}", refusal.reason))
-                        .or_default() += 1;
-                    side.session.refuse(refusal);
-                    outcome.refused_at_hello += 1;
-                }
-            },
-            Event::Ready { peer_have, .. } => side.export = Some(peer_have),
-            Event::Commits { batch, commits } => {
-                store
-                    .receive(commits)
-                    .map_err(|e| format!("receive: {e}"))?;
-                side.kept = true;
-                side.session.applied(batch).map_err(err)?;
-            }
-            Event::Finished => {}
+    loop {
+        if side.task.is_none() {
+            side.task = side.host.next_task();
         }
+        let Some(task) = side.task.take() else {
+            return Ok(());
+        };
+        if rng.random_bool(0.3) {
+            side.task = Some(task);
+            return Ok(());
+        }
+        let done = task.run(store);
+        complete(side, done, outcome)?;
     }
-    if side.session.is_finished() {
-        apply_kept(store, side, outcome)?;
-    }
-    if let Some(have) = side.export.as_mut() {
-        while !side.exhausted && side.session.wants_commits() {
-            let chunk = store.export_chunk(group, have, 16 << 10).map_err(err)?;
-            if chunk.is_empty() {
-                side.session.finish_sending().map_err(err)?;
-                side.exhausted = true;
-            }
-            for c in &chunk {
-                side.session.send(c).map_err(err)?;
+}
+
+/// Hands a task's result back. A session that ends here (a refusal) is counted; a
+/// database error is the simulation's failure.
+fn complete(side: &mut Side, done: shoal_host::Done, outcome: &mut Outcome) -> Result<(), String> {
+    let before = side.host.summary().refused.len();
+    match side.host.complete(done) {
+        Ok(()) => {}
+        Err(HostError::Protocol(_)) => {
+            if let Some(refusal) = side.host.refusal() {
+                *outcome
+                    .refusals
+                    .entry(format!("{:?}", refusal.reason))
+                    .or_default() += 1;
+                outcome.refused_at_hello += 1;
             }
         }
+        Err(e) => return Err(format!("device {}: {e}", side.device)),
     }
+    outcome.taken_back += side.host.summary().refused[before..]
+        .iter()
+        .filter(|r| r.contains("taken back"))
+        .count() as u64;
     Ok(())
 }
 

@@ -196,6 +196,17 @@ const WAITING_COUNTS: &str =
     "SELECT count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2)
      FROM shoal_commits WHERE state != 0 AND state IN (1, 2)";
 
+/// Whether any commit waits (for an earlier one, or for its clock) or any row change
+/// is held: what [`crate::Store::apply_waiting`] may apply.
+pub(crate) fn anything_waiting(conn: &rusqlite::Connection) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM shoal_commits WHERE state != 0 AND state IN (1, 2))
+                 OR EXISTS (SELECT 1 FROM shoal_held)",
+        )?
+        .query_row([], |r| r.get(0))?)
+}
+
 /// Counts the commits left waiting and held for their clock.
 fn count_waiting(tx: &Transaction, report: &mut ImportReport) -> Result<()> {
     let (waiting, future): (i64, i64) = tx

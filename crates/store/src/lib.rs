@@ -680,6 +680,11 @@ impl Store {
     /// Applies whatever can be applied now: commits received and kept, commits whose
     /// clock the local clock has reached, and held changes.
     pub fn apply_waiting(&mut self) -> Result<ImportReport> {
+        // Nothing waits and nothing is held (the usual end of a session that brought
+        // nothing): there is nothing to write.
+        if !import::anything_waiting(&self.conn)? {
+            return Ok(ImportReport::default());
+        }
         self.write(|tx, r| import::import(tx, r, Vec::new()))
     }
 

@@ -1,0 +1,67 @@
+//! [`GroupSync`]: what one group's session did, as either side counts it.
+
+use serde::{Deserialize, Serialize};
+use shoal_core::{GroupId, VersionVector};
+use shoal_store::ImportReport;
+
+/// What one group's session did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GroupSync {
+    /// The group.
+    #[serde(serialize_with = "as_string", deserialize_with = "from_string")]
+    pub group: GroupId,
+    /// Its name.
+    pub name: String,
+    /// Commits sent.
+    pub pushed: u64,
+    /// Commits received.
+    pub pulled: u64,
+    /// Commits applied here (received ones, and ones they let go on).
+    pub applied: u64,
+    /// Row changes applied here.
+    pub changes: u64,
+    /// Conflicts found here.
+    pub conflicts: u64,
+    /// Row changes held here (unknown table or column, missing insert).
+    pub held: u64,
+    /// Commits refused here, and why.
+    pub refused: Vec<String>,
+    /// Whether the peer's schema of the group's tables differs.
+    pub schema_differs: bool,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// What the peer holds now, as far as this side knows: what it said it held,
+    /// and everything sent to it.
+    #[serde(skip)]
+    pub peer_has: VersionVector,
+}
+
+impl GroupSync {
+    pub(crate) fn add(&mut self, r: &ImportReport) {
+        self.applied += r.commits_applied as u64;
+        self.changes += r.changes_applied as u64;
+        self.conflicts += r.conflicts as u64;
+        self.held += r.held as u64;
+        self.refused.extend(r.refused.iter().cloned());
+        for f in &r.forks {
+            self.refused.push(format!(
+                "author {} forked its chain at seq {}",
+                f.author, f.seq
+            ));
+        }
+    }
+}
+
+fn from_string<'de, D: serde::Deserializer<'de>, T: std::str::FromStr>(d: D) -> Result<T, D::Error>
+where
+    T::Err: std::fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+fn as_string<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
