@@ -191,6 +191,9 @@ pub(crate) fn status(json: bool, s: &Status) {
     for o in &s.oversized {
         println!("too large  {o}");
     }
+    for a in &s.set_aside {
+        println!("set aside  {a}");
+    }
     for h in &s.held {
         println!(
             "held       {} change(s) for {}: {}",

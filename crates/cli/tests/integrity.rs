@@ -459,3 +459,46 @@ fn a_table_untracked_after_its_column_was_renamed_blocks_nothing_else() {
     assert_eq!(w, "still syncs");
     assert_eq!(p.rows("b.db"), ["'1'|'one'"]);
 }
+
+#[test]
+fn a_unique_clash_leaves_both_devices_alike_with_one_record_that_a_resolution_closes() {
+    for policy in ["review", "lww"] {
+        let p = Pair::new("");
+        for db in ["a.db", "b.db"] {
+            p.python(db, "CREATE UNIQUE INDEX t_v ON t (v);");
+            p.ok(&["track", &p.db(db), "t", "--policy", policy]);
+        }
+        p.python("a.db", "INSERT INTO t VALUES ('u1', 'same@example.com');");
+        p.ok(&["seal", &p.db("a.db")]);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        p.python("b.db", "INSERT INTO t VALUES ('u2', 'same@example.com');");
+        p.merge();
+        // The row that took the address first stands on both, b's own included.
+        assert_eq!(p.rows("a.db"), ["'u1'|'same@example.com'"], "{policy}");
+        assert_eq!(p.rows("b.db"), ["'u1'|'same@example.com'"], "{policy}");
+        let open = |db: &str| p.json(&["conflicts", &p.db(db), "list"]);
+        let (ca, cb) = (open("a.db"), open("b.db"));
+        assert_eq!(ca.as_array().map(Vec::len), Some(1), "{ca}");
+        assert_eq!(ca[0]["id"], cb[0]["id"]);
+        assert_eq!(ca[0]["status"], "pending");
+        let status = p.json(&["status", &p.db("b.db")]);
+        assert_eq!(status["set_aside"][0]["key"], "('u2')", "{status}");
+        // b gives its row another address: it comes back on both, and the record
+        // closes on a too.
+        let id = cb[0]["id"].as_str().expect("id").to_owned();
+        p.ok(&[
+            "conflicts",
+            &p.db("b.db"),
+            "resolve",
+            &id,
+            "--set",
+            "v='bob@example.com'",
+        ]);
+        p.merge();
+        let both = ["'u1'|'same@example.com'", "'u2'|'bob@example.com'"];
+        assert_eq!(p.rows("a.db"), both, "{policy}");
+        assert_eq!(p.rows("b.db"), both, "{policy}");
+        assert_eq!(open("a.db"), serde_json::json!([]));
+        assert_eq!(open("b.db"), serde_json::json!([]));
+    }
+}

@@ -1,17 +1,18 @@
 //! Applying remote row changes to the app's tables by the merge rules, recording what
 //! loses in the conflict inbox and holding what cannot be applied yet.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use rusqlite::config::DbConfig;
-use rusqlite::{ErrorCode, OptionalExtension, Transaction};
+use rusqlite::{OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use shoal_core::merge::{RowAction, concurrent, row_action};
 use shoal_core::{Op, Value, Version};
 
 use crate::Replica;
+use crate::aside::{self, RowValues};
 use crate::conflict::{self, ConflictKind, NewConflict, Side};
 use crate::error::{Result, StoreError};
 use crate::import::ImportReport;
@@ -54,6 +55,8 @@ pub(crate) struct Tables {
     /// Rows written to tables with foreign keys, checked once the whole batch is in,
     /// so that a child arriving before its parent in one batch is no violation.
     written: RefCell<Vec<(i64, Vec<Value>, Version)>>,
+    /// Whether any row may be set aside (`shoal_aside`): only then is it looked in.
+    aside: Cell<bool>,
 }
 
 /// One foreign key of a tracked table.
@@ -106,7 +109,13 @@ impl Tables {
             refused,
             foreign,
             written: RefCell::new(Vec::new()),
+            aside: Cell::new(aside::any(tx)?),
         })
+    }
+
+    /// The tracked table with Shoal's id `id`.
+    pub(crate) fn by_id(&self, id: i64) -> Option<&TrackedTable> {
+        self.by_name.values().find(|t| t.id == id)
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&TrackedTable> {
@@ -380,6 +389,9 @@ fn merge(
         return Ok(());
     }
     let mut state = rows::load(tx, &mut r.columns, table.id, &blob)?;
+    // A write a constraint refused: the row's values, placed by the rule once its
+    // merge state is saved.
+    let mut clash: Option<(RowValues, rusqlite::Error)> = None;
     match row_action(state.cl, inc.op, inc.cl) {
         RowAction::Duplicate => return Ok(()),
         RowAction::Hold => {
@@ -461,6 +473,9 @@ fn merge(
                     )?;
                 }
                 delete_row(tx, table, &inc.key)?;
+                if tables.aside.get() {
+                    aside::release(tx, table.id, &blob, "the row was deleted")?;
+                }
             }
             state = RowState {
                 stored: state.stored,
@@ -476,8 +491,16 @@ fn merge(
             };
         }
         RowAction::Replace => {
+            if tables.aside.get() {
+                aside::release(
+                    tx,
+                    table.id,
+                    &blob,
+                    "a new insert of the row took its place",
+                )?;
+            }
             if let Err(e) = upsert_row(tx, table, &inc) {
-                return refuse(tx, r, table, report, &inc, e);
+                clash = Some((pairs(&inc.cells), e));
             }
             state = RowState {
                 stored: state.stored,
@@ -524,10 +547,34 @@ fn merge(
             } else {
                 None
             };
-            if !winners.is_empty()
+            let kept = if tables.aside.get() {
+                aside::get(tx, table.id, &blob)?
+            } else {
+                None
+            };
+            if let Some(values) = kept {
+                // The row is set aside: its kept values take the change.
+                let cells: Vec<(&str, &Value)> =
+                    winners.iter().map(|c| (&*c.column, &c.value)).collect();
+                aside::update(tx, table.id, &blob, values, &cells)?;
+            } else if !winners.is_empty()
                 && let Err(e) = update_row(tx, table, &inc.key, &winners)
             {
-                return refuse(tx, r, table, report, &inc, e);
+                let mut values: RowValues = table
+                    .columns
+                    .iter()
+                    .cloned()
+                    .zip(read_row(tx, table, &inc.key)?.unwrap_or_default())
+                    .collect();
+                for cell in &winners {
+                    if let Some((_, v)) = values
+                        .iter_mut()
+                        .find(|(c, _)| c.eq_ignore_ascii_case(&cell.column))
+                    {
+                        *v = cell.value.clone();
+                    }
+                }
+                clash = Some((values, e));
             }
             let local_values = |cols: &[String]| -> Option<Vec<(String, Value)>> {
                 let before = before.as_ref()?;
@@ -613,6 +660,10 @@ fn merge(
         }
     }
     rows::save(tx, &mut r.columns, table.id, &blob, &state)?;
+    if let Some((values, e)) = clash {
+        tables.aside.set(true);
+        aside::place(tx, r, table, &inc.key, values, Some(e), report)?;
+    }
     applied(tx, r, tables, table, &inc, &blob, report)
 }
 
@@ -639,9 +690,8 @@ fn insert_new(
         return Ok(false);
     }
     if let Err(e) = upsert_row(tx, table, inc) {
-        rows::forget(tx, table.id, blob)?;
-        refuse(tx, r, table, report, inc, e)?;
-        return Ok(true);
+        tables.aside.set(true);
+        aside::place(tx, r, table, &inc.key, pairs(&inc.cells), Some(e), report)?;
     }
     applied(tx, r, tables, table, inc, blob, report)?;
     Ok(true)
@@ -709,51 +759,6 @@ fn record(
         report.conflicts += 1;
     }
     Ok(())
-}
-
-/// Keeps a change that a constraint of the local schema refused in the inbox, or
-/// passes on any other error.
-fn refuse(
-    tx: &Transaction,
-    r: &mut Replica,
-    table: &TrackedTable,
-    report: &mut ImportReport,
-    inc: &Incoming,
-    error: rusqlite::Error,
-) -> Result<()> {
-    let rusqlite::Error::SqliteFailure(code, message) = &error else {
-        return Err(error.into());
-    };
-    if code.code != ErrorCode::ConstraintViolation {
-        return Err(error.into());
-    }
-    let what = match code.extended_code {
-        2067 | 1555 => "UNIQUE",
-        1299 => "NOT NULL",
-        275 => "CHECK",
-        787 => "FOREIGN KEY",
-        _ => "constraint",
-    };
-    let detail = format!("{what}: {}", message.clone().unwrap_or_default());
-    record(
-        tx,
-        r,
-        table,
-        report,
-        NewConflict {
-            kind: ConflictKind::Constraint,
-            key: &inc.key,
-            cl: inc.cl,
-            columns: inc.cells.iter().map(|c| c.column.to_string()).collect(),
-            winner: Side::Local,
-            local_values: None,
-            remote_values: Some(pairs(&inc.cells)),
-            local: None,
-            remote: inc.version,
-            refused: Some(postcard::to_stdvec(inc).unwrap_or_default()),
-            detail: Some(detail),
-        },
-    )
 }
 
 fn hold(tx: &Transaction, inc: &Incoming, reason: &str, report: &mut ImportReport) -> Result<()> {

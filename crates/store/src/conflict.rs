@@ -12,7 +12,7 @@ use crate::error::{Result, StoreError};
 use crate::rows;
 use crate::sql::{Bind, ident, key_blob, key_from_blob, key_match, key_text};
 use crate::table::{Policy, TrackedTable};
-use crate::{Replica, apply, load_hlc};
+use crate::{Replica, apply, aside, load_hlc};
 
 /// What kind of conflict a record is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
@@ -153,8 +153,24 @@ impl ConflictStatus {
     }
 }
 
+/// A conflict's id: a hash of what every device sees alike (its kind, table, key and
+/// both versions, in order), so that they agree on it.
+pub(crate) fn id_of(table: &str, c: &NewConflict<'_>) -> String {
+    let mut sides = [Some(c.remote), c.local];
+    sides.sort();
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(c.kind.as_str().as_bytes());
+    hasher.update(table.to_lowercase().as_bytes());
+    hasher.update(&key_blob(c.key));
+    for v in sides.iter().flatten() {
+        hasher.update(&v.hlc.0.to_be_bytes());
+        hasher.update(&v.author.0);
+    }
+    hex::encode(&hasher.finalize().as_bytes()[..8])
+}
+
 /// Records a conflict unless the same one is on record already; returns whether it is
-/// new. The id hashes what both devices see alike, so they agree on it.
+/// new.
 pub(crate) fn record(
     tx: &Transaction,
     r: &mut Replica,
@@ -162,17 +178,7 @@ pub(crate) fn record(
     c: NewConflict<'_>,
 ) -> Result<bool> {
     let key = key_blob(c.key);
-    let mut sides = [Some(c.remote), c.local];
-    sides.sort();
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(c.kind.as_str().as_bytes());
-    hasher.update(table.name.to_lowercase().as_bytes());
-    hasher.update(&key);
-    for v in sides.iter().flatten() {
-        hasher.update(&v.hlc.0.to_be_bytes());
-        hasher.update(&v.author.0);
-    }
-    let id = hex::encode(&hasher.finalize().as_bytes()[..8]);
+    let id = id_of(&table.name, &c);
     let status = match (c.kind, table.policy) {
         (ConflictKind::Constraint, _) | (_, Policy::Review) => "pending",
         (_, Policy::Lww) => "auto",
@@ -425,6 +431,9 @@ pub(crate) fn resolve(
     };
     let blob = key_blob(&c.key);
     let alive = rows::cl(tx, table.id, &blob)? % 2 == 1;
+    if let Some((kept, _)) = aside::entry(tx, table.id, &blob)?.filter(|(_, id)| *id == c.id) {
+        return resolve_aside(tx, &table, &c, kept, resolution);
+    }
     match (c.kind, resolution) {
         (ConflictKind::Constraint, Resolution::Keep(Side::Local)) => Ok(()),
         (ConflictKind::Constraint, Resolution::Keep(Side::Remote)) => {
@@ -475,6 +484,50 @@ pub(crate) fn resolve(
             write(tx, &table, &c.key, values, alive).map_err(|e| cannot(e.to_string()))
         }
     }
+}
+
+/// Settles a row set aside by a constraint with a write every device applies: keeping
+/// the row that holds the value deletes the one set aside; keeping the one set aside,
+/// or setting values, puts it back into its table, if nothing refuses it now.
+fn resolve_aside(
+    tx: &Transaction,
+    table: &TrackedTable,
+    c: &Conflict,
+    mut kept: aside::RowValues,
+    resolution: &Resolution,
+) -> Result<()> {
+    let blob = key_blob(&c.key);
+    let set = match resolution {
+        Resolution::Keep(Side::Local) => {
+            log_ops(tx, table, &c.key, &[(3, None)])?;
+            return aside::release(tx, table.id, &blob, "the row set aside was deleted");
+        }
+        Resolution::Keep(Side::Remote) => &[][..],
+        Resolution::Set(values) => &values[..],
+    };
+    for (col, value) in set {
+        let Some(name) = table.columns.iter().find(|n| n.eq_ignore_ascii_case(col)) else {
+            return Err(StoreError::CannotResolve {
+                id: c.id.clone(),
+                reason: format!("{:?} has no column {col:?} to set", table.name),
+            });
+        };
+        match kept.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            Some((_, v)) => *v = value.clone(),
+            None => kept.push((name.clone(), value.clone())),
+        }
+    }
+    apply::uncaptured(tx, || Ok(aside::insert(tx, table, &c.key, &kept)))?.map_err(|e| {
+        StoreError::CannotResolve {
+            id: c.id.clone(),
+            reason: format!(
+                "the row still breaks a constraint ({e}); change the row that holds the value first, or set other values"
+            ),
+        }
+    })?;
+    let ops: Vec<(i64, Option<&str>)> = kept.iter().map(|(c, _)| (2, Some(c.as_str()))).collect();
+    log_ops(tx, table, &c.key, &ops)?;
+    aside::release(tx, table.id, &blob, "put back into its table")
 }
 
 /// Writes `values` to the row (re-inserting it when it is deleted) and logs every

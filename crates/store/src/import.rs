@@ -196,13 +196,13 @@ const WAITING_COUNTS: &str =
     "SELECT count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2)
      FROM shoal_commits WHERE state != 0 AND state IN (1, 2)";
 
-/// Whether any commit waits (for an earlier one, or for its clock) or any row change
-/// is held: what [`crate::Store::apply_waiting`] may apply.
+/// Whether any commit waits (for an earlier one, or for its clock), any row change is
+/// held or any row is set aside: what [`crate::Store::apply_waiting`] may apply.
 pub(crate) fn anything_waiting(conn: &rusqlite::Connection) -> Result<bool> {
     Ok(conn
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM shoal_commits WHERE state != 0 AND state IN (1, 2))
-                 OR EXISTS (SELECT 1 FROM shoal_held)",
+                 OR EXISTS (SELECT 1 FROM shoal_held) OR EXISTS (SELECT 1 FROM shoal_aside)",
         )?
         .query_row([], |r| r.get(0))?)
 }
@@ -263,6 +263,7 @@ fn advance_all(
         }
     }
     apply::retry_held(tx, r, &tables, report)?;
+    crate::aside::settle(tx, r, &tables, report)?;
     tables.check_foreign_keys(tx, r, report)?;
     Ok(hlc)
 }

@@ -8,6 +8,7 @@
 //! the network.
 
 mod apply;
+mod aside;
 mod authors;
 mod capture;
 mod checkpoint;
@@ -47,7 +48,7 @@ pub use follow::{SchemaChange, SchemaProblem};
 pub use import::ImportReport;
 pub use invites::Invite;
 pub use seal::{OversizedRow, SealReport};
-pub use status::{CommitSummary, GroupSummary, HeldSummary, Status, TableStatus};
+pub use status::{CommitSummary, GroupSummary, HeldSummary, SetAsideRow, Status, TableStatus};
 pub use table::{Policy, TrackedTable};
 pub use track::TrackReport;
 

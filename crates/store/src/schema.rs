@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{Result, StoreError};
 
 /// The schema version this code writes.
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// Creates Shoal's tables. Runs inside the caller's transaction.
 pub(crate) fn create(conn: &Connection) -> Result<()> {
@@ -13,6 +13,7 @@ pub(crate) fn create(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA_V3)?;
     conn.execute_batch(SCHEMA_V4)?;
     conn.execute_batch(SCHEMA_V5)?;
+    conn.execute_batch(SCHEMA_V6)?;
     conn.execute(
         "INSERT INTO shoal_meta(key, value) VALUES ('schema', ?1)",
         [SCHEMA_VERSION],
@@ -42,12 +43,12 @@ pub(crate) fn check(conn: &Connection) -> Result<bool> {
             found: v,
             supported: SCHEMA_VERSION,
         }),
-        Some(2..=4) => {
+        Some(2..=5) => {
             // Version 3 added tables; version 4 numbers columns in `shoal_rows` and
             // makes the triggers anew; version 5 records which tables' rows each group
-            // was given. The upgrade is done in place, all or nothing,
-            // holding the write lock, so that of two processes opening the file at
-            // once the second finds it done.
+            // was given; version 6 keeps rows set aside by a constraint. The upgrade
+            // is done in place, all or nothing, holding the write lock, so that of
+            // two processes opening the file at once the second finds it done.
             let own = conn.is_autocommit();
             conn.execute_batch(if own {
                 "BEGIN IMMEDIATE"
@@ -101,6 +102,9 @@ fn upgrade(conn: &Connection) -> Result<()> {
         conn.execute_batch(
             "INSERT OR IGNORE INTO shoal_shared(grp, tbl) SELECT g.id, t.id FROM shoal_groups g, shoal_tables t",
         )?;
+    }
+    if from < 6 {
+        conn.execute_batch(SCHEMA_V6)?;
     }
     conn.execute(
         "UPDATE shoal_meta SET value = ?1 WHERE key = 'schema'",
@@ -303,6 +307,20 @@ CREATE TABLE shoal_oversized (
     tbl INTEGER NOT NULL,
     key BLOB NOT NULL,
     size INTEGER NOT NULL,
+    PRIMARY KEY (tbl, key)
+) WITHOUT ROWID;
+"#;
+
+/// What version 6 added: rows set aside by a constraint.
+const SCHEMA_V6: &str = r#"
+-- Rows the merge rules keep alive that a constraint of the app's schema keeps out of
+-- its table, the same rows on every device (see `aside`): their values wait here,
+-- with the conflict record that says why, until nothing refuses them.
+CREATE TABLE shoal_aside (
+    tbl INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    row_values BLOB NOT NULL,
+    conflict TEXT NOT NULL,
     PRIMARY KEY (tbl, key)
 ) WITHOUT ROWID;
 "#;

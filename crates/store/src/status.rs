@@ -37,6 +37,8 @@ pub struct Status {
     pub oversized: Vec<OversizedRow>,
     /// Remote changes held until they can be applied, by reason.
     pub held: Vec<HeldSummary>,
+    /// Rows a constraint keeps out of their table, on every device alike.
+    pub set_aside: Vec<SetAsideRow>,
     /// Commits waiting for an earlier commit of their author.
     pub waiting_commits: u64,
     /// Commits held because their clock is too far ahead.
@@ -100,6 +102,45 @@ pub struct HeldSummary {
     pub reason: String,
     /// How many.
     pub count: u64,
+}
+
+/// A row set aside: alive by the merge rules, kept out of its table because a
+/// constraint refuses it (see the conflict).
+#[derive(Clone, Debug, Serialize)]
+pub struct SetAsideRow {
+    /// The table.
+    pub table: String,
+    /// The row's key, as SQL literals.
+    pub key: String,
+    /// The conflict that says why and how to settle it.
+    pub conflict: String,
+}
+
+impl std::fmt::Display for SetAsideRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "row {} of {} is kept out of its table by a constraint, on every device: see `shoal conflicts show {}`",
+            self.key, self.table, self.conflict
+        )
+    }
+}
+
+/// The rows set aside, by the names their tables have now.
+fn set_aside(conn: &Connection) -> Result<Vec<SetAsideRow>> {
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT t.name, a.key, a.conflict FROM shoal_aside a JOIN shoal_tables t ON t.id = a.tbl ORDER BY t.name, a.key",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        out.push(SetAsideRow {
+            table: row.get(0)?,
+            key: crate::sql::key_text(&crate::sql::key_from_blob(&row.get::<_, Vec<u8>>(1)?)?),
+            conflict: row.get(2)?,
+        });
+    }
+    Ok(out)
 }
 
 /// One commit in the log.
@@ -229,6 +270,7 @@ pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
         clock: load_hlc(conn)?.to_string(),
         copy_of: r.copy_of.as_ref().map(|p| p.display().to_string()),
         oversized: oversized(conn)?,
+        set_aside: set_aside(conn)?,
     })
 }
 

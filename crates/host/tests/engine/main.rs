@@ -12,6 +12,7 @@ use shoal_store::{
 };
 use tempfile::TempDir;
 
+mod constraints;
 mod convergence;
 mod groups;
 mod processes;
@@ -619,12 +620,14 @@ fn constraint_violation_is_kept_not_blocking() {
     let mut a = w.replica("a", schema_a, &["notes"]);
     let mut b = w.replica("b", schema_b, &["notes"]);
     exec(&b, "INSERT INTO notes VALUES ('b1', 'clash', 'mine', 0);");
+    b.seal().expect("seal");
+    w.tick(1_000);
     exec(
         &a,
         "INSERT INTO notes VALUES ('a1', 'clash', 'theirs', 1), ('a2', 'fine', 'ok', 2);",
     );
     sync(&mut a, &mut b);
-    // The rest of the batch applied; the refused row change is kept in the inbox.
+    // The rest of the batch applied; the later row is set aside, kept in the inbox.
     assert_eq!(dump(&b, "notes").len(), 2);
     let c = conflicts_of(&b);
     assert_eq!(c.len(), 1);

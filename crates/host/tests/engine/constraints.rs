@@ -1,0 +1,270 @@
+//! Constraints of the app's schema, settled from the commits alone: every device sets
+//! aside the same rows and keeps the same record of it.
+
+use shoal_core::Value;
+use shoal_store::{ConflictKind, ConflictStatus, Policy, Resolution, Side, Store};
+
+use super::{World, count, dump, exec, sync, text};
+
+const USERS: &str = "CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT UNIQUE, name TEXT);";
+
+/// Two replicas of `schema`, tracking `table` under `policy`.
+fn pair(w: &World, schema: &str, table: &str, policy: Option<Policy>) -> (Store, Store) {
+    let make = |name: &str| {
+        let mut s = w.replica(name, schema, &[]);
+        s.track(table, policy).expect("track");
+        s
+    };
+    (make("a"), make("b"))
+}
+
+/// `a` writes `first`, then (a second later) `b` writes `second`, and they sync.
+fn clash(w: &World, a: &mut Store, b: &mut Store, first: &str, second: &str) {
+    exec(a, first);
+    a.seal().expect("seal");
+    w.tick(1_000);
+    exec(b, second);
+    b.seal().expect("seal");
+    sync(a, b);
+}
+
+fn open(store: &Store) -> Vec<shoal_store::Conflict> {
+    store.conflicts(false).expect("conflicts")
+}
+
+#[test]
+fn the_row_that_took_a_unique_value_first_stands_on_every_device() {
+    for policy in [None, Some(Policy::Lww)] {
+        let w = World::new();
+        let (mut a, mut b) = pair(&w, USERS, "users", policy);
+        clash(
+            &w,
+            &mut a,
+            &mut b,
+            "INSERT INTO users VALUES ('u1', 'same@example.com', 'Ann');",
+            "INSERT INTO users VALUES ('u2', 'same@example.com', 'Bob');",
+        );
+        // Both hold u1 only: b's own later row is set aside there too.
+        let only_u1 = vec![vec![text("u1"), text("same@example.com"), text("Ann")]];
+        assert_eq!(dump(&a, "users"), only_u1, "{policy:?}");
+        assert_eq!(dump(&b, "users"), only_u1, "{policy:?}");
+        // One record, the same on both, pending whatever the policy, with both rows.
+        let (ca, cb) = (open(&a), open(&b));
+        assert_eq!(ca.len(), 1, "{ca:?}");
+        assert_eq!(cb.len(), 1, "{cb:?}");
+        assert_eq!(ca[0].id, cb[0].id);
+        assert_eq!(ca[0].kind, ConflictKind::Constraint);
+        assert_eq!(ca[0].status, ConflictStatus::Pending);
+        assert_eq!(ca[0].key_text, "('u2')");
+        assert_eq!(ca[0].columns, ["email"]);
+        assert_eq!(ca[0].remote, cb[0].remote);
+        assert_eq!(ca[0].local, cb[0].local);
+        assert_eq!(ca[0].remote.1, b.device());
+        assert_eq!(ca[0].local.map(|l| l.1), Some(a.device()));
+        assert!(
+            ca[0].detail.as_deref().unwrap_or("").contains("('u1')"),
+            "{:?}",
+            ca[0].detail
+        );
+        let kept = b.conflict(&cb[0].id).expect("conflict");
+        assert_eq!(kept.detail, ca[0].detail);
+    }
+}
+
+#[test]
+fn an_earlier_row_arriving_later_takes_the_value_from_the_local_one() {
+    let w = World::new();
+    let (mut a, mut b) = pair(&w, USERS, "users", None);
+    // a's row is earlier but reaches b only after b's own row is in its table.
+    exec(
+        &a,
+        "INSERT INTO users VALUES ('u1', 'x@example.com', 'Ann');",
+    );
+    a.seal().expect("seal");
+    w.tick(1_000);
+    exec(
+        &b,
+        "INSERT INTO users VALUES ('u2', 'x@example.com', 'Bob');",
+    );
+    b.seal().expect("seal");
+    assert_eq!(count(&b, "SELECT count(*) FROM users WHERE id = 'u2'"), 1);
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&a, "users"), dump(&b, "users"));
+    assert_eq!(count(&b, "SELECT count(*) FROM users WHERE id = 'u2'"), 0);
+    assert_eq!(open(&a)[0].id, open(&b)[0].id);
+}
+
+#[test]
+fn a_resolution_is_a_write_that_closes_the_record_everywhere() {
+    // Setting new values puts the row back on both.
+    let w = World::new();
+    let (mut a, mut b) = pair(&w, USERS, "users", None);
+    clash(
+        &w,
+        &mut a,
+        &mut b,
+        "INSERT INTO users VALUES ('u1', 'same@example.com', 'Ann');",
+        "INSERT INTO users VALUES ('u2', 'same@example.com', 'Bob');",
+    );
+    let id = open(&b)[0].id.clone();
+    let err = b
+        .resolve(&id, Resolution::Keep(Side::Remote))
+        .expect_err("still clashes");
+    assert!(err.to_string().contains("constraint"), "{err}");
+    b.resolve(
+        &id,
+        Resolution::Set(vec![("email".into(), text("bob@example.com"))]),
+    )
+    .expect("resolve");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&a, "users"), dump(&b, "users"));
+    assert_eq!(dump(&a, "users").len(), 2);
+    assert_eq!(
+        count(
+            &a,
+            "SELECT count(*) FROM users WHERE email = 'bob@example.com' AND name = 'Bob'"
+        ),
+        1
+    );
+    assert!(open(&a).is_empty(), "{:?}", open(&a));
+    assert!(open(&b).is_empty(), "{:?}", open(&b));
+    assert_eq!(
+        a.conflict(&id).expect("record").status,
+        ConflictStatus::Closed
+    );
+    assert_eq!(
+        b.conflict(&id).expect("record").status,
+        ConflictStatus::Resolved
+    );
+
+    // Keeping the row that holds the value deletes the one set aside, everywhere.
+    let w = World::new();
+    let (mut a, mut b) = pair(&w, USERS, "users", None);
+    clash(
+        &w,
+        &mut a,
+        &mut b,
+        "INSERT INTO users VALUES ('u1', 'same@example.com', 'Ann');",
+        "INSERT INTO users VALUES ('u2', 'same@example.com', 'Bob');",
+    );
+    let id = open(&a)[0].id.clone();
+    a.resolve(&id, Resolution::Keep(Side::Local))
+        .expect("resolve");
+    sync(&mut a, &mut b);
+    assert!(open(&a).is_empty() && open(&b).is_empty());
+    assert_eq!(dump(&a, "users"), dump(&b, "users"));
+    // Nothing comes back once the holder moves on: u2 was deleted.
+    exec(
+        &a,
+        "UPDATE users SET email = 'ann@example.com' WHERE id = 'u1';",
+    );
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&b, "users").len(), 1);
+    assert_eq!(dump(&a, "users"), dump(&b, "users"));
+}
+
+#[test]
+fn a_row_set_aside_takes_later_changes_and_comes_back_once_the_clash_is_gone() {
+    let w = World::new();
+    let (mut a, mut b) = pair(&w, USERS, "users", None);
+    let mut c = w.replica("c", USERS, &[]);
+    c.track("users", None).expect("track");
+    exec(
+        &a,
+        "INSERT INTO users VALUES ('u1', 'same@example.com', 'Ann');",
+    );
+    a.seal().expect("seal");
+    w.tick(1_000);
+    exec(
+        &b,
+        "INSERT INTO users VALUES ('u2', 'same@example.com', 'Bob');",
+    );
+    // c gets u2 before anyone sees the clash, and edits it.
+    sync(&mut b, &mut c);
+    w.tick(1_000);
+    exec(&c, "UPDATE users SET name = 'Robert' WHERE id = 'u2';");
+    sync(&mut a, &mut b);
+    assert_eq!(count(&b, "SELECT count(*) FROM users WHERE id = 'u2'"), 0);
+    // The edit reaches b, where u2 is set aside: it is kept with it; c sets u2 aside.
+    sync(&mut b, &mut c);
+    assert_eq!(dump(&b, "users"), dump(&c, "users"));
+    assert_eq!(count(&c, "SELECT count(*) FROM users WHERE id = 'u2'"), 0);
+    // u1 moves to another address on a; u2 comes back everywhere, with the edit.
+    exec(
+        &a,
+        "UPDATE users SET email = 'ann@example.com' WHERE id = 'u1';",
+    );
+    sync(&mut a, &mut b);
+    sync(&mut b, &mut c);
+    sync(&mut a, &mut c);
+    let both = vec![
+        vec![text("u1"), text("ann@example.com"), text("Ann")],
+        vec![text("u2"), text("same@example.com"), text("Robert")],
+    ];
+    for s in [&a, &b, &c] {
+        assert_eq!(dump(s, "users"), both);
+        assert!(open(s).is_empty(), "{:?}", open(s));
+    }
+}
+
+#[test]
+fn composite_unique_and_unique_indexes_are_settled_alike() {
+    let schema = "CREATE TABLE seats (id TEXT PRIMARY KEY, hall TEXT, seat INTEGER, code TEXT, UNIQUE (hall, seat));
+                  CREATE UNIQUE INDEX seats_code ON seats (code);";
+    let w = World::new();
+    let (mut a, mut b) = pair(&w, schema, "seats", None);
+    clash(
+        &w,
+        &mut a,
+        &mut b,
+        "INSERT INTO seats VALUES ('s1', 'A', 1, 'c1'), ('s3', 'B', 1, 'c3');",
+        "INSERT INTO seats VALUES ('s2', 'A', 1, 'c2'), ('s4', 'C', 1, 'c3'), ('s5', 'A', 2, 'c5');",
+    );
+    assert_eq!(dump(&a, "seats"), dump(&b, "seats"));
+    let ids: Vec<Value> = dump(&a, "seats")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(ids, [text("s1"), text("s3"), text("s5")]);
+    let (ca, cb) = (open(&a), open(&b));
+    assert_eq!(ca.len(), 2, "{ca:?}");
+    let mut ia: Vec<_> = ca.iter().map(|c| c.id.clone()).collect();
+    let mut ib: Vec<_> = cb.iter().map(|c| c.id.clone()).collect();
+    ia.sort();
+    ib.sort();
+    assert_eq!(ia, ib);
+}
+
+#[test]
+fn merged_values_that_break_a_check_are_set_aside_on_every_device() {
+    let schema =
+        "CREATE TABLE spans (id TEXT PRIMARY KEY, lo INTEGER, hi INTEGER, CHECK (lo <= hi));";
+    let w = World::new();
+    let (mut a, mut b) = pair(&w, schema, "spans", None);
+    exec(&a, "INSERT INTO spans VALUES ('r', 1, 10);");
+    sync(&mut a, &mut b);
+    // Each edit is fine alone; merged, lo > hi.
+    exec(&a, "UPDATE spans SET lo = 5 WHERE id = 'r';");
+    w.tick(1_000);
+    exec(&b, "UPDATE spans SET hi = 3 WHERE id = 'r';");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&a, "spans"), dump(&b, "spans"));
+    assert!(dump(&a, "spans").is_empty());
+    let (ca, cb) = (open(&a), open(&b));
+    assert_eq!(ca.len(), 1, "{ca:?}");
+    assert_eq!(ca[0].id, cb[0].id);
+    assert!(ca[0].detail.as_deref().unwrap_or("").contains("CHECK"));
+    // Fixing either value brings it back on both.
+    b.resolve(
+        &cb[0].id,
+        Resolution::Set(vec![("hi".into(), Value::Integer(7))]),
+    )
+    .expect("resolve");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&a, "spans"), dump(&b, "spans"));
+    assert_eq!(
+        dump(&a, "spans"),
+        vec![vec![text("r"), Value::Integer(5), Value::Integer(7)]]
+    );
+    assert!(open(&a).is_empty() && open(&b).is_empty());
+}
