@@ -502,3 +502,40 @@ fn a_unique_clash_leaves_both_devices_alike_with_one_record_that_a_resolution_cl
         assert_eq!(open("b.db"), serde_json::json!([]));
     }
 }
+
+#[test]
+fn a_cascading_delete_reaches_a_loan_made_meanwhile_on_both_devices() {
+    let p = Pair::new("");
+    for db in ["a.db", "b.db"] {
+        p.python(
+            db,
+            "CREATE TABLE accts (id TEXT PRIMARY KEY, owner TEXT);
+             CREATE TABLE loans (id TEXT PRIMARY KEY, acct TEXT REFERENCES accts(id) ON DELETE CASCADE, amount INTEGER);",
+        );
+        p.ok(&["track", &p.db(db), "accts", "loans"]);
+    }
+    p.python("a.db", "INSERT INTO accts VALUES ('x', 'Ann');");
+    p.merge();
+    p.python(
+        "a.db",
+        "PRAGMA foreign_keys = ON; DELETE FROM accts WHERE id = 'x';",
+    );
+    p.ok(&["seal", &p.db("a.db")]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    p.python(
+        "b.db",
+        "PRAGMA foreign_keys = ON; INSERT INTO loans VALUES ('l1', 'x', 7);",
+    );
+    p.merge();
+    let loans = |db: &str| {
+        let conn = rusqlite::Connection::open(p.dir.path().join(db)).expect("open");
+        conn.query_row("SELECT count(*) FROM loans", [], |r| r.get::<_, i64>(0))
+            .expect("count")
+    };
+    assert_eq!(loans("a.db"), 0);
+    assert_eq!(loans("b.db"), 0);
+    let open = |db: &str| p.json(&["conflicts", &p.db(db), "list"]);
+    let (ca, cb) = (open("a.db"), open("b.db"));
+    assert_eq!(ca.as_array().map(Vec::len), Some(1), "{ca}");
+    assert_eq!(ca[0]["id"], cb[0]["id"]);
+}

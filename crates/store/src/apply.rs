@@ -5,8 +5,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
+use rusqlite::Transaction;
 use rusqlite::config::DbConfig;
-use rusqlite::{OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use shoal_core::merge::{RowAction, concurrent, row_action};
 use shoal_core::{Op, Value, Version};
@@ -15,6 +15,7 @@ use crate::Replica;
 use crate::aside::{self, RowValues};
 use crate::conflict::{self, ConflictKind, NewConflict, Side};
 use crate::error::{Result, StoreError};
+use crate::foreign::{self, ForeignKey};
 use crate::import::ImportReport;
 use crate::rows::{self, CellMeta, RowMeta, RowState, Ver};
 use crate::seal::read_row;
@@ -44,6 +45,9 @@ pub(crate) struct IncomingCell {
     pub(crate) overwrote: Option<Version>,
 }
 
+/// A row of a tracked table: the table's id and the row's key.
+pub(crate) type RowRef = (i64, Vec<Value>);
+
 /// The tracked tables by lower-cased name, loaded once per transaction, with the
 /// foreign keys of each and the rows this transaction wrote to tables that have any.
 pub(crate) struct Tables {
@@ -55,15 +59,12 @@ pub(crate) struct Tables {
     /// Rows written to tables with foreign keys, checked once the whole batch is in,
     /// so that a child arriving before its parent in one batch is no violation.
     written: RefCell<Vec<(i64, Vec<Value>, Version)>>,
+    /// Lower-cased names of the tables some foreign key refers to.
+    referred: HashSet<String>,
+    /// Rows deleted from those, whose children are checked with the rest.
+    deleted: RefCell<Vec<RowRef>>,
     /// Whether any row may be set aside (`shoal_aside`): only then is it looked in.
     aside: Cell<bool>,
-}
-
-/// One foreign key of a tracked table.
-struct ForeignKey {
-    parent: String,
-    from: Vec<String>,
-    to: Vec<String>,
 }
 
 impl Tables {
@@ -98,17 +99,24 @@ impl Tables {
                 refused.insert(t.name.to_lowercase());
                 continue;
             }
-            let keys = foreign_keys(tx, &t.name)?;
+            let keys = foreign::load(tx, &t.name)?;
             if !keys.is_empty() {
                 foreign.insert(t.id, keys);
             }
             by_name.insert(t.name.to_lowercase(), t);
         }
+        let referred = foreign
+            .values()
+            .flatten()
+            .map(|fk: &ForeignKey| fk.parent.to_lowercase())
+            .collect();
         Ok(Tables {
             by_name,
             refused,
             foreign,
             written: RefCell::new(Vec::new()),
+            referred,
+            deleted: RefCell::new(Vec::new()),
             aside: Cell::new(aside::any(tx)?),
         })
     }
@@ -148,132 +156,56 @@ impl Tables {
         Ok(())
     }
 
-    /// Records a conflict for every row written in this transaction whose parent row
-    /// is missing. The row stays: it becomes valid when its parent arrives, and every
-    /// device keeps the same rows.
+    /// Checks the rows of this transaction that a foreign key may refuse (see
+    /// [`foreign::check`]).
     pub(crate) fn check_foreign_keys(
         &self,
         tx: &Transaction,
         r: &mut Replica,
         report: &mut ImportReport,
     ) -> Result<()> {
-        let written = std::mem::take(&mut *self.written.borrow_mut());
-        for (table_id, key, version) in written {
-            let (Some(table), Some(fks)) = (
-                self.by_name.values().find(|t| t.id == table_id),
-                self.foreign.get(&table_id),
-            ) else {
-                continue;
-            };
-            for fk in fks {
-                let cols: Vec<String> = fk.from.iter().map(|c| ident(c)).collect();
-                let sql = format!(
-                    "SELECT {} FROM {} WHERE {}",
-                    cols.join(", "),
-                    ident(&table.name),
-                    key_match(&table.key_columns, 1)
-                );
-                let binds: Vec<Bind<'_>> = key.iter().map(Bind).collect();
-                let values: Option<Vec<Value>> = tx
-                    .prepare_cached(&sql)?
-                    .query_row(rusqlite::params_from_iter(&binds), |row| {
-                        (0..cols.len())
-                            .map(|i| row.get_ref(i).map(crate::sql::value))
-                            .collect()
-                    })
-                    .optional()?;
-                // A deleted row, or a NULL in the reference, refers to nothing.
-                let Some(values) = values.filter(|v| !v.contains(&Value::Null)) else {
-                    continue;
-                };
-                let exists = format!(
-                    "SELECT EXISTS (SELECT 1 FROM {} WHERE {})",
-                    ident(&fk.parent),
-                    key_match(&fk.to, 1)
-                );
-                let binds: Vec<Bind<'_>> = values.iter().map(Bind).collect();
-                let found: bool = tx
-                    .prepare_cached(&exists)?
-                    .query_row(rusqlite::params_from_iter(&binds), |row| row.get(0))?;
-                if found {
-                    continue;
-                }
-                record(
-                    tx,
-                    r,
-                    table,
-                    report,
-                    NewConflict {
-                        kind: ConflictKind::Constraint,
-                        key: &key,
-                        cl: rows::cl(tx, table.id, &key_blob(&key))?,
-                        columns: fk.from.clone(),
-                        winner: Side::Remote,
-                        local_values: None,
-                        remote_values: Some(fk.from.iter().cloned().zip(values).collect()),
-                        local: None,
-                        remote: version,
-                        refused: None,
-                        detail: Some(format!(
-                            "FOREIGN KEY: {}({}) refers to a row of {}({}) that is not here; the row is kept and becomes valid when its parent arrives",
-                            table.name,
-                            fk.from.join(", "),
-                            fk.parent,
-                            fk.to.join(", ")
-                        )),
-                    },
-                )?;
-            }
-        }
-        Ok(())
+        foreign::check(tx, r, self, report)
     }
-}
 
-/// The foreign keys declared on `table`, with the parent's key filled in where the
-/// declaration leaves it implicit.
-fn foreign_keys(tx: &Transaction, table: &str) -> Result<Vec<ForeignKey>> {
-    let mut stmt = tx.prepare(&format!("PRAGMA foreign_key_list({})", ident(table)))?;
-    // (id, parent, from, to)
-    let rows: Vec<(i64, String, String, Option<String>)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut keys: Vec<(i64, ForeignKey)> = Vec::new();
-    for (id, parent, from, to) in rows {
-        if keys.last().is_none_or(|(last, _)| *last != id) {
-            keys.push((
-                id,
-                ForeignKey {
-                    parent: parent.clone(),
-                    from: Vec::new(),
-                    to: Vec::new(),
-                },
-            ));
-        }
-        if let Some((_, fk)) = keys.last_mut() {
-            fk.from.push(from);
-            if let Some(to) = to {
-                fk.to.push(to);
-            }
+    /// The foreign keys of the tracked table `id`.
+    pub(crate) fn foreign_of(&self, id: i64) -> &[ForeignKey] {
+        self.foreign.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every tracked table's foreign keys that refer to `parent`.
+    pub(crate) fn children_of<'a>(
+        &'a self,
+        parent: &'a str,
+    ) -> impl Iterator<Item = (&'a TrackedTable, &'a ForeignKey)> + 'a {
+        self.foreign.iter().flat_map(move |(id, fks)| {
+            let child = self.by_id(*id);
+            fks.iter()
+                .filter(move |fk| fk.parent.eq_ignore_ascii_case(parent))
+                .filter_map(move |fk| child.map(|c| (c, fk)))
+        })
+    }
+
+    /// Notes a row deleted in this transaction whose table other tables refer to:
+    /// the delete may reach their rows.
+    pub(crate) fn note_deleted(&self, table: &TrackedTable, key: &[Value]) {
+        if self.referred.contains(&table.name.to_lowercase()) {
+            self.deleted.borrow_mut().push((table.id, key.to_vec()));
         }
     }
-    let mut out = Vec::new();
-    for (_, mut fk) in keys {
-        if fk.to.is_empty() {
-            let mut stmt = tx.prepare(&format!("PRAGMA table_info({})", ident(&fk.parent)))?;
-            let mut pk: Vec<(i64, String)> = stmt
-                .query_map([], |r| Ok((r.get(5)?, r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .filter(|(pos, _)| *pos > 0)
-                .collect();
-            pk.sort();
-            fk.to = pk.into_iter().map(|(_, c)| c).collect();
-        }
-        if fk.to.len() == fk.from.len() {
-            out.push(fk);
-        }
+
+    /// The rows written and deleted since the last check, taken.
+    pub(crate) fn take_touched(&self) -> (Vec<RowRef>, Vec<RowRef>) {
+        let written = std::mem::take(&mut *self.written.borrow_mut())
+            .into_iter()
+            .map(|(t, k, _)| (t, k))
+            .collect();
+        (written, std::mem::take(&mut *self.deleted.borrow_mut()))
     }
-    Ok(out)
+
+    /// Notes that a row may be set aside now.
+    pub(crate) fn note_aside(&self) {
+        self.aside.set(true);
+    }
 }
 
 /// Reads back the held change `id` of `table`.
@@ -473,6 +405,7 @@ fn merge(
                     )?;
                 }
                 delete_row(tx, table, &inc.key)?;
+                tables.note_deleted(table, &inc.key);
                 if tables.aside.get() {
                     aside::release(tx, table.id, &blob, "the row was deleted")?;
                 }

@@ -173,11 +173,12 @@ pub(crate) fn place(
         };
         last = detail.clone();
         if let Broken::Row = what {
-            set_aside(tx, r, table, key, &values, None, &detail, report)?;
+            let why = Reason::alone(tx, r, table, &blob, &values, &detail)?;
+            set_aside(tx, r, table, key, &values, why, report)?;
             return Ok(false);
         }
         let mine_of = |tx: &Transaction, r: &mut Replica, columns: &[String]| {
-            claim(tx, r, table, &blob, columns)
+            ranked(tx, r, table, &blob, columns)
         };
         let mut losers = Vec::new();
         for columns in unique_indexes(tx, table)? {
@@ -194,7 +195,7 @@ pub(crate) fn place(
             }
             for other in holders(tx, table, key, &columns, &wanted)? {
                 let mine = mine_of(tx, r, &columns)?;
-                let theirs = claim(tx, r, table, &key_blob(&other), &columns)?;
+                let theirs = ranked(tx, r, table, &key_blob(&other), &columns)?;
                 let holder = Holder {
                     key: other,
                     columns: columns.clone(),
@@ -203,7 +204,8 @@ pub(crate) fn place(
                 if mine < theirs {
                     losers.push((holder, mine.0));
                 } else {
-                    set_aside(tx, r, table, key, &values, Some(&holder), &detail, report)?;
+                    let why = Reason::held(&holder, mine.0, &values, &detail);
+                    set_aside(tx, r, table, key, &values, why, report)?;
                     return Ok(false);
                 }
             }
@@ -211,7 +213,8 @@ pub(crate) fn place(
         if losers.is_empty() {
             // Nothing found to blame (an index on an expression, a partial index): the
             // row is set aside on its own.
-            set_aside(tx, r, table, key, &values, None, &detail, report)?;
+            let why = Reason::alone(tx, r, table, &blob, &values, &detail)?;
+            set_aside(tx, r, table, key, &values, why, report)?;
             return Ok(false);
         }
         for (holder, mine) in losers {
@@ -221,11 +224,12 @@ pub(crate) fn place(
                 columns: holder.columns.clone(),
                 claim: mine,
             };
-            let key = holder.key.clone();
-            set_aside(tx, r, table, &key, &theirs, Some(&this), &detail, report)?;
+            let why = Reason::held(&this, holder.claim, &theirs, &detail);
+            set_aside(tx, r, table, &holder.key, &theirs, why, report)?;
         }
     }
-    set_aside(tx, r, table, key, &values, None, &last, report)?;
+    let why = Reason::alone(tx, r, table, &blob, &values, &last)?;
+    set_aside(tx, r, table, key, &values, why, report)?;
     Ok(false)
 }
 
@@ -261,6 +265,8 @@ pub(crate) fn settle(
             } else if crate::seal::read_row(tx, table, &key)?.is_some() {
                 release(tx, tbl, &blob, "the row was written again here")?;
                 moved = true;
+            } else if crate::foreign::parent_gone(tx, r, tables, table, &values)? {
+                // Its parent is still deleted: it stays aside.
             } else if place(tx, r, table, &key, values, None, report)? {
                 release(
                     tx,
@@ -285,65 +291,93 @@ struct Holder {
     claim: Option<Version>,
 }
 
+/// Why a row is set aside, for its record: the columns in dispute, the row or delete
+/// that stands against it (its values and version), the row's own version there.
+pub(crate) struct Reason {
+    pub(crate) columns: Vec<String>,
+    pub(crate) local_values: Option<RowValues>,
+    pub(crate) local: Option<Version>,
+    pub(crate) remote: Option<Version>,
+    pub(crate) detail: String,
+}
+
+impl Reason {
+    /// A row another holds the UNIQUE value of.
+    fn held(holder: &Holder, own: Option<Version>, values: &RowValues, detail: &str) -> Reason {
+        let literal: Vec<String> = holder.key.iter().map(Value::to_sql_literal).collect();
+        Reason {
+            local_values: Some(
+                holder
+                    .columns
+                    .iter()
+                    .filter_map(|c| value_of(values, c).map(|v| (c.clone(), v.clone())))
+                    .collect(),
+            ),
+            columns: holder.columns.clone(),
+            local: holder.claim,
+            remote: own,
+            detail: format!(
+                "{detail}; row ({}) took the value first, so this row is set aside on every device until the clash is gone (change either row, or resolve)",
+                literal.join(", ")
+            ),
+        }
+    }
+
+    /// A row whose own merged values break a constraint.
+    fn alone(
+        tx: &Transaction,
+        r: &mut Replica,
+        table: &TrackedTable,
+        key: &[u8],
+        values: &RowValues,
+        detail: &str,
+    ) -> Result<Reason> {
+        let state = rows::load(tx, &mut r.columns, table.id, key)?;
+        Ok(Reason {
+            columns: values.iter().map(|(c, _)| c.clone()).collect(),
+            local_values: None,
+            local: None,
+            remote: state.meta.newest(&mut r.authors, tx)?,
+            detail: format!(
+                "{detail}; the row's merged values break it, so it is set aside on every device until it is changed (or resolve)"
+            ),
+        })
+    }
+}
+
+/// The version of nothing: for a record whose row has no version of its own.
+pub(crate) fn no_version() -> Version {
+    Version {
+        hlc: Hlc(0),
+        author: DeviceId([0; 32]),
+    }
+}
+
 /// Takes a row out of its table, keeps its values, and records why, under an id
 /// every device gives the same clash.
-#[allow(clippy::too_many_arguments)]
-fn set_aside(
+pub(crate) fn set_aside(
     tx: &Transaction,
     r: &mut Replica,
     table: &TrackedTable,
     key: &[Value],
     values: &RowValues,
-    holder: Option<&Holder>,
-    detail: &str,
+    why: Reason,
     report: &mut ImportReport,
 ) -> Result<()> {
     crate::apply::delete_row(tx, table, key)?;
     let blob = key_blob(key);
-    let state = rows::load(tx, &mut r.columns, table.id, &blob)?;
-    let (columns, own) = match holder {
-        Some(h) => (h.columns.clone(), claim(tx, r, table, &blob, &h.columns)?.0),
-        None => (
-            values.iter().map(|(c, _)| c.clone()).collect(),
-            state.meta.newest(&mut r.authors, tx)?,
-        ),
-    };
-    let remote = own.unwrap_or(Version {
-        hlc: Hlc(0),
-        author: DeviceId([0; 32]),
-    });
-    let literal = |key: &[Value]| {
-        key.iter()
-            .map(Value::to_sql_literal)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let detail = match holder {
-        Some(h) => format!(
-            "{detail}; row ({}) took the value first, so this row is set aside on every device until the clash is gone (change either row, or resolve)",
-            literal(&h.key)
-        ),
-        None => format!(
-            "{detail}; the row's merged values break it, so it is set aside on every device until it is changed (or resolve)"
-        ),
-    };
     let c = NewConflict {
         kind: ConflictKind::Constraint,
         key,
-        cl: state.cl,
-        local_values: holder.map(|_| {
-            columns
-                .iter()
-                .filter_map(|c| value_of(values, c).map(|v| (c.clone(), v.clone())))
-                .collect()
-        }),
-        columns,
+        cl: rows::cl(tx, table.id, &blob)?,
+        columns: why.columns,
         winner: Side::Local,
+        local_values: why.local_values,
         remote_values: Some(values.clone()),
-        local: holder.and_then(|h| h.claim),
-        remote,
+        local: why.local,
+        remote: why.remote.unwrap_or_else(no_version),
         refused: None,
-        detail: Some(detail),
+        detail: Some(why.detail),
     };
     let id = conflict::id_of(&table.name, &c);
     if conflict::record(tx, r, table, c)? {
@@ -380,9 +414,19 @@ fn set_aside(
 }
 
 /// When a row took the values of `columns`: the newest version among its cells of
-/// them (a column not written since the row's insert counts from the insert), then
-/// its key, so that two rows never tie.
-fn claim(
+/// them (a column not written since the row's insert counts from the insert).
+pub(crate) fn claim(
+    tx: &Transaction,
+    r: &mut Replica,
+    table: &TrackedTable,
+    key: &[u8],
+    columns: &[String],
+) -> Result<Option<Version>> {
+    Ok(ranked(tx, r, table, key, columns)?.0)
+}
+
+/// A row's [`claim`], then its key, so that two rows never tie.
+fn ranked(
     tx: &Transaction,
     r: &mut Replica,
     table: &TrackedTable,

@@ -15,6 +15,7 @@ mod checkpoint;
 pub mod conflict;
 mod error;
 mod follow;
+mod foreign;
 mod fresh;
 mod groups;
 mod import;

@@ -268,3 +268,88 @@ fn merged_values_that_break_a_check_are_set_aside_on_every_device() {
     );
     assert!(open(&a).is_empty() && open(&b).is_empty());
 }
+
+const LOANS: &str = "CREATE TABLE accts (id TEXT PRIMARY KEY, owner TEXT);
+     CREATE TABLE loans (id TEXT PRIMARY KEY, acct TEXT REFERENCES accts(id) ON DELETE CASCADE, amount INTEGER);";
+
+/// Replicas of `schema` tracking accounts and loans, with account `x` and loan `l0`
+/// synced, and the apps enforcing foreign keys.
+fn lenders(w: &World, schema: &str) -> (Store, Store) {
+    let mut a = w.replica("a", schema, &["accts", "loans"]);
+    let mut b = w.replica("b", schema, &["accts", "loans"]);
+    exec(
+        &a,
+        "INSERT INTO accts VALUES ('x', 'Ann'); INSERT INTO loans VALUES ('l0', 'x', 5);",
+    );
+    sync(&mut a, &mut b);
+    for s in [&a, &b] {
+        exec(s, "PRAGMA foreign_keys = ON;");
+    }
+    (a, b)
+}
+
+#[test]
+fn a_delete_that_cascades_reaches_a_child_inserted_concurrently_on_every_device() {
+    let w = World::new();
+    let (mut a, mut b) = lenders(&w, LOANS);
+    // a deletes the account (its cascade deletes l0 there); b lends on it meanwhile.
+    exec(&a, "DELETE FROM accts WHERE id = 'x';");
+    w.tick(1_000);
+    exec(&b, "INSERT INTO loans VALUES ('l1', 'x', 7);");
+    sync(&mut a, &mut b);
+    for s in [&a, &b] {
+        assert!(dump(s, "accts").is_empty());
+        assert!(dump(s, "loans").is_empty(), "{:?}", dump(s, "loans"));
+        assert_eq!(count(s, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
+    }
+    let (ca, cb) = (open(&a), open(&b));
+    assert_eq!(ca.len(), 1, "{ca:?}");
+    assert_eq!(cb.len(), 1, "{cb:?}");
+    assert_eq!(ca[0].id, cb[0].id);
+    assert_eq!(ca[0].key_text, "('l1')");
+    let detail = ca[0].detail.clone().unwrap_or_default();
+    assert!(detail.contains("ON DELETE CASCADE"), "{detail}");
+    assert_eq!(ca[0].detail, cb[0].detail);
+    // The account comes back: so does the loan, everywhere.
+    w.tick(1_000);
+    exec(&a, "INSERT INTO accts VALUES ('x', 'Ann again');");
+    sync(&mut a, &mut b);
+    sync(&mut a, &mut b);
+    for s in [&a, &b] {
+        assert_eq!(
+            dump(s, "loans"),
+            vec![vec![text("l1"), text("x"), Value::Integer(7)]]
+        );
+        assert!(open(s).is_empty(), "{:?}", open(s));
+    }
+}
+
+#[test]
+fn a_delete_without_an_action_leaves_the_child_and_the_same_record_everywhere() {
+    let schema = "CREATE TABLE accts (id TEXT PRIMARY KEY, owner TEXT);
+         CREATE TABLE loans (id TEXT PRIMARY KEY, acct TEXT REFERENCES accts(id), amount INTEGER);";
+    let w = World::new();
+    let (mut a, mut b) = lenders(&w, schema);
+    exec(
+        &a,
+        "DELETE FROM loans WHERE id = 'l0'; DELETE FROM accts WHERE id = 'x';",
+    );
+    w.tick(1_000);
+    exec(&b, "INSERT INTO loans VALUES ('l1', 'x', 7);");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&a, "loans"), dump(&b, "loans"));
+    assert_eq!(dump(&a, "loans").len(), 1);
+    let (ca, cb) = (open(&a), open(&b));
+    assert_eq!(ca.len(), 1, "{ca:?}");
+    assert_eq!(cb.len(), 1, "{cb:?}");
+    assert_eq!(ca[0].id, cb[0].id);
+    assert!(
+        ca[0]
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("was deleted"),
+        "{:?}",
+        ca[0].detail
+    );
+}

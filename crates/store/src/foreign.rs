@@ -1,0 +1,325 @@
+//! Foreign keys between tracked tables, checked once a batch is in, by rules that read
+//! only the merged state, so that every device holds the same rows:
+//!
+//! - A child whose parent is not here (not arrived yet, or in a table this device
+//!   does not track) stays, and is recorded: it becomes valid when the parent comes.
+//! - A child whose parent the merge rules say is deleted (a delete concurrent with the
+//!   child's insert or re-reference) is set aside on every device if the key says
+//!   `ON DELETE CASCADE`, `SET NULL` or `SET DEFAULT`: the delete reaches it. It comes
+//!   back if the parent lives again or the child refers elsewhere. Under `NO ACTION`
+//!   or `RESTRICT` nothing is removed: the child stays, recorded alike everywhere.
+//!
+//! Checked are the rows the batch wrote and the children of the rows it deleted.
+
+use rusqlite::Transaction;
+use shoal_core::{Value, Version};
+
+use crate::Replica;
+use crate::apply::Tables;
+use crate::aside::{self, Reason, RowValues};
+use crate::conflict::{self, ConflictKind, NewConflict, Side};
+use crate::error::Result;
+use crate::import::ImportReport;
+use crate::rows;
+use crate::sql::{Bind, ident, key_blob, key_match, key_text};
+use crate::table::TrackedTable;
+
+/// What a foreign key does when its parent row is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnDelete {
+    /// `NO ACTION` or `RESTRICT`: the delete must not leave children.
+    Refuse,
+    /// `CASCADE`, `SET NULL` or `SET DEFAULT`: the delete reaches the children.
+    Reach(&'static str),
+}
+
+/// One foreign key of a tracked table.
+#[derive(Clone, Debug)]
+pub(crate) struct ForeignKey {
+    pub(crate) parent: String,
+    pub(crate) from: Vec<String>,
+    pub(crate) to: Vec<String>,
+    pub(crate) on_delete: OnDelete,
+}
+
+/// The foreign keys declared on `table`, with the parent's key filled in where the
+/// declaration leaves it implicit.
+pub(crate) fn load(tx: &Transaction, table: &str) -> Result<Vec<ForeignKey>> {
+    let mut stmt = tx.prepare(&format!("PRAGMA foreign_key_list({})", ident(table)))?;
+    // (id, parent, from, to, on_delete)
+    let rows: Vec<(i64, String, String, Option<String>, String)> = stmt
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(6)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut keys: Vec<(i64, ForeignKey)> = Vec::new();
+    for (id, parent, from, to, on_delete) in rows {
+        if keys.last().is_none_or(|(last, _)| *last != id) {
+            let on_delete = match on_delete.to_ascii_uppercase().as_str() {
+                "CASCADE" => OnDelete::Reach("ON DELETE CASCADE"),
+                "SET NULL" => OnDelete::Reach("ON DELETE SET NULL"),
+                "SET DEFAULT" => OnDelete::Reach("ON DELETE SET DEFAULT"),
+                _ => OnDelete::Refuse,
+            };
+            keys.push((
+                id,
+                ForeignKey {
+                    parent: parent.clone(),
+                    from: Vec::new(),
+                    to: Vec::new(),
+                    on_delete,
+                },
+            ));
+        }
+        if let Some((_, fk)) = keys.last_mut() {
+            fk.from.push(from);
+            if let Some(to) = to {
+                fk.to.push(to);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (_, mut fk) in keys {
+        if fk.to.is_empty() {
+            let mut stmt = tx.prepare(&format!("PRAGMA table_info({})", ident(&fk.parent)))?;
+            let mut pk: Vec<(i64, String)> = stmt
+                .query_map([], |r| Ok((r.get(5)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .filter(|(pos, _)| *pos > 0)
+                .collect();
+            pk.sort();
+            fk.to = pk.into_iter().map(|(_, c)| c).collect();
+        }
+        if fk.to.len() == fk.from.len() {
+            out.push(fk);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks the rows written in this transaction and the children of the rows it
+/// deleted, by the rules above.
+pub(crate) fn check(
+    tx: &Transaction,
+    r: &mut Replica,
+    tables: &Tables,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let (mut rows, deleted) = tables.take_touched();
+    for (parent_id, key) in deleted {
+        let Some(parent) = tables.by_id(parent_id) else {
+            continue;
+        };
+        for (child, fk) in tables.children_of(&parent.name) {
+            // Children are found by the parent's key; a key that names other columns
+            // of the parent cannot be looked up once the parent is gone.
+            let Some(refs) = in_order(&fk.to, &parent.key_columns, &key) else {
+                continue;
+            };
+            for k in children(tx, child, fk, &refs)? {
+                rows.push((child.id, k));
+            }
+        }
+    }
+    // In key order, each row once: the same rows are checked in the same order
+    // whatever order the batch wrote them in.
+    let mut rows: Vec<(i64, Vec<u8>, Vec<Value>)> = rows
+        .into_iter()
+        .map(|(t, k)| (t, key_blob(&k), k))
+        .collect();
+    rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    rows.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    for (table_id, _, key) in rows {
+        let Some(table) = tables.by_id(table_id) else {
+            continue;
+        };
+        // A row deleted or set aside meanwhile refers to nothing.
+        let Some(row) = crate::seal::read_row(tx, table, &key)? else {
+            continue;
+        };
+        let values: RowValues = table.columns.iter().cloned().zip(row).collect();
+        for fk in tables.foreign_of(table_id) {
+            let Some(refs) = references(fk, &values) else {
+                continue;
+            };
+            if parent_here(tx, fk, &refs)? {
+                continue;
+            }
+            let deleted = parent_deleted(tx, r, tables, fk, &refs)?;
+            let claim = aside::claim(tx, r, table, &key_blob(&key), &fk.from)?;
+            let described = format!(
+                "{}({}) refers to {}({}) {}",
+                table.name,
+                fk.from.join(", "),
+                fk.parent,
+                key_text(&refs),
+                if deleted.is_some() {
+                    "whose row was deleted"
+                } else {
+                    "that is not here"
+                }
+            );
+            if let (Some(gone), OnDelete::Reach(action)) = (deleted, fk.on_delete) {
+                tables.note_aside();
+                let why = Reason {
+                    columns: fk.from.clone(),
+                    local_values: None,
+                    local: Some(gone),
+                    remote: claim,
+                    detail: format!(
+                        "FOREIGN KEY: {described} ({action}): the delete reaches it, so it is set aside on every device until its parent lives again or it refers to another (set one, or keep local to delete it)"
+                    ),
+                };
+                aside::set_aside(tx, r, table, &key, &values, why, report)?;
+                break;
+            }
+            let detail = if deleted.is_some() {
+                format!(
+                    "FOREIGN KEY: {described}; the key has no ON DELETE action, so the row is kept on every device (delete it, or make it refer to another)"
+                )
+            } else {
+                format!(
+                    "FOREIGN KEY: {described}; the row is kept and becomes valid when its parent arrives"
+                )
+            };
+            let c = NewConflict {
+                kind: ConflictKind::Constraint,
+                key: &key,
+                cl: rows::cl(tx, table.id, &key_blob(&key))?,
+                columns: fk.from.clone(),
+                winner: Side::Remote,
+                local_values: None,
+                remote_values: Some(fk.from.iter().cloned().zip(refs.iter().cloned()).collect()),
+                local: deleted,
+                remote: claim.unwrap_or_else(aside::no_version),
+                refused: None,
+                detail: Some(detail),
+            };
+            if conflict::record(tx, r, table, c)? {
+                report.conflicts += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a row set aside with `values` would be refused at once by a foreign key
+/// whose parent is deleted and whose delete reaches it.
+pub(crate) fn parent_gone(
+    tx: &Transaction,
+    r: &mut Replica,
+    tables: &Tables,
+    table: &TrackedTable,
+    values: &RowValues,
+) -> Result<bool> {
+    for fk in tables.foreign_of(table.id) {
+        if !matches!(fk.on_delete, OnDelete::Reach(_)) {
+            continue;
+        }
+        let Some(refs) = references(fk, values) else {
+            continue;
+        };
+        if !parent_here(tx, fk, &refs)? && parent_deleted(tx, r, tables, fk, &refs)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The values a row refers to by `fk`; `None` when one is NULL (it refers to nothing)
+/// or not known.
+fn references(fk: &ForeignKey, values: &RowValues) -> Option<Vec<Value>> {
+    let refs: Vec<Value> = fk
+        .from
+        .iter()
+        .map(|c| {
+            values
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(c))
+                .map(|(_, v)| v.clone())
+        })
+        .collect::<Option<_>>()?;
+    (!refs.contains(&Value::Null)).then_some(refs)
+}
+
+fn parent_here(tx: &Transaction, fk: &ForeignKey, refs: &[Value]) -> Result<bool> {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE {})",
+        ident(&fk.parent),
+        key_match(&fk.to, 1)
+    );
+    let binds: Vec<Bind<'_>> = refs.iter().map(Bind).collect();
+    Ok(tx
+        .prepare_cached(&sql)?
+        .query_row(rusqlite::params_from_iter(&binds), |row| row.get(0))?)
+}
+
+/// The delete that ended the parent's life, when the merge rules say the parent `refs`
+/// names (by its key) is deleted.
+fn parent_deleted(
+    tx: &Transaction,
+    r: &mut Replica,
+    tables: &Tables,
+    fk: &ForeignKey,
+    refs: &[Value],
+) -> Result<Option<Version>> {
+    let Some(parent) = tables.get(&fk.parent) else {
+        return Ok(None);
+    };
+    let Some(key) = in_order(&parent.key_columns, &fk.to, refs) else {
+        return Ok(None);
+    };
+    let state = rows::load(tx, &mut r.columns, parent.id, &key_blob(&key))?;
+    if !state.stored || state.alive() {
+        return Ok(None);
+    }
+    state
+        .meta
+        .event
+        .map(|v| v.resolve(&mut r.authors, tx))
+        .transpose()
+}
+
+/// `values`, given in the order of `names`, in the order of `wanted`; `None` unless
+/// both name the same columns.
+fn in_order(wanted: &[String], names: &[String], values: &[Value]) -> Option<Vec<Value>> {
+    if wanted.len() != names.len() {
+        return None;
+    }
+    wanted
+        .iter()
+        .map(|w| {
+            names
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(w))
+                .and_then(|i| values.get(i).cloned())
+        })
+        .collect()
+}
+
+/// The keys of `child`'s rows that refer to `refs` by `fk`.
+fn children(
+    tx: &Transaction,
+    child: &TrackedTable,
+    fk: &ForeignKey,
+    refs: &[Value],
+) -> Result<Vec<Vec<Value>>> {
+    let keys: Vec<String> = child.key_columns.iter().map(|c| ident(c)).collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {}",
+        keys.join(", "),
+        ident(&child.name),
+        key_match(&fk.from, 1)
+    );
+    let binds: Vec<Bind<'_>> = refs.iter().map(Bind).collect();
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let found = stmt
+        .query_map(rusqlite::params_from_iter(&binds), |row| {
+            (0..keys.len())
+                .map(|i| row.get_ref(i).map(crate::sql::value))
+                .collect::<rusqlite::Result<Vec<Value>>>()
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(found)
+}
