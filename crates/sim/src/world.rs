@@ -26,9 +26,20 @@ const TICK_MS: u64 = 20;
 const MAX_DRIFT_MS: u64 = 5_000;
 /// The group's name.
 const GROUP: &str = "sim";
-/// `items` is shared with the group; `notes` is in no group and must never leave.
+/// `items` and the constrained tables are shared with the group; `notes` is in no
+/// group and must never leave. The constrained tables clash: a UNIQUE column with a
+/// NOT NULL one and a CHECK across two, a composite UNIQUE, and a foreign key with ON
+/// DELETE CASCADE, which the apps enforce.
 const SCHEMA: &str = "CREATE TABLE items (id TEXT PRIMARY KEY, a TEXT, b INTEGER);
-                      CREATE TABLE notes (id TEXT PRIMARY KEY, owner TEXT, body TEXT);";
+     CREATE TABLE notes (id TEXT PRIMARY KEY, owner TEXT, body TEXT);
+     CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT UNIQUE, name TEXT NOT NULL DEFAULT '',
+                         lo INTEGER, hi INTEGER, CHECK (lo <= hi));
+     CREATE TABLE seats (id TEXT PRIMARY KEY, hall TEXT, seat INTEGER, UNIQUE (hall, seat));
+     CREATE TABLE accts (id TEXT PRIMARY KEY, owner TEXT);
+     CREATE TABLE loans (id TEXT PRIMARY KEY, acct TEXT REFERENCES accts(id) ON DELETE CASCADE,
+                         amount INTEGER);";
+/// The tables the group carries.
+const SHARED: [&str; 5] = ["items", "users", "seats", "accts", "loans"];
 
 /// What a run does, drawn from its seed.
 #[derive(Clone, Debug)]
@@ -95,6 +106,12 @@ impl Plan {
 pub struct Outcome {
     /// Writes made through SQL.
     pub writes: u64,
+    /// Writes the local schema refused (a UNIQUE, CHECK, NOT NULL or foreign key).
+    pub refused_writes: u64,
+    /// Rows set aside by a constraint at the end, on each member alike.
+    pub set_aside: usize,
+    /// Open conflict records at the end on the first member.
+    pub conflicts: usize,
     /// Sessions opened.
     pub sessions: u64,
     /// Sessions that did not finish (timeouts, crashes, refusals).
@@ -131,10 +148,13 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} members, {} rows, {} writes, {} sessions ({} failed, {} refused at hello {:?}), {} crashes, {} partitions, {} joins, {} commits refused ({} taken back), {}/{} packets lost, healed in {} rounds, revoked {}",
+            "{} members, {} rows ({} set aside, {} conflicts), {} writes ({} refused here), {} sessions ({} failed, {} refused at hello {:?}), {} crashes, {} partitions, {} joins, {} commits refused ({} taken back), {}/{} packets lost, healed in {} rounds, revoked {}",
             self.members,
             self.rows,
+            self.set_aside,
+            self.conflicts,
             self.writes,
+            self.refused_writes,
             self.sessions,
             self.failed,
             self.refused_at_hello,
@@ -258,8 +278,10 @@ impl World {
                 .and_then(|c| c.execute_batch(SCHEMA))
                 .map_err(err)?;
             let mut store = Store::init(&path, options.clone()).map_err(err)?;
-            store.track("items", None).map_err(err)?;
-            store.track("notes", None).map_err(err)?;
+            for t in SHARED.iter().chain(&["notes"]) {
+                store.track(t, None).map_err(err)?;
+            }
+            enforce(&store)?;
             devices.push(Device {
                 name,
                 path,
@@ -285,7 +307,7 @@ impl World {
             .store
             .as_mut()
             .ok_or("no store")?
-            .create_group(GROUP, &[("items".into(), vec![])])
+            .create_group(GROUP, &SHARED.map(|t| (t.to_string(), vec![])))
             .map_err(err)?
             .id;
         Ok(World {
@@ -332,6 +354,7 @@ impl World {
                 let dev = &self.devices[d];
                 let store = Store::open(&dev.path, dev.options.clone())
                     .map_err(|e| format!("{} restarting: {e}", dev.name))?;
+                enforce(&store)?;
                 self.devices[d].store = Some(store);
             }
         }
@@ -417,6 +440,9 @@ impl World {
         if !view.is_some_and(|g| g.role(&me).is_some_and(|r| r.may_write())) {
             return Ok(());
         }
+        if self.rng.random_bool(0.45) {
+            return self.write_constrained(d);
+        }
         let key = format!("k{}", self.rng.random_range(0..12));
         let texts = [
             "",
@@ -456,6 +482,68 @@ impl World {
         };
         result.map_err(|e| format!("{owner} writing: {e}"))?;
         self.outcome.writes += 1;
+        Ok(())
+    }
+
+    /// A random write to a constrained table, with values from small sets so that
+    /// devices clash. What the local schema refuses fails here, as it would in the app.
+    fn write_constrained(&mut self, d: usize) -> Result<(), String> {
+        let rng = &mut self.rng;
+        let user = format!("u{}", rng.random_range(0..6));
+        let email: Option<String> = rng
+            .random_bool(0.85)
+            .then(|| format!("e{}@example.com", rng.random_range(0..4)));
+        let small = rng.random_range(0..10);
+        let seat = (
+            format!("s{}", rng.random_range(0..6)),
+            ["A", "B"][rng.random_range(0..2)],
+            rng.random_range(1..=2),
+        );
+        let acct = format!("x{}", rng.random_range(0..3));
+        let loan = format!("l{}", rng.random_range(0..6));
+        let kind = rng.random_range(0..100);
+        let owner = self.devices[d].name.clone();
+        let Some(store) = self.store(d) else {
+            return Ok(());
+        };
+        let conn = store.connection();
+        let result = match kind {
+            0..12 => conn.execute(
+                "INSERT INTO users(id, email, name) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET email = excluded.email, name = excluded.name",
+                rusqlite::params![user, email, owner],
+            ),
+            12..20 => conn.execute("UPDATE users SET email = ?2 WHERE id = ?1", rusqlite::params![user, email]),
+            20..26 => conn.execute("UPDATE users SET lo = ?2 WHERE id = ?1", rusqlite::params![user, small]),
+            26..32 => conn.execute("UPDATE users SET hi = ?2 WHERE id = ?1", rusqlite::params![user, small]),
+            32..34 => conn.execute("UPDATE users SET name = NULL WHERE id = ?1", [&user]),
+            34..40 => conn.execute("DELETE FROM users WHERE id = ?1", [&user]),
+            40..52 => conn.execute(
+                "INSERT INTO seats VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET hall = excluded.hall, seat = excluded.seat",
+                rusqlite::params![seat.0, seat.1, seat.2],
+            ),
+            52..58 => conn.execute("UPDATE seats SET seat = ?2 WHERE id = ?1", rusqlite::params![seat.0, seat.2]),
+            58..62 => conn.execute("DELETE FROM seats WHERE id = ?1", [&seat.0]),
+            62..72 => conn.execute(
+                "INSERT INTO accts VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET owner = excluded.owner",
+                rusqlite::params![acct, owner],
+            ),
+            72..78 => conn.execute("DELETE FROM accts WHERE id = ?1", [&acct]),
+            78..90 => conn.execute(
+                "INSERT INTO loans VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET acct = excluded.acct, amount = excluded.amount",
+                rusqlite::params![loan, acct, small],
+            ),
+            90..95 => conn.execute("UPDATE loans SET acct = ?2 WHERE id = ?1", rusqlite::params![loan, acct]),
+            _ => conn.execute("DELETE FROM loans WHERE id = ?1", [&loan]),
+        };
+        match result {
+            Ok(_) => self.outcome.writes += 1,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                self.outcome.refused_writes += 1;
+            }
+            Err(e) => return Err(format!("{owner} writing: {e}")),
+        }
         Ok(())
     }
 
@@ -700,6 +788,7 @@ impl World {
             if self.devices[d].store.is_none() {
                 let dev = &self.devices[d];
                 let store = Store::open(&dev.path, dev.options.clone()).map_err(err)?;
+                enforce(&store)?;
                 self.devices[d].store = Some(store);
             }
         }
@@ -776,14 +865,7 @@ impl World {
         for &d in &members {
             let dev = &self.devices[d];
             let store = dev.store.as_ref().ok_or("no store")?;
-            let rows = dump(
-                store,
-                if dev.has_c {
-                    "SELECT quote(id) || ',' || quote(a) || ',' || quote(b) || ',' || quote(c) FROM items ORDER BY id"
-                } else {
-                    "SELECT quote(id) || ',' || quote(a) || ',' || quote(b) FROM items ORDER BY id"
-                },
-            )?;
+            let rows = shared_state(store).map_err(|e| format!("{}: {e}", dev.name))?;
             let mut vv: BTreeMap<DeviceId, Seq> = store.version_vector(&self.group).map_err(err)?.0;
             if let Some((r, after)) = revoked {
                 let rid = self.devices[r].id;
@@ -840,7 +922,14 @@ impl World {
                 }
             }
         }
-        self.outcome.rows = reference.map_or(0, |(_, rows, _)| rows.len());
+        self.outcome.rows = reference.as_ref().map_or(0, |(_, rows, _)| {
+            rows.iter().filter(|r| !r.starts_with('!')).count()
+        });
+        if let Some((d, _, _)) = reference {
+            let store = self.devices[d].store.as_ref().ok_or("no store")?;
+            self.outcome.set_aside = store.status().map_err(err)?.set_aside.len();
+            self.outcome.conflicts = store.conflicts(false).map_err(err)?.len();
+        }
         for dev in &self.devices {
             let store = dev.store.as_ref().ok_or("no store")?;
             let owners: BTreeSet<String> = dump(store, "SELECT DISTINCT owner FROM notes")?
@@ -916,6 +1005,98 @@ fn complete(side: &mut Side, done: shoal_host::Done, outcome: &mut Outcome) -> R
         .filter(|r| r.contains("taken back"))
         .count() as u64;
     Ok(())
+}
+
+/// The foreign keys the apps enforce, on Shoal's connection too (Shoal turns them
+/// off for its own transactions).
+fn enforce(store: &Store) -> Result<(), String> {
+    store
+        .connection()
+        .execute_batch("PRAGMA foreign_keys = ON")
+        .map_err(err)
+}
+
+/// What must be identical on every member: each shared table row by row, every
+/// column quoted; every open constraint record (id, table, key, status, detail);
+/// the rows set aside. The file must pass `integrity_check`, and every row
+/// `foreign_key_check` reports must have an open record. Lines that are not rows
+/// start with `!`.
+fn shared_state(store: &Store) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for t in SHARED {
+        let columns = dump(
+            store,
+            &format!("SELECT name FROM pragma_table_info('{t}') ORDER BY cid"),
+        )?;
+        let quoted: Vec<String> = columns.iter().map(|c| format!("quote(\"{c}\")")).collect();
+        for row in dump(
+            store,
+            &format!("SELECT {} FROM {t} ORDER BY id", quoted.join(" || ',' || ")),
+        )? {
+            out.push(format!("{t}: {row}"));
+        }
+    }
+    // Open constraint records are decided by the commits alone. (A write conflict is
+    // recorded by the devices that see both writes, which one that gets a later write
+    // first may not; a clash that came and went in between is on record, closed, only
+    // where it happened.)
+    let mut records: Vec<_> = store
+        .conflicts(false)
+        .map_err(err)?
+        .into_iter()
+        .filter(|c| c.kind == shoal_store::ConflictKind::Constraint)
+        .collect();
+    records.sort_by(|a, b| a.id.cmp(&b.id));
+    for c in records {
+        out.push(format!(
+            "!conflict {} {:?} {} {} {:?} {}",
+            c.id,
+            c.kind,
+            c.table,
+            c.key_text,
+            c.status,
+            c.detail.unwrap_or_default()
+        ));
+    }
+    let status = store.status().map_err(err)?;
+    for a in &status.set_aside {
+        out.push(format!("!set aside {a}"));
+    }
+    let integrity = dump(store, "SELECT * FROM pragma_integrity_check")?;
+    if integrity != ["ok"] {
+        return Err(format!("integrity_check: {integrity:?}"));
+    }
+    let open: BTreeSet<(String, String)> = store
+        .conflicts(false)
+        .map_err(err)?
+        .into_iter()
+        .map(|c| (c.table, c.key_text))
+        .collect();
+    let mut stmt = store
+        .connection()
+        .prepare("SELECT \"table\", rowid FROM pragma_foreign_key_check")
+        .map_err(err)?;
+    let broken: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(err)?
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    for (table, rowid) in broken {
+        let key: String = store
+            .connection()
+            .query_row(
+                &format!("SELECT '(' || quote(id) || ')' FROM {table} WHERE rowid = ?1"),
+                [rowid],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if !open.contains(&(table.clone(), key.clone())) {
+            return Err(format!(
+                "foreign_key_check: {table} {key} refers to nothing and no open record says so (open: {open:?})"
+            ));
+        }
+    }
+    Ok(out)
 }
 
 fn dump(store: &Store, sql: &str) -> Result<Vec<String>, String> {

@@ -32,6 +32,7 @@ fn seeds(share: u64, shares: u64) -> Vec<u64> {
 }
 
 fn run_share(share: u64, shares: u64) {
+    let mut failed = Vec::new();
     for seed in seeds(share, shares) {
         let start = Instant::now();
         match shoal_sim::run(seed) {
@@ -39,11 +40,16 @@ fn run_share(share: u64, shares: u64) {
                 "sim seed {seed}: ok in {} ms: {outcome}",
                 start.elapsed().as_millis()
             ),
-            Err(e) => panic!(
-                "sim seed {seed} failed: {e}\nreplay it with: SHOAL_SIM_SEED={seed} cargo test -p shoal-sim -- --nocapture"
-            ),
+            Err(e) => {
+                println!("sim seed {seed} FAILED: {e}");
+                failed.push(seed);
+            }
         }
     }
+    assert!(
+        failed.is_empty(),
+        "sim seeds {failed:?} failed (each is printed above)\nreplay one with: SHOAL_SIM_SEED=<seed> cargo test -p shoal-sim -- --nocapture"
+    );
 }
 
 #[test]

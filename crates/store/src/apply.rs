@@ -325,7 +325,26 @@ fn merge(
     // merge state is saved.
     let mut clash: Option<(RowValues, rusqlite::Error)> = None;
     match row_action(state.cl, inc.op, inc.cl) {
-        RowAction::Duplicate => return Ok(()),
+        RowAction::Duplicate => {
+            // Two devices deleted the same life of a row: the later delete is the one
+            // on record, whichever arrived first, so that every device agrees on it.
+            if inc.op == Op::Delete && state.stored && !state.alive() {
+                let event = state
+                    .meta
+                    .event
+                    .map(|v| v.resolve(&mut r.authors, tx))
+                    .transpose()?;
+                if event.is_none_or(|e| inc.version > e) {
+                    state.meta.event = Some(ver);
+                    state.meta.seen = inc
+                        .seen
+                        .map(|v| Ver::of(v, &mut r.authors, tx))
+                        .transpose()?;
+                    rows::save(tx, &mut r.columns, table.id, &blob, &state)?;
+                }
+            }
+            return Ok(());
+        }
         RowAction::Hold => {
             return hold(
                 tx,
@@ -484,6 +503,15 @@ fn merge(
                 aside::get(tx, table.id, &blob)?
             } else {
                 None
+            };
+            // An entry for a row that is in its table after all is stale: the table
+            // takes the change.
+            let kept = match kept {
+                Some(_) if read_row(tx, table, &inc.key)?.is_some() => {
+                    aside::release(tx, table.id, &blob, "the row is in its table again")?;
+                    None
+                }
+                kept => kept,
             };
             if let Some(values) = kept {
                 // The row is set aside: its kept values take the change.

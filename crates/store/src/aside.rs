@@ -143,6 +143,31 @@ fn close(tx: &Transaction, id: &str, why: &str) -> Result<()> {
     Ok(())
 }
 
+/// Forgets the rows set aside that the app has written into their table again: the
+/// app's row is what stands here now, sealed as a write of every column, and later
+/// changes go to the table. Run as a seal starts.
+pub(crate) fn written_again(tx: &Transaction) -> Result<()> {
+    if !any(tx)? {
+        return Ok(());
+    }
+    let entries: Vec<(i64, Vec<u8>)> = tx
+        .prepare_cached("SELECT tbl, key FROM shoal_aside")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (tbl, blob) in entries {
+        let Some(table) = crate::table::load_all(tx)?
+            .into_iter()
+            .find(|t| t.id == tbl)
+        else {
+            continue;
+        };
+        if crate::seal::read_row(tx, &table, &key_from_blob(&blob)?)?.is_some() {
+            release(tx, tbl, &blob, "the row was written again here")?;
+        }
+    }
+    Ok(())
+}
+
 /// Puts a row whose merge state is saved into its table, by the rule every device
 /// follows. `error` is how a write of it has just failed, if one was tried. Returns
 /// whether the row is in the table; if not, it is set aside.
@@ -265,9 +290,15 @@ pub(crate) fn settle(
             } else if crate::seal::read_row(tx, table, &key)?.is_some() {
                 release(tx, tbl, &blob, "the row was written again here")?;
                 moved = true;
-            } else if crate::foreign::parent_gone(tx, r, tables, table, &values)? {
-                // Its parent is still deleted: it stays aside.
+            } else if let Some(why) =
+                crate::foreign::parent_gone(tx, r, tables, table, &blob, &values)?
+            {
+                // Its parent is still deleted: it stays aside, its record up to date
+                // with what it holds now.
+                set_aside(tx, r, table, &key, &values, why, report)?;
             } else if place(tx, r, table, &key, values, None, report)? {
+                // Back in its table: its foreign keys are checked with the rest.
+                tables.note_written(table, &key, no_version());
                 release(
                     tx,
                     tbl,

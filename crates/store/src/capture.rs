@@ -286,9 +286,12 @@ pub(crate) fn capture_existing(conn: &Connection, t: &TrackedTable) -> Result<u6
         log.execute(params.as_slice())?;
         captured += 1;
     }
-    // Rows deleted while the table was not tracked: alive here, gone from the table.
-    let mut alive =
-        conn.prepare_cached("SELECT key FROM shoal_rows WHERE tbl = ?1 AND cl % 2 = 1")?;
+    // Rows deleted while the table was not tracked: alive here, gone from the table
+    // (a row a constraint set aside is out of it on purpose).
+    let mut alive = conn.prepare_cached(
+        "SELECT key FROM shoal_rows r WHERE tbl = ?1 AND cl % 2 = 1
+         AND NOT EXISTS (SELECT 1 FROM shoal_aside a WHERE a.tbl = r.tbl AND a.key = r.key)",
+    )?;
     let mut exists = conn.prepare(&format!(
         "SELECT 1 FROM {} WHERE {}",
         ident(&t.name),

@@ -148,32 +148,12 @@ pub(crate) fn check(
             }
             let deleted = parent_deleted(tx, r, tables, fk, &refs)?;
             let claim = aside::claim(tx, r, table, &key_blob(&key), &fk.from)?;
-            let described = format!(
-                "{}({}) refers to {}({}) {}",
-                table.name,
-                fk.from.join(", "),
-                fk.parent,
-                key_text(&refs),
-                if deleted.is_some() {
-                    "whose row was deleted"
-                } else {
-                    "that is not here"
-                }
-            );
-            if let (Some(gone), OnDelete::Reach(action)) = (deleted, fk.on_delete) {
+            if let Some(why) = reached(table, fk, &refs, deleted, claim) {
                 tables.note_aside();
-                let why = Reason {
-                    columns: fk.from.clone(),
-                    local_values: None,
-                    local: Some(gone),
-                    remote: claim,
-                    detail: format!(
-                        "FOREIGN KEY: {described} ({action}): the delete reaches it, so it is set aside on every device until its parent lives again or it refers to another (set one, or keep local to delete it)"
-                    ),
-                };
                 aside::set_aside(tx, r, table, &key, &values, why, report)?;
                 break;
             }
+            let described = describe(table, fk, &refs, deleted.is_some());
             let detail = if deleted.is_some() {
                 format!(
                     "FOREIGN KEY: {described}; the key has no ON DELETE action, so the row is kept on every device (delete it, or make it refer to another)"
@@ -201,18 +181,19 @@ pub(crate) fn check(
             }
         }
     }
-    Ok(())
+    close_settled(tx, tables)
 }
 
-/// Whether a row set aside with `values` would be refused at once by a foreign key
-/// whose parent is deleted and whose delete reaches it.
+/// Why a row set aside with `values` is refused at once by a foreign key whose
+/// parent is deleted and whose delete reaches it, if it is.
 pub(crate) fn parent_gone(
     tx: &Transaction,
     r: &mut Replica,
     tables: &Tables,
     table: &TrackedTable,
+    key: &[u8],
     values: &RowValues,
-) -> Result<bool> {
+) -> Result<Option<Reason>> {
     for fk in tables.foreign_of(table.id) {
         if !matches!(fk.on_delete, OnDelete::Reach(_)) {
             continue;
@@ -220,11 +201,97 @@ pub(crate) fn parent_gone(
         let Some(refs) = references(fk, values) else {
             continue;
         };
-        if !parent_here(tx, fk, &refs)? && parent_deleted(tx, r, tables, fk, &refs)?.is_some() {
-            return Ok(true);
+        if parent_here(tx, fk, &refs)? {
+            continue;
+        }
+        let deleted = parent_deleted(tx, r, tables, fk, &refs)?;
+        let claim = aside::claim(tx, r, table, key, &fk.from)?;
+        if let Some(why) = reached(table, fk, &refs, deleted, claim) {
+            return Ok(Some(why));
         }
     }
-    Ok(false)
+    Ok(None)
+}
+
+/// Closes the open records of rows kept with a missing parent that are valid now
+/// (their parent arrived or lives again, they refer elsewhere or are gone), so that
+/// a device that saw the child before the parent keeps no record that a device that
+/// saw both at once never made.
+pub(crate) fn close_settled(tx: &Transaction, tables: &Tables) -> Result<()> {
+    let open: Vec<(String, String, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT id, tbl, key FROM shoal_conflicts c
+             WHERE status IN ('pending', 'auto') AND kind = 'constraint'
+               AND detail LIKE 'FOREIGN KEY:%'
+               AND NOT EXISTS (SELECT 1 FROM shoal_aside a WHERE a.conflict = c.id)",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, name, blob) in open {
+        let Some(table) = tables.get(&name) else {
+            continue;
+        };
+        let key = crate::sql::key_from_blob(&blob)?;
+        let why = match crate::seal::read_row(tx, table, &key)? {
+            None => Some("the row is gone"),
+            Some(row) => {
+                let values: RowValues = table.columns.iter().cloned().zip(row).collect();
+                let mut valid = true;
+                for fk in tables.foreign_of(table.id) {
+                    if let Some(refs) = references(fk, &values) {
+                        valid &= parent_here(tx, fk, &refs)?;
+                    }
+                }
+                valid.then_some("the row refers to a row that is here now")
+            }
+        };
+        if let Some(why) = why {
+            tx.prepare_cached(
+                "UPDATE shoal_conflicts SET status = 'closed', resolution = ?2 WHERE id = ?1",
+            )?
+            .execute(rusqlite::params![id, why])?;
+        }
+    }
+    Ok(())
+}
+
+/// The reason a child is set aside when its parent is deleted and the key's delete
+/// reaches it; `None` when it does not.
+fn reached(
+    table: &TrackedTable,
+    fk: &ForeignKey,
+    refs: &[Value],
+    deleted: Option<Version>,
+    claim: Option<Version>,
+) -> Option<Reason> {
+    let (Some(gone), OnDelete::Reach(action)) = (deleted, fk.on_delete) else {
+        return None;
+    };
+    let described = describe(table, fk, refs, true);
+    Some(Reason {
+        columns: fk.from.clone(),
+        local_values: None,
+        local: Some(gone),
+        remote: claim,
+        detail: format!(
+            "FOREIGN KEY: {described} ({action}): the delete reaches it, so it is set aside on every device until its parent lives again or it refers to another (set one, or keep local to delete it)"
+        ),
+    })
+}
+
+fn describe(table: &TrackedTable, fk: &ForeignKey, refs: &[Value], deleted: bool) -> String {
+    format!(
+        "{}({}) refers to {}({}) {}",
+        table.name,
+        fk.from.join(", "),
+        fk.parent,
+        key_text(refs),
+        if deleted {
+            "whose row was deleted"
+        } else {
+            "that is not here"
+        }
+    )
 }
 
 /// The values a row refers to by `fk`; `None` when one is NULL (it refers to nothing)

@@ -63,7 +63,11 @@ pub(crate) fn take_back(
     for ((table, blob), key) in &touched {
         if let Some(t) = tables.get(table) {
             apply::delete_row(tx, t, key)?;
+            tables.note_deleted(t, key);
             rows::forget(tx, t.id, blob)?;
+            // A row set aside is rebuilt like the rest, and set aside again if the
+            // commits that still stand clash too.
+            crate::aside::release(tx, t.id, blob, "rebuilt without the commits taken back")?;
         }
     }
     replay(tx, r, tables, &touched, report)?;

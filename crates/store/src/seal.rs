@@ -112,6 +112,7 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
     // entries stay for when it is sorted out. An untracked table the app has dropped
     // has nothing left to seal: its log entries go.
     let problems = track::follow_schema(tx, r)?;
+    crate::aside::written_again(tx)?;
     let mut refused: Vec<i64> = Vec::new();
     let mut tables: HashMap<i64, TrackedTable> = HashMap::new();
     for t in crate::table::load_all(tx)? {
@@ -220,6 +221,15 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
         )?
         .execute(rusqlite::params![last_id, &refused_json, &kept_json])?;
         kept.clear();
+    }
+    // A local write may have ended a clash: rows set aside by it go back at once.
+    if crate::aside::any(tx)? {
+        let tables = crate::apply::Tables::load(tx)?;
+        let mut settled = crate::import::ImportReport::default();
+        crate::apply::uncaptured(tx, || {
+            crate::aside::settle(tx, r, &tables, &mut settled)?;
+            tables.check_foreign_keys(tx, r, &mut settled)
+        })?;
     }
     Ok(report)
 }
@@ -439,6 +449,11 @@ impl Builder {
                 cl += 1;
                 alive = true;
                 all = true;
+            }
+            // A row set aside by a constraint is out of its table on purpose: it is
+            // not deleted.
+            (None, true) if crate::aside::get(tx, table.id, blob)?.is_some() => {
+                return Ok(None);
             }
             (None, true) => {
                 cl += 1;

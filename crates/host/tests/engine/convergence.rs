@@ -6,6 +6,10 @@
 //! has seen. For each row, the highest causal length decides whether it exists; each
 //! column holds the value of the newest write (by clock, then device) to it within
 //! that life of the row. The writes' clocks are the real commits' clocks.
+//!
+//! Table `uniq` has a UNIQUE column `u`: of the live rows holding one value, the one
+//! whose newest write to `u` is the earliest (then the smallest key) stands; the others
+//! are set aside, absent from the table. A write the local table refuses is no write.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,7 +26,7 @@ struct Table {
     columns: &'static [&'static str],
 }
 
-const TABLES: [Table; 2] = [
+const TABLES: [Table; 3] = [
     Table {
         name: "items",
         keys: 1,
@@ -33,10 +37,19 @@ const TABLES: [Table; 2] = [
         keys: 2,
         columns: &["v"],
     },
+    Table {
+        name: "uniq",
+        keys: 1,
+        columns: &["u", "w"],
+    },
 ];
 
+/// The table with a UNIQUE column (its first).
+const UNIQ: usize = 2;
+
 const SCHEMA: &str = "CREATE TABLE items (id TEXT PRIMARY KEY, x, y);
-                      CREATE TABLE pairs (k1 INTEGER, k2 TEXT, v, PRIMARY KEY (k1, k2)) WITHOUT ROWID;";
+                      CREATE TABLE pairs (k1 INTEGER, k2 TEXT, v, PRIMARY KEY (k1, k2)) WITHOUT ROWID;
+                      CREATE TABLE uniq (id TEXT PRIMARY KEY, u UNIQUE, w);";
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -126,9 +139,41 @@ fn fold(events: &BTreeSet<Event>) -> Rows {
     rows
 }
 
+/// A live row of `uniq` holding a value: its claim, its key as stored, its key.
+type Claimant = ((Hlc, DeviceId), Vec<u8>, usize);
+
+/// The rows of `uniq` that the UNIQUE rule sets aside.
+fn set_aside(events: &BTreeSet<Event>, rows: &Rows) -> BTreeSet<usize> {
+    // Per value of `u`: the live rows holding it, by (claim, key as stored).
+    let mut holders: BTreeMap<ModelValue, Vec<Claimant>> = BTreeMap::new();
+    for (&(table, key), (cl, values)) in rows {
+        if table != UNIQ || cl % 2 == 0 || values[0] == Value::Null {
+            continue;
+        }
+        let claim = events
+            .iter()
+            .filter(|e| e.table == UNIQ && e.key == key && e.cl == *cl)
+            .filter(|e| e.cells.iter().any(|(c, _)| *c == 0))
+            .map(|e| (e.hlc, e.author))
+            .max()
+            .expect("a live row's value of u was written");
+        let blob = postcard::to_stdvec(&key_values(UNIQ, key)).expect("key");
+        holders
+            .entry(ModelValue::of(&values[0]))
+            .or_default()
+            .push((claim, blob, key));
+    }
+    let mut aside = BTreeSet::new();
+    for mut rows in holders.into_values() {
+        rows.sort();
+        aside.extend(rows.into_iter().skip(1).map(|(_, _, key)| key));
+    }
+    aside
+}
+
 fn key_values(table: usize, key: usize) -> Vec<Value> {
     match table {
-        0 => vec![Value::Text(format!("k{key}").into_bytes())],
+        0 | UNIQ => vec![Value::Text(format!("k{key}").into_bytes())],
         _ => vec![
             Value::Integer(key as i64 % 2),
             Value::Text(format!("p{}", key / 2).into_bytes()),
@@ -137,10 +182,12 @@ fn key_values(table: usize, key: usize) -> Vec<Value> {
 }
 
 /// What a table should hold according to the model, as `dump` returns it.
-fn expected(rows: &Rows, table: usize) -> Vec<Vec<Value>> {
+fn expected(events: &BTreeSet<Event>, rows: &Rows, table: usize) -> Vec<Vec<Value>> {
+    let aside = set_aside(events, rows);
     let mut out: Vec<Vec<Value>> = rows
         .iter()
         .filter(|((t, _), (cl, _))| *t == table && cl % 2 == 1)
+        .filter(|((t, key), _)| *t != UNIQ || !aside.contains(key))
         .map(|((_, key), (_, values))| {
             let mut row = key_values(table, *key);
             row.extend(values.iter().cloned());
@@ -206,9 +253,9 @@ fn stored(v: Value) -> Value {
 fn step(replicas: usize) -> impl Strategy<Value = Step> {
     let r = 0..replicas;
     prop_oneof![
-        4 => (r.clone(), 0..2usize, 0..4usize, prop::collection::vec(value(), 2)).prop_map(|(replica, table, key, values)| Step::Write { replica, table, key, values }),
-        3 => (r.clone(), 0..2usize, 0..4usize, 0..2usize, value()).prop_map(|(replica, table, key, column, value)| Step::Update { replica, table, key, column, value }),
-        2 => (r.clone(), 0..2usize, 0..4usize).prop_map(|(replica, table, key)| Step::Delete { replica, table, key }),
+        4 => (r.clone(), 0..3usize, 0..4usize, prop::collection::vec(value(), 2)).prop_map(|(replica, table, key, values)| Step::Write { replica, table, key, values }),
+        3 => (r.clone(), 0..3usize, 0..4usize, 0..2usize, value()).prop_map(|(replica, table, key, column, value)| Step::Update { replica, table, key, column, value }),
+        2 => (r.clone(), 0..3usize, 0..4usize).prop_map(|(replica, table, key)| Step::Delete { replica, table, key }),
         3 => (r.clone(), r).prop_map(|(a, b)| Step::Merge { a, b }),
         1 => (0..3u64).prop_map(|ms| Step::Wait { ms }),
     ]
@@ -221,7 +268,7 @@ fn scenario() -> impl Strategy<Value = (usize, Vec<Step>)> {
 fn run(n: usize, steps: &[Step]) -> Result<(), TestCaseError> {
     let w = World::new();
     let mut stores: Vec<_> = (0..n)
-        .map(|i| w.replica(&format!("r{i}"), SCHEMA, &["items", "pairs"]))
+        .map(|i| w.replica(&format!("r{i}"), SCHEMA, &["items", "pairs", "uniq"]))
         .collect();
     let mut seen: Vec<BTreeSet<Event>> = vec![BTreeSet::new(); n];
     for s in steps {
@@ -242,7 +289,7 @@ fn run(n: usize, steps: &[Step]) -> Result<(), TestCaseError> {
                     for (t, table) in TABLES.iter().enumerate() {
                         prop_assert_eq!(
                             dump(&stores[i], table.name),
-                            expected(&rows, t),
+                            expected(&seen[i], &rows, t),
                             "replica {} table {} after merging {} and {}",
                             i,
                             table.name,
@@ -273,6 +320,13 @@ fn run(n: usize, steps: &[Step]) -> Result<(), TestCaseError> {
                 let rows = fold(&seen[replica]);
                 let (cl, current) = rows.get(&(table, key)).cloned().unwrap_or((0, Vec::new()));
                 let alive = cl % 2 == 1;
+                // A row set aside is not in the local table: the app's statement
+                // finds nothing to change.
+                if table == UNIQ && set_aside(&seen[replica], &rows).contains(&key) {
+                    let report = stores[replica].seal().expect("seal");
+                    prop_assert_eq!(report.commits, 0, "a write to a row set aside: {:?}", s);
+                    continue;
+                }
                 let t = &TABLES[table];
                 let store = &mut stores[replica];
                 let conn = store.connection();
@@ -305,10 +359,31 @@ fn run(n: usize, steps: &[Step]) -> Result<(), TestCaseError> {
                     }
                     v => stored(v.clone()),
                 };
+                // `u` takes few values, so that rows clash on it.
+                let small = |c: usize, v: Value| match (table, c, &v) {
+                    (UNIQ, 0, Value::Null) => Value::Null,
+                    (UNIQ, 0, v) => Value::Integer(ModelValue::of(v).0.len() as i64 % 3),
+                    _ => v,
+                };
+                // A UNIQUE clash in the local table refuses the app's statement.
+                let refused = |r: rusqlite::Result<usize>| match r {
+                    Ok(_) => false,
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if table == UNIQ && e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        true
+                    }
+                    Err(e) => panic!("write: {e}"),
+                };
                 let event = match s {
                     Step::Write { values, .. } => {
-                        let values: Vec<Value> =
-                            values.iter().take(t.columns.len()).map(normal).collect();
+                        let values: Vec<Value> = values
+                            .iter()
+                            .take(t.columns.len())
+                            .map(normal)
+                            .enumerate()
+                            .map(|(c, v)| small(c, v))
+                            .collect();
                         if alive {
                             let changed: Vec<usize> = (0..values.len())
                                 .filter(|&c| values[c] != current[c])
@@ -321,16 +396,15 @@ fn run(n: usize, steps: &[Step]) -> Result<(), TestCaseError> {
                                 .collect();
                             let mut params = bind(&keys);
                             params.extend(bind(&values));
-                            conn.execute(
+                            let no = refused(conn.execute(
                                 &format!(
                                     "UPDATE {} SET {} WHERE {where_key}",
                                     t.name,
                                     sets.join(", ")
                                 ),
                                 rusqlite::params_from_iter(params),
-                            )
-                            .expect("update");
-                            (!changed.is_empty()).then(|| {
+                            ));
+                            (!no && !changed.is_empty()).then(|| {
                                 (
                                     cl,
                                     changed
@@ -345,30 +419,31 @@ fn run(n: usize, steps: &[Step]) -> Result<(), TestCaseError> {
                                 .collect();
                             let mut params = bind(&keys);
                             params.extend(bind(&values));
-                            conn.execute(
+                            let no = refused(conn.execute(
                                 &format!("INSERT INTO {} VALUES ({})", t.name, slots.join(", ")),
                                 rusqlite::params_from_iter(params),
-                            )
-                            .expect("insert");
-                            Some((
-                                cl + 1,
-                                values
-                                    .iter()
-                                    .enumerate()
-                                    .map(|(c, v)| (c, ModelValue::of(v)))
-                                    .collect(),
-                            ))
+                            ));
+                            (!no).then(|| {
+                                (
+                                    cl + 1,
+                                    values
+                                        .iter()
+                                        .enumerate()
+                                        .map(|(c, v)| (c, ModelValue::of(v)))
+                                        .collect(),
+                                )
+                            })
                         }
                     }
                     Step::Update { column, value, .. } => {
                         let column = column % t.columns.len();
-                        let value = normal(value);
+                        let value = small(column, normal(value));
                         if !alive {
                             None
                         } else {
                             let mut params = bind(&keys);
                             params.extend(bind(std::slice::from_ref(&value)));
-                            conn.execute(
+                            let no = refused(conn.execute(
                                 &format!(
                                     "UPDATE {} SET {} = ?{} WHERE {where_key}",
                                     t.name,
@@ -376,9 +451,8 @@ fn run(n: usize, steps: &[Step]) -> Result<(), TestCaseError> {
                                     t.keys + 1
                                 ),
                                 rusqlite::params_from_iter(params),
-                            )
-                            .expect("update");
-                            (value != current[column])
+                            ));
+                            (!no && value != current[column])
                                 .then(|| (cl, vec![(column, ModelValue::of(&value))]))
                         }
                     }
@@ -426,7 +500,7 @@ fn run(n: usize, steps: &[Step]) -> Result<(), TestCaseError> {
         for (t, table) in TABLES.iter().enumerate() {
             prop_assert_eq!(
                 dump(store, table.name),
-                expected(&rows, t),
+                expected(&all, &rows, t),
                 "replica {} table {} after the full merge",
                 i,
                 table.name
