@@ -405,8 +405,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Seal { db } => {
-            let report = open(db)?.seal()?;
+            let mut store = open(db)?;
+            let report = store.seal()?;
             output::seal(json, &report);
+            if !json {
+                output::clock_ahead(store.status()?.clock_ahead_ms);
+            }
         }
         Command::Merge { a, b } => {
             if a.canonicalize().ok() == b.canonicalize().ok() {
@@ -418,9 +422,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output::merge(json, a, b, &report);
             for store in [&a_store, &b_store] {
                 output::schema_problems(&store.schema_problems()?);
-                for o in store.status()?.oversized {
+                let status = store.status()?;
+                for o in status.oversized {
                     eprintln!("warning: {o}");
                 }
+                output::clock_ahead(status.clock_ahead_ms);
             }
         }
         Command::Log { db, limit } => output::log(json, &open(db)?.log(*limit)?),

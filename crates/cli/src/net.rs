@@ -353,6 +353,7 @@ pub(crate) fn sync(
             THROUGH_DAEMON,
         )?)?;
         print_sync(&results, started.elapsed(), json)?;
+        warn_clock(db, &options, json);
         if results.iter().all(|r| r.error.is_some()) {
             bail!("no peer could be synced with");
         }
@@ -374,11 +375,23 @@ pub(crate) fn sync(
         let results = node.sync(group, &peers, &progress_bar(json)).await?;
         node.close().await;
         print_sync(&results, started.elapsed(), json)?;
+        warn_clock(db, &options, json);
         if results.iter().all(|r| r.error.is_some()) {
             bail!("no peer could be synced with");
         }
         Ok(())
     })
+}
+
+/// Says when this device's own commits are stamped so far ahead that members hold
+/// them: what they would say about it.
+fn warn_clock(db: &Path, options: &StoreOptions, json: bool) {
+    if json {
+        return;
+    }
+    if let Ok(status) = Store::open(db, options.clone()).and_then(|s| s.status()) {
+        crate::output::clock_ahead(status.clock_ahead_ms);
+    }
 }
 
 fn print_sync(results: &[PeerSync], elapsed: Duration, json: bool) -> anyhow::Result<()> {
@@ -428,6 +441,12 @@ fn print_sync(results: &[PeerSync], elapsed: Duration, json: bool) -> anyhow::Re
                     );
                     for why in &g.refused {
                         println!("  refused: {why}");
+                    }
+                    if g.future > 0 {
+                        println!(
+                            "  {} commit(s) held here: stamped too far ahead of this machine's clock (is a sender's clock wrong?); they apply when this clock gets there",
+                            g.future
+                        );
                     }
                     if g.schema_differs {
                         println!(

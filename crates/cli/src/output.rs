@@ -72,6 +72,17 @@ pub(crate) fn seal(json: bool, r: &SealReport) {
     }
 }
 
+/// The warning that this device's commits are stamped so far ahead of its clock that
+/// members hold them, on standard error.
+pub(crate) fn clock_ahead(ahead_ms: Option<u64>) {
+    if let Some(ahead) = ahead_ms {
+        eprintln!(
+            "warning: this device's newest commit is stamped {:.1} days ahead of this machine's clock (it ran ahead once): members hold its commits, and every later one, until then",
+            ahead as f64 / 86_400_000.0
+        );
+    }
+}
+
 /// Tables Shoal stopped sealing because their schema changed, on standard error.
 pub(crate) fn schema_problems(problems: &[shoal_store::SchemaProblem]) {
     for p in problems {
@@ -142,12 +153,7 @@ pub(crate) fn status(json: bool, s: &Status) {
         );
     }
     println!("clock      {}", s.clock);
-    if let Some(ahead) = s.clock_ahead_ms {
-        println!(
-            "  warning: this device's newest commit is stamped {:.1} days ahead of this machine's clock: members hold its commits until then",
-            ahead as f64 / 86_400_000.0
-        );
-    }
+    clock_ahead(s.clock_ahead_ms);
     for t in &s.tables {
         println!(
             "table      {} ({}{}; key {})",

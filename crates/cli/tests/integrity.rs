@@ -539,3 +539,36 @@ fn a_cascading_delete_reaches_a_loan_made_meanwhile_on_both_devices() {
     assert_eq!(ca.as_array().map(Vec::len), Some(1), "{ca}");
     assert_eq!(ca[0]["id"], cb[0]["id"]);
 }
+
+#[test]
+fn a_device_whose_clock_ran_ahead_is_told_and_so_is_its_peer() {
+    let p = Pair::new("('1', 'one')");
+    // a's clock once ran a year ahead: its hybrid clock remembers it.
+    let year_ms: i64 = 365 * 86_400_000;
+    let conn = rusqlite::Connection::open(p.dir.path().join("a.db")).expect("open");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as i64;
+    conn.execute(
+        "UPDATE shoal_meta SET value = ?1 WHERE key = 'hlc'",
+        [(now_ms + year_ms) << 16],
+    )
+    .expect("clock");
+    drop(conn);
+    p.python("a.db", "UPDATE t SET v = 'from the future' WHERE id = '1';");
+    let (_, err) = p.ok(&["seal", &p.db("a.db")]);
+    assert!(err.contains("days ahead"), "{err}");
+    let out = p.shoal(&["merge", &p.db("a.db"), &p.db("b.db")]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    // b holds the commit and says so; a hears that its clock is the cause.
+    assert!(stdout.contains("1 commit(s) there are held"), "{stdout}");
+    assert!(stderr.contains("days ahead"), "{stderr}");
+    assert_eq!(p.rows("b.db"), ["'1'|'one'"]);
+    let status = p.json(&["status", &p.db("b.db")]);
+    assert_eq!(status["future_commits"], 1, "{status}");
+}

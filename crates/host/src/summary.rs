@@ -24,6 +24,11 @@ pub struct GroupSync {
     pub conflicts: u64,
     /// Row changes held here (unknown table or column, missing insert).
     pub held: u64,
+    /// Commits held here because they are stamped too far ahead of this device's
+    /// clock, once the session ended (of any author: the sender's clock, or one it
+    /// relayed, ran ahead).
+    #[serde(default)]
+    pub future: u64,
     /// Commits refused here, and why.
     pub refused: Vec<String>,
     /// Whether the peer's schema of the group's tables differs.
@@ -44,6 +49,8 @@ impl GroupSync {
         self.changes += r.changes_applied as u64;
         self.conflicts += r.conflicts as u64;
         self.held += r.held as u64;
+        // A count of what is held now, not of what this session did.
+        self.future = r.future as u64;
         self.refused.extend(r.refused.iter().cloned());
         for f in &r.forks {
             self.refused.push(format!(
