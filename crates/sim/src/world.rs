@@ -189,6 +189,9 @@ struct Device {
     has_c: bool,
     /// Whether `items` is untracked here for now (the user will track it again).
     untracked: bool,
+    /// Whether the app here has renamed `items.a` to `aa` for now (and will rename it
+    /// back): Shoal stops sealing and applying `items` here meanwhile.
+    renamed: bool,
 }
 
 struct Side {
@@ -232,6 +235,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     }
     w.heal()?;
     if let Err(e) = w.check() {
+        let e = format!("{e}\nthe run: {}", w.outcome);
         // With SHOAL_SIM_KEEP set, the devices' files stay for a look.
         if std::env::var_os("SHOAL_SIM_KEEP").is_some() {
             let kept = w.dir.keep();
@@ -292,6 +296,7 @@ impl World {
                 invite: None,
                 has_c: false,
                 untracked: false,
+                renamed: false,
             });
         }
         // The admin's table has rows before it is shared: they come along.
@@ -390,7 +395,15 @@ impl World {
         }
         if self.rng.random_bool(0.01) {
             let d = self.rng.random_range(0..n);
-            self.toggle_tracking(d)?;
+            if !self.devices[d].renamed {
+                self.toggle_tracking(d)?;
+            }
+        }
+        if self.rng.random_bool(0.006) {
+            let d = self.rng.random_range(0..n);
+            if !self.devices[d].untracked {
+                self.toggle_rename(d)?;
+            }
         }
         if self.partition.is_none() && self.rng.random_bool(0.008) {
             let sides = (0..n).map(|_| self.rng.random_bool(0.5)).collect();
@@ -421,6 +434,8 @@ impl World {
         // before it ever joined, it keeps rows of its own there, which come along
         // when it joins.
         let view = self.view(d);
+        // The app writes `a` by the name it has now.
+        let a = if self.devices[d].renamed { "aa" } else { "a" };
         if view.is_none() {
             let key = format!("p{d}-{}", self.rng.random_range(0..4));
             let n = self.rng.random_range(-1000..1000);
@@ -430,7 +445,7 @@ impl World {
             store
                 .connection()
                 .execute(
-                    "INSERT OR REPLACE INTO items(id, a, b) VALUES (?1, 'mine before joining', ?2)",
+                    &format!("INSERT OR REPLACE INTO items(id, {a}, b) VALUES (?1, 'mine before joining', ?2)"),
                     rusqlite::params![key, n],
                 )
                 .map_err(err)?;
@@ -468,10 +483,10 @@ impl World {
         let conn = store.connection();
         let result = match kind {
             0..40 => conn.execute(
-                "INSERT INTO items(id, a, b) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET a = excluded.a, b = excluded.b",
+                &format!("INSERT INTO items(id, {a}, b) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET {a} = excluded.{a}, b = excluded.b"),
                 rusqlite::params![key, text, number],
             ),
-            40..65 => conn.execute("UPDATE items SET a = ?2 WHERE id = ?1", rusqlite::params![key, text]),
+            40..65 => conn.execute(&format!("UPDATE items SET {a} = ?2 WHERE id = ?1"), rusqlite::params![key, text]),
             65..80 => conn.execute("UPDATE items SET b = ?2 WHERE id = ?1", rusqlite::params![key, number]),
             80..85 if has_c => conn.execute("UPDATE items SET c = ?2 WHERE id = ?1", rusqlite::params![key, text]),
             80..95 => conn.execute("DELETE FROM items WHERE id = ?1", [key]),
@@ -655,6 +670,25 @@ impl World {
         Ok(())
     }
 
+    /// The app on device `d` renames `items.a` to `aa`, or back, from a connection of
+    /// its own.
+    fn toggle_rename(&mut self, d: usize) -> Result<(), String> {
+        let (from, to) = if self.devices[d].renamed {
+            ("aa", "a")
+        } else {
+            ("a", "aa")
+        };
+        let path = self.devices[d].path.clone();
+        rusqlite::Connection::open(&path)
+            .and_then(|c| {
+                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                c.execute_batch(&format!("ALTER TABLE items RENAME COLUMN {from} TO {to}"))
+            })
+            .map_err(|e| format!("{} renaming a column: {e}", self.devices[d].name))?;
+        self.devices[d].renamed = !self.devices[d].renamed;
+        Ok(())
+    }
+
     /// Untracks `items` on device `d`, or tracks it again.
     fn toggle_tracking(&mut self, d: usize) -> Result<(), String> {
         let untracked = self.devices[d].untracked;
@@ -755,6 +789,18 @@ impl World {
         let failed = (a.host.is_closed() && !a.host.is_finished())
             || (b.host.is_closed() && !b.host.is_finished());
         let stale = self.now > c.started + 120_000;
+        if (done || failed || stale) && trace() {
+            let [x, y] = &c.sides;
+            eprintln!(
+                "at {} ms: session d{} -> d{} {}: pushed {} and {}",
+                self.now,
+                x.device,
+                y.device,
+                if done { "finished" } else { "broke" },
+                x.host.summary().pushed,
+                y.host.summary().pushed
+            );
+        }
         if done || failed || stale {
             for p in &c.pipes {
                 self.outcome.packets += p.packets;
@@ -800,6 +846,9 @@ impl World {
             }
         }
         for d in 0..self.devices.len() {
+            if self.devices[d].renamed {
+                self.toggle_rename(d)?;
+            }
             if self.devices[d].untracked {
                 self.toggle_tracking(d)?;
             }
@@ -989,7 +1038,10 @@ fn complete(side: &mut Side, done: shoal_host::Done, outcome: &mut Outcome) -> R
     let before = side.host.summary().refused.len();
     match side.host.complete(done) {
         Ok(()) => {}
-        Err(HostError::Protocol(_)) => {
+        Err(HostError::Protocol(e)) => {
+            if trace() {
+                eprintln!("d{} ended a session: {e}", side.device);
+            }
             if let Some(refusal) = side.host.refusal() {
                 *outcome
                     .refusals
@@ -1005,6 +1057,11 @@ fn complete(side: &mut Side, done: shoal_host::Done, outcome: &mut Outcome) -> R
         .filter(|r| r.contains("taken back"))
         .count() as u64;
     Ok(())
+}
+
+/// Whether `SHOAL_SIM_TRACE` asks for each session's end to be printed.
+fn trace() -> bool {
+    std::env::var_os("SHOAL_SIM_TRACE").is_some()
 }
 
 /// The foreign keys the apps enforce, on Shoal's connection too (Shoal turns them

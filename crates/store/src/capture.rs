@@ -214,7 +214,12 @@ pub(crate) fn give_rows(conn: &Connection, group: &GroupId, tbl: i64) -> Result<
     if given {
         return Ok(None);
     }
-    mark_shared(conn, group, tbl)?;
+    // A table whose schema changed in a way Shoal does not follow is given its rows
+    // once it is sorted out: its writes meanwhile wait in the log, unsealed, and a row
+    // must not go to the group both as a change and as given.
+    if crate::follow::change(conn, &t.as_tracked())?.is_some() {
+        return Ok(None);
+    }
     // A live row's life started in an applied commit: when every applied commit is
     // the group's (a device that held nothing before joining), there is nothing to
     // give, and a first sync of a million rows need not read them all again.
@@ -222,6 +227,7 @@ pub(crate) fn give_rows(conn: &Connection, group: &GroupId, tbl: i64) -> Result<
         .prepare_cached("SELECT 1 FROM shoal_commits WHERE grp != ?1 AND state = 0 LIMIT 1")?
         .exists([&group.0[..]])?;
     if !elsewhere {
+        mark_shared(conn, group, tbl)?;
         return Ok(Some(0));
     }
     let in_group: std::collections::HashSet<(i64, i64)> = conn
@@ -240,8 +246,19 @@ pub(crate) fn give_rows(conn: &Connection, group: &GroupId, tbl: i64) -> Result<
     let grp = &group.0[..];
     let mut alive =
         conn.prepare("SELECT key, meta FROM shoal_rows WHERE tbl = ?1 AND cl % 2 = 1")?;
+    // A row with writes still in the log (too large to seal) is given once they are
+    // sealed: until then the table is not marked given, and a later import tries
+    // again (rows given already are the group's by then, and are skipped).
+    let mut pending = conn.prepare(&format!(
+        "SELECT 1 FROM shoal_log WHERE tbl = ?1 AND grp IS NULL AND {}",
+        (0..t.key_columns.len())
+            .map(|i| format!("k{i} IS ?{}", i + 2))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    ))?;
     let mut q = alive.query([tbl])?;
     let mut logged = 0;
+    let mut skipped = false;
     while let Some(row) = q.next()? {
         let event = rows::event(&row.get::<_, Vec<u8>>(1)?)?;
         if event.is_some_and(|e| in_group.contains(&(e.author, e.hlc as i64))) {
@@ -249,10 +266,19 @@ pub(crate) fn give_rows(conn: &Connection, group: &GroupId, tbl: i64) -> Result<
         }
         let key = crate::sql::key_from_blob(&row.get::<_, Vec<u8>>(0)?)?;
         let binds: Vec<crate::sql::Bind<'_>> = key.iter().map(crate::sql::Bind).collect();
+        let mut p: Vec<&dyn rusqlite::ToSql> = vec![&t.id];
+        p.extend(binds.iter().map(|b| b as &dyn rusqlite::ToSql));
+        if pending.exists(p.as_slice())? {
+            skipped = true;
+            continue;
+        }
         let mut p: Vec<&dyn rusqlite::ToSql> = vec![&t.id, &grp];
         p.extend(binds.iter().map(|b| b as &dyn rusqlite::ToSql));
         log.execute(p.as_slice())?;
         logged += 1;
+    }
+    if !skipped {
+        mark_shared(conn, group, tbl)?;
     }
     Ok(Some(logged))
 }

@@ -366,3 +366,43 @@ fn an_invite_admits_the_device_that_proves_its_secret_as_often_as_allowed() {
         Err(StoreError::NoSuchGroup { .. } | StoreError::NotAdmin { .. })
     ));
 }
+
+#[test]
+fn rows_held_before_joining_while_a_column_is_renamed_are_given_once_it_is_back() {
+    let w = World::new();
+    let mut a = w.replica("a", DESK, &["trades"]);
+    let mut b = w.replica("b", DESK, &["trades"]);
+    a.create_group("desk", &[("trades".into(), vec![])])
+        .expect("group");
+    // b has rows of its own, then its app renames a column for a while.
+    exec(&b, "INSERT INTO trades VALUES ('b1', 'AAPL', 1, 'mine');");
+    b.seal().expect("seal");
+    exec(&b, "ALTER TABLE trades RENAME COLUMN note TO memo;");
+    exec(&b, "UPDATE trades SET qty = 2 WHERE id = 'b1';");
+    // b joins meanwhile: its rows cannot be given while the table is not sealed.
+    a.set_role("desk", &b.device(), Role::Member).expect("add");
+    sync(&mut a, &mut b);
+    // Renamed back, the row goes to the group once, with the change made meanwhile,
+    // in commits every member accepts.
+    exec(&b, "ALTER TABLE trades RENAME COLUMN memo TO note;");
+    sync(&mut a, &mut b);
+    sync(&mut a, &mut b);
+    assert_eq!(
+        dump(&a, "trades"),
+        vec![vec![
+            text("b1"),
+            text("AAPL"),
+            Value::Integer(2),
+            text("mine")
+        ]]
+    );
+    assert_eq!(dump(&a, "trades"), dump(&b, "trades"));
+    let status = a.status().expect("status");
+    assert_eq!(status.refused_commits, 0);
+    assert_eq!(
+        a.version_vector(&a.group("desk").expect("g").id)
+            .expect("vv"),
+        b.version_vector(&b.group("desk").expect("g").id)
+            .expect("vv")
+    );
+}
