@@ -126,6 +126,11 @@ impl Tables {
         self.by_name.values().find(|t| t.id == id)
     }
 
+    /// Whether the tracked table `name` changed here in a way Shoal does not follow.
+    pub(crate) fn is_refused(&self, name: &str) -> bool {
+        self.refused.contains(&name.to_lowercase())
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<&TrackedTable> {
         match self.by_name.get(name) {
             Some(t) => Some(t),

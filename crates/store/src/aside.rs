@@ -154,14 +154,12 @@ pub(crate) fn written_again(tx: &Transaction) -> Result<()> {
         .prepare_cached("SELECT tbl, key FROM shoal_aside")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    let tables = crate::table::load_all(tx)?;
     for (tbl, blob) in entries {
-        let Some(table) = crate::table::load_all(tx)?
-            .into_iter()
-            .find(|t| t.id == tbl)
-        else {
+        let Some(table) = tables.iter().find(|t| t.id == tbl) else {
             continue;
         };
-        if crate::seal::read_row(tx, &table, &key_from_blob(&blob)?)?.is_some() {
+        if crate::seal::read_row(tx, table, &key_from_blob(&blob)?)?.is_some() {
             release(tx, tbl, &blob, "the row was written again here")?;
         }
     }

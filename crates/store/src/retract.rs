@@ -68,6 +68,15 @@ pub(crate) fn take_back(
             // A row set aside is rebuilt like the rest, and set aside again if the
             // commits that still stand clash too.
             crate::aside::release(tx, t.id, blob, "rebuilt without the commits taken back")?;
+        } else if tables.is_refused(table)
+            && let Some(t) = crate::table::load_by_name(tx, table)?
+            // A table whose schema changed here in a way Shoal does not follow (a
+            // column renamed) still loses the rows taken back; what stands of them is
+            // replayed into held changes, which apply once the table is sorted out.
+            // Under a name it no longer has, its rows cannot be reached.
+            && apply::delete_row(tx, &t, key).is_ok()
+        {
+            rows::forget(tx, t.id, blob)?;
         }
     }
     replay(tx, r, tables, &touched, report)?;

@@ -406,3 +406,37 @@ fn rows_held_before_joining_while_a_column_is_renamed_are_given_once_it_is_back(
             .expect("vv")
     );
 }
+
+#[test]
+fn a_revocation_that_arrives_while_a_column_is_renamed_takes_back_all_the_same() {
+    let w = World::new();
+    let mut a = w.replica("a", DESK, &["trades"]);
+    let mut b = w.replica("b", DESK, &["trades"]);
+    let mut c = w.replica("c", DESK, &["trades"]);
+    exec(&a, "INSERT INTO trades VALUES ('t1', 'AAPL', 1, 'first');");
+    let g = a
+        .create_group("desk", &[("trades".into(), vec![])])
+        .expect("create");
+    let gid = g.id.to_string();
+    for s in [&b, &c] {
+        a.set_role(&gid, &s.device(), Role::Member).expect("add");
+    }
+    for s in [&mut b, &mut c] {
+        sync_group(&mut a, s, &g.id);
+    }
+    a.revoke(&gid, &c.device()).expect("revoke");
+    exec(
+        &c,
+        "UPDATE trades SET qty = 100 WHERE id = 't1'; INSERT INTO trades VALUES ('from-c', 'X', 1, NULL);",
+    );
+    sync_group(&mut c, &mut b, &g.id);
+    assert!(trade(&b, "from-c").is_some());
+    // b's app renames a column; the revocation arrives meanwhile.
+    exec(&b, "ALTER TABLE trades RENAME COLUMN note TO memo;");
+    sync_group(&mut a, &mut b, &g.id);
+    assert!(trade(&b, "from-c").is_none(), "c's row is taken back");
+    // Renamed back, b holds what a holds.
+    exec(&b, "ALTER TABLE trades RENAME COLUMN memo TO note;");
+    b.apply_waiting().expect("apply");
+    assert_eq!(dump(&b, "trades"), dump(&a, "trades"));
+}
