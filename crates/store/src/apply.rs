@@ -429,11 +429,13 @@ fn merge(
                     )?;
                 }
                 delete_row(tx, table, &inc.key)?;
-                tables.note_deleted(table, &inc.key);
                 if tables.aside.get() {
                     aside::release(tx, table.id, &blob, "the row was deleted")?;
                 }
             }
+            // Its children are checked even when the row never lived here: one that
+            // arrived before it is reached by its delete as on a device that saw both.
+            tables.note_deleted(table, &inc.key);
             state = RowState {
                 stored: state.stored,
                 cl: inc.cl,

@@ -353,3 +353,53 @@ fn a_delete_without_an_action_leaves_the_child_and_the_same_record_everywhere() 
         ca[0].detail
     );
 }
+
+#[test]
+fn a_child_that_arrived_before_its_parent_is_reached_by_a_delete_of_a_row_never_here() {
+    let w = World::new();
+    let (mut a, mut b) = lenders(&w, LOANS);
+    let mut c = w.replica("c", LOANS, &["accts", "loans"]);
+    let mut d = w.replica("d", LOANS, &["accts", "loans"]);
+    sync(&mut a, &mut c);
+    // b lends on x while c deletes it, neither having seen the other.
+    w.tick(1_000);
+    exec(&b, "INSERT INTO loans VALUES ('l1', 'x', 7);");
+    b.seal().expect("seal");
+    w.tick(1_000);
+    exec(&c, "DELETE FROM accts WHERE id = 'x';");
+    c.seal().expect("seal");
+    // d hears b's loan first (its parent not here yet), then c's delete of a row d
+    // never held, and only then the rest.
+    let group = a.group_ids().expect("groups")[0];
+    for from in [&b, &c] {
+        let have = d.version_vector(&group).expect("vv");
+        let only: Vec<_> = from
+            .export(&group, &have)
+            .expect("export")
+            .into_iter()
+            .filter(|x| x.clone().verify().expect("verify").body.author == from.device())
+            .collect();
+        assert!(!only.is_empty());
+        d.import(only).expect("import");
+    }
+    for _ in 0..2 {
+        for s in [&mut a, &mut c, &mut d] {
+            sync(&mut b, s);
+        }
+    }
+    let reference = (dump(&b, "loans"), open(&b));
+    assert!(reference.0.is_empty(), "{:?}", reference.0);
+    assert_eq!(reference.1.len(), 1, "{:?}", reference.1);
+    for s in [&a, &c, &d] {
+        assert_eq!(dump(s, "loans"), reference.0);
+        let mine = open(s);
+        assert_eq!(
+            mine.iter().map(|c| (&c.id, &c.detail)).collect::<Vec<_>>(),
+            reference
+                .1
+                .iter()
+                .map(|c| (&c.id, &c.detail))
+                .collect::<Vec<_>>()
+        );
+    }
+}
