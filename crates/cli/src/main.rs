@@ -68,6 +68,12 @@ enum Command {
         /// The database file
         db: PathBuf,
     },
+    /// Seal again, stamped now, this device's commits that its clock stamped too far
+    /// ahead (after the clock was set right), so that members take them at once
+    Restamp {
+        /// The database file
+        db: PathBuf,
+    },
     /// Seal both databases and exchange commits both ways
     Merge {
         /// One database file
@@ -404,6 +410,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &format!("{table} is no longer tracked; its sync state is kept"),
             );
         }
+        Command::Restamp { db } => {
+            let mut store = open(db)?;
+            let report = store.restamp()?;
+            output::restamp(json, &report);
+        }
         Command::Seal { db } => {
             let mut store = open(db)?;
             let report = store.seal()?;
@@ -644,6 +655,8 @@ pub(crate) struct Direction {
     pub(crate) waiting: usize,
     /// Commits the receiver holds because their clock is too far ahead of its own.
     pub(crate) future: usize,
+    /// Commits the receiver held that their author withdrew, stamped again.
+    pub(crate) withdrawn: usize,
     pub(crate) bytes: usize,
     /// Commits the receiver refused, and why.
     pub(crate) refused: Vec<String>,
@@ -701,6 +714,7 @@ impl Direction {
         self.changes += s.changes as usize;
         self.conflicts += s.conflicts as usize;
         self.bytes += s.bytes_in as usize;
+        self.withdrawn += s.withdrawn as usize;
         self.refused.extend(s.refused.iter().cloned());
     }
 

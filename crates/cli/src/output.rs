@@ -77,8 +77,30 @@ pub(crate) fn seal(json: bool, r: &SealReport) {
 pub(crate) fn clock_ahead(ahead_ms: Option<u64>) {
     if let Some(ahead) = ahead_ms {
         eprintln!(
-            "warning: this device's newest commit is stamped {:.1} days ahead of this machine's clock (it ran ahead once): members hold its commits, and every later one, until then",
-            ahead as f64 / 86_400_000.0
+            "warning: this device's newest commit is stamped {} ahead of this machine's clock (it ran ahead once): members hold its commits, and every later one, until then; once this machine's clock is right, run `shoal restamp DB` to stamp them again",
+            days(ahead)
+        );
+    }
+}
+
+fn days(ms: u64) -> String {
+    format!("{:.1} days", ms as f64 / 86_400_000.0)
+}
+
+pub(crate) fn restamp(json: bool, r: &shoal_store::RestampReport) {
+    if json {
+        return print_json(r);
+    }
+    if r.commits == 0 {
+        println!(
+            "no commit of this device is stamped ahead of this machine's clock beyond what members accept: nothing to stamp again"
+        );
+    } else {
+        println!(
+            "stamped again {} commit(s) in {} group(s), the newest of which was {} ahead; members take them at the next sync",
+            r.commits,
+            r.groups,
+            days(r.ahead_ms)
         );
     }
 }
@@ -115,6 +137,12 @@ pub(crate) fn merge(json: bool, a: &Path, b: &Path, r: &MergeReport) {
             println!(
                 "  {} commit(s) there are held: stamped too far ahead of its clock (is the sender's clock wrong?)",
                 d.future
+            );
+        }
+        if d.withdrawn > 0 {
+            println!(
+                "  {} commit(s) held there were withdrawn by their author for commits stamped again",
+                d.withdrawn
             );
         }
     };

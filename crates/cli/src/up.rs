@@ -114,6 +114,18 @@ fn print_event(e: &Event, json: bool) -> anyhow::Result<()> {
         Event::ConflictClosed { id } => println!("conflict {} closed", short(id)),
         Event::Refused { peer, reason } => println!("refused ({}): {reason}", short(peer)),
         Event::NotSealed { table, reason } => println!("not sealed ({table}): {reason}"),
+        Event::ClockAhead { ahead_ms } => println!(
+            "this device's commits are stamped {:.1} days ahead of this machine's clock: members hold them until then; once the clock is right, `shoal restamp DB` stamps them again",
+            *ahead_ms as f64 / 86_400_000.0
+        ),
+        Event::HeldForClock {
+            peer,
+            group,
+            commits,
+        } => println!(
+            "{commits} commit(s) from {} ({group}) held here: stamped too far ahead of this machine's clock",
+            short(peer)
+        ),
     }
     Ok(std::io::stdout().flush()?)
 }

@@ -571,4 +571,25 @@ fn a_device_whose_clock_ran_ahead_is_told_and_so_is_its_peer() {
     assert_eq!(p.rows("b.db"), ["'1'|'one'"]);
     let status = p.json(&["status", &p.db("b.db")]);
     assert_eq!(status["future_commits"], 1, "{status}");
+    // The advice works: a stamps the commit again, b drops the old one for it, and
+    // a's later writes are not held either.
+    assert!(stderr.contains("shoal restamp"), "{stderr}");
+    let (out, _) = p.ok(&["restamp", &p.db("a.db")]);
+    assert!(
+        out.contains("stamped again 1 commit(s) in 1 group(s)"),
+        "{out}"
+    );
+    let (out, err) = p.ok(&["merge", &p.db("a.db"), &p.db("b.db")]);
+    assert!(
+        out.contains("1 commit(s) held there were withdrawn"),
+        "{out}"
+    );
+    assert!(!err.contains("days ahead"), "{err}");
+    assert_eq!(p.rows("b.db"), ["'1'|'from the future'"]);
+    p.python("a.db", "UPDATE t SET v = 'from now' WHERE id = '1';");
+    p.merge();
+    assert_eq!(p.rows("b.db"), ["'1'|'from now'"]);
+    let status = p.json(&["status", &p.db("b.db")]);
+    assert_eq!(status["future_commits"], 0, "{status}");
+    assert_eq!(status["waiting_commits"], 0, "{status}");
 }

@@ -358,8 +358,22 @@ fn head_rules(head: &CommitHead) -> Result<(), String> {
             head.ops.len()
         ));
     }
-    if head.group == GroupId::DEFAULT && !head.ops.is_empty() {
-        return Err("the local group has no operations".into());
+    if head.group == GroupId::DEFAULT
+        && head
+            .ops
+            .iter()
+            .any(|o| !matches!(o, GroupOp::Withdraw { .. }))
+    {
+        return Err("the local group has no operations but withdrawals".into());
+    }
+    if head
+        .ops
+        .iter()
+        .filter(|o| matches!(o, GroupOp::Withdraw { .. }))
+        .count()
+        > 1
+    {
+        return Err("a commit withdraws at most once".into());
     }
     for op in &head.ops {
         op.check(&head.group, &head.author, head.seq)?;
@@ -584,6 +598,36 @@ mod tests {
         };
         let err = forged.verify().expect_err("refused");
         assert!(err.to_string().contains("shortest form"), "{err}");
+    }
+
+    #[test]
+    fn a_withdrawal_starts_at_its_own_seq_once_in_any_group() {
+        let key = DeviceKey::from_seed([3; 32]);
+        let with = |ops: Vec<GroupOp>| {
+            let mut b = body(&key);
+            b.ops = ops;
+            b.seal(&key).and_then(|c| c.signed.verify())
+        };
+        let withdraw = |from: u64, upto: u64| GroupOp::Withdraw {
+            from: Seq(from),
+            upto: Seq(upto),
+            since: Hlc::new(5_000, 0),
+        };
+        // The local group takes it, though no other operation.
+        with(vec![withdraw(1, 3)]).expect("a withdrawal at its own seq");
+        let refused = |r: Result<VerifiedCommit, CoreError>, expect: &str| {
+            let err = r.expect_err("should be refused").to_string();
+            assert!(err.contains(expect), "{err} lacks {expect:?}");
+        };
+        refused(with(vec![withdraw(2, 3)]), "must start at the seq");
+        refused(with(vec![withdraw(1, 0)]), "must start at the seq");
+        refused(with(vec![withdraw(1, 2), withdraw(1, 3)]), "at most once");
+        refused(
+            with(vec![GroupOp::Unshare {
+                table: "notes".into(),
+            }]),
+            "no operations but withdrawals",
+        );
     }
 
     #[test]

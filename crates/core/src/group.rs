@@ -125,6 +125,19 @@ pub enum GroupOp {
         /// The table.
         table: String,
     },
+    /// Withdraws the author's own commits at seqs `from..=upto` stamped at or after
+    /// `since`, which its clock stamped too far ahead, in favour of the commit that
+    /// carries this and its successors: the same changes, stamped again. Valid only
+    /// at seq `from`, by any author, in any group. A member drops the withdrawn
+    /// commits it holds unapplied; one that applied them holds a fork.
+    Withdraw {
+        /// The first seq withdrawn: the seq of the commit that carries this.
+        from: Seq,
+        /// The last seq withdrawn.
+        upto: Seq,
+        /// The clock of the first commit withdrawn.
+        since: Hlc,
+    },
 }
 
 impl GroupId {
@@ -165,6 +178,13 @@ impl GroupOp {
                 }
             }
             GroupOp::Unshare { table } => check_table_name(table)?,
+            GroupOp::Withdraw { from, upto, .. } => {
+                if *from != seq || upto < from {
+                    return Err(
+                        "a withdrawal must start at the seq of the commit that carries it".into(),
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -334,6 +354,8 @@ impl Group {
                 GroupOp::Unshare { table } => {
                     g.tables.remove(&table.to_lowercase());
                 }
+                // A step in its author's chain, not in the group's membership.
+                GroupOp::Withdraw { .. } => {}
             }
         }
         Some(g)

@@ -78,6 +78,8 @@ struct LocalState {
     groups: Vec<Group>,
     /// What the last seal left unsealed, by table and reason: each is reported once.
     not_sealed: BTreeSet<(String, String)>,
+    /// Whether this device's commits were last seen stamped too far ahead.
+    clock_ahead: bool,
 }
 
 /// One member and the task that keeps in touch with it.
@@ -351,14 +353,20 @@ impl Inner {
     /// and wakes every member that now lacks something. `first` records what is
     /// there without announcing it.
     async fn look(self: Arc<Self>, first: bool) -> Result<(), DaemonError> {
-        let (sealed, groups, have, conflicts) = with_store(&self.store, |s| {
+        let (sealed, groups, have, conflicts, ahead) = with_store(&self.store, |s| {
             let sealed = s.seal()?;
             let groups = s.groups()?;
             let mut have = HashMap::new();
             for g in &groups {
                 have.insert(g.id, s.version_vector(&g.id)?);
             }
-            Ok((sealed, groups, have, s.open_conflicts()?))
+            Ok((
+                sealed,
+                groups,
+                have,
+                s.open_conflicts()?,
+                s.clock_ahead_ms()?,
+            ))
         })
         .await?;
         if sealed.commits > 0 {
@@ -412,6 +420,10 @@ impl Inner {
                 });
             }
             local.not_sealed = not_sealed;
+            if let Some(ahead_ms) = ahead.filter(|_| !local.clock_ahead) {
+                events.push(Event::ClockAhead { ahead_ms });
+            }
+            local.clock_ahead = ahead.is_some();
             local.conflicts = conflicts;
             local.have = have.clone();
             local.groups = groups.clone();
@@ -740,6 +752,13 @@ impl Inner {
                 group: sync.name.clone(),
                 commits: sync.applied,
                 changes: sync.changes,
+            });
+        }
+        if sync.future > 0 {
+            self.emit(Event::HeldForClock {
+                peer: device.to_string(),
+                group: sync.name.clone(),
+                commits: sync.future,
             });
         }
         for why in &sync.refused {

@@ -93,6 +93,23 @@ pub enum Event {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// This device's newest commit is stamped further ahead of its clock than members
+    /// accept: its clock ran ahead once, and members hold its commits until then.
+    /// Reported once, when it starts; `shoal restamp` ends it.
+    ClockAhead {
+        /// How far ahead, in milliseconds.
+        ahead_ms: u64,
+    },
+    /// Commits this device received are held, stamped too far ahead of its clock:
+    /// the sender's clock (or that of an author it relayed) ran ahead.
+    HeldForClock {
+        /// The member they came from.
+        peer: String,
+        /// The group.
+        group: String,
+        /// Commits held so, of any author.
+        commits: u64,
+    },
     /// A member refused this device, or this device refused a member's commits.
     Refused {
         /// The member.

@@ -29,6 +29,10 @@ pub struct GroupSync {
     /// relayed, ran ahead).
     #[serde(default)]
     pub future: u64,
+    /// Commits held here unapplied that their author withdrew for commits stamped
+    /// again (`shoal restamp`), dropped in this session.
+    #[serde(default)]
+    pub withdrawn: u64,
     /// Commits refused here, and why.
     pub refused: Vec<String>,
     /// Whether the peer's schema of the group's tables differs.
@@ -51,6 +55,7 @@ impl GroupSync {
         self.held += r.held as u64;
         // A count of what is held now, not of what this session did.
         self.future = r.future as u64;
+        self.withdrawn += r.withdrawn as u64;
         self.refused.extend(r.refused.iter().cloned());
         for f in &r.forks {
             self.refused.push(format!(

@@ -14,6 +14,10 @@ use crate::error::Result;
 /// decides which count. A valid `Create` makes the group known.
 pub(crate) fn record_ops(conn: &Connection, author: i64, body: &CommitHead) -> Result<()> {
     for (idx, op) in body.ops.iter().enumerate() {
+        // A step in the author's own chain, not in the group's log.
+        if matches!(op, GroupOp::Withdraw { .. }) {
+            continue;
+        }
         conn.prepare_cached(
             "INSERT OR IGNORE INTO shoal_group_ops(grp, author, seq, idx, hlc, op) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?

@@ -49,6 +49,8 @@ pub struct ImportReport {
     pub waiting: usize,
     /// Commits held because their clock is too far ahead.
     pub future: usize,
+    /// Commits held unapplied that their author withdrew for commits stamped again.
+    pub withdrawn: usize,
     /// Authors caught signing two different commits for one place in their chain.
     pub forks: Vec<ForkReport>,
     /// Commits refused, and why.
@@ -153,6 +155,14 @@ fn keep(
             ));
             continue;
         }
+        if let Some(GroupOp::Withdraw { from, upto, since }) = c
+            .head
+            .ops
+            .iter()
+            .find(|o| matches!(o, GroupOp::Withdraw { .. }))
+        {
+            report.withdrawn += withdraw(tx, &group, id, (*from, *upto), *since, batch)?;
+        }
         let existing: Option<Vec<u8>> = tx
             .prepare_cached(
                 "SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq = ?3",
@@ -186,6 +196,40 @@ fn keep(
         }
     }
     Ok(())
+}
+
+/// Drops the commits of `author` at seqs `from..=upto` stamped at or after `since`
+/// that this file holds unapplied, here and in this import's batch: their author
+/// withdrew them for commits stamped again. Applied ones stay, and the new commit
+/// meets them as a fork. Returns how many were dropped.
+fn withdraw(
+    tx: &Transaction,
+    group: &GroupId,
+    author: i64,
+    (from, upto): (Seq, Seq),
+    since: shoal_core::Hlc,
+    batch: &mut Batch,
+) -> Result<usize> {
+    let dropped = tx
+        .prepare_cached(
+            "DELETE FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq BETWEEN ?3 AND ?4
+             AND hlc >= ?5 AND state != 0",
+        )?
+        .execute(rusqlite::params![
+            &group.0[..],
+            author,
+            from.0 as i64,
+            upto.0 as i64,
+            since.0 as i64
+        ])?;
+    // Those of this batch were stored, so they are counted above.
+    batch.retain(|(g, a, seq), signed| {
+        g != group
+            || *a != author
+            || !(from.0..=upto.0).contains(seq)
+            || signed.check().is_ok_and(|c| c.head.hlc < since)
+    });
+    Ok(dropped)
 }
 
 // Both name `state != 0` as the index of waiting commits does, or SQLite would read

@@ -22,6 +22,7 @@ mod import;
 mod invites;
 mod keystore;
 mod pending;
+mod restamp;
 mod retract;
 mod rows;
 mod schema;
@@ -48,6 +49,7 @@ pub use error::{Result, StoreError};
 pub use follow::{SchemaChange, SchemaProblem};
 pub use import::ImportReport;
 pub use invites::Invite;
+pub use restamp::RestampReport;
 pub use seal::{OversizedRow, SealReport};
 pub use status::{CommitSummary, GroupSummary, HeldSummary, SetAsideRow, Status, TableStatus};
 pub use table::{Policy, TrackedTable};
@@ -263,6 +265,14 @@ impl Store {
     /// Seals every captured change into signed commits.
     pub fn seal(&mut self) -> Result<SealReport> {
         self.write(seal::seal)
+    }
+
+    /// Seals again, with a clock that is not ahead, this device's commits that its
+    /// clock stamped further ahead than members accept, so that members apply them
+    /// (and everything after them) now rather than when that time comes. Does
+    /// nothing when none is ahead.
+    pub fn restamp(&mut self) -> Result<RestampReport> {
+        self.write(restamp::restamp)
     }
 
     /// What this database holds of `group`: author → highest contiguous seq.
@@ -739,6 +749,12 @@ impl Store {
     /// A summary of the replica.
     pub fn status(&self) -> Result<Status> {
         status::status(&self.conn, &self.replica)
+    }
+
+    /// How far this device's newest commit is stamped ahead of its wall clock, when
+    /// that is past what members accept (as [`Status::clock_ahead_ms`], cheaply).
+    pub fn clock_ahead_ms(&self) -> Result<Option<u64>> {
+        status::clock_ahead_ms(&self.conn, &self.replica)
     }
 
     /// The newest `limit` commits held.

@@ -339,6 +339,46 @@ pub(crate) fn upgrade_v3(conn: &Connection) -> Result<()> {
     }
 }
 
+/// Renames, in every row's state, the versions by `author` that `map` stamps again.
+pub(crate) fn restamp(
+    conn: &Connection,
+    author: i64,
+    map: &impl Fn(u64) -> Option<u64>,
+) -> Result<()> {
+    let mut select = conn.prepare(
+        "SELECT tbl, key, meta FROM shoal_rows WHERE (tbl, key) > (?1, ?2) ORDER BY tbl, key LIMIT 1024",
+    )?;
+    let mut update = conn.prepare("UPDATE shoal_rows SET meta = ?3 WHERE tbl = ?1 AND key = ?2")?;
+    let again = |v: &mut Option<Ver>| -> bool {
+        match v {
+            Some(v) if v.author == author => map(v.hlc).map(|new| v.hlc = new).is_some(),
+            _ => false,
+        }
+    };
+    let mut after: (i64, Vec<u8>) = (i64::MIN, Vec::new());
+    loop {
+        let page: Vec<(i64, Vec<u8>, Vec<u8>)> = select
+            .query_map(rusqlite::params![after.0, after.1], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let Some((table, key, _)) = page.last() else {
+            return Ok(());
+        };
+        after = (*table, key.clone());
+        for (table, key, old) in page {
+            let mut stored: Stored = postcard::from_bytes(&old)?;
+            let mut changed = again(&mut stored.event) | again(&mut stored.seen);
+            for c in &mut stored.cells {
+                changed |= again(&mut c.version) | again(&mut c.overwrote);
+            }
+            if changed {
+                update.execute(rusqlite::params![table, key, postcard::to_stdvec(&stored)?])?;
+            }
+        }
+    }
+}
+
 /// Stores the state of a row that `shoal_rows` does not have yet; false, changing
 /// nothing, if it has.
 pub(crate) fn claim(

@@ -180,6 +180,22 @@ fn oversized(conn: &Connection) -> Result<Vec<OversizedRow>> {
     Ok(out)
 }
 
+/// How far this device's newest commit is stamped ahead of its wall clock, when that
+/// is past what members accept. A clock that ran ahead once stamps this device's
+/// commits ahead still: members hold them (and what follows in the chain) until their
+/// time comes, or until `shoal restamp` stamps them again.
+pub(crate) fn clock_ahead_ms(conn: &Connection, r: &Replica) -> Result<Option<u64>> {
+    let newest_own: i64 = conn.query_row(
+        "SELECT coalesce(max(c.head_hlc), 0) FROM shoal_chains c JOIN shoal_authors a ON a.id = c.author WHERE a.device = ?1",
+        [&r.device.0[..]],
+        |row| row.get(0),
+    )?;
+    let ahead_ms = Hlc(newest_own as u64)
+        .physical_ms()
+        .saturating_sub(r.now_ms());
+    Ok((ahead_ms > r.options.max_drift_ms).then_some(ahead_ms))
+}
+
 pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
     let count = |sql: &str| -> Result<u64> {
         Ok(conn.query_row(sql, [], |row| row.get::<_, i64>(0))? as u64)
@@ -220,18 +236,8 @@ pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
         [&r.device.0[..]],
         |row| row.get(0),
     )?;
-    // A clock that ran ahead once stamps this device's commits ahead still: members
-    // hold them (and what follows in the chain) until their time comes.
-    let newest_own: i64 = conn.query_row(
-        "SELECT coalesce(max(c.head_hlc), 0) FROM shoal_chains c JOIN shoal_authors a ON a.id = c.author WHERE a.device = ?1",
-        [&r.device.0[..]],
-        |row| row.get(0),
-    )?;
-    let ahead_ms = Hlc(newest_own as u64)
-        .physical_ms()
-        .saturating_sub(r.now_ms());
     Ok(Status {
-        clock_ahead_ms: (ahead_ms > r.options.max_drift_ms).then_some(ahead_ms),
+        clock_ahead_ms: clock_ahead_ms(conn, r)?,
         device: r.device.to_string(),
         tables,
         unsealed_changes: count("SELECT count(*) FROM shoal_log")?,

@@ -440,3 +440,46 @@ fn a_revocation_that_arrives_while_a_column_is_renamed_takes_back_all_the_same()
     b.apply_waiting().expect("apply");
     assert_eq!(dump(&b, "trades"), dump(&a, "trades"));
 }
+
+#[test]
+fn a_group_made_while_the_clock_ran_ahead_is_stamped_again_in_every_log() {
+    let w = World::new();
+    let mut a = w.replica("a", DESK, &["trades", "moods"]);
+    let mut b = w.replica("b", DESK, &["trades", "moods"]);
+    let year_ms = 365 * 86_400_000;
+    let now = w.now.load(std::sync::atomic::Ordering::SeqCst);
+    w.now
+        .store(now + year_ms, std::sync::atomic::Ordering::SeqCst);
+    // The group's first commit, b's membership and a row, all a year ahead, in the
+    // group's log and in the local one.
+    let g = a
+        .create_group("desk", &[("trades".into(), vec![])])
+        .expect("create");
+    a.set_role(&g.id.to_string(), &b.device(), Role::Member)
+        .expect("add b");
+    exec(
+        &a,
+        "INSERT INTO trades VALUES ('t1', 'AAPL', 10, 'n'); INSERT INTO moods VALUES ('m1', 'calm');",
+    );
+    a.seal().expect("seal");
+    w.now.store(now, std::sync::atomic::Ordering::SeqCst);
+    sync(&mut a, &mut b);
+    assert!(dump(&b, "trades").is_empty());
+    let report = a.restamp().expect("restamp");
+    assert_eq!(report.groups, 2, "{report:?}");
+    sync(&mut a, &mut b);
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&b, "trades"), dump(&a, "trades"));
+    assert_eq!(dump(&b, "trades").len(), 1);
+    assert_eq!(dump(&b, "moods"), dump(&a, "moods"));
+    assert_eq!(dump(&b, "moods").len(), 1);
+    // b is a member by the commits stamped again: its own writes reach a.
+    exec(&b, "INSERT INTO trades VALUES ('t2', 'MSFT', 5, 'm');");
+    sync_group(&mut b, &mut a, &g.id);
+    assert_eq!(dump(&b, "trades"), dump(&a, "trades"));
+    assert_eq!(dump(&a, "trades").len(), 2);
+    for s in [&a, &b] {
+        let st = s.status().expect("status");
+        assert_eq!((st.future_commits, st.waiting_commits), (0, 0));
+    }
+}

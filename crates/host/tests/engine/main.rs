@@ -1074,3 +1074,92 @@ fn a_device_whose_clock_ran_ahead_is_told_so() {
     let ahead = a.status().expect("status").clock_ahead_ms.expect("told");
     assert!(ahead >= year_ms - 1_000, "{ahead}");
 }
+
+#[test]
+fn a_device_whose_clock_ran_ahead_stamps_its_commits_again_and_members_take_them() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    let year_ms = 365 * 86_400_000;
+    let now = w.now.load(Ordering::SeqCst);
+    // Two commits sealed while a's clock ran a year ahead; b holds them.
+    w.now.store(now + year_ms, Ordering::SeqCst);
+    exec(&a, "INSERT INTO notes VALUES ('n1', 'from a', 'b', 1);");
+    a.seal().expect("seal");
+    exec(&a, "UPDATE notes SET n = 2 WHERE id = 'n1';");
+    a.seal().expect("seal");
+    w.now.store(now, Ordering::SeqCst);
+    sync(&mut a, &mut b);
+    let held = b.status().expect("status");
+    assert_eq!((held.future_commits, held.waiting_commits), (1, 1));
+    assert!(dump(&b, "notes").is_empty());
+    // The clock is right again: a stamps both again, and b drops the old ones.
+    let report = a.restamp().expect("restamp");
+    assert_eq!((report.commits, report.groups), (2, 1));
+    assert!(report.ahead_ms >= year_ms - 1_000, "{}", report.ahead_ms);
+    assert_eq!(a.status().expect("status").clock_ahead_ms, None);
+    assert_eq!(a.restamp().expect("again").commits, 0);
+    sync(&mut a, &mut b);
+    let held = b.status().expect("status");
+    assert_eq!((held.future_commits, held.waiting_commits), (0, 0));
+    assert_eq!(dump(&b, "notes"), dump(&a, "notes"));
+    assert_eq!(
+        dump(&b, "notes"),
+        vec![vec![text("from a"), text("b"), Value::Integer(2)]]
+            .into_iter()
+            .map(|mut r| {
+                r.insert(0, text("n1"));
+                r
+            })
+            .collect::<Vec<_>>()
+    );
+    // A later write by b beats a's restamped one on both: a's own merge state was
+    // stamped again too, not only its commits.
+    w.tick(1_000);
+    exec(&b, "UPDATE notes SET title = 'from b' WHERE id = 'n1';");
+    w.tick(1_000);
+    exec(&a, "UPDATE notes SET body = 'later on a' WHERE id = 'n1';");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&a, "notes"), dump(&b, "notes"));
+    assert_eq!(dump(&a, "notes")[0][1], text("from b"));
+    assert_eq!(dump(&a, "notes")[0][2], text("later on a"));
+    assert!(a.conflicts(false).expect("conflicts").is_empty());
+    // A third replica that never held the old commits takes the new ones as any.
+    let mut c = w.replica("c", NOTES, &["notes"]);
+    sync(&mut b, &mut c);
+    assert_eq!(dump(&c, "notes"), dump(&a, "notes"));
+}
+
+#[test]
+fn a_member_that_applied_withdrawn_commits_reports_a_fork() {
+    let w = World::new();
+    let mut a = w.replica("a", NOTES, &["notes"]);
+    let mut b = w.replica("b", NOTES, &["notes"]);
+    let year_ms = 365 * 86_400_000;
+    let now = w.now.load(Ordering::SeqCst);
+    // Both clocks run ahead: b applies a's commit.
+    w.now.store(now + year_ms, Ordering::SeqCst);
+    exec(&a, "INSERT INTO notes VALUES ('n1', 'from a', 'b', 1);");
+    sync(&mut a, &mut b);
+    assert_eq!(dump(&b, "notes").len(), 1);
+    w.now.store(now, Ordering::SeqCst);
+    assert_eq!(a.restamp().expect("restamp").commits, 1);
+    // b cannot take it back: it holds two commits of a for one seq, and says so.
+    let x = shoal_host::exchange(
+        &mut a,
+        &mut b,
+        GroupId::DEFAULT,
+        shoal_proto::Config::default(),
+    )
+    .expect("exchange");
+    assert!(
+        x.initiator
+            .refused
+            .iter()
+            .chain(&x.responder.refused)
+            .any(|r| r.contains("forked")),
+        "{:?} {:?}",
+        x.initiator.refused,
+        x.responder.refused
+    );
+}
