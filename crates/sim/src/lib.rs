@@ -1,7 +1,8 @@
 //! Seeded simulation of a group of devices syncing over a bad network.
 //!
 //! Each device is a real SQLite file with a real [`Store`]; sessions are the real
-//! [`shoal_proto::Session`] and the real admission decision of [`shoal_net::admit`].
+//! [`shoal_proto::Session`] driven by the real [`shoal_host::Host`], as the network and
+//! `shoal merge` drive it.
 //! Only the network is simulated ([`link`]): packets are lost, duplicated, delayed and
 //! reordered, devices are partitioned, crash and restart from their files, and their
 //! clocks are skewed. Everything random comes from one seed, so a run replays from it.
@@ -11,6 +12,7 @@
 //! agree, that no commit the revoked device made after its revocation stands anywhere,
 //! and that a private table never left its device.
 
+pub mod app;
 pub mod link;
 mod world;
 

@@ -16,6 +16,7 @@ use shoal_host::{Host, HostError, Task, Trust, local_side};
 use shoal_proto::{Config, InviteClaim, Session};
 use shoal_store::{Store, StoreOptions};
 
+use crate::app::{self, SCHEMA, SHARED, dump, enforce, shared_state};
 use crate::link::{Faults, Pipe};
 
 /// Virtual time starts here (milliseconds since the Unix epoch), plus each clock's skew.
@@ -26,21 +27,6 @@ const TICK_MS: u64 = 20;
 const MAX_DRIFT_MS: u64 = 5_000;
 /// The group's name.
 const GROUP: &str = "sim";
-/// `items` and the constrained tables are shared with the group; `notes` is in no
-/// group and must never leave. The constrained tables clash: a UNIQUE column with a
-/// NOT NULL one and a CHECK across two, a composite UNIQUE, and a foreign key with ON
-/// DELETE CASCADE, which the apps enforce.
-const SCHEMA: &str = "CREATE TABLE items (id TEXT PRIMARY KEY, a TEXT, b INTEGER);
-     CREATE TABLE notes (id TEXT PRIMARY KEY, owner TEXT, body TEXT);
-     CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT UNIQUE, name TEXT NOT NULL DEFAULT '',
-                         lo INTEGER, hi INTEGER, CHECK (lo <= hi));
-     CREATE TABLE seats (id TEXT PRIMARY KEY, hall TEXT, seat INTEGER, UNIQUE (hall, seat));
-     CREATE TABLE accts (id TEXT PRIMARY KEY, owner TEXT);
-     CREATE TABLE loans (id TEXT PRIMARY KEY, acct TEXT REFERENCES accts(id) ON DELETE CASCADE,
-                         amount INTEGER);";
-/// The tables the group carries.
-const SHARED: [&str; 5] = ["items", "users", "seats", "accts", "loans"];
-
 /// What a run does, drawn from its seed.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -503,60 +489,14 @@ impl World {
     /// A random write to a constrained table, with values from small sets so that
     /// devices clash. What the local schema refuses fails here, as it would in the app.
     fn write_constrained(&mut self, d: usize) -> Result<(), String> {
-        let rng = &mut self.rng;
-        let user = format!("u{}", rng.random_range(0..6));
-        let email: Option<String> = rng
-            .random_bool(0.85)
-            .then(|| format!("e{}@example.com", rng.random_range(0..4)));
-        let small = rng.random_range(0..10);
-        let seat = (
-            format!("s{}", rng.random_range(0..6)),
-            ["A", "B"][rng.random_range(0..2)],
-            rng.random_range(1..=2),
-        );
-        let acct = format!("x{}", rng.random_range(0..3));
-        let loan = format!("l{}", rng.random_range(0..6));
-        let kind = rng.random_range(0..100);
+        let write = app::Write::random(&mut self.rng);
         let owner = self.devices[d].name.clone();
         let Some(store) = self.store(d) else {
             return Ok(());
         };
-        let conn = store.connection();
-        let result = match kind {
-            0..12 => conn.execute(
-                "INSERT INTO users(id, email, name) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET email = excluded.email, name = excluded.name",
-                rusqlite::params![user, email, owner],
-            ),
-            12..20 => conn.execute("UPDATE users SET email = ?2 WHERE id = ?1", rusqlite::params![user, email]),
-            20..26 => conn.execute("UPDATE users SET lo = ?2 WHERE id = ?1", rusqlite::params![user, small]),
-            26..32 => conn.execute("UPDATE users SET hi = ?2 WHERE id = ?1", rusqlite::params![user, small]),
-            32..34 => conn.execute("UPDATE users SET name = NULL WHERE id = ?1", [&user]),
-            34..40 => conn.execute("DELETE FROM users WHERE id = ?1", [&user]),
-            40..52 => conn.execute(
-                "INSERT INTO seats VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET hall = excluded.hall, seat = excluded.seat",
-                rusqlite::params![seat.0, seat.1, seat.2],
-            ),
-            52..58 => conn.execute("UPDATE seats SET seat = ?2 WHERE id = ?1", rusqlite::params![seat.0, seat.2]),
-            58..62 => conn.execute("DELETE FROM seats WHERE id = ?1", [&seat.0]),
-            62..72 => conn.execute(
-                "INSERT INTO accts VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET owner = excluded.owner",
-                rusqlite::params![acct, owner],
-            ),
-            72..78 => conn.execute("DELETE FROM accts WHERE id = ?1", [&acct]),
-            78..90 => conn.execute(
-                "INSERT INTO loans VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET acct = excluded.acct, amount = excluded.amount",
-                rusqlite::params![loan, acct, small],
-            ),
-            90..95 => conn.execute("UPDATE loans SET acct = ?2 WHERE id = ?1", rusqlite::params![loan, acct]),
-            _ => conn.execute("DELETE FROM loans WHERE id = ?1", [&loan]),
-        };
-        match result {
-            Ok(_) => self.outcome.writes += 1,
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                self.outcome.refused_writes += 1;
-            }
+        match write.run(store.connection(), &owner) {
+            Ok(true) => self.outcome.writes += 1,
+            Ok(false) => self.outcome.refused_writes += 1,
             Err(e) => return Err(format!("{owner} writing: {e}")),
         }
         Ok(())
@@ -1062,104 +1002,4 @@ fn complete(side: &mut Side, done: shoal_host::Done, outcome: &mut Outcome) -> R
 /// Whether `SHOAL_SIM_TRACE` asks for each session's end to be printed.
 fn trace() -> bool {
     std::env::var_os("SHOAL_SIM_TRACE").is_some()
-}
-
-/// The foreign keys the apps enforce, on Shoal's connection too (Shoal turns them
-/// off for its own transactions).
-fn enforce(store: &Store) -> Result<(), String> {
-    store
-        .connection()
-        .execute_batch("PRAGMA foreign_keys = ON")
-        .map_err(err)
-}
-
-/// What must be identical on every member: each shared table row by row, every
-/// column quoted; every open constraint record (id, table, key, status, detail);
-/// the rows set aside. The file must pass `integrity_check`, and every row
-/// `foreign_key_check` reports must have an open record. Lines that are not rows
-/// start with `!`.
-fn shared_state(store: &Store) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for t in SHARED {
-        let columns = dump(
-            store,
-            &format!("SELECT name FROM pragma_table_info('{t}') ORDER BY cid"),
-        )?;
-        let quoted: Vec<String> = columns.iter().map(|c| format!("quote(\"{c}\")")).collect();
-        for row in dump(
-            store,
-            &format!("SELECT {} FROM {t} ORDER BY id", quoted.join(" || ',' || ")),
-        )? {
-            out.push(format!("{t}: {row}"));
-        }
-    }
-    // Open constraint records are decided by the commits alone. (A write conflict is
-    // recorded by the devices that see both writes, which one that gets a later write
-    // first may not; a clash that came and went in between is on record, closed, only
-    // where it happened.)
-    let mut records: Vec<_> = store
-        .conflicts(false)
-        .map_err(err)?
-        .into_iter()
-        .filter(|c| c.kind == shoal_store::ConflictKind::Constraint)
-        .collect();
-    records.sort_by(|a, b| a.id.cmp(&b.id));
-    for c in records {
-        out.push(format!(
-            "!conflict {} {:?} {} {} {:?} {}",
-            c.id,
-            c.kind,
-            c.table,
-            c.key_text,
-            c.status,
-            c.detail.unwrap_or_default()
-        ));
-    }
-    let status = store.status().map_err(err)?;
-    for a in &status.set_aside {
-        out.push(format!("!set aside {a}"));
-    }
-    let integrity = dump(store, "SELECT * FROM pragma_integrity_check")?;
-    if integrity != ["ok"] {
-        return Err(format!("integrity_check: {integrity:?}"));
-    }
-    let open: BTreeSet<(String, String)> = store
-        .conflicts(false)
-        .map_err(err)?
-        .into_iter()
-        .map(|c| (c.table, c.key_text))
-        .collect();
-    let mut stmt = store
-        .connection()
-        .prepare("SELECT \"table\", rowid FROM pragma_foreign_key_check")
-        .map_err(err)?;
-    let broken: Vec<(String, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map_err(err)?
-        .collect::<Result<_, _>>()
-        .map_err(err)?;
-    for (table, rowid) in broken {
-        let key: String = store
-            .connection()
-            .query_row(
-                &format!("SELECT '(' || quote(id) || ')' FROM {table} WHERE rowid = ?1"),
-                [rowid],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        if !open.contains(&(table.clone(), key.clone())) {
-            return Err(format!(
-                "foreign_key_check: {table} {key} refers to nothing and no open record says so (open: {open:?})"
-            ));
-        }
-    }
-    Ok(out)
-}
-
-fn dump(store: &Store, sql: &str) -> Result<Vec<String>, String> {
-    let mut stmt = store.connection().prepare(sql).map_err(err)?;
-    stmt.query_map([], |r| r.get::<_, String>(0))
-        .map_err(err)?
-        .collect::<Result<_, _>>()
-        .map_err(err)
 }
