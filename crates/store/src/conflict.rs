@@ -213,6 +213,13 @@ pub(crate) fn record(
         ])?;
     if inserted > 0 {
         r.open_conflicts = Some(true);
+    } else if c.kind == ConflictKind::Constraint {
+        // What a constraint says now: the row that holds a UNIQUE value may have
+        // changed since, and every device names the one that holds it at the end.
+        tx.prepare_cached(
+            "UPDATE shoal_conflicts SET detail = ?2 WHERE id = ?1 AND status IN ('pending', 'auto') AND detail IS NOT ?2",
+        )?
+        .execute(rusqlite::params![id, c.detail])?;
     }
     Ok(inserted > 0)
 }
