@@ -154,10 +154,9 @@ pub fn shared_state(store: &Store) -> Result<Vec<String>, String> {
             out.push(format!("{t}: {row}"));
         }
     }
-    // Open constraint records are decided by the commits alone. (A write conflict is
-    // recorded by the devices that see both writes, which one that gets a later write
-    // first may not; a clash that came and went in between is on record, closed, only
-    // where it happened.)
+    // Open constraint records are decided by the commits alone: the same ids, columns
+    // and status everywhere. (Write conflicts are named by their losing write and
+    // mostly agree too, but not yet in every order writes and deletes can come in.)
     let mut records: Vec<_> = store
         .conflicts(false)
         .map_err(err)?
@@ -167,12 +166,13 @@ pub fn shared_state(store: &Store) -> Result<Vec<String>, String> {
     records.sort_by(|a, b| a.id.cmp(&b.id));
     for c in records {
         out.push(format!(
-            "!conflict {} {:?} {} {} {:?} {}",
+            "!conflict {} {:?} {} {} {:?} {:?} {}",
             c.id,
             c.kind,
             c.table,
             c.key_text,
             c.status,
+            c.columns,
             c.detail.unwrap_or_default()
         ));
     }

@@ -5,6 +5,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
+use std::collections::BTreeMap;
+
 use rusqlite::Transaction;
 use rusqlite::config::DbConfig;
 use serde::{Deserialize, Serialize};
@@ -333,18 +335,31 @@ fn merge(
         RowAction::Duplicate => {
             // Two devices deleted the same life of a row: the later delete is the one
             // on record, whichever arrived first, so that every device agrees on it.
+            // What the row's deleters had seen, together, is what lost to none of them:
+            // a write one of them had seen lost to no delete.
             if inc.op == Op::Delete && state.stored && !state.alive() {
                 let event = state
                     .meta
                     .event
                     .map(|v| v.resolve(&mut r.authors, tx))
                     .transpose()?;
-                if event.is_none_or(|e| inc.version > e) {
+                let seen = state
+                    .meta
+                    .seen
+                    .map(|v| v.resolve(&mut r.authors, tx))
+                    .transpose()?;
+                let later = event.is_none_or(|e| inc.version > e);
+                if later {
                     state.meta.event = Some(ver);
+                }
+                if inc.seen > seen {
                     state.meta.seen = inc
                         .seen
                         .map(|v| Ver::of(v, &mut r.authors, tx))
                         .transpose()?;
+                    conflict::deleter_saw(tx, r, &table.name, &blob, state.cl, inc.seen)?;
+                }
+                if later || inc.seen > seen {
                     rows::save(tx, &mut r.columns, table.id, &blob, &state)?;
                 }
             }
@@ -359,13 +374,52 @@ fn merge(
             );
         }
         RowAction::Stale => {
-            if inc.op == Op::Update && !state.alive() && state.cl == inc.cl + 1 {
+            // A write of the life a delete ended, that the deleter had not seen, lost to it.
+            if inc.op != Op::Delete && !state.alive() && state.cl == inc.cl + 1 {
                 let seen = state
                     .meta
                     .seen
                     .map(|v| v.resolve(&mut r.authors, tx))
                     .transpose()?;
-                if concurrent(inc.version, seen) {
+                // A deleted row keeps, for each column, the newest version that any write
+                // of its last life known here had seen: a write one of them had seen
+                // stands in no conflict, whichever came first.
+                let mut columns = Vec::new();
+                let mut raised = false;
+                for cell in &inc.cells {
+                    let known = state.meta.cell(&cell.column).map(|c| c.overwrote);
+                    let seen_here = known
+                        .flatten()
+                        .map(|o| o.resolve(&mut r.authors, tx))
+                        .transpose()?;
+                    if concurrent(inc.version, seen_here) {
+                        columns.push(cell.column.to_string());
+                    }
+                    if cell.overwrote > seen_here || known.is_none() {
+                        let overwrote = cell.overwrote.max(seen_here);
+                        let overwrote = overwrote
+                            .map(|o| Ver::of(o, &mut r.authors, tx))
+                            .transpose()?;
+                        match state
+                            .meta
+                            .cells
+                            .iter_mut()
+                            .find(|c| c.column.eq_ignore_ascii_case(&cell.column))
+                        {
+                            Some(c) => c.overwrote = overwrote,
+                            None => state.meta.cells.push(CellMeta {
+                                column: cell.column.to_string(),
+                                version: ver,
+                                overwrote,
+                            }),
+                        }
+                        raised = true;
+                    }
+                }
+                if raised {
+                    rows::save(tx, &mut r.columns, table.id, &blob, &state)?;
+                }
+                if concurrent(inc.version, seen) && !columns.is_empty() {
                     let local = state
                         .meta
                         .event
@@ -380,7 +434,7 @@ fn merge(
                             kind: ConflictKind::UpdateDelete,
                             key: &inc.key,
                             cl: state.cl,
-                            columns: inc.cells.iter().map(|c| c.column.to_string()).collect(),
+                            columns,
                             winner: Side::Local,
                             local_values: None,
                             remote_values: Some(pairs(&inc.cells)),
@@ -391,22 +445,44 @@ fn merge(
                         },
                     )?;
                 }
+                // Its author had seen what it overwrote: a record of that write lost to
+                // the same delete is moot, as where the two came in the other order.
+                if r.open_conflicts != Some(false) {
+                    let written: Vec<(&str, Option<Version>)> = inc
+                        .cells
+                        .iter()
+                        .map(|c| (&*c.column, c.overwrote))
+                        .collect();
+                    conflict::close_superseded(
+                        tx,
+                        r,
+                        &table.name,
+                        &blob,
+                        inc.cl,
+                        &written,
+                        inc.version,
+                    )?;
+                }
             }
             return Ok(());
         }
         RowAction::Replace if inc.op == Op::Delete => {
             if state.alive() {
-                let mut lost = Vec::new();
-                let mut newest_lost: Option<Version> = None;
+                conflict::life_ended(tx, r, &table.name, &blob, inc.cl, inc.seen)?;
+                // Each write the delete had not seen lost, with the columns it holds.
+                let mut lost: BTreeMap<Version, Vec<String>> = BTreeMap::new();
                 for cell in &state.meta.cells {
                     let v = cell.version.resolve(&mut r.authors, tx)?;
                     if concurrent(v, inc.seen) {
-                        lost.push(cell.column.clone());
-                        newest_lost = newest_lost.max(Some(v));
+                        lost.entry(v).or_default().push(cell.column.clone());
                     }
                 }
-                if !lost.is_empty() {
-                    let before = read_row(tx, table, &inc.key)?;
+                let before = if lost.is_empty() {
+                    None
+                } else {
+                    read_row(tx, table, &inc.key)?
+                };
+                for (v, columns) in lost {
                     record(
                         tx,
                         r,
@@ -416,12 +492,19 @@ fn merge(
                             kind: ConflictKind::UpdateDelete,
                             key: &inc.key,
                             cl: inc.cl,
-                            columns: lost,
+                            // The whole row, so that keeping this side brings it back.
+                            local_values: before.as_ref().map(|row| {
+                                table
+                                    .columns
+                                    .iter()
+                                    .cloned()
+                                    .zip(row.iter().cloned())
+                                    .collect()
+                            }),
+                            columns,
                             winner: Side::Remote,
-                            local_values: before
-                                .map(|v| table.columns.iter().cloned().zip(v).collect()),
                             remote_values: None,
-                            local: newest_lost,
+                            local: Some(v),
                             remote: inc.version,
                             refused: None,
                             detail: None,
@@ -445,7 +528,9 @@ fn merge(
                         .seen
                         .map(|v| Ver::of(v, &mut r.authors, tx))
                         .transpose()?,
-                    cells: Vec::new(),
+                    // What the life's writes had seen stays, for writes of it that
+                    // arrive late.
+                    cells: std::mem::take(&mut state.meta.cells),
                 },
             };
         }
@@ -474,34 +559,47 @@ fn merge(
                 .map(|v| v.resolve(&mut r.authors, tx))
                 .transpose()?;
             let collision = inc.op == Op::Insert && event != Some(inc.version);
-            let mut winners: Vec<&IncomingCell> = Vec::new();
-            let mut remote_won: Vec<(String, Version)> = Vec::new();
-            let mut local_won: Vec<(String, Version)> = Vec::new();
+            // The insert that loses a collision: the record of the collision is its.
+            let losing_insert = collision.then(|| event.min(Some(inc.version))).flatten();
+            let mut winners: Vec<(&IncomingCell, Option<Version>)> = Vec::new();
+            // Each write that lost a column here to a write that had not seen it, with
+            // those columns, and the write it lost to.
+            let mut lost: BTreeMap<Version, (Vec<String>, Version)> = BTreeMap::new();
+            // Cells whose newest version seen rises with a write that lost to them.
+            let mut seen_rises: Vec<(String, Option<Version>)> = Vec::new();
             for cell in &inc.cells {
                 let Some(local) = state.meta.cell(&cell.column) else {
-                    winners.push(cell);
+                    winners.push((cell, cell.overwrote));
                     continue;
                 };
                 let lv = local.version.resolve(&mut r.authors, tx)?;
                 if inc.version == lv {
                     continue;
                 }
+                // The newest version of the cell that any write known here had seen.
+                let lp = local
+                    .overwrote
+                    .map(|o| o.resolve(&mut r.authors, tx))
+                    .transpose()?;
+                let seen = lp.max(cell.overwrote);
                 if inc.version > lv {
-                    winners.push(cell);
-                    if !collision && concurrent(lv, cell.overwrote) {
-                        remote_won.push((cell.column.to_string(), lv));
+                    winners.push((cell, seen));
+                    if concurrent(lv, cell.overwrote) {
+                        let e = lost.entry(lv).or_insert_with(|| (Vec::new(), inc.version));
+                        e.0.push(cell.column.to_string());
                     }
                 } else {
-                    let lp = local
-                        .overwrote
-                        .map(|o| o.resolve(&mut r.authors, tx))
-                        .transpose()?;
-                    if !collision && concurrent(inc.version, lp) {
-                        local_won.push((cell.column.to_string(), lv));
+                    if concurrent(inc.version, seen) {
+                        let e = lost.entry(inc.version).or_insert_with(|| (Vec::new(), lv));
+                        e.0.push(cell.column.to_string());
+                        e.1 = e.1.max(lv);
+                    }
+                    if seen > lp {
+                        seen_rises.push((cell.column.to_string(), seen));
                     }
                 }
             }
-            let before = if collision || !remote_won.is_empty() || !local_won.is_empty() {
+            let before = if !lost.is_empty() {
                 read_row(tx, table, &inc.key)?
             } else {
                 None
@@ -520,13 +618,14 @@ fn merge(
                 }
                 kept => kept,
             };
+            let winning: Vec<&IncomingCell> = winners.iter().map(|(c, _)| *c).collect();
             if let Some(values) = kept {
                 // The row is set aside: its kept values take the change.
                 let cells: Vec<(&str, &Value)> =
-                    winners.iter().map(|c| (&*c.column, &c.value)).collect();
+                    winning.iter().map(|c| (&*c.column, &c.value)).collect();
                 aside::update(tx, table.id, &blob, values, &cells)?;
-            } else if !winners.is_empty()
-                && let Err(e) = update_row(tx, table, &inc.key, &winners)
+            } else if !winning.is_empty()
+                && let Err(e) = update_row(tx, table, &inc.key, &winning)
             {
                 let mut values: RowValues = table
                     .columns
@@ -534,7 +633,7 @@ fn merge(
                     .cloned()
                     .zip(read_row(tx, table, &inc.key)?.unwrap_or_default())
                     .collect();
-                for cell in &winners {
+                for cell in &winning {
                     if let Some((_, v)) = values
                         .iter_mut()
                         .find(|(c, _)| c.eq_ignore_ascii_case(&cell.column))
@@ -556,40 +655,23 @@ fn merge(
                         .collect(),
                 )
             };
-            if collision {
-                let cols = table.columns.clone();
-                record(
-                    tx,
-                    r,
-                    table,
-                    report,
-                    NewConflict {
-                        kind: ConflictKind::InsertCollision,
-                        key: &inc.key,
-                        cl: inc.cl,
-                        winner: if event.is_none_or(|e| inc.version > e) {
-                            Side::Remote
-                        } else {
-                            Side::Local
-                        },
-                        local_values: local_values(&cols),
-                        remote_values: Some(pairs(&inc.cells)),
-                        local: event,
-                        remote: inc.version,
-                        columns: cols,
-                        refused: None,
-                        detail: None,
-                    },
-                )?;
+            if let Some(loser) = losing_insert.filter(|l| Some(*l) == event) {
+                conflict::lost_life(tx, r, &table.name, &blob, inc.cl, loser)?;
             }
-            for (won, side) in [(&remote_won, Side::Remote), (&local_won, Side::Local)] {
-                if won.is_empty() {
-                    continue;
-                }
-                let cols: Vec<String> = won.iter().map(|(c, _)| c.clone()).collect();
+            for (loser, (columns, winner)) in lost {
+                let (side, local, remote) = if loser == inc.version {
+                    (Side::Local, Some(winner), inc.version)
+                } else {
+                    (Side::Remote, Some(loser), inc.version)
+                };
+                let kind = if Some(loser) == losing_insert {
+                    ConflictKind::InsertCollision
+                } else {
+                    ConflictKind::ConcurrentWrite
+                };
                 let remote_values: Vec<(String, Value)> = pairs(&inc.cells)
                     .into_iter()
-                    .filter(|(c, _)| cols.contains(c))
+                    .filter(|(c, _)| columns.contains(c))
                     .collect();
                 record(
                     tx,
@@ -597,15 +679,15 @@ fn merge(
                     table,
                     report,
                     NewConflict {
-                        kind: ConflictKind::ConcurrentWrite,
+                        kind,
                         key: &inc.key,
                         cl: inc.cl,
                         winner: side,
-                        local_values: local_values(&cols),
+                        local_values: local_values(&columns),
                         remote_values: Some(remote_values),
-                        local: won.iter().map(|(_, v)| *v).max(),
-                        remote: inc.version,
-                        columns: cols,
+                        local,
+                        remote,
+                        columns,
                         refused: None,
                         detail: None,
                     },
@@ -618,12 +700,20 @@ fn merge(
                     .map(|v| Ver::of(v, &mut r.authors, tx))
                     .transpose()?;
             }
-            for cell in winners {
-                let overwrote = cell
-                    .overwrote
-                    .map(|o| Ver::of(o, &mut r.authors, tx))
-                    .transpose()?;
-                state.meta.set_cell(&cell.column, ver, overwrote);
+            for (cell, seen) in winners {
+                let seen = seen.map(|o| Ver::of(o, &mut r.authors, tx)).transpose()?;
+                state.meta.set_cell(&cell.column, ver, seen);
+            }
+            for (column, seen) in seen_rises {
+                let seen = seen.map(|o| Ver::of(o, &mut r.authors, tx)).transpose()?;
+                if let Some(c) = state
+                    .meta
+                    .cells
+                    .iter_mut()
+                    .find(|c| c.column.eq_ignore_ascii_case(&column))
+                {
+                    c.overwrote = seen;
+                }
             }
         }
     }

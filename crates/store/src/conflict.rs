@@ -14,16 +14,18 @@ use crate::sql::{Bind, ident, key_blob, key_from_blob, key_match, key_text};
 use crate::table::{Policy, TrackedTable};
 use crate::{Replica, apply, aside, load_hlc};
 
-/// What kind of conflict a record is.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+/// What kind of conflict a record is. A write's conflict only moves down this list
+/// as more is known: an insert found to have lost its row's life to another, a life
+/// ended by a delete its author had not seen.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConflictKind {
     /// A write lost to a concurrent write of the same column.
     ConcurrentWrite,
-    /// An update lost to a concurrent delete of the row.
-    UpdateDelete,
     /// Two devices inserted the same primary key.
     InsertCollision,
+    /// An update lost to a concurrent delete of the row.
+    UpdateDelete,
     /// A merged row broke a UNIQUE, CHECK, NOT NULL or FOREIGN KEY constraint and
     /// the remote change was not applied.
     Constraint,
@@ -153,13 +155,38 @@ impl ConflictStatus {
     }
 }
 
-/// A conflict's id: a hash of what every device sees alike (its kind, table, key and
-/// both versions, in order), so that they agree on it.
+impl NewConflict<'_> {
+    /// The write that lost: the side the merge rules did not choose.
+    fn loser(&self) -> Option<Version> {
+        match self.winner {
+            Side::Local => Some(self.remote),
+            Side::Remote => self.local,
+        }
+    }
+}
+
+/// A conflict's id: a hash of what every device sees alike, so that they agree on it.
+///
+/// A write conflict is named by its table, key and the write that lost: every
+/// device meets that write once, as it arrives or as it is overwritten, and decides
+/// alike whether it stands in a conflict (see [`record`]), whichever write it lost to
+/// there. A constraint conflict is named by both versions, in order.
 pub(crate) fn id_of(table: &str, c: &NewConflict<'_>) -> String {
-    let mut sides = [Some(c.remote), c.local];
-    sides.sort();
+    let sides = match c.kind {
+        ConflictKind::Constraint => {
+            let mut sides = [Some(c.remote), c.local];
+            sides.sort();
+            sides
+        }
+        _ => [c.loser(), None],
+    };
     let mut hasher = blake3::Hasher::new();
-    hasher.update(c.kind.as_str().as_bytes());
+    // A write's conflict may change kind as more is known (an insert found to have
+    // lost its row's life, a life ended by a delete), not its id.
+    hasher.update(match c.kind {
+        ConflictKind::Constraint => b"constraint".as_slice(),
+        _ => b"write".as_slice(),
+    });
     hasher.update(table.to_lowercase().as_bytes());
     hasher.update(&key_blob(c.key));
     for v in sides.iter().flatten() {
@@ -169,8 +196,15 @@ pub(crate) fn id_of(table: &str, c: &NewConflict<'_>) -> String {
     hex::encode(&hasher.finalize().as_bytes()[..8])
 }
 
-/// Records a conflict unless the same one is on record already; returns whether it is
-/// new.
+/// Records a conflict; returns whether it is new.
+///
+/// A write conflict is open for the columns in which its losing write is not the
+/// cell's version and no write known here had seen it (an author that had seen it
+/// overwrote a version at least as new). That set depends only on the writes known, so
+/// devices that know the same writes hold the same open records, whatever order the
+/// writes came in: a record met again takes in the new columns (and opens again if it
+/// was closed), and [`close_superseded`] takes out a column once a write that saw the
+/// loser arrives.
 pub(crate) fn record(
     tx: &Transaction,
     r: &mut Replica,
@@ -213,6 +247,37 @@ pub(crate) fn record(
         ])?;
     if inserted > 0 {
         r.open_conflicts = Some(true);
+    } else if c.kind != ConflictKind::Constraint {
+        let (old, open, kind): (String, bool, String) = tx
+            .prepare_cached(
+                "SELECT columns, status IN ('pending', 'auto'), kind FROM shoal_conflicts WHERE id = ?1",
+            )?
+            .query_row([&id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        let kind = ConflictKind::parse(&kind).max(c.kind);
+        let mut columns = if open { column_list(&old)? } else { Vec::new() };
+        for c in &c.columns {
+            if !columns.iter().any(|x| x.eq_ignore_ascii_case(c)) {
+                columns.push(c.clone());
+            }
+        }
+        columns.sort_by_key(|c| table.columns.iter().position(|x| x.eq_ignore_ascii_case(c)));
+        tx.prepare_cached(
+            "UPDATE shoal_conflicts SET columns = ?2, kind = ?4, cl = max(cl, ?5),
+                 status = CASE WHEN status IN ('pending', 'auto') THEN status ELSE ?3 END,
+                 resolution = CASE WHEN status IN ('pending', 'auto') THEN resolution END
+             WHERE id = ?1",
+        )?
+        .execute(rusqlite::params![
+            id,
+            serde_json::to_string(&columns).unwrap_or_default(),
+            status,
+            kind.as_str(),
+            c.cl as i64
+        ])?;
+        if !open {
+            r.open_conflicts = Some(true);
+            return Ok(true);
+        }
     } else if c.kind == ConflictKind::Constraint {
         // What a constraint says now: the row that holds a UNIQUE value may have
         // changed since, and every device names the one that holds it at the end.
@@ -257,7 +322,7 @@ pub(crate) fn close_superseded(
         id: String,
         cl: u64,
         columns: Vec<String>,
-        winner: Option<Version>,
+        loser: Option<Version>,
     }
     let open: Vec<Open> = {
         let mut stmt = tx.prepare_cached(
@@ -267,23 +332,26 @@ pub(crate) fn close_superseded(
         stmt.query_map(rusqlite::params![table, key], |r| {
             let columns: String = r.get(2)?;
             let winner: String = r.get(3)?;
-            let (hlc, device) = if winner == "local" { (4, 5) } else { (6, 7) };
+            let (hlc, device) = if winner == "local" { (6, 7) } else { (4, 5) };
             Ok(Open {
                 id: r.get(0)?,
                 cl: r.get::<_, i64>(1)? as u64,
                 columns: crate::sql::in_row(2, column_list(&columns))?,
-                winner: version(r.get(hlc)?, r.get(device)?),
+                loser: version(r.get(hlc)?, r.get(device)?),
             })
         })?
         .collect::<Result<_, _>>()?
     };
     for c in open {
-        let overwrote_winner = |(col, overwrote): &(&str, Option<Version>)| {
-            c.columns.iter().any(|x| x.eq_ignore_ascii_case(col))
-                && c.winner.is_some()
-                && *overwrote >= c.winner
+        // A column stays disputed until a write arrives whose author had seen the
+        // losing write there.
+        let seen = |col: &String| {
+            written.iter().any(|(w, overwrote)| {
+                w.eq_ignore_ascii_case(col) && c.loser.is_some() && *overwrote >= c.loser
+            })
         };
-        if cl > c.cl || written.iter().any(overwrote_winner) {
+        let left: Vec<&String> = c.columns.iter().filter(|col| !seen(col)).collect();
+        if cl > c.cl || left.is_empty() {
             tx.prepare_cached(
                 "UPDATE shoal_conflicts SET status = 'closed', resolution = ?2 WHERE id = ?1",
             )?
@@ -295,9 +363,108 @@ pub(crate) fn close_superseded(
                     by.hlc
                 )
             ])?;
+        } else if left.len() < c.columns.len() {
+            tx.prepare_cached("UPDATE shoal_conflicts SET columns = ?2 WHERE id = ?1")?
+                .execute(rusqlite::params![
+                    c.id,
+                    serde_json::to_string(&left).unwrap_or_default()
+                ])?;
         }
     }
     Ok(())
+}
+
+/// A delete that `seen` describes ended the row's life `cl - 1`: the write conflicts
+/// of that life whose losing write the deleter had not seen lost to the delete too,
+/// and stay open as such; the others are moot.
+pub(crate) fn life_ended(
+    tx: &Transaction,
+    r: &mut Replica,
+    table: &str,
+    key: &[u8],
+    cl: u64,
+    seen: Option<Version>,
+) -> Result<()> {
+    if !any_open(tx, r)? {
+        return Ok(());
+    }
+    for (id, loser) in open_losers(tx, table, key, cl)? {
+        if loser.is_some_and(|l| shoal_core::merge::concurrent(l, seen)) {
+            tx.prepare_cached(
+                "UPDATE shoal_conflicts SET kind = 'update_delete', cl = ?2 WHERE id = ?1",
+            )?
+            .execute(rusqlite::params![id, cl as i64])?;
+        }
+    }
+    Ok(())
+}
+
+/// Another delete of the row's life `cl - 1` arrived whose author had seen `seen`: the
+/// writes it had seen lost to no delete, and their records are moot.
+pub(crate) fn deleter_saw(
+    tx: &Transaction,
+    r: &mut Replica,
+    table: &str,
+    key: &[u8],
+    cl: u64,
+    seen: Option<Version>,
+) -> Result<()> {
+    if !any_open(tx, r)? {
+        return Ok(());
+    }
+    for (id, loser) in open_losers(tx, table, key, cl + 1)? {
+        if loser.is_some() && loser <= seen {
+            tx.prepare_cached(
+                "UPDATE shoal_conflicts SET status = 'closed', resolution = 'another delete of the row had seen it' WHERE id = ?1",
+            )?
+            .execute([id])?;
+        }
+    }
+    Ok(())
+}
+
+/// The insert `loser` lost its row's life to another: its open record says so.
+pub(crate) fn lost_life(
+    tx: &Transaction,
+    r: &mut Replica,
+    table: &str,
+    key: &[u8],
+    cl: u64,
+    loser: Version,
+) -> Result<()> {
+    if !any_open(tx, r)? {
+        return Ok(());
+    }
+    for (id, l) in open_losers(tx, table, key, cl + 1)? {
+        if l == Some(loser) {
+            tx.prepare_cached(
+                "UPDATE shoal_conflicts SET kind = 'insert_collision' WHERE id = ?1 AND kind = 'concurrent_write'",
+            )?
+            .execute([id])?;
+        }
+    }
+    Ok(())
+}
+
+/// The open write conflicts of a row's lives before `cl`, with their losing writes.
+fn open_losers(
+    tx: &Transaction,
+    table: &str,
+    key: &[u8],
+    cl: u64,
+) -> Result<Vec<(String, Option<Version>)>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, winner, local_hlc, local_device, remote_hlc, remote_device FROM shoal_conflicts
+         WHERE tbl = ?1 AND key = ?2 AND cl < ?3 AND status IN ('pending', 'auto') AND kind != 'constraint'",
+    )?;
+    let found = stmt
+        .query_map(rusqlite::params![table, key, cl as i64], |r| {
+            let winner: String = r.get(1)?;
+            let (hlc, device) = if winner == "local" { (4, 5) } else { (2, 3) };
+            Ok((r.get(0)?, version(r.get(hlc)?, r.get(device)?)))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(found)
 }
 
 /// A conflict's stored list of columns.
@@ -477,7 +644,7 @@ pub(crate) fn resolve(
                     side.as_str()
                 ))
             })?;
-            write(tx, &table, &c.key, &values, alive).map_err(|e| cannot(e.to_string()))
+            write(tx, &table, &c.key, &values, &c.columns, alive).map_err(|e| cannot(e.to_string()))
         }
         (_, Resolution::Set(values)) => {
             for (col, _) in values {
@@ -488,7 +655,7 @@ pub(crate) fn resolve(
                     )));
                 }
             }
-            write(tx, &table, &c.key, values, alive).map_err(|e| cannot(e.to_string()))
+            write(tx, &table, &c.key, values, &c.columns, alive).map_err(|e| cannot(e.to_string()))
         }
     }
 }
@@ -544,6 +711,7 @@ fn write(
     table: &TrackedTable,
     key: &[Value],
     values: &[(String, Value)],
+    disputed: &[String],
     alive: bool,
 ) -> Result<()> {
     let binds: Vec<Bind<'_>> = values.iter().map(|(_, v)| v).chain(key).map(Bind).collect();
@@ -564,8 +732,15 @@ fn write(
                 rusqlite::params_from_iter(&binds),
             )?;
         }
-        let ops: Vec<(i64, Option<&str>)> =
+        // Every disputed column is written, those not set with the value they hold:
+        // a write that saw every losing value closes the record on every device.
+        let mut ops: Vec<(i64, Option<&str>)> =
             values.iter().map(|(c, _)| (2, Some(c.as_str()))).collect();
+        for c in disputed {
+            if !values.iter().any(|(v, _)| v.eq_ignore_ascii_case(c)) {
+                ops.push((2, Some(c.as_str())));
+            }
+        }
         log_ops(tx, table, key, &ops)
     } else {
         let names: Vec<String> = values

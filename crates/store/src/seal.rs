@@ -489,6 +489,10 @@ impl Builder {
         let mut written = Vec::with_capacity(columns.len());
         let mut seen = None;
         let values = current.unwrap_or_default();
+        // A row given to a group anew keeps its life: its insert overwrites, knowingly,
+        // the versions this device held, so that a device that holds both sees no
+        // clash between them.
+        let kept = (op == Op::Insert && cl == before).then(|| state.meta.clone());
         match op {
             Op::Insert => {
                 state.meta = RowMeta {
@@ -499,18 +503,21 @@ impl Builder {
             Op::Delete => {
                 let newest = state.meta.newest(&mut r.authors, tx)?;
                 seen = newest;
+                // What the life's writes had seen stays, for writes of it that arrive
+                // late, as on every device that applies this delete.
                 state.meta = RowMeta {
                     event: Some(self.ver),
                     seen: newest.map(|v| Ver::of(v, &mut r.authors, tx)).transpose()?,
-                    cells: Vec::new(),
+                    cells: std::mem::take(&mut state.meta.cells),
                 };
             }
             Op::Update => {}
         }
         for &i in &columns {
             let name = &table.columns[i];
-            let overwrote = match op {
-                Op::Update => state.meta.cell(name).map(|c| c.version),
+            let overwrote = match (op, &kept) {
+                (Op::Update, _) => state.meta.cell(name).map(|c| c.version),
+                (Op::Insert, Some(kept)) => kept.cell(name).map(|c| c.version),
                 _ => None,
             };
             let overwrote_version = overwrote
