@@ -134,12 +134,23 @@ pub fn enforce(store: &Store) -> Result<(), String> {
         .map_err(err)
 }
 
+/// Which open conflict records must be identical on every member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Records {
+    /// Every one: id, kind, columns and status.
+    All,
+    /// The constraint records. A column renamed and tracked again under its new name,
+    /// back and forth, can still leave a write conflict of another kind or with other
+    /// columns on one device.
+    Constraints,
+}
+
 /// What must be identical on every member: each shared table row by row, every
-/// column quoted; every open constraint record (id, table, key, status, detail);
-/// the rows set aside. The file must pass `integrity_check`, and every row
-/// `foreign_key_check` reports must have an open record. Lines that are not rows
-/// start with `!`.
-pub fn shared_state(store: &Store) -> Result<Vec<String>, String> {
+/// column quoted; every open conflict record (id, kind, table, key, status, columns,
+/// detail; see [`Records`]); the rows set aside. The file must pass
+/// `integrity_check`, and every row `foreign_key_check` reports must have an open
+/// record. Lines that are not rows start with `!`.
+pub fn shared_state(store: &Store, records: Records) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for t in SHARED {
         let columns = dump(
@@ -154,17 +165,14 @@ pub fn shared_state(store: &Store) -> Result<Vec<String>, String> {
             out.push(format!("{t}: {row}"));
         }
     }
-    // Open constraint records are decided by the commits alone: the same ids, columns
-    // and status everywhere. (Write conflicts are named by their losing write and
-    // mostly agree too, but not yet in every order writes and deletes can come in.)
-    let mut records: Vec<_> = store
-        .conflicts(false)
-        .map_err(err)?
-        .into_iter()
-        .filter(|c| c.kind == shoal_store::ConflictKind::Constraint)
-        .collect();
-    records.sort_by(|a, b| a.id.cmp(&b.id));
-    for c in records {
+    // Open records are decided by the commits alone, write conflicts and constraint
+    // ones alike. (A record closed is on record only where the clash came and went.)
+    let mut open = store.conflicts(false).map_err(err)?;
+    open.sort_by(|a, b| a.id.cmp(&b.id));
+    for c in open {
+        if records == Records::Constraints && c.kind != shoal_store::ConflictKind::Constraint {
+            continue;
+        }
         out.push(format!(
             "!conflict {} {:?} {} {} {:?} {:?} {}",
             c.id,

@@ -13,7 +13,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use shoal_core::GroupId;
-use shoal_sim::app::{SCHEMA, SHARED, Write, enforce, shared_state};
+use shoal_sim::app::{Records, SCHEMA, SHARED, Write, enforce, shared_state};
 use shoal_store::{Store, StoreOptions};
 
 #[derive(Clone, Debug)]
@@ -240,9 +240,10 @@ fn run(n: usize, steps: &[Step]) -> Result<(), TestCaseError> {
             }
         }
     }
-    let first = shared_state(&replicas[0].store).map_err(TestCaseError::fail)?;
+    let first =
+        shared_state(&replicas[0].store, Records::Constraints).map_err(TestCaseError::fail)?;
     for (i, r) in replicas.iter().enumerate().skip(1) {
-        let state = shared_state(&r.store).map_err(TestCaseError::fail)?;
+        let state = shared_state(&r.store, Records::Constraints).map_err(TestCaseError::fail)?;
         prop_assert_eq!(&state, &first, "replica {} and replica 0 differ", i);
     }
     Ok(())

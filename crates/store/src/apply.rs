@@ -387,6 +387,13 @@ fn merge(
                 let mut columns = Vec::new();
                 let mut raised = false;
                 for cell in &inc.cells {
+                    if !table
+                        .columns
+                        .iter()
+                        .any(|x| x.eq_ignore_ascii_case(&cell.column))
+                    {
+                        continue;
+                    }
                     let known = state.meta.cell(&cell.column).map(|c| c.overwrote);
                     let seen_here = known
                         .flatten()
@@ -468,10 +475,30 @@ fn merge(
         }
         RowAction::Replace if inc.op == Op::Delete => {
             if state.alive() {
-                conflict::life_ended(tx, r, &table.name, &blob, inc.cl, inc.seen)?;
-                // Each write the delete had not seen lost, with the columns it holds.
+                // A delete that ends this very life: each write of it the deleter had
+                // not seen lost, with the columns it holds. (One that ends a later life,
+                // unknown here, is no more in conflict with this one than where this
+                // life's writes arrive after it.)
+                let ends_this_life = inc.cl == state.cl + 1;
+                if ends_this_life {
+                    conflict::life_ended(tx, r, &table.name, &blob, inc.cl, inc.seen)?;
+                }
                 let mut lost: BTreeMap<Version, Vec<String>> = BTreeMap::new();
-                for cell in &state.meta.cells {
+                // Only columns tracked here now: a column that was renamed and tracked
+                // under its new name left its old name in the merge state.
+                let tracked = |c: &&CellMeta| {
+                    table
+                        .columns
+                        .iter()
+                        .any(|x| x.eq_ignore_ascii_case(&c.column))
+                };
+                for cell in state
+                    .meta
+                    .cells
+                    .iter()
+                    .filter(|_| ends_this_life)
+                    .filter(tracked)
+                {
                     let v = cell.version.resolve(&mut r.authors, tx)?;
                     if concurrent(v, inc.seen) {
                         lost.entry(v).or_default().push(cell.column.clone());

@@ -211,6 +211,9 @@ pub(crate) fn record(
     table: &TrackedTable,
     c: NewConflict<'_>,
 ) -> Result<bool> {
+    let mut c = c;
+    // In one order everywhere: devices may list a table's columns in other orders.
+    c.columns.sort_by_key(|c| c.to_lowercase());
     let key = key_blob(c.key);
     let id = id_of(&table.name, &c);
     let status = match (c.kind, table.policy) {
@@ -253,16 +256,22 @@ pub(crate) fn record(
                 "SELECT columns, status IN ('pending', 'auto'), kind FROM shoal_conflicts WHERE id = ?1",
             )?
             .query_row([&id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-        let kind = ConflictKind::parse(&kind).max(c.kind);
+        // Met again while open: as much as is known now. Closed: found anew.
+        let kind = if open {
+            ConflictKind::parse(&kind).max(c.kind)
+        } else {
+            c.kind
+        };
         let mut columns = if open { column_list(&old)? } else { Vec::new() };
         for c in &c.columns {
             if !columns.iter().any(|x| x.eq_ignore_ascii_case(c)) {
                 columns.push(c.clone());
             }
         }
-        columns.sort_by_key(|c| table.columns.iter().position(|x| x.eq_ignore_ascii_case(c)));
+        columns.sort_by_key(|c| c.to_lowercase());
         tx.prepare_cached(
-            "UPDATE shoal_conflicts SET columns = ?2, kind = ?4, cl = max(cl, ?5),
+            "UPDATE shoal_conflicts SET columns = ?2, kind = ?4,
+                 cl = CASE WHEN status IN ('pending', 'auto') THEN max(cl, ?5) ELSE ?5 END,
                  status = CASE WHEN status IN ('pending', 'auto') THEN status ELSE ?3 END,
                  resolution = CASE WHEN status IN ('pending', 'auto') THEN resolution END
              WHERE id = ?1",
@@ -465,6 +474,42 @@ fn open_losers(
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(found)
+}
+
+/// A table tracked again with `columns`: a column it no longer has (renamed, then
+/// tracked under its new name, which starts anew) leaves its open write conflicts, as
+/// on a device that never merged writes to it. A record left with none closes.
+pub(crate) fn keep_columns(tx: &Transaction, table: &str, columns: &[String]) -> Result<()> {
+    let open: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT id, columns FROM shoal_conflicts
+             WHERE tbl = ?1 AND status IN ('pending', 'auto') AND kind != 'constraint'",
+        )?
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, list) in open {
+        let old = column_list(&list)?;
+        let left: Vec<&String> = old
+            .iter()
+            .filter(|c| columns.iter().any(|x| x.eq_ignore_ascii_case(c)))
+            .collect();
+        if left.len() == old.len() {
+            continue;
+        }
+        if left.is_empty() {
+            tx.prepare_cached(
+                "UPDATE shoal_conflicts SET status = 'closed', resolution = 'its columns are no longer tracked' WHERE id = ?1",
+            )?
+            .execute([&id])?;
+        } else {
+            tx.prepare_cached("UPDATE shoal_conflicts SET columns = ?2 WHERE id = ?1")?
+                .execute(rusqlite::params![
+                    id,
+                    serde_json::to_string(&left).unwrap_or_default()
+                ])?;
+        }
+    }
+    Ok(())
 }
 
 /// A conflict's stored list of columns.

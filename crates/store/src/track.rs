@@ -99,6 +99,7 @@ fn refresh(tx: &Transaction, table: &str, policy: Option<Policy>) -> Result<Trac
                 "UPDATE shoal_tables SET name = ?2, key_columns = ?3, columns = ?4, policy = ?5, tracked = 1 WHERE id = ?1",
                 rusqlite::params![t.id, shape.name, keys_json, cols_json, policy.as_str()],
             )?;
+            crate::conflict::keep_columns(tx, &shape.name, &shape.columns)?;
             t.id
         }
         None => {

@@ -1163,3 +1163,59 @@ fn a_member_that_applied_withdrawn_commits_reports_a_fork() {
         x.responder.refused
     );
 }
+
+#[test]
+fn devices_that_hear_concurrent_writes_in_other_orders_hold_the_same_inbox() {
+    let w = World::new();
+    let mut writers: Vec<Store> = ["a", "b", "c"]
+        .iter()
+        .map(|n| w.replica(n, NOTES, &["notes"]))
+        .collect();
+    let mut d1 = w.replica("d1", NOTES, &["notes"]);
+    let mut d2 = w.replica("d2", NOTES, &["notes"]);
+    exec(
+        &writers[0],
+        "INSERT INTO notes VALUES ('n', 't', 'base', 0);",
+    );
+    for i in 1..3 {
+        let (x, y) = writers.split_at_mut(i);
+        sync(&mut x[0], &mut y[0]);
+    }
+    sync(&mut writers[0], &mut d1);
+    sync(&mut writers[0], &mut d2);
+    // Three writes to one column, none of whose authors saw another's.
+    for (i, s) in writers.iter_mut().enumerate() {
+        w.tick(10);
+        exec(
+            s,
+            &format!("UPDATE notes SET body = 'from {i}' WHERE id = 'n';"),
+        );
+        s.seal().expect("seal");
+    }
+    // d1 hears them oldest first, d2 newest first.
+    for i in [0, 1, 2] {
+        sync(&mut writers[i], &mut d1);
+    }
+    for i in [2, 0, 1] {
+        sync(&mut writers[i], &mut d2);
+    }
+    let open = |s: &Store| {
+        let mut ids: Vec<(String, Vec<String>)> = conflicts_of(s)
+            .into_iter()
+            .map(|c| (c.id, c.columns))
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(dump(&d1, "notes"), dump(&d2, "notes"));
+    // The two writes that lost, each one record, on both.
+    assert_eq!(open(&d1).len(), 2, "{:?}", conflicts_of(&d1));
+    assert_eq!(open(&d1), open(&d2));
+    // Everyone ends with the same inbox.
+    for s in &mut writers {
+        sync(s, &mut d1);
+    }
+    for s in &writers {
+        assert_eq!(open(s), open(&d1));
+    }
+}
