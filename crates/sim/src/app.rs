@@ -134,23 +134,12 @@ pub fn enforce(store: &Store) -> Result<(), String> {
         .map_err(err)
 }
 
-/// Which open conflict records must be identical on every member.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Records {
-    /// Every one: id, kind, columns and status.
-    All,
-    /// The constraint records. A column renamed and tracked again under its new name,
-    /// back and forth, can still leave a write conflict of another kind or with other
-    /// columns on one device.
-    Constraints,
-}
-
 /// What must be identical on every member: each shared table row by row, every
 /// column quoted; every open conflict record (id, kind, table, key, status, columns,
-/// detail; see [`Records`]); the rows set aside. The file must pass
+/// detail); the rows set aside. The file must pass
 /// `integrity_check`, and every row `foreign_key_check` reports must have an open
 /// record. Lines that are not rows start with `!`.
-pub fn shared_state(store: &Store, records: Records) -> Result<Vec<String>, String> {
+pub fn shared_state(store: &Store) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for t in SHARED {
         let columns = dump(
@@ -170,9 +159,6 @@ pub fn shared_state(store: &Store, records: Records) -> Result<Vec<String>, Stri
     let mut open = store.conflicts(false).map_err(err)?;
     open.sort_by(|a, b| a.id.cmp(&b.id));
     for c in open {
-        if records == Records::Constraints && c.kind != shoal_store::ConflictKind::Constraint {
-            continue;
-        }
         out.push(format!(
             "!conflict {} {:?} {} {} {:?} {:?} {}",
             c.id,

@@ -854,8 +854,7 @@ impl World {
         for &d in &members {
             let dev = &self.devices[d];
             let store = dev.store.as_ref().ok_or("no store")?;
-            let rows =
-                shared_state(store, app::Records::All).map_err(|e| format!("{}: {e}", dev.name))?;
+            let rows = shared_state(store).map_err(|e| format!("{}: {e}", dev.name))?;
             let mut vv: BTreeMap<DeviceId, Seq> = store.version_vector(&self.group).map_err(err)?.0;
             if let Some((r, after)) = revoked {
                 let rid = self.devices[r].id;

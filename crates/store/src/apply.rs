@@ -682,7 +682,7 @@ fn merge(
                         .collect(),
                 )
             };
-            if let Some(loser) = losing_insert.filter(|l| Some(*l) == event) {
+            if let Some(loser) = losing_insert {
                 conflict::lost_life(tx, r, &table.name, &blob, inc.cl, loser)?;
             }
             for (loser, (columns, winner)) in lost {

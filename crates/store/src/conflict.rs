@@ -215,6 +215,13 @@ pub(crate) fn record(
     // In one order everywhere: devices may list a table's columns in other orders.
     c.columns.sort_by_key(|c| c.to_lowercase());
     let key = key_blob(c.key);
+    // What a write's record is depends on the write, not on the path that found it.
+    if c.kind == ConflictKind::ConcurrentWrite
+        && let Some(loser) = c.loser()
+        && lost_its_life(tx, &table.name, &key, loser)?
+    {
+        c.kind = ConflictKind::InsertCollision;
+    }
     let id = id_of(&table.name, &c);
     let status = match (c.kind, table.policy) {
         (ConflictKind::Constraint, _) | (_, Policy::Review) => "pending",
@@ -284,6 +291,23 @@ pub(crate) fn record(
             c.cl as i64
         ])?;
         if !open {
+            // Found anew, perhaps against another write: both sides as they are now.
+            tx.prepare_cached(
+                "UPDATE shoal_conflicts SET winner = ?2, local_values = ?3, remote_values = ?4,
+                     local_hlc = ?5, local_device = ?6, remote_hlc = ?7, remote_device = ?8, found_hlc = ?9
+                 WHERE id = ?1",
+            )?
+            .execute(rusqlite::params![
+                id,
+                c.winner.as_str(),
+                values(&c.local_values),
+                values(&c.remote_values),
+                c.local.map(|v| v.hlc.0 as i64),
+                c.local.map(|v| v.author.0.to_vec()),
+                c.remote.hlc.0 as i64,
+                &c.remote.author.0[..],
+                load_hlc(tx)?.0 as i64,
+            ])?;
             r.open_conflicts = Some(true);
             return Ok(true);
         }
@@ -432,7 +456,8 @@ pub(crate) fn deleter_saw(
     Ok(())
 }
 
-/// The insert `loser` lost its row's life to another: its open record says so.
+/// The insert `loser` lost its row's life to another: kept, so that a record of any
+/// of its writes found later is an insert collision too, and its open records say so.
 pub(crate) fn lost_life(
     tx: &Transaction,
     r: &mut Replica,
@@ -441,6 +466,15 @@ pub(crate) fn lost_life(
     cl: u64,
     loser: Version,
 ) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO shoal_lost_inserts(tbl, key, hlc, device) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(rusqlite::params![
+        table,
+        key,
+        loser.hlc.0 as i64,
+        &loser.author.0[..]
+    ])?;
     if !any_open(tx, r)? {
         return Ok(());
     }
@@ -453,6 +487,18 @@ pub(crate) fn lost_life(
         }
     }
     Ok(())
+}
+
+/// Whether `write` is an insert known to have lost its row's life to another.
+fn lost_its_life(tx: &Transaction, table: &str, key: &[u8], write: Version) -> Result<bool> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM shoal_lost_inserts WHERE tbl = ?1 AND key = ?2 AND hlc = ?3 AND device = ?4)",
+        )?
+        .query_row(
+            rusqlite::params![table, key, write.hlc.0 as i64, &write.author.0[..]],
+            |r| r.get(0),
+        )?)
 }
 
 /// The open write conflicts of a row's lives before `cl`, with their losing writes.
@@ -476,37 +522,66 @@ fn open_losers(
     Ok(found)
 }
 
-/// A table tracked again with `columns`: a column it no longer has (renamed, then
-/// tracked under its new name, which starts anew) leaves its open write conflicts, as
-/// on a device that never merged writes to it. A record left with none closes.
-pub(crate) fn keep_columns(tx: &Transaction, table: &str, columns: &[String]) -> Result<()> {
-    let open: Vec<(String, String)> = tx
+/// Why a record whose every column left the table's tracked columns is closed.
+const UNTRACKED: &str = "its columns are no longer tracked";
+
+/// A table tracked again with `columns`. A column it no longer has (renamed, then
+/// tracked under its new name, which starts anew) leaves its write conflicts, as on a
+/// device that never merged writes to it, and a record left with none closes. The
+/// column is kept aside in the record with the merge state it had: tracked under
+/// that name again, it is in dispute again as it was (the writes to it made
+/// meanwhile are sealed or held, and meet it as they would have), and a record closed
+/// for want of columns opens again.
+///
+/// Opening a record here does not reach the replica's note of whether any is open:
+/// the caller forgets it.
+pub(crate) fn keep_columns(
+    tx: &Transaction,
+    table: &str,
+    policy: Policy,
+    columns: &[String],
+) -> Result<()> {
+    let found: Vec<(String, String, Option<String>, bool)> = tx
         .prepare_cached(
-            "SELECT id, columns FROM shoal_conflicts
-             WHERE tbl = ?1 AND status IN ('pending', 'auto') AND kind != 'constraint'",
+            "SELECT id, columns, parked, status IN ('pending', 'auto') FROM shoal_conflicts
+             WHERE tbl = ?1 AND kind != 'constraint'
+               AND (status IN ('pending', 'auto') OR (status = 'closed' AND resolution = ?2))",
         )?
-        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(rusqlite::params![table, UNTRACKED], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
-    for (id, list) in open {
-        let old = column_list(&list)?;
-        let left: Vec<&String> = old
-            .iter()
-            .filter(|c| columns.iter().any(|x| x.eq_ignore_ascii_case(c)))
-            .collect();
-        if left.len() == old.len() {
-            continue;
+    let tracked = |c: &String| columns.iter().any(|x| x.eq_ignore_ascii_case(c));
+    for (id, list, parked, open) in found {
+        let mut all = column_list(&list)?;
+        if let Some(parked) = &parked {
+            all.extend(column_list(parked)?);
         }
-        if left.is_empty() {
+        all.sort_by_key(|c| c.to_lowercase());
+        let (disputed, aside): (Vec<String>, Vec<String>) = all.into_iter().partition(tracked);
+        let status = match (open, disputed.is_empty()) {
+            (true, true) => Some(("closed", Some(UNTRACKED))),
+            (false, false) => Some((
+                match policy {
+                    Policy::Review => "pending",
+                    Policy::Lww => "auto",
+                },
+                None,
+            )),
+            _ => None,
+        };
+        let json = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
+        tx.prepare_cached("UPDATE shoal_conflicts SET columns = ?2, parked = ?3 WHERE id = ?1")?
+            .execute(rusqlite::params![
+                id,
+                json(&disputed),
+                (!aside.is_empty()).then(|| json(&aside))
+            ])?;
+        if let Some((status, resolution)) = status {
             tx.prepare_cached(
-                "UPDATE shoal_conflicts SET status = 'closed', resolution = 'its columns are no longer tracked' WHERE id = ?1",
+                "UPDATE shoal_conflicts SET status = ?2, resolution = ?3 WHERE id = ?1",
             )?
-            .execute([&id])?;
-        } else {
-            tx.prepare_cached("UPDATE shoal_conflicts SET columns = ?2 WHERE id = ?1")?
-                .execute(rusqlite::params![
-                    id,
-                    serde_json::to_string(&left).unwrap_or_default()
-                ])?;
+            .execute(rusqlite::params![id, status, resolution])?;
         }
     }
     Ok(())

@@ -174,7 +174,7 @@ fn restamp_refs(
     tables
 }
 
-/// Renames this device's versions in its conflict records.
+/// Renames this device's versions in its conflict records and lost inserts.
 fn restamp_conflicts(
     tx: &Transaction,
     r: &Replica,
@@ -197,6 +197,17 @@ fn restamp_conflicts(
             if let Some(new) = map(hlc as u64) {
                 update.execute(rusqlite::params![id, new as i64])?;
             }
+        }
+    }
+    let lost: Vec<i64> = tx
+        .prepare("SELECT hlc FROM shoal_lost_inserts WHERE device = ?1")?
+        .query_map([&r.device.0[..]], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update =
+        tx.prepare("UPDATE shoal_lost_inserts SET hlc = ?2 WHERE device = ?3 AND hlc = ?1")?;
+    for hlc in lost {
+        if let Some(new) = map(hlc as u64) {
+            update.execute(rusqlite::params![hlc, new as i64, &r.device.0[..]])?;
         }
     }
     Ok(())

@@ -61,11 +61,16 @@ pub(crate) fn take_back(
     // neither what was taken back nor what was rebuilt for the app's own writes.
     let tables = &Tables::load_with_untracked(tx)?;
     for ((table, blob), key) in &touched {
-        // The write conflicts of a row rebuilt are found again by the replay, as a
-        // device that never held what was taken back finds them.
+        // The write conflicts of a row rebuilt, and the inserts that lost its life,
+        // are found again by the replay, as a device that never held what was taken
+        // back finds them.
         tx.prepare_cached(
             "UPDATE shoal_conflicts SET status = 'closed', resolution = 'rebuilt without the commits taken back'
              WHERE tbl = ?1 COLLATE NOCASE AND key = ?2 AND status IN ('pending', 'auto') AND kind != 'constraint'",
+        )?
+        .execute(rusqlite::params![table, blob])?;
+        tx.prepare_cached(
+            "DELETE FROM shoal_lost_inserts WHERE tbl = ?1 COLLATE NOCASE AND key = ?2",
         )?
         .execute(rusqlite::params![table, blob])?;
         if let Some(t) = tables.get(table) {

@@ -534,7 +534,7 @@ mod tests {
         // Version 3's triggers skipped Shoal's own writes by looking at a marker table.
         a.conn
             .execute_batch(
-                "DROP TABLE shoal_columns; DROP TABLE shoal_shared; DROP TABLE shoal_oversized; DROP TABLE shoal_joins; DROP TABLE shoal_aside; UPDATE shoal_meta SET value = 3 WHERE key = 'schema';
+                "DROP TABLE shoal_columns; DROP TABLE shoal_shared; DROP TABLE shoal_oversized; DROP TABLE shoal_joins; DROP TABLE shoal_aside; DROP TABLE shoal_lost_inserts; ALTER TABLE shoal_conflicts DROP COLUMN parked; UPDATE shoal_meta SET value = 3 WHERE key = 'schema';
                  CREATE TABLE shoal_applying (on_ INTEGER);
                  DROP TRIGGER shoal_ins_1;
                  CREATE TRIGGER shoal_ins_1 AFTER INSERT ON notes

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{Result, StoreError};
 
 /// The schema version this code writes.
-pub(crate) const SCHEMA_VERSION: i64 = 6;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// Creates Shoal's tables. Runs inside the caller's transaction.
 pub(crate) fn create(conn: &Connection) -> Result<()> {
@@ -14,6 +14,7 @@ pub(crate) fn create(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA_V4)?;
     conn.execute_batch(SCHEMA_V5)?;
     conn.execute_batch(SCHEMA_V6)?;
+    conn.execute_batch(SCHEMA_V7)?;
     conn.execute(
         "INSERT INTO shoal_meta(key, value) VALUES ('schema', ?1)",
         [SCHEMA_VERSION],
@@ -43,10 +44,12 @@ pub(crate) fn check(conn: &Connection) -> Result<bool> {
             found: v,
             supported: SCHEMA_VERSION,
         }),
-        Some(2..=5) => {
+        Some(2..=6) => {
             // Version 3 added tables; version 4 numbers columns in `shoal_rows` and
             // makes the triggers anew; version 5 records which tables' rows each group
-            // was given; version 6 keeps rows set aside by a constraint. The upgrade
+            // was given; version 6 keeps rows set aside by a constraint; version 7
+            // keeps the inserts that lost their row's life and the columns of
+            // records not tracked for now. The upgrade
             // is done in place, all or nothing, holding the write lock, so that of
             // two processes opening the file at once the second finds it done.
             let own = conn.is_autocommit();
@@ -105,6 +108,10 @@ fn upgrade(conn: &Connection) -> Result<()> {
     }
     if from < 6 {
         conn.execute_batch(SCHEMA_V6)?;
+    }
+    if from < 7 {
+        // Inserts that lost before are not known; their records keep the kind they have.
+        conn.execute_batch(SCHEMA_V7)?;
     }
     conn.execute(
         "UPDATE shoal_meta SET value = ?1 WHERE key = 'schema'",
@@ -323,4 +330,23 @@ CREATE TABLE shoal_aside (
     conflict TEXT NOT NULL,
     PRIMARY KEY (tbl, key)
 ) WITHOUT ROWID;
+"#;
+
+/// What version 7 added: the inserts that lost their row's life, and the columns of
+/// conflict records that are not tracked for now.
+const SCHEMA_V7: &str = r#"
+-- Each insert that lost its row's life to another insert of the same key, so that a
+-- conflict record of any of its writes is an insert collision on every device,
+-- whenever and in whatever order the device found it.
+CREATE TABLE shoal_lost_inserts (
+    tbl TEXT NOT NULL,
+    key BLOB NOT NULL,
+    hlc INTEGER NOT NULL,
+    device BLOB NOT NULL,
+    PRIMARY KEY (tbl, key, hlc, device)
+) WITHOUT ROWID;
+
+-- A write conflict's columns that are not tracked now (JSON array), kept with it
+-- until they are again.
+ALTER TABLE shoal_conflicts ADD COLUMN parked TEXT;
 "#;

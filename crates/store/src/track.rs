@@ -38,6 +38,8 @@ pub(crate) fn track(
     policy: Option<Policy>,
 ) -> Result<TrackReport> {
     let mut report = refresh(tx, table, policy)?;
+    // Tracking again may open records again (see `conflict::keep_columns`).
+    r.open_conflicts = None;
     report.held_applied = import::import(tx, r, Vec::new())?.held_applied;
     Ok(report)
 }
@@ -99,7 +101,7 @@ fn refresh(tx: &Transaction, table: &str, policy: Option<Policy>) -> Result<Trac
                 "UPDATE shoal_tables SET name = ?2, key_columns = ?3, columns = ?4, policy = ?5, tracked = 1 WHERE id = ?1",
                 rusqlite::params![t.id, shape.name, keys_json, cols_json, policy.as_str()],
             )?;
-            crate::conflict::keep_columns(tx, &shape.name, &shape.columns)?;
+            crate::conflict::keep_columns(tx, &shape.name, policy, &shape.columns)?;
             t.id
         }
         None => {
@@ -166,6 +168,7 @@ pub(crate) fn follow_schema(tx: &Transaction, r: &mut Replica) -> Result<Vec<Sch
         let problem = SchemaProblem::new(&t.name, change, &db);
         if problem.followed() {
             refresh(tx, &t.name, None)?;
+            r.open_conflicts = None;
         } else {
             refused.push(problem);
         }
