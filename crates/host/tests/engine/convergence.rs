@@ -9,7 +9,9 @@
 //!
 //! Table `uniq` has a UNIQUE column `u`: of the live rows holding one value, the one
 //! whose newest write to `u` is the earliest (then the smallest key) stands; the others
-//! are set aside, absent from the table. A write the local table refuses is no write.
+//! are set aside, absent from the table. Table `checked` has a CHECK across its two
+//! columns (two writes that each keep their sum small can make it large together): a live row whose merged values break it is set aside, and back once they
+//! do not. A write the local table refuses is no write.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,7 +28,7 @@ struct Table {
     columns: &'static [&'static str],
 }
 
-const TABLES: [Table; 3] = [
+const TABLES: [Table; 4] = [
     Table {
         name: "items",
         keys: 1,
@@ -42,14 +44,23 @@ const TABLES: [Table; 3] = [
         keys: 1,
         columns: &["u", "w"],
     },
+    Table {
+        name: "checked",
+        keys: 1,
+        columns: &["lo", "hi"],
+    },
 ];
 
 /// The table with a UNIQUE column (its first).
 const UNIQ: usize = 2;
 
+/// The table with a CHECK that its two columns add up to less than 3.
+const CHECKED: usize = 3;
+
 const SCHEMA: &str = "CREATE TABLE items (id TEXT PRIMARY KEY, x, y);
                       CREATE TABLE pairs (k1 INTEGER, k2 TEXT, v, PRIMARY KEY (k1, k2)) WITHOUT ROWID;
-                      CREATE TABLE uniq (id TEXT PRIMARY KEY, u UNIQUE, w);";
+                      CREATE TABLE uniq (id TEXT PRIMARY KEY, u UNIQUE, w);
+                      CREATE TABLE checked (id TEXT PRIMARY KEY, lo, hi, CHECK (lo + hi < 3));";
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -142,8 +153,25 @@ fn fold(events: &BTreeSet<Event>) -> Rows {
 /// A live row of `uniq` holding a value: its claim, its key as stored, its key.
 type Claimant = ((Hlc, DeviceId), Vec<u8>, usize);
 
+/// The rows of `table` that its constraint sets aside.
+fn set_aside(events: &BTreeSet<Event>, rows: &Rows, table: usize) -> BTreeSet<usize> {
+    match table {
+        UNIQ => unique_aside(events, rows),
+        CHECKED => rows
+            .iter()
+            .filter(|((t, _), (cl, _))| *t == CHECKED && cl % 2 == 1)
+            .filter(|(_, (_, values))| match (&values[0], &values[1]) {
+                (Value::Integer(lo), Value::Integer(hi)) => lo + hi >= 3,
+                _ => false,
+            })
+            .map(|((_, key), _)| *key)
+            .collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
 /// The rows of `uniq` that the UNIQUE rule sets aside.
-fn set_aside(events: &BTreeSet<Event>, rows: &Rows) -> BTreeSet<usize> {
+fn unique_aside(events: &BTreeSet<Event>, rows: &Rows) -> BTreeSet<usize> {
     // Per value of `u`: the live rows holding it, by (claim, key as stored).
     let mut holders: BTreeMap<ModelValue, Vec<Claimant>> = BTreeMap::new();
     for (&(table, key), (cl, values)) in rows {
@@ -173,7 +201,7 @@ fn set_aside(events: &BTreeSet<Event>, rows: &Rows) -> BTreeSet<usize> {
 
 fn key_values(table: usize, key: usize) -> Vec<Value> {
     match table {
-        0 | UNIQ => vec![Value::Text(format!("k{key}").into_bytes())],
+        0 | UNIQ | CHECKED => vec![Value::Text(format!("k{key}").into_bytes())],
         _ => vec![
             Value::Integer(key as i64 % 2),
             Value::Text(format!("p{}", key / 2).into_bytes()),
@@ -183,11 +211,11 @@ fn key_values(table: usize, key: usize) -> Vec<Value> {
 
 /// What a table should hold according to the model, as `dump` returns it.
 fn expected(events: &BTreeSet<Event>, rows: &Rows, table: usize) -> Vec<Vec<Value>> {
-    let aside = set_aside(events, rows);
+    let aside = set_aside(events, rows, table);
     let mut out: Vec<Vec<Value>> = rows
         .iter()
         .filter(|((t, _), (cl, _))| *t == table && cl % 2 == 1)
-        .filter(|((t, key), _)| *t != UNIQ || !aside.contains(key))
+        .filter(|((_, key), _)| !aside.contains(key))
         .map(|((_, key), (_, values))| {
             let mut row = key_values(table, *key);
             row.extend(values.iter().cloned());
@@ -253,9 +281,9 @@ fn stored(v: Value) -> Value {
 fn step(replicas: usize) -> impl Strategy<Value = Step> {
     let r = 0..replicas;
     prop_oneof![
-        4 => (r.clone(), 0..3usize, 0..4usize, prop::collection::vec(value(), 2)).prop_map(|(replica, table, key, values)| Step::Write { replica, table, key, values }),
-        3 => (r.clone(), 0..3usize, 0..4usize, 0..2usize, value()).prop_map(|(replica, table, key, column, value)| Step::Update { replica, table, key, column, value }),
-        2 => (r.clone(), 0..3usize, 0..4usize).prop_map(|(replica, table, key)| Step::Delete { replica, table, key }),
+        4 => (r.clone(), 0..TABLES.len(), 0..4usize, prop::collection::vec(value(), 2)).prop_map(|(replica, table, key, values)| Step::Write { replica, table, key, values }),
+        3 => (r.clone(), 0..TABLES.len(), 0..4usize, 0..2usize, value()).prop_map(|(replica, table, key, column, value)| Step::Update { replica, table, key, column, value }),
+        2 => (r.clone(), 0..TABLES.len(), 0..4usize).prop_map(|(replica, table, key)| Step::Delete { replica, table, key }),
         3 => (r.clone(), r).prop_map(|(a, b)| Step::Merge { a, b }),
         1 => (0..3u64).prop_map(|ms| Step::Wait { ms }),
     ]
@@ -268,7 +296,13 @@ fn scenario() -> impl Strategy<Value = (usize, Vec<Step>)> {
 fn run(n: usize, steps: &[Step]) -> Result<(), TestCaseError> {
     let w = World::new();
     let mut stores: Vec<_> = (0..n)
-        .map(|i| w.replica(&format!("r{i}"), SCHEMA, &["items", "pairs", "uniq"]))
+        .map(|i| {
+            w.replica(
+                &format!("r{i}"),
+                SCHEMA,
+                &TABLES.iter().map(|t| t.name).collect::<Vec<_>>(),
+            )
+        })
         .collect();
     let mut seen: Vec<BTreeSet<Event>> = vec![BTreeSet::new(); n];
     for s in steps {
@@ -322,7 +356,7 @@ fn run(n: usize, steps: &[Step]) -> Result<(), TestCaseError> {
                 let alive = cl % 2 == 1;
                 // A row set aside is not in the local table: the app's statement
                 // finds nothing to change.
-                if table == UNIQ && set_aside(&seen[replica], &rows).contains(&key) {
+                if set_aside(&seen[replica], &rows, table).contains(&key) {
                     let report = stores[replica].seal().expect("seal");
                     prop_assert_eq!(report.commits, 0, "a write to a row set aside: {:?}", s);
                     continue;
@@ -359,17 +393,19 @@ fn run(n: usize, steps: &[Step]) -> Result<(), TestCaseError> {
                     }
                     v => stored(v.clone()),
                 };
-                // `u` takes few values, so that rows clash on it.
+                // `u`, `lo` and `hi` take few values, so that rows clash on them.
                 let small = |c: usize, v: Value| match (table, c, &v) {
-                    (UNIQ, 0, Value::Null) => Value::Null,
+                    (UNIQ | CHECKED, _, Value::Null) => Value::Null,
                     (UNIQ, 0, v) => Value::Integer(ModelValue::of(v).0.len() as i64 % 3),
+                    (CHECKED, _, v) => Value::Integer(ModelValue::of(v).0.len() as i64 % 3),
                     _ => v,
                 };
-                // A UNIQUE clash in the local table refuses the app's statement.
+                // A clash in the local table refuses the app's statement.
                 let refused = |r: rusqlite::Result<usize>| match r {
                     Ok(_) => false,
                     Err(rusqlite::Error::SqliteFailure(e, _))
-                        if table == UNIQ && e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                        if (table == UNIQ || table == CHECKED)
+                            && e.code == rusqlite::ErrorCode::ConstraintViolation =>
                     {
                         true
                     }
