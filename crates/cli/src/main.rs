@@ -420,7 +420,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let report = store.seal()?;
             output::seal(json, &report);
             if !json {
-                output::clock_ahead(store.status()?.clock_ahead_ms);
+                output::clock_ahead(store.status()?.clock_ahead_ms, db);
             }
         }
         Command::Merge { a, b } => {
@@ -431,13 +431,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut b_store = open(b)?;
             let report = merge(&mut a_store, &mut b_store)?;
             output::merge(json, a, b, &report);
-            for store in [&a_store, &b_store] {
+            for (store, db) in [(&a_store, a), (&b_store, b)] {
                 output::schema_problems(&store.schema_problems()?);
                 let status = store.status()?;
                 for o in status.oversized {
                     eprintln!("warning: {o}");
                 }
-                output::clock_ahead(status.clock_ahead_ms);
+                output::clock_ahead(status.clock_ahead_ms, db);
             }
         }
         Command::Log { db, limit } => output::log(json, &open(db)?.log(*limit)?),
@@ -449,7 +449,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 v["daemon"] = serde_json::to_value(&daemon)?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                output::status(false, &status);
+                output::status(false, &status, db);
                 match &daemon {
                     Some(d) => up::print_daemon(d),
                     None => println!("daemon     not running (`shoal up DB` keeps it in sync)"),

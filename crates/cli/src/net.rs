@@ -390,7 +390,7 @@ fn warn_clock(db: &Path, options: &StoreOptions, json: bool) {
         return;
     }
     if let Ok(status) = Store::open(db, options.clone()).and_then(|s| s.status()) {
-        crate::output::clock_ahead(status.clock_ahead_ms);
+        crate::output::clock_ahead(status.clock_ahead_ms, db);
     }
 }
 

@@ -74,11 +74,13 @@ pub(crate) fn seal(json: bool, r: &SealReport) {
 
 /// The warning that this device's commits are stamped so far ahead of its clock that
 /// members hold them, on standard error.
-pub(crate) fn clock_ahead(ahead_ms: Option<u64>) {
+pub(crate) fn clock_ahead(ahead_ms: Option<u64>, db: &Path) {
     if let Some(ahead) = ahead_ms {
         eprintln!(
-            "warning: this device's newest commit is stamped {} ahead of this machine's clock (it ran ahead once): members hold its commits, and every later one, until then; once this machine's clock is right, run `shoal restamp DB` to stamp them again",
-            days(ahead)
+            "warning: this device's newest commit in {} is stamped {} ahead of this machine's clock (it ran ahead once): members hold its commits, and every later one, until then; once this machine's clock is right, run `shoal restamp {}` to stamp them again",
+            db.display(),
+            days(ahead),
+            db.display()
         );
     }
 }
@@ -170,7 +172,7 @@ pub(crate) fn log(json: bool, commits: &[CommitSummary]) {
     }
 }
 
-pub(crate) fn status(json: bool, s: &Status) {
+pub(crate) fn status(json: bool, s: &Status, db: &Path) {
     if json {
         return print_json(s);
     }
@@ -181,7 +183,7 @@ pub(crate) fn status(json: bool, s: &Status) {
         );
     }
     println!("clock      {}", s.clock);
-    clock_ahead(s.clock_ahead_ms);
+    clock_ahead(s.clock_ahead_ms, db);
     for t in &s.tables {
         println!(
             "table      {} ({}{}; key {})",

@@ -573,7 +573,10 @@ fn a_device_whose_clock_ran_ahead_is_told_and_so_is_its_peer() {
     assert_eq!(status["future_commits"], 1, "{status}");
     // The advice works: a stamps the commit again, b drops the old one for it, and
     // a's later writes are not held either.
-    assert!(stderr.contains("shoal restamp"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("shoal restamp {}", p.db("a.db"))),
+        "{stderr}"
+    );
     let (out, _) = p.ok(&["restamp", &p.db("a.db")]);
     assert!(
         out.contains("stamped again 1 commit(s) in 1 group(s)"),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension};
 use shoal_core::{CommitHash, DeviceId, GroupId, Hlc, Seq, VersionVector};
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 
 /// A cache of the `shoal_authors` table. Rows there are never deleted or renumbered,
 /// so entries only go stale when a transaction that added them rolls back; the store
@@ -88,11 +88,19 @@ pub(crate) fn head(conn: &Connection, group: &GroupId, id: i64) -> Result<Head> 
         })
         .optional()?;
     let (seq, hash, hlc) = chain.unwrap_or((0, None, 0));
+    // No head yet: the chain starts from the zero hash.
+    let hash = match hash {
+        None => [0; 32],
+        Some(h) => h.try_into().map_err(|h: Vec<u8>| StoreError::Damaged {
+            what: "a chain head's hash".into(),
+            detail: format!("{} bytes, not 32", h.len()),
+        })?,
+    };
     Ok(Head {
         group: *group,
         id,
         seq: Seq(seq as u64),
-        hash: CommitHash(hash.and_then(|h| h.try_into().ok()).unwrap_or_default()),
+        hash: CommitHash(hash),
         hlc: Hlc(hlc as u64),
         forked,
     })
