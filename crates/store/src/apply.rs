@@ -484,21 +484,9 @@ fn merge(
                     conflict::life_ended(tx, r, &table.name, &blob, inc.cl, inc.seen)?;
                 }
                 let mut lost: BTreeMap<Version, Vec<String>> = BTreeMap::new();
-                // Only columns tracked here now: a column that was renamed and tracked
-                // under its new name left its old name in the merge state.
-                let tracked = |c: &&CellMeta| {
-                    table
-                        .columns
-                        .iter()
-                        .any(|x| x.eq_ignore_ascii_case(&c.column))
-                };
-                for cell in state
-                    .meta
-                    .cells
-                    .iter()
-                    .filter(|_| ends_this_life)
-                    .filter(tracked)
-                {
+                // A column of the merge state not tracked here now (renamed, and the
+                // table tracked under its new name) is kept aside in the record.
+                for cell in state.meta.cells.iter().filter(|_| ends_this_life) {
                     let v = cell.version.resolve(&mut r.authors, tx)?;
                     if concurrent(v, inc.seen) {
                         lost.entry(v).or_default().push(cell.column.clone());

@@ -119,8 +119,17 @@ pub(crate) fn capture_columns(
         if before.iter().any(|b| b.eq_ignore_ascii_case(name)) {
             continue;
         }
+        // A column the merge state knows (tracked under this name before, renamed away
+        // and back) holds what the app wrote to it while it went by another name: its
+        // default no longer says that nothing was written.
+        let known: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM shoal_columns WHERE tbl = ?1 AND name = ?2)",
+            )?
+            .query_row(rusqlite::params![t.id, name], |r| r.get(0))?;
         let column = format!("t.{}", ident(name));
         let condition = match default {
+            _ if known => "1".to_owned(),
             None => format!("{column} IS NOT NULL"),
             Some(d) => differs(&column, &format!("({d})")),
         };

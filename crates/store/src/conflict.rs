@@ -231,10 +231,23 @@ pub(crate) fn record(
         v.as_ref()
             .map(|v| postcard::to_stdvec(v).unwrap_or_default())
     };
+    let json = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
+    // A write's columns not tracked here now are kept aside (see `keep_columns`); a
+    // record with none other waits, closed, for them.
+    let (columns, parked) = if c.kind == ConflictKind::Constraint {
+        (c.columns.clone(), Vec::new())
+    } else {
+        split_tracked(&table.columns, c.columns.clone())
+    };
+    let (status, resolution) = if columns.is_empty() && !parked.is_empty() {
+        ("closed", Some(UNTRACKED))
+    } else {
+        (status, None)
+    };
     let inserted = tx
         .prepare_cached(
-            "INSERT OR IGNORE INTO shoal_conflicts(id, kind, tbl, key, cl, columns, winner, local_values, remote_values, local_hlc, local_device, remote_hlc, remote_device, refused, detail, status, found_hlc)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            "INSERT OR IGNORE INTO shoal_conflicts(id, kind, tbl, key, cl, columns, winner, local_values, remote_values, local_hlc, local_device, remote_hlc, remote_device, refused, detail, status, found_hlc, parked, resolution)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )?
         .execute(rusqlite::params![
             id,
@@ -242,7 +255,7 @@ pub(crate) fn record(
             table.name,
             key,
             c.cl as i64,
-            serde_json::to_string(&c.columns).unwrap_or_default(),
+            json(&columns),
             c.winner.as_str(),
             values(&c.local_values),
             values(&c.remote_values),
@@ -254,41 +267,58 @@ pub(crate) fn record(
             c.detail,
             status,
             load_hlc(tx)?.0 as i64,
+            (!parked.is_empty()).then(|| json(&parked)),
+            resolution,
         ])?;
     if inserted > 0 {
+        if resolution.is_some() {
+            return Ok(false);
+        }
         r.open_conflicts = Some(true);
     } else if c.kind != ConflictKind::Constraint {
-        let (old, open, kind): (String, bool, String) = tx
+        let (old, old_parked, open, kind): (String, Option<String>, bool, String) = tx
             .prepare_cached(
-                "SELECT columns, status IN ('pending', 'auto'), kind FROM shoal_conflicts WHERE id = ?1",
+                "SELECT columns, parked, status IN ('pending', 'auto'), kind FROM shoal_conflicts WHERE id = ?1",
             )?
-            .query_row([&id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            .query_row([&id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?;
         // Met again while open: as much as is known now. Closed: found anew.
         let kind = if open {
             ConflictKind::parse(&kind).max(c.kind)
         } else {
             c.kind
         };
-        let mut columns = if open { column_list(&old)? } else { Vec::new() };
-        for c in &c.columns {
-            if !columns.iter().any(|x| x.eq_ignore_ascii_case(c)) {
-                columns.push(c.clone());
+        let mut all = Vec::new();
+        if open {
+            all.extend(column_list(&old)?);
+            if let Some(p) = &old_parked {
+                all.extend(column_list(p)?);
             }
         }
-        columns.sort_by_key(|c| c.to_lowercase());
+        for c in &c.columns {
+            if !all.iter().any(|x| x.eq_ignore_ascii_case(c)) {
+                all.push(c.clone());
+            }
+        }
+        let (columns, parked) = split_tracked(&table.columns, all);
+        let waits = columns.is_empty();
         tx.prepare_cached(
-            "UPDATE shoal_conflicts SET columns = ?2, kind = ?4,
+            "UPDATE shoal_conflicts SET columns = ?2, parked = ?6, kind = ?4,
                  cl = CASE WHEN status IN ('pending', 'auto') THEN max(cl, ?5) ELSE ?5 END,
-                 status = CASE WHEN status IN ('pending', 'auto') THEN status ELSE ?3 END,
-                 resolution = CASE WHEN status IN ('pending', 'auto') THEN resolution END
+                 status = CASE WHEN ?7 THEN 'closed' WHEN status IN ('pending', 'auto') THEN status ELSE ?3 END,
+                 resolution = CASE WHEN ?7 THEN ?8 WHEN status IN ('pending', 'auto') THEN resolution END
              WHERE id = ?1",
         )?
         .execute(rusqlite::params![
             id,
-            serde_json::to_string(&columns).unwrap_or_default(),
+            json(&columns),
             status,
             kind.as_str(),
-            c.cl as i64
+            c.cl as i64,
+            (!parked.is_empty()).then(|| json(&parked)),
+            waits,
+            UNTRACKED,
         ])?;
         if !open {
             // Found anew, perhaps against another write: both sides as they are now.
@@ -308,6 +338,9 @@ pub(crate) fn record(
                 &c.remote.author.0[..],
                 load_hlc(tx)?.0 as i64,
             ])?;
+            if waits {
+                return Ok(false);
+            }
             r.open_conflicts = Some(true);
             return Ok(true);
         }
@@ -320,6 +353,14 @@ pub(crate) fn record(
         .execute(rusqlite::params![id, c.detail])?;
     }
     Ok(inserted > 0)
+}
+
+/// `columns` in one order, split into those of `tracked` and the others.
+fn split_tracked(tracked: &[String], mut columns: Vec<String>) -> (Vec<String>, Vec<String>) {
+    columns.sort_by_key(|c| c.to_lowercase());
+    columns
+        .into_iter()
+        .partition(|c| tracked.iter().any(|x| x.eq_ignore_ascii_case(c)))
 }
 
 /// Whether any conflict is open, asked of the file once and then kept up to date.
@@ -356,10 +397,11 @@ pub(crate) fn close_superseded(
         cl: u64,
         columns: Vec<String>,
         loser: Option<Version>,
+        parked: bool,
     }
     let open: Vec<Open> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, cl, columns, winner, local_hlc, local_device, remote_hlc, remote_device FROM shoal_conflicts
+            "SELECT id, cl, columns, winner, local_hlc, local_device, remote_hlc, remote_device, parked IS NOT NULL FROM shoal_conflicts
              WHERE tbl = ?1 AND key = ?2 AND status IN ('pending', 'auto') AND kind != 'constraint'",
         )?;
         stmt.query_map(rusqlite::params![table, key], |r| {
@@ -371,6 +413,7 @@ pub(crate) fn close_superseded(
                 cl: r.get::<_, i64>(1)? as u64,
                 columns: crate::sql::in_row(2, column_list(&columns))?,
                 loser: version(r.get(hlc)?, r.get(device)?),
+                parked: r.get(8)?,
             })
         })?
         .collect::<Result<_, _>>()?
@@ -384,7 +427,13 @@ pub(crate) fn close_superseded(
             })
         };
         let left: Vec<&String> = c.columns.iter().filter(|col| !seen(col)).collect();
-        if cl > c.cl || left.is_empty() {
+        if cl <= c.cl && left.is_empty() && c.parked {
+            // Its columns kept aside are still in dispute: it waits for them.
+            tx.prepare_cached(
+                "UPDATE shoal_conflicts SET columns = '[]', status = 'closed', resolution = ?2 WHERE id = ?1",
+            )?
+            .execute(rusqlite::params![c.id, UNTRACKED])?;
+        } else if cl > c.cl || left.is_empty() {
             tx.prepare_cached(
                 "UPDATE shoal_conflicts SET status = 'closed', resolution = ?2 WHERE id = ?1",
             )?
@@ -541,24 +590,30 @@ pub(crate) fn keep_columns(
     policy: Policy,
     columns: &[String],
 ) -> Result<()> {
-    let found: Vec<(String, String, Option<String>, bool)> = tx
+    // With whether the row is still in the life the record is of: a later life, or a
+    // delete, made a record closed meanwhile moot as it did the open ones.
+    let found: Vec<(String, String, Option<String>, bool, bool)> = tx
         .prepare_cached(
-            "SELECT id, columns, parked, status IN ('pending', 'auto') FROM shoal_conflicts
-             WHERE tbl = ?1 AND kind != 'constraint'
-               AND (status IN ('pending', 'auto') OR (status = 'closed' AND resolution = ?2))",
+            "SELECT c.id, c.columns, c.parked, c.status IN ('pending', 'auto'),
+                    EXISTS (SELECT 1 FROM shoal_rows r JOIN shoal_tables t ON t.id = r.tbl
+                            WHERE t.name = c.tbl AND r.key = c.key AND r.cl = c.cl)
+             FROM shoal_conflicts c
+             WHERE c.tbl = ?1 AND c.kind != 'constraint'
+               AND (c.status IN ('pending', 'auto') OR (c.status = 'closed' AND c.resolution = ?2))",
         )?
         .query_map(rusqlite::params![table, UNTRACKED], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
-    let tracked = |c: &String| columns.iter().any(|x| x.eq_ignore_ascii_case(c));
-    for (id, list, parked, open) in found {
+    for (id, list, parked, open, same_life) in found {
+        if !open && !same_life {
+            continue;
+        }
         let mut all = column_list(&list)?;
         if let Some(parked) = &parked {
             all.extend(column_list(parked)?);
         }
-        all.sort_by_key(|c| c.to_lowercase());
-        let (disputed, aside): (Vec<String>, Vec<String>) = all.into_iter().partition(tracked);
+        let (disputed, aside) = split_tracked(columns, all);
         let status = match (open, disputed.is_empty()) {
             (true, true) => Some(("closed", Some(UNTRACKED))),
             (false, false) => Some((
