@@ -366,8 +366,8 @@ fn a_record_of_a_column_tracked_under_another_name_meanwhile_stays_closed_by_a_d
 }
 
 /// A record whose column was tracked under another name while a write that had seen
-/// the losing write settled its other column waits for that column, and is open with
-/// it again once it is tracked under its name again, as on a device that kept it.
+/// the losing write settled its other column: tracked under its name again, the
+/// column's values are sealed anew, which settles it on every device.
 #[test]
 fn a_record_waits_for_its_column_tracked_under_another_name_meanwhile() {
     use Step::{Count, Item, Merge, Rename, Retrack, Wait};

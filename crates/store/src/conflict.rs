@@ -397,11 +397,10 @@ pub(crate) fn close_superseded(
         cl: u64,
         columns: Vec<String>,
         loser: Option<Version>,
-        parked: bool,
     }
     let open: Vec<Open> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, cl, columns, winner, local_hlc, local_device, remote_hlc, remote_device, parked IS NOT NULL FROM shoal_conflicts
+            "SELECT id, cl, columns, winner, local_hlc, local_device, remote_hlc, remote_device FROM shoal_conflicts
              WHERE tbl = ?1 AND key = ?2 AND status IN ('pending', 'auto') AND kind != 'constraint'",
         )?;
         stmt.query_map(rusqlite::params![table, key], |r| {
@@ -413,7 +412,6 @@ pub(crate) fn close_superseded(
                 cl: r.get::<_, i64>(1)? as u64,
                 columns: crate::sql::in_row(2, column_list(&columns))?,
                 loser: version(r.get(hlc)?, r.get(device)?),
-                parked: r.get(8)?,
             })
         })?
         .collect::<Result<_, _>>()?
@@ -427,13 +425,7 @@ pub(crate) fn close_superseded(
             })
         };
         let left: Vec<&String> = c.columns.iter().filter(|col| !seen(col)).collect();
-        if cl <= c.cl && left.is_empty() && c.parked {
-            // Its columns kept aside are still in dispute: it waits for them.
-            tx.prepare_cached(
-                "UPDATE shoal_conflicts SET columns = '[]', status = 'closed', resolution = ?2 WHERE id = ?1",
-            )?
-            .execute(rusqlite::params![c.id, UNTRACKED])?;
-        } else if cl > c.cl || left.is_empty() {
+        if cl > c.cl || left.is_empty() {
             tx.prepare_cached(
                 "UPDATE shoal_conflicts SET status = 'closed', resolution = ?2 WHERE id = ?1",
             )?
