@@ -223,7 +223,7 @@ pub(crate) fn record(
         c.kind = ConflictKind::InsertCollision;
     }
     let id = id_of(&table.name, &c);
-    let status = match (c.kind, table.policy) {
+    let open_status = match (c.kind, table.policy) {
         (ConflictKind::Constraint, _) | (_, Policy::Review) => "pending",
         (_, Policy::Lww) => "auto",
     };
@@ -242,7 +242,7 @@ pub(crate) fn record(
     let (status, resolution) = if columns.is_empty() && !parked.is_empty() {
         ("closed", Some(UNTRACKED))
     } else {
-        (status, None)
+        (open_status, None)
     };
     let inserted = tx
         .prepare_cached(
@@ -313,7 +313,7 @@ pub(crate) fn record(
         .execute(rusqlite::params![
             id,
             json(&columns),
-            status,
+            open_status,
             kind.as_str(),
             c.cl as i64,
             (!parked.is_empty()).then(|| json(&parked)),
