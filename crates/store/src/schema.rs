@@ -48,10 +48,10 @@ pub(crate) fn check(conn: &Connection) -> Result<bool> {
             // Version 3 added tables; version 4 numbers columns in `shoal_rows` and
             // makes the triggers anew; version 5 records which tables' rows each group
             // was given; version 6 keeps rows set aside by a constraint; version 7
-            // keeps the inserts that lost their row's life and the columns of
-            // records not tracked for now. The upgrade
-            // is done in place, all or nothing, holding the write lock, so that of
-            // two processes opening the file at once the second finds it done.
+            // keeps the inserts that lost their row's life and the columns of records
+            // not tracked for now. The upgrade is done in place, all or nothing,
+            // holding the write lock, so that of two processes opening the file at
+            // once the second finds it done.
             let own = conn.is_autocommit();
             conn.execute_batch(if own {
                 "BEGIN IMMEDIATE"
