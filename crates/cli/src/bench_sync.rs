@@ -84,12 +84,12 @@ pub(crate) fn run(rows: u64, json: bool) -> anyhow::Result<()> {
         let path = dir.path().join(format!("author{i}.db"));
         let mut other = replica(&path, &options)?;
         src.set_role("bench", &other.device(), Role::Member)?;
-        crate::merge(&mut src, &mut other)?;
+        crate::merge::merge_files(&mut src, &mut other)?;
         other.connection().execute(
             "INSERT INTO trades VALUES (?1, 'X', 1, 1.0, 'another author')",
             [format!("author-{i}")],
         )?;
-        crate::merge(&mut src, &mut other)?;
+        crate::merge::merge_files(&mut src, &mut other)?;
     }
     write_rows(&mut connect(&src_path)?, INSERT, rows)?;
     let started = Instant::now();

@@ -5,6 +5,8 @@ mod bench_live;
 mod bench_sync;
 mod child;
 mod demo;
+mod group;
+mod merge;
 mod net;
 mod output;
 mod up;
@@ -429,7 +431,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let mut a_store = open(a)?;
             let mut b_store = open(b)?;
-            let report = merge(&mut a_store, &mut b_store)?;
+            let report = merge::merge_files(&mut a_store, &mut b_store)?;
             output::merge(json, a, b, &report);
             for (store, db) in [(&a_store, a), (&b_store, b)] {
                 output::schema_problems(&store.schema_problems()?);
@@ -512,7 +514,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 GroupAction::List => output::groups(json, &store.groups()?),
                 GroupAction::Show { group } => {
-                    output::group(json, &one_group(&store, group.as_deref())?)
+                    output::group(json, &group::one_group(&store, group.as_deref())?)
                 }
                 GroupAction::Add {
                     group,
@@ -534,11 +536,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Members { db, group } => {
             let store = open(db)?;
-            output::members(json, &one_group(&store, group.as_deref())?);
+            output::members(json, &group::one_group(&store, group.as_deref())?);
         }
         Command::Revoke { db, group, device } => {
             let mut store = open(db)?;
-            let g = one_group(&store, group.as_deref())?;
+            let g = group::one_group(&store, group.as_deref())?;
             let g = store.revoke(&g.id.to_string(), &device.parse()?)?;
             output::members(json, &g);
         }
@@ -632,98 +634,4 @@ fn parse_sets(sets: &[String]) -> anyhow::Result<Vec<(String, Value)>> {
             Ok((col.trim().to_owned(), Value::parse_literal(value)))
         })
         .collect()
-}
-
-/// What a two-way merge moved.
-#[derive(Default, serde::Serialize)]
-pub(crate) struct MergeReport {
-    pub(crate) a_to_b: Direction,
-    pub(crate) b_to_a: Direction,
-    /// Groups whose session a side refused, and why.
-    pub(crate) skipped: Vec<String>,
-}
-
-/// One direction of a merge.
-#[derive(Default, serde::Serialize)]
-pub(crate) struct Direction {
-    pub(crate) commits: usize,
-    pub(crate) changes: usize,
-    pub(crate) conflicts: usize,
-    /// Row changes the receiver holds now, as its `status` counts them.
-    pub(crate) held: usize,
-    /// Commits the receiver holds waiting for earlier ones.
-    pub(crate) waiting: usize,
-    /// Commits the receiver holds because their clock is too far ahead of its own.
-    pub(crate) future: usize,
-    /// Commits the receiver held that their author withdrew, stamped again.
-    pub(crate) withdrawn: usize,
-    pub(crate) bytes: usize,
-    /// Commits the receiver refused, and why.
-    pub(crate) refused: Vec<String>,
-}
-
-/// The group named, or the only one there is.
-fn one_group(store: &Store, which: Option<&str>) -> anyhow::Result<shoal_core::Group> {
-    if let Some(which) = which {
-        return Ok(store.group(which)?);
-    }
-    let mut all = store.groups()?;
-    match all.len() {
-        1 => Ok(all.remove(0)),
-        0 => anyhow::bail!(
-            "this database knows no group yet: `shoal group create DB NAME --table TABLE` makes one"
-        ),
-        n => anyhow::bail!(
-            "this database knows {n} groups: name one with --group (`shoal group list DB`)"
-        ),
-    }
-}
-
-/// Syncs two files as two devices would: one session per group, in memory, each
-/// side sealing first and applying what it was sent once the session ends.
-pub(crate) fn merge(a: &mut Store, b: &mut Store) -> anyhow::Result<MergeReport> {
-    let mut report = MergeReport::default();
-    // Every log either file holds: the local group's, and each group's. A group one
-    // side does not know, or whose member the other side is not, is refused there
-    // as a peer on the network would refuse it.
-    let mut groups = a.group_ids()?;
-    for g in b.group_ids()? {
-        if !groups.contains(&g) {
-            groups.push(g);
-        }
-    }
-    for group in groups {
-        let x = shoal_host::exchange(a, b, group, shoal_proto::Config::default())?;
-        if let Some(refused) = x.refused {
-            report
-                .skipped
-                .push(format!("group {}: {refused}", group.short()));
-        }
-        report.a_to_b.add(&x.responder);
-        report.b_to_a.add(&x.initiator);
-    }
-    report.a_to_b.counts(b)?;
-    report.b_to_a.counts(a)?;
-    Ok(report)
-}
-
-impl Direction {
-    /// Adds what a receiving side counted in one group's session.
-    fn add(&mut self, s: &shoal_host::GroupSync) {
-        self.commits += s.applied as usize;
-        self.changes += s.changes as usize;
-        self.conflicts += s.conflicts as usize;
-        self.bytes += s.bytes_in as usize;
-        self.withdrawn += s.withdrawn as usize;
-        self.refused.extend(s.refused.iter().cloned());
-    }
-
-    /// What the receiver holds back now, as its `status` counts it.
-    fn counts(&mut self, to: &Store) -> shoal_store::Result<()> {
-        let status = to.status()?;
-        self.held = status.held.iter().map(|h| h.count as usize).sum();
-        self.waiting = status.waiting_commits as usize;
-        self.future = status.future_commits as usize;
-        Ok(())
-    }
 }

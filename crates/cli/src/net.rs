@@ -139,7 +139,7 @@ pub(crate) fn invite(
     json: bool,
 ) -> anyhow::Result<()> {
     let mut store = Store::open(db, options.clone())?;
-    let group = crate::one_group(&store, req.group)?;
+    let group = crate::group::one_group(&store, req.group)?;
     let invite = store.create_invite(
         &group.id.to_string(),
         req.role,

@@ -7,7 +7,7 @@ use serde_json::json;
 use shoal_core::{DeviceId, Hlc, Value};
 use shoal_store::{CommitSummary, Conflict, SealReport, Side, Status, Store, TrackReport};
 
-use crate::MergeReport;
+use crate::merge::{Direction, MergeReport};
 
 fn print_json(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -118,7 +118,7 @@ pub(crate) fn merge(json: bool, a: &Path, b: &Path, r: &MergeReport) {
     if json {
         return print_json(r);
     }
-    let line = |from: &Path, to: &Path, d: &crate::Direction| {
+    let line = |from: &Path, to: &Path, d: &Direction| {
         println!(
             "{} -> {}: {} commit(s), {} change(s) applied, {} conflict(s), {} held, {} bytes",
             from.display(),

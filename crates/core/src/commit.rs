@@ -7,15 +7,17 @@
 //! chain and membership checks need the store and happen there.
 
 use std::collections::HashSet;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Hlc;
 use crate::error::CoreError;
+pub use crate::group::MAX_NAME_BYTES;
 use crate::group::{GroupOp, MAX_OPS_PER_COMMIT, check_plain_name, check_table_name};
+pub use crate::identity::Seq;
 use crate::identity::{DeviceId, DeviceKey, GroupId};
 use crate::value::Value;
+pub use crate::version::{CommitHash, Op, Version, VersionRef};
 use crate::view::{BodyView, CommitHead};
 
 /// The commit format this code writes and the only one it reads.
@@ -24,61 +26,7 @@ pub const FORMAT: u8 = 1;
 pub const MAX_COMMIT_BYTES: usize = 16 << 20;
 /// The most primary-key columns a tracked table may have.
 pub const MAX_KEY_COLUMNS: usize = 8;
-/// The longest table or column name accepted.
-pub const MAX_NAME_BYTES: usize = 512;
 const SIGNATURE_CONTEXT: &[u8] = b"shoal commit v1\0";
-
-/// An author's sequence number: 1 for its first commit, then one more each time.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
-pub struct Seq(pub u64);
-
-/// The BLAKE3 hash of a commit body.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
-pub struct CommitHash(pub [u8; 32]);
-
-/// Who wrote a value, and when: the total order that last-writer-wins follows.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
-pub struct Version {
-    /// The clock of the commit that carried the write.
-    pub hlc: Hlc,
-    /// The device that wrote it; breaks ties between equal clocks.
-    pub author: DeviceId,
-}
-
-/// A [`Version`] inside a commit body, its author given as an index: 0 is the commit's
-/// author, `i > 0` is `CommitBody::authors[i - 1]`.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct VersionRef {
-    /// The clock of the write.
-    pub hlc: Hlc,
-    /// Index of its author, as above.
-    pub author: u32,
-}
-
-impl VersionRef {
-    /// The version this names in a commit by `author` whose author list is `authors`.
-    pub fn resolve(self, author: DeviceId, authors: &[DeviceId]) -> Option<Version> {
-        let author = match self.author {
-            0 => author,
-            i => *authors.get(i as usize - 1)?,
-        };
-        Some(Version {
-            hlc: self.hlc,
-            author,
-        })
-    }
-}
-
-/// What a row change does to its row.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub enum Op {
-    /// Creates the row (or brings it back): every column is written.
-    Insert,
-    /// Writes some columns of a live row.
-    Update,
-    /// Deletes the row.
-    Delete,
-}
 
 /// The body of a commit: everything that is hashed and signed.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
@@ -483,30 +431,6 @@ impl SignedCommit {
             body,
             signed: self,
         })
-    }
-}
-
-impl fmt::Display for Seq {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl fmt::Debug for Seq {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Seq({})", self.0)
-    }
-}
-
-impl fmt::Display for CommitHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for CommitHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CommitHash({})", &hex::encode(self.0)[..10])
     }
 }
 

@@ -1,7 +1,6 @@
 //! The errors of the core layer: malformed, forged or inconsistent data.
 
-use crate::commit::Seq;
-use crate::identity::DeviceId;
+use crate::identity::{BadId, DeviceId, Seq};
 
 /// What went wrong while decoding, verifying or building core data.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -57,15 +56,8 @@ pub enum CoreError {
         max_drift_ms: u64,
     },
     /// A device or group id was not valid hexadecimal of the right length.
-    #[error("{what} {input:?} is not valid: expected {expected}")]
-    BadId {
-        /// Which kind of id.
-        what: &'static str,
-        /// The text given.
-        input: String,
-        /// What a valid one looks like.
-        expected: &'static str,
-    },
+    #[error(transparent)]
+    BadId(#[from] BadId),
     /// The operating system could not supply randomness for a new key.
     #[error("could not get randomness from the operating system: {reason}")]
     NoRandomness {

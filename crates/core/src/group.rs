@@ -20,10 +20,12 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Hlc;
-use crate::commit::{MAX_NAME_BYTES, Seq, Version};
 use crate::error::CoreError;
-use crate::identity::{DeviceId, GroupId};
+use crate::identity::{BadId, DeviceId, GroupId, Seq};
+use crate::version::Version;
 
+/// The longest table or column name accepted.
+pub const MAX_NAME_BYTES: usize = 512;
 /// The longest group name accepted.
 pub const MAX_GROUP_NAME_BYTES: usize = 256;
 /// The most group operations one commit may carry.
@@ -77,11 +79,11 @@ impl FromStr for Role {
             "reader" => Ok(Role::Reader),
             "member" => Ok(Role::Member),
             "admin" => Ok(Role::Admin),
-            _ => Err(CoreError::BadId {
+            _ => Err(CoreError::BadId(BadId {
                 what: "role",
                 input: s.to_owned(),
                 expected: "admin, member or reader",
-            }),
+            })),
         }
     }
 }

@@ -6,7 +6,9 @@ use std::str::FromStr;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::error::CoreError;
+/// An author's sequence number: 1 for its first commit, then one more each time.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct Seq(pub u64);
 
 /// A device's public key, which is also its identity everywhere in Shoal.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -36,15 +38,6 @@ impl DeviceId {
 }
 
 impl DeviceKey {
-    /// Makes a new key from the operating system's randomness.
-    pub fn generate() -> Result<Self, CoreError> {
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| CoreError::NoRandomness {
-            reason: e.to_string(),
-        })?;
-        Ok(Self::from_seed(seed))
-    }
-
     /// Rebuilds a key from its 32-byte secret seed.
     pub fn from_seed(seed: [u8; 32]) -> Self {
         Self(SigningKey::from_bytes(&seed))
@@ -83,8 +76,20 @@ impl Default for GroupId {
     }
 }
 
-fn parse_hex32(what: &'static str, s: &str) -> Result<[u8; 32], CoreError> {
-    let bad = || CoreError::BadId {
+/// Text that does not name what it should: an id, a role.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {input:?} is not valid: expected {expected}")]
+pub struct BadId {
+    /// Which kind of id.
+    pub what: &'static str,
+    /// The text given.
+    pub input: String,
+    /// What a valid one looks like.
+    pub expected: &'static str,
+}
+
+fn parse_hex32(what: &'static str, s: &str) -> Result<[u8; 32], BadId> {
+    let bad = || BadId {
         what,
         input: s.to_owned(),
         expected: "64 hexadecimal digits",
@@ -94,16 +99,28 @@ fn parse_hex32(what: &'static str, s: &str) -> Result<[u8; 32], CoreError> {
 }
 
 impl FromStr for DeviceId {
-    type Err = CoreError;
+    type Err = BadId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         parse_hex32("device id", s).map(DeviceId)
     }
 }
 
 impl FromStr for GroupId {
-    type Err = CoreError;
+    type Err = BadId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         parse_hex32("group id", s).map(GroupId)
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Seq({})", self.0)
     }
 }
 
@@ -156,10 +173,7 @@ mod tests {
     fn ids_parse_from_their_display_form_and_reject_garbage() {
         let id = DeviceKey::from_seed([1; 32]).id();
         assert_eq!(id.to_string().parse::<DeviceId>(), Ok(id));
-        assert!(matches!(
-            "abc".parse::<DeviceId>(),
-            Err(CoreError::BadId { .. })
-        ));
+        assert!(matches!("abc".parse::<DeviceId>(), Err(BadId { .. })));
         assert!("zz".repeat(32).parse::<GroupId>().is_err());
     }
 }

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod invite;
 pub mod merge;
 pub mod value;
+pub mod version;
 pub mod view;
 pub mod vv;
 

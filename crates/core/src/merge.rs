@@ -6,7 +6,7 @@
 //! column is last-writer-wins by [`Version`], a total order. Both are maxima over the
 //! set of writes, which is what makes applying idempotent, commutative and associative.
 
-use crate::commit::{Op, Version};
+use crate::version::{Op, Version};
 
 /// What applying a row change should do, given the local causal length.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

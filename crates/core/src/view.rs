@@ -15,10 +15,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Hlc;
-use crate::commit::{CommitHash, Op, Seq, Version, VersionRef};
 use crate::error::CoreError;
 use crate::group::GroupOp;
-use crate::identity::{DeviceId, GroupId};
+use crate::identity::{DeviceId, GroupId, Seq};
+use crate::version::{CommitHash, Op, Version, VersionRef};
 
 /// Every field of a [`CommitBody`](crate::CommitBody) before its tables, in its order:
 /// the part of a commit that chain, clock and membership checks read.

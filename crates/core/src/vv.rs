@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::commit::Seq;
 use crate::identity::DeviceId;
+use crate::identity::Seq;
 
 /// What a database has: author → highest contiguous seq.
 #[derive(Clone, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]

@@ -14,11 +14,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_core::DeviceId;
-use shoal_net::{InviteTicket, PeerSpec};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
 
-use crate::daemon::Inner;
 use crate::error::DaemonError;
 use crate::event::Event;
 
@@ -82,7 +80,7 @@ pub(crate) fn claim(data_dir: &Path, device: &DeviceId) -> Result<UnixListener, 
 }
 
 /// Answers requests on `listener` until the daemon stops.
-pub(crate) async fn serve(listener: UnixListener, inner: Arc<Inner>) {
+pub(crate) async fn serve(listener: UnixListener, inner: Arc<impl Answer>) {
     let listener = match tokio::net::UnixListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -103,7 +101,7 @@ pub(crate) async fn serve(listener: UnixListener, inner: Arc<Inner>) {
     }
 }
 
-async fn answer(stream: tokio::net::UnixStream, inner: Arc<Inner>) -> std::io::Result<()> {
+async fn answer(stream: tokio::net::UnixStream, inner: Arc<impl Answer>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = tokio::io::BufReader::new(read.take(MAX_REQUEST as u64)).lines();
     let Some(line) = lines.next_line().await? else {
@@ -132,7 +130,7 @@ async fn answer(stream: tokio::net::UnixStream, inner: Arc<Inner>) -> std::io::R
             write.write_all(format!("{line}\n").as_bytes()).await?;
         }
     }
-    let answer = match handle(&inner, request).await {
+    let answer = match inner.answer(request).await {
         Ok(v) => serde_json::json!({ "ok": v }),
         Err(e) => serde_json::json!({ "error": e.to_string() }),
     };
@@ -140,30 +138,16 @@ async fn answer(stream: tokio::net::UnixStream, inner: Arc<Inner>) -> std::io::R
     Ok(())
 }
 
-async fn handle(inner: &Arc<Inner>, request: Request) -> Result<serde_json::Value, DaemonError> {
-    let json = |v: Result<serde_json::Value, serde_json::Error>| {
-        v.map_err(|e| DaemonError::Internal(e.to_string()))
-    };
-    match request {
-        Request::Status => json(serde_json::to_value(inner.status().await?)),
-        Request::Addr => Ok(serde_json::Value::String(inner.addr().await)),
-        Request::Sync { group, peers } => {
-            let group = match group {
-                Some(g) => Some(inner.group_id(g).await?),
-                None => None,
-            };
-            let peers = peers
-                .iter()
-                .map(|p| p.parse::<PeerSpec>())
-                .collect::<Result<Vec<_>, _>>()?;
-            json(serde_json::to_value(inner.sync_now(group, &peers).await?))
-        }
-        Request::Join { ticket } => {
-            let ticket: InviteTicket = ticket.parse()?;
-            json(serde_json::to_value(inner.join(&ticket).await?))
-        }
-        Request::Events => Err(DaemonError::Internal("events are streamed".into())),
-    }
+/// What answers control requests: the running daemon.
+pub(crate) trait Answer: Send + Sync + 'static {
+    /// Events from now on, for a client that asked to follow them.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
+
+    /// The answer to one request (never [`Request::Events`]).
+    fn answer(
+        self: Arc<Self>,
+        request: Request,
+    ) -> impl Future<Output = Result<serde_json::Value, DaemonError>> + Send;
 }
 
 /// A running daemon, as seen by a command.

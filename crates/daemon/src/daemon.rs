@@ -25,11 +25,12 @@ use tracing::{Instrument, debug, info, warn};
 use crate::addresses::{AddressBook, MAX_BYTES, MAX_ENTRIES};
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::control;
+use crate::control::{self, Request};
 use crate::error::DaemonError;
 use crate::event::Event;
 use crate::status::{DaemonStatus, GroupStatus, PeerStatus};
 use crate::watch::Watcher;
+use shoal_net::InviteTicket;
 
 /// How many attempt times a peer's status keeps.
 const ATTEMPTS_KEPT: usize = 32;
@@ -1256,4 +1257,37 @@ fn observed_addr(conn: &Connection) -> Option<EndpointAddr> {
 /// A moment `after` from now, in ms since the epoch.
 fn wall_ms(after: Duration) -> u64 {
     system_now_ms() + after.as_millis() as u64
+}
+
+impl control::Answer for Inner {
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
+        Inner::subscribe(self)
+    }
+
+    async fn answer(self: Arc<Self>, request: Request) -> Result<serde_json::Value, DaemonError> {
+        let inner = &self;
+        let json = |v: Result<serde_json::Value, serde_json::Error>| {
+            v.map_err(|e| DaemonError::Internal(e.to_string()))
+        };
+        match request {
+            Request::Status => json(serde_json::to_value(inner.status().await?)),
+            Request::Addr => Ok(serde_json::Value::String(inner.addr().await)),
+            Request::Sync { group, peers } => {
+                let group = match group {
+                    Some(g) => Some(inner.group_id(g).await?),
+                    None => None,
+                };
+                let peers = peers
+                    .iter()
+                    .map(|p| p.parse::<PeerSpec>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                json(serde_json::to_value(inner.sync_now(group, &peers).await?))
+            }
+            Request::Join { ticket } => {
+                let ticket: InviteTicket = ticket.parse()?;
+                json(serde_json::to_value(inner.join(&ticket).await?))
+            }
+            Request::Events => Err(DaemonError::Internal("events are streamed".into())),
+        }
+    }
 }

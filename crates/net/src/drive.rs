@@ -7,14 +7,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iroh::endpoint::{RecvStream, SendStream};
-use shoal_core::DeviceId;
+use shoal_core::{DeviceId, GroupId};
 use shoal_host::{Done, GroupSync, Host, HostError, Trust};
 use shoal_proto::Session;
 use shoal_store::{Store, StoreError};
 use tracing::{debug, warn};
 
 use crate::error::NetError;
-use crate::node::Progress;
+
+/// How far a session has got, reported while it runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// The peer.
+    pub peer: DeviceId,
+    /// The group.
+    pub group: GroupId,
+    /// Commits sent so far.
+    pub pushed: u64,
+    /// Commits received so far.
+    pub pulled: u64,
+    /// Bytes both ways so far.
+    pub bytes: u64,
+}
 
 /// A database connection shared by tasks.
 pub type SharedStore = Arc<Mutex<Store>>;

@@ -14,12 +14,9 @@ mod node;
 mod peer;
 mod ticket;
 
-pub use drive::{SharedStore, with_store};
+pub use drive::{Progress, SharedStore, with_store};
 pub use error::NetError;
-pub use node::{JoinSummary, Node, NodeConfig, PeerSync, Progress, Relay};
+pub use node::{ALPN, JoinSummary, Node, NodeConfig, PeerSync, Relay};
 pub use peer::PeerSpec;
 pub use shoal_host::GroupSync;
 pub use ticket::InviteTicket;
-
-/// The one application protocol Shoal speaks on an iroh connection.
-pub const ALPN: &[u8] = b"shoal/sync/1";

@@ -14,11 +14,13 @@ use shoal_proto::{Config, InviteClaim, Local, Session, invite_proof};
 use shoal_store::{Store, StoreOptions};
 use tracing::{info, warn};
 
-use crate::ALPN;
-use crate::drive::{SharedStore, drive, with_store};
+use crate::drive::{Progress, SharedStore, drive, with_store};
 use crate::error::NetError;
 use crate::peer::PeerSpec;
 use crate::ticket::InviteTicket;
+
+/// The one application protocol Shoal speaks on an iroh connection.
+pub const ALPN: &[u8] = b"shoal/sync/1";
 
 /// Which relays to use: what lets devices behind NATs reach each other when no
 /// direct path works.
@@ -52,21 +54,6 @@ pub struct NodeConfig {
     /// Use no direct paths at all, only the relay (tests of the relay path).
     #[doc(hidden)]
     pub relay_only: bool,
-}
-
-/// How far a session has got, reported while it runs.
-#[derive(Clone, Copy, Debug)]
-pub struct Progress {
-    /// The peer.
-    pub peer: DeviceId,
-    /// The group.
-    pub group: GroupId,
-    /// Commits sent so far.
-    pub pushed: u64,
-    /// Commits received so far.
-    pub pulled: u64,
-    /// Bytes both ways so far.
-    pub bytes: u64,
 }
 
 fn from_string<'de, D: serde::Deserializer<'de>, T: std::str::FromStr>(d: D) -> Result<T, D::Error>
@@ -698,7 +685,7 @@ impl Node {
         store: &SharedStore,
         start: Instant,
         progress: &(dyn Fn(Progress) + Send + Sync),
-    ) -> Result<crate::GroupSync, NetError> {
+    ) -> Result<shoal_host::GroupSync, NetError> {
         let peer = session.remote();
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| NetError::Stream {
             peer: peer.to_string(),

@@ -25,16 +25,18 @@
 //! kind's limit before its body is read; every field is checked before an event
 //! reaches the caller.
 
+mod codec;
 mod error;
 mod frame;
 mod message;
 mod session;
 
+pub use codec::{pack_commits, unpack_commits};
 pub use error::ProtoError;
 pub use frame::{Decoder, HEADER_LEN, Kind, encode_frame};
 pub use message::{
     Ack, Done, Fingerprint, Heads, Hello, InviteClaim, InviteProblem, MAX_BATCH_BYTES,
     MAX_DETAIL_BYTES, MAX_VECTOR_AUTHORS, MAX_WINDOW, Reason, Refusal, TARGET_BATCH_BYTES, VERSION,
-    Welcome, invite_proof, pack_commits, unpack_commits,
+    Welcome, invite_proof,
 };
 pub use session::{Config, Event, Local, Session, Side, Stats};

@@ -6,12 +6,15 @@ use shoal_core::commit::SignedCommit;
 use shoal_core::identity::{DeviceId, GroupId};
 use shoal_core::vv::VersionVector;
 
+use crate::codec::{
+    check_heads, check_vector, decode, decode_batch, encode, encode_batch, leading_version,
+    pack_one,
+};
 use crate::error::ProtoError;
 use crate::frame::{Decoder, Kind, encode_frame};
 use crate::message::{
     Ack, Done, Fingerprint, Heads, Hello, InviteClaim, MAX_DETAIL_BYTES, MAX_WINDOW, Reason,
-    Refusal, TARGET_BATCH_BYTES, VERSION, Welcome, check_heads, check_vector, decode, decode_batch,
-    encode, encode_batch, leading_version, pack_one,
+    Refusal, TARGET_BATCH_BYTES, VERSION, Welcome,
 };
 
 /// Which end of the stream this session is.
