@@ -1,4 +1,5 @@
-//! Device and group identity: an Ed25519 key pair per device, its public key as id.
+//! Identity: devices and groups (an Ed25519 key pair per device, its public key as
+//! id), and the sequence numbers that name an author's commits.
 
 use std::fmt;
 use std::str::FromStr;
