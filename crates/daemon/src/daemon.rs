@@ -14,8 +14,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shoal_core::{DeviceId, Group, GroupId, VersionVector};
 use shoal_net::{
-    GroupSync, JoinSummary, Node, NodeConfig, PeerSpec, PeerSync, Progress, Relay, SharedStore,
-    with_store,
+    GroupSync, InviteTicket, JoinSummary, Node, NodeConfig, PeerSpec, PeerSync, Progress, Relay,
+    SharedStore, with_store,
 };
 use shoal_store::{OpenConflict, Store, StoreError, StoreOptions, system_now_ms};
 use tokio::sync::{Notify, broadcast, watch};
@@ -30,7 +30,6 @@ use crate::error::DaemonError;
 use crate::event::Event;
 use crate::status::{DaemonStatus, GroupStatus, PeerStatus};
 use crate::watch::Watcher;
-use shoal_net::InviteTicket;
 
 /// How many attempt times a peer's status keeps.
 const ATTEMPTS_KEPT: usize = 32;
@@ -1265,27 +1264,26 @@ impl control::Answer for Inner {
     }
 
     async fn answer(self: Arc<Self>, request: Request) -> Result<serde_json::Value, DaemonError> {
-        let inner = &self;
         let json = |v: Result<serde_json::Value, serde_json::Error>| {
             v.map_err(|e| DaemonError::Internal(e.to_string()))
         };
         match request {
-            Request::Status => json(serde_json::to_value(inner.status().await?)),
-            Request::Addr => Ok(serde_json::Value::String(inner.addr().await)),
+            Request::Status => json(serde_json::to_value(self.status().await?)),
+            Request::Addr => Ok(serde_json::Value::String(self.addr().await)),
             Request::Sync { group, peers } => {
                 let group = match group {
-                    Some(g) => Some(inner.group_id(g).await?),
+                    Some(g) => Some(self.group_id(g).await?),
                     None => None,
                 };
                 let peers = peers
                     .iter()
                     .map(|p| p.parse::<PeerSpec>())
                     .collect::<Result<Vec<_>, _>>()?;
-                json(serde_json::to_value(inner.sync_now(group, &peers).await?))
+                json(serde_json::to_value(self.sync_now(group, &peers).await?))
             }
             Request::Join { ticket } => {
                 let ticket: InviteTicket = ticket.parse()?;
-                json(serde_json::to_value(inner.join(&ticket).await?))
+                json(serde_json::to_value(self.join(&ticket).await?))
             }
             Request::Events => Err(DaemonError::Internal("events are streamed".into())),
         }
