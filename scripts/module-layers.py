@@ -138,7 +138,10 @@ def edges(mods):
         found = []
         for tree in re.findall(r"\buse\s+([^;]+);", text):
             found.extend(expand(tree))
-        for p in re.findall(r"(?<![\w:])((?:crate|super|self|\w+)(?:::\w+)+)", text):
+        # Paths written out in the code; a use tree is read whole above, and its
+        # prefix (`crate::a` of `crate::a::{b, c}`) names no use of `a` itself.
+        body = re.sub(r"\buse\s+[^;]+;", "", text)
+        for p in re.findall(r"(?<![\w:])((?:crate|super|self|\w+)(?:::\w+)+)", body):
             found.append(p.split("::"))
         for p in found:
             t = target(mods, here, p, imports)

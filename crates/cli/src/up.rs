@@ -192,11 +192,11 @@ fn remembered(db: &Path, options: &StoreOptions) -> anyhow::Result<Vec<PeerStatu
             {
                 continue;
             }
-            let known = addrs.iter().find(|(d, _, _)| *d == m.device);
+            let known = addrs.iter().find(|p| p.device == m.device);
             out.push(PeerStatus {
                 device: m.device.to_string(),
-                addr: known.map(|(_, a, _)| a.clone()),
-                last_sync_ms: known.map(|(_, _, seen)| *seen),
+                addr: known.map(|p| p.addr.clone()),
+                last_sync_ms: known.map(|p| p.seen_ms),
                 last_error: Some("no daemon runs: start one with `shoal up`".into()),
                 ..PeerStatus::default()
             });

@@ -17,7 +17,7 @@ use shoal_net::{
     GroupSync, InviteTicket, JoinSummary, Node, NodeConfig, PeerSpec, PeerSync, Progress, Relay,
     SharedStore, with_store,
 };
-use shoal_store::{OpenConflict, Store, StoreError, StoreOptions, system_now_ms};
+use shoal_store::{KnownPeer, OpenConflict, Store, StoreError, StoreOptions, system_now_ms};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
@@ -670,8 +670,8 @@ impl Inner {
         };
         let entries: Vec<(DeviceId, String)> = known
             .into_iter()
-            .filter(|(d, _, _)| members.contains(d))
-            .map(|(d, a, _)| (d, a))
+            .filter(|p| members.contains(&p.device))
+            .map(|p| (p.device, p.addr))
             .take(MAX_ENTRIES)
             .collect();
         if entries.is_empty() {
@@ -1110,10 +1110,8 @@ impl Inner {
         let addr = self.addr().await;
         let (status, groups, remembered) =
             with_store(&self.store, |s| Ok((s.status()?, s.groups()?, s.peers()?))).await?;
-        let addrs: HashMap<DeviceId, (String, u64)> = remembered
-            .into_iter()
-            .map(|(d, a, seen)| (d, (a, seen)))
-            .collect();
+        let addrs: HashMap<DeviceId, KnownPeer> =
+            remembered.into_iter().map(|p| (p.device, p)).collect();
         let have = lock(&self.local).have.clone();
         let conflicts: Vec<OpenConflict> = lock(&self.local).conflicts.values().cloned().collect();
         let mut peers: Vec<PeerStatus> = lock(&self.peers)
@@ -1136,9 +1134,9 @@ impl Inner {
                     .iter()
                     .filter_map(|g| Some(st.known.get(g)?.ahead_of(have.get(g)?)))
                     .sum();
-                if let Some((a, seen)) = addrs.get(&p.device) {
-                    s.addr = Some(a.clone());
-                    s.last_sync_ms = s.last_sync_ms.or(Some(*seen));
+                if let Some(known) = addrs.get(&p.device) {
+                    s.addr = Some(known.addr.clone());
+                    s.last_sync_ms = s.last_sync_ms.or(Some(known.seen_ms));
                 }
                 s
             })

@@ -7,101 +7,53 @@
 //! app's tables, keeping what loses in the conflict inbox. Nothing here knows about
 //! the network.
 
-mod apply;
-mod aside;
-mod authors;
+//!
+//! The modules form layers that only point down, from the [`Store`] façade here:
+//! `import` (chains, groups, retraction, export) → `capture` (triggers, tracking,
+//! sealing) → `merge` (the merge rules, conflicts, rows set aside) → `tables` (one
+//! module per `shoal_*` table, and the statements against the app's) → the base
+//! (`error`, `sql`, `replica`, `report`, `keystore`, `checkpoint`). `migrate` and
+//! `status` sit beside the façade. `scripts/module-layers.py` checks that no module
+//! uses one above it.
+
 mod capture;
 mod checkpoint;
-pub mod conflict;
 mod error;
-mod follow;
-mod foreign;
-mod fresh;
-mod groups;
 mod import;
-mod invites;
 mod keystore;
-mod pending;
-mod restamp;
-mod retract;
-mod rows;
-mod schema;
-mod seal;
+mod merge;
+mod migrate;
+mod replica;
+mod report;
 mod sql;
 mod status;
-mod table;
-mod track;
+mod tables;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use shoal_core::invite::InviteProblem;
-use shoal_core::{
-    DeviceId, DeviceKey, Group, GroupId, GroupOp, Hlc, MAX_DRIFT_MS, Role, SignedCommit,
-    VersionVector,
-};
+use shoal_core::{DeviceId, DeviceKey, Group, GroupId, GroupOp, Role, SignedCommit, VersionVector};
 
-pub use conflict::{Conflict, ConflictKind, ConflictStatus, OpenConflict, Resolution, Side};
+pub use capture::restamp::RestampReport;
+pub use capture::track::TrackReport;
 pub use error::{Result, StoreError};
-pub use follow::{SchemaChange, SchemaProblem};
-pub use import::ImportReport;
-pub use invites::Invite;
-pub use restamp::RestampReport;
-pub use seal::{OversizedRow, SealReport};
+pub use merge::conflict::{Conflict, ConflictKind, ConflictStatus, OpenConflict, Resolution, Side};
+pub use replica::{Randomness, StoreOptions, WallClock, system_now_ms};
+pub use report::{ForkReport, ImportReport, OversizedRow, SealReport};
 pub use status::{CommitSummary, GroupSummary, HeldSummary, SetAsideRow, Status, TableStatus};
-pub use table::{Policy, TrackedTable};
-pub use track::TrackReport;
+pub use tables::follow::{SchemaChange, SchemaProblem};
+pub use tables::invites::Invite;
+pub use tables::peers::KnownPeer;
+pub use tables::table::{Policy, TrackedTable};
 
-use authors::Authors;
-
-/// A source of wall-clock time in milliseconds since the Unix epoch.
-pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-/// A source of random bytes: the operating system's unless a test sets its own.
-pub type Randomness = Arc<dyn Fn(&mut [u8]) -> std::result::Result<(), String> + Send + Sync>;
-
-/// How a store finds its keys, reads the time and draws random bytes.
-#[derive(Clone)]
-pub struct StoreOptions {
-    /// The data directory where device keys live.
-    pub data_dir: PathBuf,
-    /// The wall clock; the system clock unless a test sets its own.
-    pub wall_clock: WallClock,
-    /// How far ahead of the wall clock a remote commit may be stamped.
-    pub max_drift_ms: u64,
-    /// Where device keys, group ids and invite secrets come from.
-    pub randomness: Randomness,
-}
-
-impl StoreOptions {
-    /// Options with the system clock and the default drift.
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            data_dir: data_dir.into(),
-            wall_clock: Arc::new(system_now_ms),
-            max_drift_ms: MAX_DRIFT_MS,
-            randomness: Arc::new(|buf| getrandom::fill(buf).map_err(|e| e.to_string())),
-        }
-    }
-
-    fn random<const N: usize>(&self) -> Result<[u8; N]> {
-        let mut buf = [0; N];
-        (self.randomness)(&mut buf)
-            .map_err(|reason| shoal_core::CoreError::NoRandomness { reason })?;
-        Ok(buf)
-    }
-}
-
-/// Milliseconds since the Unix epoch by the system clock.
-pub fn system_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use capture::{restamp, seal, sweep, track};
+use merge::{conflict, resolve};
+use replica::Replica;
+use rusqlite::config::DbConfig;
+use tables::authors::Authors;
+use tables::{groups, invites, meta, schema};
 
 /// One replica: an app database with Shoal's tables, and the device that owns it.
 pub struct Store {
@@ -111,38 +63,14 @@ pub struct Store {
     checkpoints: checkpoint::Checkpoints,
 }
 
-/// What a store knows about itself beside the connection, split off so that code
-/// holding a transaction on the connection can still reach it.
-pub(crate) struct Replica {
-    pub(crate) device: DeviceId,
-    pub(crate) key: DeviceKey,
-    /// The file this device lives in, when this file is a copy of it: nothing is
-    /// signed here until the copy is adopted.
-    pub(crate) copy_of: Option<PathBuf>,
-    pub(crate) path: PathBuf,
-    pub(crate) authors: Authors,
-    /// The numbers columns go by in `shoal_rows`.
-    pub(crate) columns: rows::Columns,
-    pub(crate) options: StoreOptions,
-    /// Whether any conflict record is open, learnt once per transaction: most
-    /// databases have none, and then no write needs to look for records to close.
-    pub(crate) open_conflicts: Option<bool>,
-}
-
-impl Replica {
-    pub(crate) fn now_ms(&self) -> u64 {
-        (self.options.wall_clock)()
-    }
-}
-
 impl Store {
     /// Makes `path` a Shoal database (creating the file if needed) with a new device.
     pub fn init(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let path = path.as_ref();
         let mut conn = connect(path)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if schema::check(&tx)? {
-            let device = read_device(&tx)?;
+        if migrate::up_to_date(&tx)? {
+            let device = meta::read_device(&tx)?;
             return Err(StoreError::AlreadyInitialised {
                 path: path.to_owned(),
                 device,
@@ -151,7 +79,7 @@ impl Store {
         schema::create(&tx)?;
         let key = DeviceKey::from_seed(options.random()?);
         keystore::save(&options.data_dir, &key)?;
-        write_device(&tx, &key.id())?;
+        meta::write_device(&tx, &key.id())?;
         tx.commit()?;
         Self::open(path, options)
     }
@@ -165,12 +93,12 @@ impl Store {
             });
         }
         let conn = connect(path)?;
-        if !schema::check(&conn)? {
+        if !migrate::up_to_date(&conn)? {
             return Err(StoreError::NotInitialised {
                 path: path.to_owned(),
             });
         }
-        let device = read_device(&conn)?;
+        let device = meta::read_device(&conn)?;
         let key =
             keystore::load(&options.data_dir, &device)?.ok_or_else(|| StoreError::KeyMissing {
                 path: path.to_owned(),
@@ -186,7 +114,7 @@ impl Store {
                 copy_of,
                 path: path.to_owned(),
                 authors: Authors::default(),
-                columns: rows::Columns::default(),
+                columns: tables::rows::Columns::default(),
                 options,
                 open_conflicts: None,
             },
@@ -200,14 +128,14 @@ impl Store {
         let path = path.as_ref();
         let mut conn = connect(path)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if !schema::check(&tx)? {
+        if !migrate::up_to_date(&tx)? {
             return Err(StoreError::NotInitialised {
                 path: path.to_owned(),
             });
         }
         let key = DeviceKey::from_seed(options.random()?);
         keystore::save(&options.data_dir, &key)?;
-        write_device(&tx, &key.id())?;
+        meta::write_device(&tx, &key.id())?;
         tx.commit()?;
         Self::open(path, options)
     }
@@ -232,7 +160,12 @@ impl Store {
     /// Rows already in the table are captured, and held changes that the new columns
     /// make applicable are applied.
     pub fn track(&mut self, table: &str, policy: Option<Policy>) -> Result<TrackReport> {
-        self.write(|tx, r| track::track(tx, r, table, policy))
+        self.write(|tx, r| {
+            let mut report = track::track(tx, r, table, policy)?;
+            // Held changes that the new columns make applicable are applied now.
+            report.held_applied = import::import(tx, r, Vec::new())?.held_applied;
+            Ok(report)
+        })
     }
 
     /// Stops syncing `table`: its triggers go, its sync state stays for a later re-track.
@@ -252,7 +185,7 @@ impl Store {
 
     /// The tables Shoal tracks, or once tracked.
     pub fn tables(&self) -> Result<Vec<TrackedTable>> {
-        crate::table::load_all(&self.conn)
+        tables::table::load_all(&self.conn)
     }
 
     /// Tracked tables whose schema changed since Shoal last looked: added columns,
@@ -277,14 +210,14 @@ impl Store {
 
     /// What this database holds of `group`: author → highest contiguous seq.
     pub fn version_vector(&self, group: &GroupId) -> Result<VersionVector> {
-        authors::version_vector(&self.conn, group)
+        tables::authors::version_vector(&self.conn, group)
     }
 
     /// The first eight bytes of each author's head hash in `group`, in the order of
     /// [`Store::version_vector`]: a peer with the same seq for an author and another
     /// tag holds a second history of that author (a fork).
     pub fn head_tags(&self, group: &GroupId) -> Result<Vec<[u8; 8]>> {
-        authors::head_tags(&self.conn, group)
+        tables::authors::head_tags(&self.conn, group)
     }
 
     /// Calls `each` with every applied commit of `group` that `have` lacks, in
@@ -364,7 +297,7 @@ impl Store {
         self.write(|tx, r| {
             seal::seal_ops(tx, r, id, ops)?;
             for (table, _) in tables {
-                crate::capture::log_snapshot(tx, table, &id)?;
+                sweep::log_snapshot(tx, table, &id)?;
             }
             seal::seal(tx, r)
         })?;
@@ -378,7 +311,7 @@ impl Store {
         let op = self.share_op(table, excluded)?;
         self.write(|tx, r| {
             seal::seal_ops(tx, r, g.id, vec![op])?;
-            crate::capture::log_snapshot(tx, table, &g.id)?;
+            sweep::log_snapshot(tx, table, &g.id)?;
             seal::seal(tx, r)
         })?;
         self.group(&g.id.to_string())
@@ -534,7 +467,7 @@ impl Store {
             for share in shares {
                 h.update(share.table.to_ascii_lowercase().as_bytes());
                 h.update(b"\0");
-                match crate::table::load_by_name(&self.conn, &share.table)? {
+                match tables::table::load_by_name(&self.conn, &share.table)? {
                     Some(t) if t.tracked => {
                         for c in t.key_columns.iter().chain(&t.columns) {
                             if share.carries(c) {
@@ -567,70 +500,34 @@ impl Store {
     /// Records that a join of `group` started, with its ticket as the joiner read it,
     /// so that a crash in the middle of it can be resumed.
     pub fn begin_join(&mut self, group: &GroupId, ticket: &[u8]) -> Result<()> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO shoal_joins(grp, ticket) VALUES (?1, ?2)",
-            rusqlite::params![&group.0[..], ticket],
-        )?;
-        Ok(())
+        tables::joins::begin(&self.conn, group, ticket)
     }
 
     /// The ticket of a join of `group` that started and has not ended.
     pub fn pending_join(&self, group: &GroupId) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT ticket FROM shoal_joins WHERE grp = ?1",
-                [&group.0[..]],
-                |r| r.get(0),
-            )
-            .optional()?)
+        tables::joins::ticket(&self.conn, group)
     }
 
     /// Every join that started and has not ended, with its ticket.
     pub fn pending_joins(&self) -> Result<Vec<(GroupId, Vec<u8>)>> {
-        let mut stmt = self.conn.prepare("SELECT grp, ticket FROM shoal_joins")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (grp, ticket) = row?;
-            if let Ok(id) = <[u8; 32]>::try_from(grp) {
-                out.push((GroupId(id), ticket));
-            }
-        }
-        Ok(out)
+        tables::joins::all(&self.conn)
     }
 
     /// Records that the join of `group` ended, in or refused.
     pub fn end_join(&mut self, group: &GroupId) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM shoal_joins WHERE grp = ?1", [&group.0[..]])?;
-        Ok(())
+        tables::joins::end(&self.conn, group)
     }
 
     /// Remembers where `device` was reached, in the transport's own notation. The
     /// time it was reached is kept to the minute, so that a device syncing often
     /// does not write for every round.
     pub fn remember_peer(&mut self, device: &DeviceId, addr: &str) -> Result<()> {
-        let now = self.replica.now_ms();
-        self.conn.execute(
-            "INSERT INTO shoal_peers(device, addr, seen_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (device) DO UPDATE SET addr = excluded.addr, seen_ms = excluded.seen_ms
-             WHERE addr IS NOT excluded.addr OR seen_ms < excluded.seen_ms - 60000",
-            rusqlite::params![&device.0[..], addr, now as i64],
-        )?;
-        Ok(())
+        tables::peers::remember(&self.conn, device, addr, self.replica.now_ms())
     }
 
     /// Where `device` was last reached, if anywhere.
     pub fn peer_addr(&self, device: &DeviceId) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT addr FROM shoal_peers WHERE device = ?1",
-                [&device.0[..]],
-                |r| r.get(0),
-            )
-            .optional()?)
+        tables::peers::addr(&self.conn, device)
     }
 
     /// This device's key, for a transport that authenticates with it.
@@ -654,7 +551,7 @@ impl Store {
     }
 
     fn share_op(&self, table: &str, excluded: &[String]) -> Result<GroupOp> {
-        let t = crate::table::load_by_name(&self.conn, table)?.ok_or_else(|| {
+        let t = tables::table::load_by_name(&self.conn, table)?.ok_or_else(|| {
             StoreError::NotTracked {
                 table: table.to_owned(),
             }
@@ -705,24 +602,9 @@ impl Store {
         conflict::open(&self.conn)
     }
 
-    /// Every device whose address is remembered: where, and when it was last reached
-    /// (ms since the epoch).
-    pub fn peers(&self) -> Result<Vec<(DeviceId, String, u64)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT device, addr, seen_ms FROM shoal_peers ORDER BY device")?;
-        let rows = stmt.query_map([], |r| {
-            let id: Vec<u8> = r.get(0)?;
-            Ok((id, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, addr, seen) = row?;
-            if let Ok(id) = <[u8; 32]>::try_from(id.as_slice()) {
-                out.push((DeviceId(id), addr, seen.max(0) as u64));
-            }
-        }
-        Ok(out)
+    /// Every device whose address is remembered: where, and when it was last reached.
+    pub fn peers(&self) -> Result<Vec<KnownPeer>> {
+        tables::peers::all(&self.conn)
     }
 
     /// The conflict inbox, newest first; `all` includes closed and resolved ones.
@@ -739,9 +621,9 @@ impl Store {
     pub fn resolve(&mut self, id: &str, resolution: Resolution) -> Result<Conflict> {
         let id = conflict::get(&self.conn, id)?.id;
         self.write(|tx, r| {
-            conflict::resolve(tx, r, &id, &resolution)?;
+            resolve::resolve(tx, r, &id, &resolution)?;
             seal::seal(tx, r)?;
-            conflict::mark_resolved(tx, &id, &resolution)
+            resolve::mark_resolved(tx, &id, &resolution)
         })?;
         conflict::get(&self.conn, &id)
     }
@@ -824,44 +706,4 @@ fn connect(path: &Path) -> Result<Connection> {
     checkpoint::Checkpoints::take_over(&conn)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
-}
-
-fn read_device(conn: &Connection) -> Result<DeviceId> {
-    let bytes: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT value FROM shoal_meta WHERE key = 'device'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    bytes
-        .and_then(|b| b.try_into().ok())
-        .map(DeviceId)
-        .ok_or_else(|| StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
-}
-
-fn write_device(conn: &Connection, device: &DeviceId) -> Result<()> {
-    conn.execute(
-        "INSERT OR REPLACE INTO shoal_meta(key, value) VALUES ('device', ?1)",
-        [&device.0[..]],
-    )?;
-    Ok(())
-}
-
-/// The persisted clock: the highest reading this replica has made or accepted.
-pub(crate) fn load_hlc(conn: &Connection) -> Result<Hlc> {
-    let v: Option<i64> = conn
-        .query_row("SELECT value FROM shoal_meta WHERE key = 'hlc'", [], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    Ok(Hlc(v.unwrap_or(0) as u64))
-}
-
-pub(crate) fn save_hlc(conn: &Connection, hlc: Hlc) -> Result<()> {
-    conn.execute(
-        "INSERT OR REPLACE INTO shoal_meta(key, value) VALUES ('hlc', ?1)",
-        [hlc.0 as i64],
-    )?;
-    Ok(())
 }

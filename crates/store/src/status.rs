@@ -4,12 +4,14 @@ use rusqlite::Connection;
 use serde::Serialize;
 use shoal_core::{DeviceId, GroupId, Hlc};
 
+use crate::capture::track;
 use crate::error::Result;
-use crate::follow::SchemaProblem;
-use crate::seal::OversizedRow;
-use crate::table::Policy;
-use crate::track;
-use crate::{Replica, authors, groups, load_hlc};
+use crate::replica::Replica;
+use crate::report::OversizedRow;
+use crate::tables::follow::SchemaProblem;
+use crate::tables::meta::load_hlc;
+use crate::tables::table::Policy;
+use crate::tables::{authors, groups};
 
 /// A summary of one replica.
 #[derive(Clone, Debug, Serialize)]
@@ -201,7 +203,7 @@ pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
         Ok(conn.query_row(sql, [], |row| row.get::<_, i64>(0))? as u64)
     };
     let problems = track::schema_problems(conn, &r.path.display().to_string())?;
-    let tables = crate::table::load_all(conn)?
+    let tables = crate::tables::table::load_all(conn)?
         .into_iter()
         .map(|t| TableStatus {
             schema_problem: problems.iter().find(|p| p.table == t.name).cloned(),
@@ -246,7 +248,7 @@ pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
         version_vector: vv(conn, &GroupId::DEFAULT)?,
         groups: {
             let mut out = Vec::new();
-            let mut authors = crate::authors::Authors::default();
+            let mut authors = crate::tables::authors::Authors::default();
             for id in groups::known(conn)? {
                 let Some(g) = groups::load(conn, &mut authors, &id)? else {
                     continue;

@@ -18,7 +18,9 @@ use serde::Serialize;
 use shoal_core::{CommitBody, GroupId, GroupOp, Hlc, Seq, SignedCommit, VersionRef};
 
 use crate::error::{Result, StoreError};
-use crate::{Replica, authors, rows, save_hlc};
+use crate::replica::Replica;
+use crate::tables::meta::save_hlc;
+use crate::tables::{authors, rows};
 
 /// What [`crate::Store::restamp`] did.
 #[derive(Clone, Debug, Default, Serialize)]

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use shoal_core::{Hlc, Version};
 
-use crate::authors::Authors;
 use crate::error::Result;
+use crate::tables::authors::Authors;
 
 /// A version with its author as a local id: the compact form kept per cell.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -549,7 +549,7 @@ mod tests {
         let number = |sql: &str| -> i64 { a.conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
         assert_eq!(
             number("SELECT value FROM shoal_meta WHERE key = 'schema'"),
-            crate::schema::SCHEMA_VERSION
+            crate::tables::schema::SCHEMA_VERSION
         );
         assert_eq!(
             number(

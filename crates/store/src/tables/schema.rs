@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = 7;
@@ -22,97 +22,27 @@ pub(crate) fn create(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// Whether the file has Shoal's tables, and of a version this code can read.
-pub(crate) fn check(conn: &Connection) -> Result<bool> {
+/// The version of Shoal's tables in the file, or `None` when it has none.
+pub(crate) fn version(conn: &Connection) -> Result<Option<i64>> {
     let exists: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'shoal_meta')",
         [],
         |r| r.get(0),
     )?;
     if !exists {
-        return Ok(false);
+        return Ok(None);
     }
-    let found: Option<i64> = conn
+    Ok(conn
         .query_row(
             "SELECT value FROM shoal_meta WHERE key = 'schema'",
             [],
             |r| r.get(0),
         )
-        .optional()?;
-    match found {
-        Some(v) if v > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
-            found: v,
-            supported: SCHEMA_VERSION,
-        }),
-        Some(2..=6) => {
-            // Version 3 added tables; version 4 numbers columns in `shoal_rows` and
-            // makes the triggers anew; version 5 records which tables' rows each group
-            // was given; version 6 keeps rows set aside by a constraint; version 7
-            // keeps the inserts that lost their row's life and the columns of records
-            // not tracked for now. The upgrade is done in place, all or nothing,
-            // holding the write lock, so that of two processes opening the file at
-            // once the second finds it done.
-            let own = conn.is_autocommit();
-            conn.execute_batch(if own {
-                "BEGIN IMMEDIATE"
-            } else {
-                "SAVEPOINT shoal_upgrade"
-            })?;
-            let upgraded = upgrade(conn);
-            match (own, upgraded.is_ok()) {
-                (true, true) => conn.execute_batch("COMMIT")?,
-                (true, false) => conn.execute_batch("ROLLBACK")?,
-                (false, true) => conn.execute_batch("RELEASE shoal_upgrade")?,
-                (false, false) => {
-                    conn.execute_batch("ROLLBACK TO shoal_upgrade; RELEASE shoal_upgrade")?
-                }
-            }
-            upgraded.map(|()| true)
-        }
-        Some(v) if v < SCHEMA_VERSION => Err(StoreError::SchemaTooOld {
-            found: v,
-            supported: SCHEMA_VERSION,
-        }),
-        Some(_) => Ok(true),
-        None => Ok(false),
-    }
+        .optional()?)
 }
 
-fn upgrade(conn: &Connection) -> Result<()> {
-    let from: i64 = conn.query_row(
-        "SELECT value FROM shoal_meta WHERE key = 'schema'",
-        [],
-        |r| r.get(0),
-    )?;
-    if from == SCHEMA_VERSION {
-        return Ok(());
-    }
-    if from < 3 {
-        conn.execute_batch(SCHEMA_V3)?;
-    }
-    if from < 4 {
-        conn.execute_batch(SCHEMA_V4)?;
-        crate::rows::upgrade_v3(conn)?;
-        // Triggers no longer look for a marker table while Shoal applies remote changes.
-        crate::track::remake_triggers(conn)?;
-        conn.execute_batch("DROP TABLE IF EXISTS shoal_applying")?;
-    }
-    if from < 5 {
-        conn.execute_batch(SCHEMA_V5)?;
-        // Every table a known group carries is taken as given to it already: the
-        // files of older versions gave the rows of a table when it was shared, and
-        // giving them again would make each a second insert.
-        conn.execute_batch(
-            "INSERT OR IGNORE INTO shoal_shared(grp, tbl) SELECT g.id, t.id FROM shoal_groups g, shoal_tables t",
-        )?;
-    }
-    if from < 6 {
-        conn.execute_batch(SCHEMA_V6)?;
-    }
-    if from < 7 {
-        // Inserts that lost before are not known; their records keep the kind they have.
-        conn.execute_batch(SCHEMA_V7)?;
-    }
+/// Records that the file's tables are of this code's version.
+pub(crate) fn set_current(conn: &Connection) -> Result<()> {
     conn.execute(
         "UPDATE shoal_meta SET value = ?1 WHERE key = 'schema'",
         [SCHEMA_VERSION],
@@ -254,7 +184,7 @@ CREATE INDEX shoal_conflicts_row ON shoal_conflicts (tbl, key) WHERE status IN (
 "#;
 
 /// What version 3 added: invites and remembered peer addresses.
-const SCHEMA_V3: &str = r#"
+pub(crate) const SCHEMA_V3: &str = r#"
 -- Invites this device made. The secret stays here and in the ticket; a joiner proves
 -- it holds it without sending it.
 CREATE TABLE shoal_invites (
@@ -278,7 +208,7 @@ CREATE TABLE shoal_peers (
 /// What version 4 added: numbers for columns, so that `shoal_rows` need not repeat
 /// their names for every row. (It also dropped `shoal_applying`, which triggers looked
 /// at to leave Shoal's own writes alone.)
-const SCHEMA_V4: &str = r#"
+pub(crate) const SCHEMA_V4: &str = r#"
 -- The number each tracked table's columns go by in shoal_rows. Never renumbered.
 CREATE TABLE shoal_columns (
     tbl INTEGER NOT NULL,
@@ -291,7 +221,7 @@ CREATE TABLE shoal_columns (
 
 /// What version 5 added: which tables' rows each group was given, and rows too
 /// large to seal.
-const SCHEMA_V5: &str = r#"
+pub(crate) const SCHEMA_V5: &str = r#"
 -- A table whose rows this device gave a group: when the table was shared with the
 -- group, or when the device could first write in a group that carries it (the rows it
 -- held before joining). Rows are given once; later writes travel as changes.
@@ -319,7 +249,7 @@ CREATE TABLE shoal_oversized (
 "#;
 
 /// What version 6 added: rows set aside by a constraint.
-const SCHEMA_V6: &str = r#"
+pub(crate) const SCHEMA_V6: &str = r#"
 -- Rows the merge rules keep alive that a constraint of the app's schema keeps out of
 -- its table, the same rows on every device (see `aside`): their values wait here,
 -- with the conflict record that says why, until nothing refuses them.
@@ -334,7 +264,7 @@ CREATE TABLE shoal_aside (
 
 /// What version 7 added: the inserts that lost their row's life, and the columns of
 /// conflict records that are not tracked for now.
-const SCHEMA_V7: &str = r#"
+pub(crate) const SCHEMA_V7: &str = r#"
 -- Each insert that lost its row's life to another insert of the same key, so that a
 -- conflict record of any of its writes is an insert collision on every device,
 -- whenever and in whatever order the device found it.

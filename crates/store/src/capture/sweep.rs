@@ -7,9 +7,9 @@ use rusqlite::Connection;
 use shoal_core::{GroupId, Value};
 
 use crate::error::{Result, StoreError};
-use crate::rows;
 use crate::sql::{ident, key_blob, value};
-use crate::table::{TrackedTable, load_all, load_by_name};
+use crate::tables::rows;
+use crate::tables::table::{TrackedTable, load_all, load_by_name};
 
 /// The table that keeps an untracked table's values as they were when it was untracked.
 fn shadow(id: i64) -> String {
@@ -226,7 +226,7 @@ pub(crate) fn give_rows(conn: &Connection, group: &GroupId, tbl: i64) -> Result<
     // A table whose schema changed in a way Shoal does not follow is given its rows
     // once it is sorted out: its writes meanwhile wait in the log, unsealed, and a row
     // must not go to the group both as a change and as given.
-    if crate::follow::change(conn, &t.as_tracked())?.is_some() {
+    if crate::tables::follow::change(conn, &t.as_tracked())?.is_some() {
         return Ok(None);
     }
     // A live row's life started in an applied commit: when every applied commit is

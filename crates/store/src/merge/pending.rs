@@ -7,19 +7,17 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::Write;
-use std::ops::Range;
 use std::rc::Rc;
 
 use rusqlite::Transaction;
-use shoal_core::{
-    BodyView, DeviceId, Group, Op, RowChange, RowView, ValueRef, Version, VersionRef,
-};
+use shoal_core::{BodyView, DeviceId, Group, Op, RowView};
 
-use crate::Replica;
-use crate::apply::{Incoming, IncomingCell, Tables};
 use crate::error::{Result, StoreError};
-use crate::fresh::{self, Fresh};
-use crate::import::ImportReport;
+use crate::merge::batch::{Batch, Bound, Insert, Item, Part, torn};
+use crate::merge::fresh::{self, Fresh};
+use crate::merge::tables::Tables;
+use crate::replica::Replica;
+use crate::report::ImportReport;
 
 /// Row changes of accepted commits, gathered so that they are applied in key order,
 /// all of an import's commits at a time.
@@ -71,60 +69,6 @@ struct PendingRow {
     start: u32,
     key_end: u32,
     end: u32,
-}
-
-/// What the row changes of one commit to one table share.
-pub(crate) struct Part {
-    /// Which of [`Pending::tables`] the changes are for.
-    pub(crate) order: u32,
-    pub(crate) table: Rc<str>,
-    pub(crate) key_columns: Rc<[String]>,
-    pub(crate) columns: Vec<Rc<str>>,
-    /// Which of `columns` the commit's group carries.
-    pub(crate) kept: Vec<bool>,
-    pub(crate) version: Version,
-    /// The commit's author list, against which version references resolve.
-    authors: Rc<[DeviceId]>,
-}
-
-/// Part `index` of `parts`; a run that names another does not read back as written.
-pub(crate) fn part(parts: &[Part], index: u32) -> Result<&Part> {
-    parts
-        .get(index as usize)
-        .ok_or_else(|| torn("a run names a change that was not kept"))
-}
-
-impl Part {
-    pub(crate) fn resolve(&self, r: VersionRef) -> Option<Version> {
-        r.resolve(self.version.author, &self.authors)
-    }
-
-    /// The change as the merge takes it, with the columns the group does not carry
-    /// left out; `None` for an update left with nothing to write.
-    pub(crate) fn incoming_of(&self, change: RowChange) -> Option<Incoming> {
-        let incoming = Incoming {
-            table: self.table.clone(),
-            key_columns: self.key_columns.clone(),
-            key: change.key,
-            op: change.op,
-            cl: change.cl,
-            version: self.version,
-            seen: change.seen.and_then(|s| self.resolve(s)),
-            cells: change
-                .cells
-                .into_iter()
-                .filter(|c| self.kept.get(c.column as usize) == Some(&true))
-                .filter_map(|c| {
-                    Some(IncomingCell {
-                        column: self.columns.get(c.column as usize)?.clone(),
-                        value: c.value,
-                        overwrote: c.overwrote.and_then(|o| self.resolve(o)),
-                    })
-                })
-                .collect(),
-        };
-        (incoming.op != Op::Update || !incoming.cells.is_empty()).then_some(incoming)
-    }
 }
 
 /// Encoded changes kept in memory before they are sorted and written out as a run.
@@ -328,89 +272,6 @@ const BATCHES_AHEAD: usize = 2;
 /// How many changes a batch holds at most.
 const BATCH_CHANGES: usize = 1024;
 
-/// Changes in key order, read back and checked, ready for [`Fresh`].
-#[derive(Default)]
-pub(crate) struct Batch {
-    /// Each change's key, then the change, one after another.
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) items: Vec<Item>,
-    /// The values of the [`Insert`]s, key first.
-    pub(crate) values: Vec<Bound>,
-    /// What the cells of the [`Insert`]s overwrote.
-    pub(crate) overwrote: Vec<Option<VersionRef>>,
-}
-
-/// One change of a [`Batch`].
-pub(crate) struct Item {
-    pub(crate) part: u32,
-    /// Where its key and the change are in [`Batch::bytes`].
-    pub(crate) key: Range<usize>,
-    pub(crate) change: Range<usize>,
-    /// Set when the change may insert a new row in one go: see [`Insert`].
-    pub(crate) insert: Option<Insert>,
-}
-
-/// An insert that names the local table's key and every column, in the local order,
-/// each carried by its group, and that is not a later change to the key of the change
-/// before it (what came before decides what that one does).
-pub(crate) struct Insert {
-    /// Where its key is in the change.
-    pub(crate) key: Range<usize>,
-    pub(crate) cl: u64,
-    /// Where its values are in [`Batch::values`], its cells' in [`Batch::overwrote`].
-    pub(crate) values: Range<usize>,
-    pub(crate) overwrote: Range<usize>,
-}
-
-/// One value of an encoded change, found once: numbers as they are, text and blobs
-/// as where their bytes lie in the change. Binding it needs no second reading.
-#[derive(Clone, Debug)]
-pub(crate) enum Bound {
-    Null,
-    Integer(i64),
-    Real(f64),
-    Text(Range<usize>),
-    Blob(Range<usize>),
-}
-
-impl Bound {
-    /// `value`, borrowed from `change`.
-    fn of(value: ValueRef, change: &[u8]) -> Bound {
-        // Where `bytes` starts in `change`, which it was read from.
-        let at = |bytes: &[u8]| {
-            let start = bytes.as_ptr().addr() - change.as_ptr().addr();
-            start..start + bytes.len()
-        };
-        match value {
-            ValueRef::Null => Bound::Null,
-            ValueRef::Integer(i) => Bound::Integer(i),
-            ValueRef::Real(r) => Bound::Real(r),
-            ValueRef::Text(t) => Bound::Text(at(t)),
-            ValueRef::Blob(b) => Bound::Blob(at(b)),
-        }
-    }
-
-    /// The same value, its change moved `by` bytes on.
-    pub(crate) fn shifted(&self, by: usize) -> Bound {
-        match self {
-            Bound::Text(r) => Bound::Text(r.start + by..r.end + by),
-            Bound::Blob(r) => Bound::Blob(r.start + by..r.end + by),
-            other => other.clone(),
-        }
-    }
-
-    /// The value, read from the bytes its offsets are into.
-    pub(crate) fn get<'a>(&self, bytes: &'a [u8]) -> ValueRef<'a> {
-        match self {
-            Bound::Null => ValueRef::Null,
-            Bound::Integer(i) => ValueRef::Integer(*i),
-            Bound::Real(r) => ValueRef::Real(*r),
-            Bound::Text(r) => ValueRef::Text(&bytes[r.clone()]),
-            Bound::Blob(r) => ValueRef::Blob(&bytes[r.clone()]),
-        }
-    }
-}
-
 /// Reads the waiting changes back in key order, a [`Batch`] at a time: from memory,
 /// or merged from the runs. It needs no database, so it can run on its own thread.
 struct Feed<'a> {
@@ -591,10 +452,6 @@ fn read_insert(batch: &mut Batch, at: usize, shape: (usize, usize)) -> Result<Op
 }
 
 /// A run that does not read back as it was written.
-fn torn(what: &str) -> StoreError {
-    StoreError::Spill(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
-}
-
 /// Each record of a run: the part (`u32`), the key's length and the change's (`u32`
 /// each, little-endian), then the key and the change.
 const RECORD_HEAD: usize = 12;
@@ -698,7 +555,7 @@ mod tests {
     use shoal_core::GroupId;
 
     use super::*;
-    use crate::apply::uncaptured;
+    use crate::tables::log::uncaptured;
     use crate::{Store, StoreOptions};
 
     fn replica(dir: &std::path::Path, name: &str) -> Store {
@@ -781,7 +638,7 @@ mod gathered {
     use shoal_core::{GroupId, SignedCommit, Value};
 
     use super::*;
-    use crate::apply::uncaptured;
+    use crate::tables::log::uncaptured;
     use crate::{Store, StoreOptions};
 
     /// A replica of `notes`, with `check` added to the table's definition.
@@ -849,7 +706,7 @@ mod gathered {
                 }
                 uncaptured(tx, || {
                     pending.apply(tx, r, &tables, &mut report)?;
-                    tables.check_foreign_keys(tx, r, &mut report)
+                    crate::merge::foreign::check(tx, r, &tables, &mut report)
                 })
             })
             .expect("apply");

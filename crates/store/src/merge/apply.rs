@@ -1,28 +1,25 @@
 //! Applying remote row changes to the app's tables by the merge rules, recording what
 //! loses in the conflict inbox and holding what cannot be applied yet.
 
-use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use std::collections::BTreeMap;
-
 use rusqlite::Transaction;
-use rusqlite::config::DbConfig;
 use serde::{Deserialize, Serialize};
 use shoal_core::merge::{RowAction, concurrent, row_action};
 use shoal_core::{Op, Value, Version};
 
-use crate::Replica;
-use crate::aside::{self, RowValues};
-use crate::conflict::{self, ConflictKind, NewConflict, Side};
 use crate::error::{Result, StoreError};
-use crate::foreign::{self, ForeignKey};
-use crate::import::ImportReport;
-use crate::rows::{self, CellMeta, RowMeta, RowState, Ver};
-use crate::seal::read_row;
-use crate::sql::{Bind, ident, key_blob, key_match};
-use crate::table::TrackedTable;
+use crate::merge::aside::{self, RowValues};
+use crate::merge::conflict::{self, ConflictKind, NewConflict, Side};
+use crate::merge::tables::Tables;
+use crate::replica::Replica;
+use crate::report::ImportReport;
+use crate::sql::key_blob;
+use crate::tables::held::{self, Held};
+use crate::tables::row_sql::Cell;
+use crate::tables::rows::{self, CellMeta, RowMeta, RowState, Ver};
+use crate::tables::table::TrackedTable;
 
 /// A row change with every version spelled out, independent of the commit it came in.
 /// Held changes are stored in this form. Names are shared with the other changes of
@@ -47,178 +44,19 @@ pub(crate) struct IncomingCell {
     pub(crate) overwrote: Option<Version>,
 }
 
-/// A row of a tracked table: the table's id and the row's key.
-pub(crate) type RowRef = (i64, Vec<Value>);
-
-/// The tracked tables by lower-cased name, loaded once per transaction, with the
-/// foreign keys of each and the rows this transaction wrote to tables that have any.
-pub(crate) struct Tables {
-    by_name: HashMap<String, TrackedTable>,
-    /// Tracked tables, by lower-cased name, whose schema changed here in a way Shoal
-    /// does not follow by itself.
-    refused: HashSet<String>,
-    foreign: HashMap<i64, Vec<ForeignKey>>,
-    /// Rows written to tables with foreign keys, checked once the whole batch is in,
-    /// so that a child arriving before its parent in one batch is no violation.
-    written: RefCell<Vec<(i64, Vec<Value>, Version)>>,
-    /// Lower-cased names of the tables some foreign key refers to.
-    referred: HashSet<String>,
-    /// Rows deleted from those, whose children are checked with the rest.
-    deleted: RefCell<Vec<RowRef>>,
-    /// Whether any row may be set aside (`shoal_aside`): only then is it looked in.
-    aside: Cell<bool>,
-}
-
-impl Tables {
-    /// The tables tracked now, whose remote changes are applied.
-    pub(crate) fn load(tx: &Transaction) -> Result<Tables> {
-        Tables::load_some(tx, false)
+impl Cell for IncomingCell {
+    fn column(&self) -> &str {
+        &self.column
     }
-
-    /// The tables tracked now and those untracked for now whose columns are still
-    /// the ones Shoal knows: taking back a revoked device's commits reaches both.
-    pub(crate) fn load_with_untracked(tx: &Transaction) -> Result<Tables> {
-        Tables::load_some(tx, true)
-    }
-
-    fn load_some(tx: &Transaction, untracked: bool) -> Result<Tables> {
-        let mut by_name = HashMap::new();
-        let mut foreign = HashMap::new();
-        let mut refused = HashSet::new();
-        for t in crate::table::load_all(tx)?
-            .into_iter()
-            .filter(|t| t.tracked || untracked)
-        {
-            // A table whose schema changed here in a way Shoal does not follow gets no
-            // remote changes: they are held until it is sorted out. (An untracked
-            // table has no triggers: only its columns are compared.)
-            let change = if t.tracked {
-                crate::follow::change(tx, &t.as_tracked())?
-            } else {
-                crate::follow::columns_change(tx, &t.as_tracked())?
-            };
-            if change.is_some() {
-                refused.insert(t.name.to_lowercase());
-                continue;
-            }
-            let keys = foreign::load(tx, &t.name)?;
-            if !keys.is_empty() {
-                foreign.insert(t.id, keys);
-            }
-            by_name.insert(t.name.to_lowercase(), t);
-        }
-        let referred = foreign
-            .values()
-            .flatten()
-            .map(|fk: &ForeignKey| fk.parent.to_lowercase())
-            .collect();
-        Ok(Tables {
-            by_name,
-            refused,
-            foreign,
-            written: RefCell::new(Vec::new()),
-            referred,
-            deleted: RefCell::new(Vec::new()),
-            aside: Cell::new(aside::any(tx)?),
-        })
-    }
-
-    /// The tracked table with Shoal's id `id`.
-    pub(crate) fn by_id(&self, id: i64) -> Option<&TrackedTable> {
-        self.by_name.values().find(|t| t.id == id)
-    }
-
-    /// Whether the tracked table `name` changed here in a way Shoal does not follow.
-    pub(crate) fn is_refused(&self, name: &str) -> bool {
-        self.refused.contains(&name.to_lowercase())
-    }
-
-    pub(crate) fn get(&self, name: &str) -> Option<&TrackedTable> {
-        match self.by_name.get(name) {
-            Some(t) => Some(t),
-            None => self.by_name.get(&name.to_lowercase()),
-        }
-    }
-
-    pub(crate) fn note_written(&self, table: &TrackedTable, key: &[Value], version: Version) {
-        if self.foreign.contains_key(&table.id) {
-            self.written
-                .borrow_mut()
-                .push((table.id, key.to_vec(), version));
-        }
-    }
-
-    /// As [`Tables::note_written`], for a key as it is stored.
-    pub(crate) fn note_written_blob(
-        &self,
-        table: &TrackedTable,
-        key: &[u8],
-        version: Version,
-    ) -> Result<()> {
-        if self.foreign.contains_key(&table.id) {
-            self.written
-                .borrow_mut()
-                .push((table.id, crate::sql::key_from_blob(key)?, version));
-        }
-        Ok(())
-    }
-
-    /// Checks the rows of this transaction that a foreign key may refuse (see
-    /// [`foreign::check`]).
-    pub(crate) fn check_foreign_keys(
-        &self,
-        tx: &Transaction,
-        r: &mut Replica,
-        report: &mut ImportReport,
-    ) -> Result<()> {
-        foreign::check(tx, r, self, report)
-    }
-
-    /// The foreign keys of the tracked table `id`.
-    pub(crate) fn foreign_of(&self, id: i64) -> &[ForeignKey] {
-        self.foreign.get(&id).map_or(&[], Vec::as_slice)
-    }
-
-    /// Every tracked table's foreign keys that refer to `parent`.
-    pub(crate) fn children_of<'a>(
-        &'a self,
-        parent: &'a str,
-    ) -> impl Iterator<Item = (&'a TrackedTable, &'a ForeignKey)> + 'a {
-        self.foreign.iter().flat_map(move |(id, fks)| {
-            let child = self.by_id(*id);
-            fks.iter()
-                .filter(move |fk| fk.parent.eq_ignore_ascii_case(parent))
-                .filter_map(move |fk| child.map(|c| (c, fk)))
-        })
-    }
-
-    /// Notes a row deleted in this transaction whose table other tables refer to:
-    /// the delete may reach their rows.
-    pub(crate) fn note_deleted(&self, table: &TrackedTable, key: &[Value]) {
-        if self.referred.contains(&table.name.to_lowercase()) {
-            self.deleted.borrow_mut().push((table.id, key.to_vec()));
-        }
-    }
-
-    /// The rows written and deleted since the last check, taken.
-    pub(crate) fn take_touched(&self) -> (Vec<RowRef>, Vec<RowRef>) {
-        let written = std::mem::take(&mut *self.written.borrow_mut())
-            .into_iter()
-            .map(|(t, k, _)| (t, k))
-            .collect();
-        (written, std::mem::take(&mut *self.deleted.borrow_mut()))
-    }
-
-    /// Notes that a row may be set aside now.
-    pub(crate) fn note_aside(&self) {
-        self.aside.set(true);
+    fn value(&self) -> &Value {
+        &self.value
     }
 }
 
-/// Reads back the held change `id` of `table`.
-pub(crate) fn held_change(id: i64, table: &str, blob: &[u8]) -> Result<Incoming> {
-    postcard::from_bytes(blob).map_err(|e| StoreError::Damaged {
-        what: format!("held change {id} of table {table:?}"),
+/// Reads back a held change.
+pub(crate) fn held_change(h: &Held) -> Result<Incoming> {
+    postcard::from_bytes(&h.change).map_err(|e| StoreError::Damaged {
+        what: format!("held change {} of table {:?}", h.id, h.table),
         detail: e.to_string(),
     })
 }
@@ -230,18 +68,12 @@ pub(crate) fn retry_held(
     tables: &Tables,
     report: &mut ImportReport,
 ) -> Result<()> {
-    let held: Vec<(i64, String, Vec<u8>)> = {
-        let mut stmt = tx.prepare_cached("SELECT id, tbl, change FROM shoal_held ORDER BY id")?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?
-    };
-    for (id, table, blob) in held {
-        if tables.get(&table).is_none() {
+    for h in held::all(tx)? {
+        if tables.get(&h.table).is_none() {
             continue;
         }
-        let incoming = held_change(id, &table, &blob)?;
-        tx.prepare_cached("DELETE FROM shoal_held WHERE id = ?1")?
-            .execute([id])?;
+        let incoming = held_change(&h)?;
+        held::remove(tx, h.id)?;
         let held_before = report.held;
         apply(tx, r, tables, incoming, report)?;
         if report.held == held_before {
@@ -271,7 +103,7 @@ pub(crate) fn apply(
         };
         return hold(tx, &inc, &reason, report);
     };
-    let same_key = crate::follow::same_names(&inc.key_columns, &table.key_columns);
+    let same_key = crate::tables::follow::same_names(&inc.key_columns, &table.key_columns);
     if !same_key {
         let reason = format!(
             "the primary key here is ({}), the change's is ({})",
@@ -495,7 +327,7 @@ fn merge(
                 let before = if lost.is_empty() {
                     None
                 } else {
-                    read_row(tx, table, &inc.key)?
+                    table.sql.read(tx, &inc.key)?
                 };
                 for (v, columns) in lost {
                     record(
@@ -526,7 +358,7 @@ fn merge(
                         },
                     )?;
                 }
-                delete_row(tx, table, &inc.key)?;
+                table.sql.delete(tx, &inc.key)?;
                 if tables.aside.get() {
                     aside::release(tx, table.id, &blob, "the row was deleted")?;
                 }
@@ -558,7 +390,7 @@ fn merge(
                     "a new insert of the row took its place",
                 )?;
             }
-            if let Err(e) = upsert_row(tx, table, &inc) {
+            if let Err(e) = table.sql.upsert(tx, &inc.key, &inc.cells) {
                 clash = Some((pairs(&inc.cells), e));
             }
             state = RowState {
@@ -615,7 +447,7 @@ fn merge(
                 }
             }
             let before = if !lost.is_empty() {
-                read_row(tx, table, &inc.key)?
+                table.sql.read(tx, &inc.key)?
             } else {
                 None
             };
@@ -627,7 +459,7 @@ fn merge(
             // An entry for a row that is in its table after all is stale: the table
             // takes the change.
             let kept = match kept {
-                Some(_) if read_row(tx, table, &inc.key)?.is_some() => {
+                Some(_) if table.sql.read(tx, &inc.key)?.is_some() => {
                     aside::release(tx, table.id, &blob, "the row is in its table again")?;
                     None
                 }
@@ -640,13 +472,13 @@ fn merge(
                     winning.iter().map(|c| (&*c.column, &c.value)).collect();
                 aside::update(tx, table.id, &blob, values, &cells)?;
             } else if !winning.is_empty()
-                && let Err(e) = update_row(tx, table, &inc.key, &winning)
+                && let Err(e) = table.sql.update(tx, &inc.key, &winning)
             {
                 let mut values: RowValues = table
                     .columns
                     .iter()
                     .cloned()
-                    .zip(read_row(tx, table, &inc.key)?.unwrap_or_default())
+                    .zip(table.sql.read(tx, &inc.key)?.unwrap_or_default())
                     .collect();
                 for cell in &winning {
                     if let Some((_, v)) = values
@@ -762,7 +594,7 @@ fn insert_new(
     if !rows::claim(tx, &mut r.columns, table.id, blob, &state)? {
         return Ok(false);
     }
-    if let Err(e) = upsert_row(tx, table, inc) {
+    if let Err(e) = table.sql.upsert(tx, &inc.key, &inc.cells) {
         tables.aside.set(true);
         aside::place(tx, r, table, &inc.key, pairs(&inc.cells), Some(e), report)?;
     }
@@ -835,163 +667,12 @@ fn record(
 }
 
 fn hold(tx: &Transaction, inc: &Incoming, reason: &str, report: &mut ImportReport) -> Result<()> {
-    tx.prepare_cached("INSERT INTO shoal_held(tbl, reason, change) VALUES (?1, ?2, ?3)")?
-        .execute(rusqlite::params![
-            &*inc.table,
-            reason,
-            postcard::to_stdvec(inc).unwrap_or_default()
-        ])?;
+    held::hold(
+        tx,
+        &inc.table,
+        reason,
+        &postcard::to_stdvec(inc).unwrap_or_default(),
+    )?;
     report.held += 1;
-    Ok(())
-}
-
-/// Re-applies a change that a constraint refused, after a person asked for it.
-pub(crate) fn reapply(tx: &Transaction, r: &mut Replica, refused: &[u8]) -> Result<ImportReport> {
-    let mut report = ImportReport::default();
-    let inc = postcard::from_bytes::<Incoming>(refused).map_err(|e| StoreError::Damaged {
-        what: "a refused change kept with a conflict".into(),
-        detail: e.to_string(),
-    })?;
-    let tables = Tables::load(tx)?;
-    uncaptured(tx, || {
-        apply(tx, r, &tables, inc, &mut report)?;
-        tables.check_foreign_keys(tx, r, &mut report)
-    })?;
-    Ok(report)
-}
-
-/// Runs `f`, which writes remote changes to the app's tables, so that a remote change
-/// is never captured as a local one.
-///
-/// When every trigger in the file is one of Shoal's capture triggers, `f` runs with
-/// triggers off on this connection alone (other connections, the app's included, keep
-/// theirs): nothing is logged, and each applied change costs one write fewer. Otherwise
-/// the app's own triggers must still see remote changes, so `f` runs with triggers on
-/// and what the capture triggers logged meanwhile is deleted afterwards. The caller's
-/// transaction holds the write lock: nothing else logs in between.
-pub(crate) fn uncaptured<T>(tx: &Transaction, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    let others: i64 = tx
-        .prepare_cached(
-            "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'
-             AND name NOT LIKE 'shoal!_ins!_%' ESCAPE '!'
-             AND name NOT LIKE 'shoal!_upd!_%' ESCAPE '!'
-             AND name NOT LIKE 'shoal!_del!_%' ESCAPE '!'",
-        )?
-        .query_row([], |r| r.get(0))?;
-    if others == 0 {
-        let _off = TriggersOff::new(tx)?;
-        return f();
-    }
-    let mark: i64 = tx
-        .prepare_cached("SELECT coalesce(max(id), 0) FROM shoal_log")?
-        .query_row([], |r| r.get(0))?;
-    let out = f()?;
-    tx.prepare_cached("DELETE FROM shoal_log WHERE id > ?1")?
-        .execute([mark])?;
-    Ok(out)
-}
-
-/// Triggers off on one connection for as long as this lives, on again when it is
-/// dropped, on any path out. Statements prepared meanwhile are prepared anew after.
-struct TriggersOff<'a>(&'a rusqlite::Connection);
-
-impl<'a> TriggersOff<'a> {
-    fn new(conn: &'a rusqlite::Connection) -> Result<Self> {
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
-        Ok(TriggersOff(conn))
-    }
-}
-
-impl Drop for TriggersOff<'_> {
-    fn drop(&mut self) {
-        // SQLite refuses this only for an option it does not know, and it knew it a
-        // moment ago.
-        let _ = self
-            .0
-            .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true);
-    }
-}
-
-fn upsert_row(tx: &Transaction, table: &TrackedTable, inc: &Incoming) -> rusqlite::Result<()> {
-    let binds: Vec<Bind<'_>> = inc
-        .key
-        .iter()
-        .chain(inc.cells.iter().map(|c| &c.value))
-        .map(Bind)
-        .collect();
-    // Usually the change writes every local column in local order: the prepared
-    // statement serves. Otherwise (a column the sender lacks) build one to fit.
-    let in_order = inc.cells.len() == table.columns.len()
-        && inc
-            .cells
-            .iter()
-            .zip(&table.columns)
-            .all(|(c, name)| *c.column == **name);
-    if in_order {
-        tx.prepare_cached(&table.sql.upsert_all)?
-            .execute(rusqlite::params_from_iter(&binds))?;
-        return Ok(());
-    }
-    let mut names: Vec<String> = table.key_columns.iter().map(|c| ident(c)).collect();
-    names.extend(inc.cells.iter().map(|c| ident(&c.column)));
-    let slots: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-    let keys: Vec<String> = table.key_columns.iter().map(|c| ident(c)).collect();
-    // An insert starts a row's life anew: a column it does not carry (its sender
-    // lacks it) takes its default, as in the `excluded` row, never what the row's
-    // earlier life left there, which devices that deleted the row first do not have.
-    let action = if table.columns.is_empty() {
-        "NOTHING".to_owned()
-    } else {
-        let sets: Vec<String> = table
-            .columns
-            .iter()
-            .map(|c| format!("{0} = excluded.{0}", ident(c)))
-            .collect();
-        format!("UPDATE SET {}", sets.join(", "))
-    };
-    let sql = format!(
-        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
-        ident(&table.name),
-        names.join(", "),
-        slots.join(", "),
-        keys.join(", ")
-    );
-    tx.prepare_cached(&sql)?
-        .execute(rusqlite::params_from_iter(&binds))?;
-    Ok(())
-}
-
-fn update_row(
-    tx: &Transaction,
-    table: &TrackedTable,
-    key: &[Value],
-    cells: &[&IncomingCell],
-) -> rusqlite::Result<()> {
-    let sets: Vec<String> = cells
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{} = ?{}", ident(&c.column), i + 1))
-        .collect();
-    let sql = format!(
-        "UPDATE {} SET {} WHERE {}",
-        ident(&table.name),
-        sets.join(", "),
-        key_match(&table.key_columns, cells.len() + 1)
-    );
-    let binds: Vec<Bind<'_>> = cells
-        .iter()
-        .map(|c| &c.value)
-        .chain(key)
-        .map(Bind)
-        .collect();
-    tx.prepare_cached(&sql)?
-        .execute(rusqlite::params_from_iter(&binds))?;
-    Ok(())
-}
-
-pub(crate) fn delete_row(tx: &Transaction, table: &TrackedTable, key: &[Value]) -> Result<()> {
-    let binds: Vec<Bind<'_>> = key.iter().map(Bind).collect();
-    tx.prepare_cached(&table.sql.delete)?
-        .execute(rusqlite::params_from_iter(&binds))?;
     Ok(())
 }

@@ -5,8 +5,8 @@ use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::error::{Result, StoreError};
-use crate::follow;
-use crate::sql::ident;
+use crate::tables::follow;
+use crate::tables::row_sql::TableSql;
 
 /// How conflicts in a table are handled.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
@@ -37,51 +37,6 @@ pub struct TrackedTable {
     /// Statements used for every row, written once per load.
     #[serde(skip)]
     pub(crate) sql: TableSql,
-}
-
-/// The SQL Shoal runs against a tracked table, row after row.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct TableSql {
-    /// Reads the non-key columns of one row (`SELECT 1` when there are none).
-    pub(crate) select_row: String,
-    /// Inserts a row with every column, or overwrites every column of an existing one.
-    pub(crate) upsert_all: String,
-    /// Deletes one row.
-    pub(crate) delete: String,
-}
-
-impl TableSql {
-    pub(crate) fn new(name: &str, key_columns: &[String], columns: &[String]) -> TableSql {
-        let table = ident(name);
-        let key_match = crate::sql::key_match(key_columns, 1);
-        let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
-        let keys: Vec<String> = key_columns.iter().map(|c| ident(c)).collect();
-        let all: Vec<String> = keys.iter().chain(&cols).cloned().collect();
-        let slots: Vec<String> = (1..=all.len()).map(|i| format!("?{i}")).collect();
-        let action = if cols.is_empty() {
-            "NOTHING".to_owned()
-        } else {
-            let sets: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
-            format!("UPDATE SET {}", sets.join(", "))
-        };
-        TableSql {
-            select_row: format!(
-                "SELECT {} FROM {table} WHERE {key_match}",
-                if cols.is_empty() {
-                    "1".to_owned()
-                } else {
-                    cols.join(", ")
-                }
-            ),
-            upsert_all: format!(
-                "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
-                all.join(", "),
-                slots.join(", "),
-                keys.join(", ")
-            ),
-            delete: format!("DELETE FROM {table} WHERE {key_match}"),
-        }
-    }
 }
 
 impl TrackedTable {

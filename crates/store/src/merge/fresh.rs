@@ -2,7 +2,7 @@
 //! statement.
 //!
 //! An import's changes reach the merge sorted by table and key (see
-//! [`Pending`](crate::pending::Pending)). An insert of a key that `shoal_rows` does not
+//! [`Pending`](crate::merge::pending::Pending)). An insert of a key that `shoal_rows` does not
 //! hold and that has no conflict open needs nothing of the merge: its row and its
 //! merge state are written as they come. Such inserts are gathered and written up to
 //! [`ROWS`] to a statement, into the app's table and into `shoal_rows`, which costs
@@ -15,15 +15,16 @@ use std::ops::Range;
 
 use rusqlite::{ErrorCode, Transaction};
 
-use crate::Replica;
-use crate::apply::{self, Tables};
-use crate::conflict;
 use crate::error::Result;
-use crate::import::ImportReport;
-use crate::pending::{self, Batch, Bound, Insert, Part};
-use crate::rows::{self, Ver};
+use crate::merge::apply;
+use crate::merge::batch::{self, Batch, Bound, Insert, Part};
+use crate::merge::conflict;
+use crate::merge::tables::Tables;
+use crate::replica::Replica;
+use crate::report::ImportReport;
 use crate::sql::{BindRef, ident};
-use crate::table::TrackedTable;
+use crate::tables::rows::{self, Ver};
+use crate::tables::table::TrackedTable;
 
 /// The most rows one statement writes. Fewer are written with statements for the
 /// powers of two below it, so that every statement is prepared once per import.
@@ -117,7 +118,7 @@ impl Fresh {
                 continue;
             }
             self.flush(tx, r, tables, parts, report)?;
-            let p = pending::part(parts, item.part)?;
+            let p = batch::part(parts, item.part)?;
             if let Some(incoming) = p.incoming_of(postcard::from_bytes(change)?) {
                 apply::apply(tx, r, tables, incoming, report)?;
             }
@@ -139,7 +140,7 @@ impl Fresh {
         key: &[u8],
         report: &mut ImportReport,
     ) -> Result<bool> {
-        let p = pending::part(parts, part)?;
+        let p = batch::part(parts, part)?;
         let Some(table) = tables.get(&p.table) else {
             return Ok(false);
         };
@@ -176,7 +177,7 @@ impl Fresh {
         batch: &Batch,
         report: &mut ImportReport,
     ) -> Result<()> {
-        let p = pending::part(parts, part)?;
+        let p = batch::part(parts, part)?;
         let Some(target) = &self.target else {
             return Ok(());
         };
@@ -249,7 +250,7 @@ impl Fresh {
                 Ok(()) => {
                     write_states(tx, states_sql, table.id, chunk, &self.changes, &self.states)?;
                     for g in chunk {
-                        let version = pending::part(parts, g.part)?.version;
+                        let version = batch::part(parts, g.part)?.version;
                         tables.note_written_blob(table, &self.changes[g.key.clone()], version)?;
                     }
                     report.changes_applied += chunk.len();
@@ -260,7 +261,7 @@ impl Fresh {
                     if e.code == ErrorCode::ConstraintViolation =>
                 {
                     for g in chunk {
-                        let p = pending::part(parts, g.part)?;
+                        let p = batch::part(parts, g.part)?;
                         let change = postcard::from_bytes(&self.changes[g.change.clone()])?;
                         if let Some(incoming) = p.incoming_of(change) {
                             apply::apply(tx, r, tables, incoming, report)?;
@@ -285,8 +286,8 @@ impl Fresh {
 pub(crate) fn shape(tables: &Tables, p: &Part) -> Option<(usize, usize)> {
     let table = tables.get(&p.table)?;
     let direct = p.kept.iter().all(|k| *k)
-        && crate::follow::same_names(&p.key_columns, &table.key_columns)
-        && crate::follow::same_names(
+        && crate::tables::follow::same_names(&p.key_columns, &table.key_columns)
+        && crate::tables::follow::same_names(
             &p.columns.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
             &table.columns,
         );
@@ -514,7 +515,7 @@ mod tests {
         }
         let (stored, disputed) = store
             .write(|tx, _| {
-                let table = crate::table::load_by_name(tx, "notes")?.expect("tracked");
+                let table = crate::tables::table::load_by_name(tx, "notes")?.expect("tracked");
                 let (mut rows, mut open) = (Known::new(Keys::Stored), Known::new(Keys::Disputed));
                 // Asked in the order of their blobs, as sorted changes come.
                 let mut ids: Vec<String> = (0..60)

@@ -6,71 +6,22 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use rusqlite::{Connection, OptionalExtension, Transaction};
-use serde::Serialize;
+use rusqlite::Transaction;
 use shoal_core::clock::check_drift;
-use shoal_core::{
-    BodyView, Checked, CommitHead, DeviceId, Group, GroupId, GroupOp, Seq, SignedCommit,
-    VersionVector,
-};
+use shoal_core::{BodyView, DeviceId, GroupId, GroupOp, Seq, SignedCommit};
 
-use crate::apply::{self, Tables};
+use crate::capture::seal;
 use crate::error::Result;
-use crate::pending::Pending;
-use crate::seal::{self, SealReport};
-use crate::{Replica, load_hlc, save_hlc};
-use crate::{authors, groups, retract};
-
-/// Where a stored commit stands.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum State {
-    /// Applied to the tables.
-    Applied = 0,
-    /// Waiting for an earlier commit of its author.
-    Waiting = 1,
-    /// Stamped further ahead of the local clock than the allowed drift.
-    Future = 2,
-    /// Refused for good: its author was revoked before it, or may only read.
-    Refused = 3,
-}
-
-/// What an import did.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ImportReport {
-    /// Local writes sealed first, so that no unsealed write is overwritten.
-    pub sealed: SealReport,
-    /// Commits applied, including ones that had been waiting.
-    pub commits_applied: usize,
-    /// Row changes applied.
-    pub changes_applied: usize,
-    /// Commits already held, ignored.
-    pub duplicates: usize,
-    /// Commits now waiting for an earlier commit of their author (a gap).
-    pub waiting: usize,
-    /// Commits held because their clock is too far ahead.
-    pub future: usize,
-    /// Commits held unapplied that their author withdrew for commits stamped again.
-    pub withdrawn: usize,
-    /// Authors caught signing two different commits for one place in their chain.
-    pub forks: Vec<ForkReport>,
-    /// Commits refused, and why.
-    pub refused: Vec<String>,
-    /// Conflicts found.
-    pub conflicts: usize,
-    /// Row changes held because they cannot be applied yet.
-    pub held: usize,
-    /// Held row changes applied at last.
-    pub held_applied: usize,
-}
-
-/// An author caught forking its chain.
-#[derive(Clone, Debug, Serialize)]
-pub struct ForkReport {
-    /// The author.
-    pub author: String,
-    /// The place in its chain that has two commits.
-    pub seq: u64,
-}
+use crate::import::{retract, standing::judge};
+use crate::merge::pending::Pending;
+use crate::merge::tables::Tables;
+use crate::merge::{apply, foreign, settle};
+use crate::replica::Replica;
+use crate::report::{ForkReport, ImportReport};
+use crate::tables::commits::{self, State, set_state, store_commit};
+use crate::tables::log;
+use crate::tables::meta::{load_hlc, save_hlc};
+use crate::tables::{authors, groups};
 
 /// Verifies, stores and applies a batch of commits. Each is decoded when it is
 /// checked and again when it is applied, so that a large batch costs its bytes in
@@ -88,17 +39,8 @@ pub(crate) fn import(
     let mut touched = BTreeSet::new();
     keep(tx, r, commits, &mut batch, &mut touched, &mut report)?;
     // Chains with commits left waiting by earlier imports may be able to go on now.
-    {
-        let mut stmt = tx.prepare_cached(WAITING_CHAINS)?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let grp: Vec<u8> = row.get(0)?;
-            if let Ok(grp) = grp.try_into() {
-                touched.insert((GroupId(grp), row.get::<_, i64>(1)?));
-            }
-        }
-    }
-    let hlc = apply::uncaptured(tx, || advance_all(tx, r, &touched, &mut batch, &mut report))?;
+    touched.extend(commits::waiting_chains(tx)?);
+    let hlc = log::uncaptured(tx, || advance_all(tx, r, &touched, &mut batch, &mut report))?;
     save_hlc(tx, hlc)?;
     let given = seal::give_rows(tx, r)?;
     report.sealed.commits += given.commits;
@@ -107,7 +49,7 @@ pub(crate) fn import(
         report.sealed.last_seq = given.last_seq;
         report.sealed.last_clock = given.last_clock;
     }
-    count_waiting(tx, &mut report)?;
+    (report.waiting, report.future) = commits::count_waiting(tx)?;
     Ok(report)
 }
 
@@ -130,7 +72,7 @@ pub(crate) fn receive(
         &mut BTreeSet::new(),
         &mut report,
     )?;
-    count_waiting(tx, &mut report)?;
+    (report.waiting, report.future) = commits::count_waiting(tx)?;
     Ok(report)
 }
 
@@ -163,16 +105,7 @@ fn keep(
         {
             report.withdrawn += withdraw(tx, &group, id, (*from, *upto), *since, batch)?;
         }
-        let existing: Option<Vec<u8>> = tx
-            .prepare_cached(
-                "SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq = ?3",
-            )?
-            .query_row(
-                rusqlite::params![&group.0[..], id, c.head.seq.0 as i64],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match existing {
+        match commits::signed_at(tx, &group, id, c.head.seq)? {
             Some(ours)
                 if SignedCommit::from_bytes(&ours)
                     .map(|s| s.body == signed.body)
@@ -232,35 +165,6 @@ fn withdraw(
     Ok(dropped)
 }
 
-// Both name `state != 0` as the index of waiting commits does, or SQLite would read
-// every commit held to find the few that wait.
-const WAITING_CHAINS: &str =
-    "SELECT DISTINCT grp, author FROM shoal_commits WHERE state != 0 AND state IN (1, 2)";
-const WAITING_COUNTS: &str =
-    "SELECT count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2)
-     FROM shoal_commits WHERE state != 0 AND state IN (1, 2)";
-
-/// Whether any commit waits (for an earlier one, or for its clock), any row change is
-/// held or any row is set aside: what [`crate::Store::apply_waiting`] may apply.
-pub(crate) fn anything_waiting(conn: &rusqlite::Connection) -> Result<bool> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM shoal_commits WHERE state != 0 AND state IN (1, 2))
-                 OR EXISTS (SELECT 1 FROM shoal_held) OR EXISTS (SELECT 1 FROM shoal_aside)",
-        )?
-        .query_row([], |r| r.get(0))?)
-}
-
-/// Counts the commits left waiting and held for their clock.
-fn count_waiting(tx: &Transaction, report: &mut ImportReport) -> Result<()> {
-    let (waiting, future): (i64, i64) = tx
-        .prepare_cached(WAITING_COUNTS)?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    report.waiting = waiting as usize;
-    report.future = future as usize;
-    Ok(())
-}
-
 /// Moves every touched chain forward as far as it goes, applies what that accepts,
 /// takes back what a revocation refuses and retries held changes. Returns the newest
 /// clock applied.
@@ -307,8 +211,8 @@ fn advance_all(
         }
     }
     apply::retry_held(tx, r, &tables, report)?;
-    crate::aside::settle(tx, r, &tables, report)?;
-    tables.check_foreign_keys(tx, r, report)?;
+    settle::settle(tx, r, &tables, report)?;
+    foreign::check(tx, r, &tables, report)?;
     Ok(hlc)
 }
 
@@ -356,16 +260,10 @@ impl Chain<'_> {
             let next = head.seq.0 + 1;
             let signed = match self.batch.remove(&(*group, id, next)) {
                 Some(c) => c,
-                None => {
-                    let stored: Option<Vec<u8>> = tx
-                        .prepare_cached("SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq = ?3 AND state IN (1, 2)")?
-                        .query_row(rusqlite::params![&group.0[..], id, next as i64], |r| r.get(0))
-                        .optional()?;
-                    match stored {
-                        Some(bytes) => SignedCommit::from_bytes(&bytes)?,
-                        None => return Ok(()),
-                    }
-                }
+                None => match commits::waiting_at(tx, group, id, Seq(next))? {
+                    Some(c) => c,
+                    None => return Ok(()),
+                },
             };
             // Verified when it was stored: read in place, its changes copied as
             // they are.
@@ -385,11 +283,8 @@ impl Chain<'_> {
                 None
             };
             if let Some(refusal) = broken {
-                let ours: Vec<u8> = tx.query_row(
-                    "SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq = ?3",
-                    rusqlite::params![&group.0[..], id, head.seq.0 as i64],
-                    |r| r.get(0),
-                )?;
+                let ours = commits::signed_at(tx, group, id, head.seq)?
+                    .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
                 record_fork(tx, group, id, author, head.seq, &ours, &signed)?;
                 match refusal {
                     Some(reason) => self.report.refused.push(reason),
@@ -460,77 +355,6 @@ impl Chain<'_> {
     }
 }
 
-/// A commit's standing in its group: accepted, refused (and why), or `None` while its
-/// author has no role the group knows of.
-/// `writes` says whether it changes any row: a reader's commit may only change the
-/// group itself.
-pub(crate) fn judge(
-    group: &Group,
-    body: &CommitHead,
-    writes: bool,
-) -> Option<std::result::Result<(), String>> {
-    let who = || {
-        format!(
-            "commit {} by {} in group {}",
-            body.seq, body.author, group.name
-        )
-    };
-    if group
-        .revoked_after(&body.author)
-        .is_some_and(|after| body.seq > after)
-    {
-        return Some(Err(format!("{}: its author was revoked before it", who())));
-    }
-    match group.role_at(&body.author, body.seq) {
-        Some(role) if role.may_write() || !writes => Some(Ok(())),
-        Some(_) => Some(Err(format!("{}: its author may only read", who()))),
-        None => None,
-    }
-}
-
-/// Stores a verified commit.
-pub(crate) fn store_commit(
-    tx: &Transaction,
-    author: i64,
-    c: &Checked,
-    signed: &SignedCommit,
-    state: State,
-) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO shoal_commits(author, seq, hash, hlc, grp, changes, state, signed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(rusqlite::params![
-        author,
-        c.head.seq.0 as i64,
-        &c.hash.0[..],
-        c.head.hlc.0 as i64,
-        &c.head.group.0[..],
-        c.changes as i64,
-        state as i64,
-        signed.to_bytes(),
-    ])?;
-    Ok(())
-}
-
-pub(crate) fn set_state(
-    tx: &Transaction,
-    group: &GroupId,
-    author: i64,
-    seq: Seq,
-    state: State,
-) -> Result<()> {
-    tx.prepare_cached(
-        "UPDATE shoal_commits SET state = ?4 WHERE grp = ?1 AND author = ?2 AND seq = ?3",
-    )?
-    .execute(rusqlite::params![
-        &group.0[..],
-        author,
-        seq.0 as i64,
-        state as i64
-    ])?;
-    Ok(())
-}
-
 fn record_fork(
     tx: &Transaction,
     group: &GroupId,
@@ -546,97 +370,4 @@ fn record_fork(
     )?;
     tx.execute("UPDATE shoal_authors SET forked = 1 WHERE id = ?1", [id])?;
     Ok(())
-}
-
-/// Hands every applied commit of `group` that `have` lacks to `each`, in per-author
-/// order.
-pub(crate) fn export_each(
-    conn: &Connection,
-    group: &GroupId,
-    have: &VersionVector,
-    mut each: impl FnMut(SignedCommit) -> Result<()>,
-) -> Result<()> {
-    let mut cursor = have.clone();
-    loop {
-        let chunk = export_chunk(conn, group, &mut cursor, 1 << 20)?;
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        chunk.into_iter().try_for_each(&mut each)?;
-    }
-}
-
-/// The applied commits of `group` that `have` lacks, in per-author order, up to about
-/// `max_bytes`; `have` moves past what is returned, so the next call goes on from there.
-pub(crate) fn export_chunk(
-    conn: &Connection,
-    group: &GroupId,
-    have: &mut VersionVector,
-    max_bytes: usize,
-) -> Result<Vec<SignedCommit>> {
-    let heads: Vec<(i64, Vec<u8>, i64)> = conn
-        .prepare_cached(
-            "SELECT c.author, a.device, c.head_seq FROM shoal_chains c JOIN shoal_authors a ON a.id = c.author
-             WHERE c.grp = ?1 AND c.head_seq > 0 ORDER BY c.author",
-        )?
-        .query_map([&group.0[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq > ?3 AND seq <= ?4 AND state = 0 ORDER BY seq",
-    )?;
-    let mut out = Vec::new();
-    let mut bytes = 0;
-    for (id, device, head) in heads {
-        let Ok(device) = device.try_into().map(DeviceId) else {
-            continue;
-        };
-        let from = have.get(&device).0 as i64;
-        if from >= head {
-            continue;
-        }
-        let mut rows = stmt.query(rusqlite::params![&group.0[..], id, from, head])?;
-        while let Some(row) = rows.next()? {
-            let seq: i64 = row.get(0)?;
-            let signed = SignedCommit::from_bytes(
-                row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?,
-            )?;
-            bytes += signed.body.len() + 64;
-            out.push(signed);
-            have.set(device, Seq(seq as u64));
-            if bytes >= max_bytes {
-                return Ok(out);
-            }
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{Store, StoreOptions};
-
-    /// Every import asks which commits wait: that must not read every commit held.
-    #[test]
-    fn finding_waiting_commits_reads_only_the_waiting() {
-        let dir = tempfile::TempDir::new().expect("temp dir");
-        let path = dir.path().join("a.db");
-        rusqlite::Connection::open(&path).expect("open");
-        let store = Store::init(&path, StoreOptions::new(dir.path().join("data"))).expect("init");
-        for sql in [WAITING_CHAINS, WAITING_COUNTS] {
-            let plan: Vec<String> = store
-                .connection()
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .expect("plan")
-                .query_map([], |r| r.get(3))
-                .expect("query")
-                .collect::<Result<_, _>>()
-                .expect("rows");
-            assert!(
-                plan.iter()
-                    .any(|step| step.contains("shoal_commits_waiting")),
-                "{sql}: {plan:?}"
-            );
-        }
-    }
 }

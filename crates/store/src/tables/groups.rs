@@ -7,8 +7,8 @@ use rusqlite::Connection;
 use shoal_core::group::OpRecord;
 use shoal_core::{CommitHead, Group, GroupId, GroupOp, Hlc, Seq};
 
-use crate::authors::Authors;
 use crate::error::Result;
+use crate::tables::authors::Authors;
 
 /// Records the group operations of a commit being applied, valid or not: evaluation
 /// decides which count. A valid `Create` makes the group known.

@@ -8,15 +8,17 @@ use rusqlite::{Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 use shoal_core::commit::{MAX_KEY_COLUMNS, MAX_NAME_BYTES};
 
-use crate::capture::{
-    capture_all, capture_columns, capture_existing, capture_from_shadow, differs, drop_shadow,
-    make_shadow, shadow_exists,
+use crate::capture::sweep::{
+    capture_all, capture_columns, capture_existing, capture_from_shadow, drop_shadow, make_shadow,
+    shadow_exists,
 };
+use crate::capture::triggers;
 use crate::error::{Result, StoreError};
-use crate::follow::{self, SchemaChange, SchemaProblem};
-use crate::sql::ident;
-use crate::table::{Policy, TableSql, TrackedTable, json_array, load_all, load_by_name};
-use crate::{Replica, import};
+use crate::merge::conflict;
+use crate::replica::Replica;
+use crate::tables::follow::{self, SchemaChange, SchemaProblem};
+use crate::tables::row_sql::TableSql;
+use crate::tables::table::{Policy, TrackedTable, json_array, load_all, load_by_name};
 
 /// What tracking a table did.
 #[derive(Clone, Debug, Serialize)]
@@ -37,10 +39,9 @@ pub(crate) fn track(
     table: &str,
     policy: Option<Policy>,
 ) -> Result<TrackReport> {
-    let mut report = refresh(tx, table, policy)?;
+    let report = refresh(tx, table, policy)?;
     // Tracking again may open records again (see `conflict::keep_columns`).
     r.open_conflicts = None;
-    report.held_applied = import::import(tx, r, Vec::new())?.held_applied;
     Ok(report)
 }
 
@@ -101,7 +102,7 @@ fn refresh(tx: &Transaction, table: &str, policy: Option<Policy>) -> Result<Trac
                 "UPDATE shoal_tables SET name = ?2, key_columns = ?3, columns = ?4, policy = ?5, tracked = 1 WHERE id = ?1",
                 rusqlite::params![t.id, shape.name, keys_json, cols_json, policy.as_str()],
             )?;
-            crate::conflict::keep_columns(tx, &shape.name, policy, &shape.columns)?;
+            conflict::keep_columns(tx, &shape.name, policy, &shape.columns)?;
             t.id
         }
         None => {
@@ -121,9 +122,7 @@ fn refresh(tx: &Transaction, table: &str, policy: Option<Policy>) -> Result<Trac
         policy,
         tracked: true,
     };
-    drop_stray_triggers(tx, &tracked)?;
-    drop_triggers(tx, id)?;
-    tx.execute_batch(&triggers(&tracked))?;
+    triggers::install(tx, &tracked)?;
     let mut rows_captured = capture_existing(tx, &tracked)?;
     rows_captured += match since {
         Since::New => 0,
@@ -192,7 +191,7 @@ pub(crate) fn untrack(tx: &Transaction, table: &str) -> Result<()> {
         table: table.to_owned(),
     })?;
     let change = follow::change(tx, &t.as_tracked())?;
-    drop_triggers(tx, t.id)?;
+    triggers::remove(tx, t.id)?;
     match change {
         // The values as they stand, so that a later re-track can tell what changed
         // while nothing captured them.
@@ -310,94 +309,4 @@ fn inspect(conn: &Connection, table: &str) -> Result<Shape> {
         name,
         warnings,
     })
-}
-
-fn drop_triggers(conn: &Connection, id: i64) -> Result<()> {
-    for op in ["ins", "upd", "del"] {
-        conn.execute_batch(&format!("DROP TRIGGER IF EXISTS shoal_{op}_{id};"))?;
-    }
-    Ok(())
-}
-
-/// Drops capture triggers of other tracked tables that sit on `t`'s table: a tracked
-/// table renamed to this name took its triggers along.
-fn drop_stray_triggers(conn: &Connection, t: &TrackedTable) -> Result<()> {
-    let stray: Vec<String> = conn
-        .prepare(
-            "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?1 COLLATE NOCASE
-               AND (name GLOB 'shoal_ins_*' OR name GLOB 'shoal_upd_*' OR name GLOB 'shoal_del_*')",
-        )?
-        .query_map([&t.name], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let own = [
-        format!("shoal_ins_{}", t.id),
-        format!("shoal_upd_{}", t.id),
-        format!("shoal_del_{}", t.id),
-    ];
-    for name in stray.iter().filter(|n| !own.contains(n)) {
-        conn.execute_batch(&format!("DROP TRIGGER {}", ident(name)))?;
-    }
-    Ok(())
-}
-
-/// Makes the capture triggers of every tracked table anew, as this version writes them.
-pub(crate) fn remake_triggers(conn: &Connection) -> Result<()> {
-    for t in load_all(conn)?.into_iter().filter(|t| t.tracked) {
-        drop_triggers(conn, t.id)?;
-        conn.execute_batch(&triggers(&t))?;
-    }
-    Ok(())
-}
-
-/// The three capture triggers of a table. They log every write, Shoal's own applying
-/// of remote changes too: that removes what it logged before it commits
-/// (`apply::uncaptured`). A condition in the trigger to skip those writes instead
-/// would cost every write of the app's a lookup.
-fn triggers(t: &TrackedTable) -> String {
-    let id = t.id;
-    let table = ident(&t.name);
-    let slots: String = (0..t.key_columns.len())
-        .map(|i| format!(", k{i}"))
-        .collect();
-    let keys = |row: &str| -> String {
-        t.key_columns
-            .iter()
-            .map(|c| format!(", {row}.{}", ident(c)))
-            .collect()
-    };
-    let differs = |c: &str| {
-        let c = ident(c);
-        differs(&format!("OLD.{c}"), &format!("NEW.{c}"))
-    };
-    let key_changed = t
-        .key_columns
-        .iter()
-        .map(|c| differs(c))
-        .collect::<Vec<_>>()
-        .join(" OR ");
-    let mut update = format!(
-        "INSERT INTO shoal_log(tbl, op, col{slots}) SELECT {id}, 3, NULL{} WHERE {key_changed};\n\
-         INSERT INTO shoal_log(tbl, op, col{slots}) SELECT {id}, 1, NULL{} WHERE {key_changed};\n",
-        keys("OLD"),
-        keys("NEW"),
-    );
-    for c in &t.columns {
-        update.push_str(&format!(
-            "INSERT INTO shoal_log(tbl, op, col{slots}) SELECT {id}, 2, '{}'{} WHERE NOT ({key_changed}) AND {};\n",
-            c.replace('\'', "''"),
-            keys("NEW"),
-            differs(c)
-        ));
-    }
-    format!(
-        "CREATE TRIGGER shoal_ins_{id} AFTER INSERT ON {table} BEGIN\n\
-           INSERT INTO shoal_log(tbl, op, col{slots}) VALUES ({id}, 1, NULL{});\n\
-         END;\n\
-         CREATE TRIGGER shoal_upd_{id} AFTER UPDATE ON {table} BEGIN\n{update}END;\n\
-         CREATE TRIGGER shoal_del_{id} AFTER DELETE ON {table} BEGIN\n\
-           INSERT INTO shoal_log(tbl, op, col{slots}) VALUES ({id}, 3, NULL{});\n\
-         END;\n",
-        keys("NEW"),
-        keys("OLD"),
-    )
 }

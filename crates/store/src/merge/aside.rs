@@ -16,20 +16,20 @@
 use rusqlite::{ErrorCode, OptionalExtension, Transaction};
 use shoal_core::{DeviceId, Hlc, Value, Version};
 
-use crate::Replica;
-use crate::conflict::{self, ConflictKind, NewConflict, Side};
 use crate::error::{Result, StoreError};
-use crate::import::ImportReport;
-use crate::rows;
+use crate::merge::conflict::{self, ConflictKind, NewConflict, Side};
+use crate::replica::Replica;
+use crate::report::ImportReport;
 use crate::sql::{Bind, ident, key_blob, key_from_blob, key_match};
-use crate::table::TrackedTable;
+use crate::tables::rows;
+use crate::tables::table::TrackedTable;
 
 /// The values of a row, by column.
 pub(crate) type RowValues = Vec<(String, Value)>;
 
 /// How often a row's placing is tried before it is left aside: each round settles one
 /// clash, and rows rarely clash on more than one index at once.
-const ROUNDS: usize = 8;
+pub(crate) const ROUNDS: usize = 8;
 
 /// What a failed write broke: a UNIQUE constraint (another row may hold the value),
 /// or a constraint on the row alone.
@@ -57,9 +57,17 @@ fn broken(e: &rusqlite::Error) -> Option<(Broken, String)> {
     Some((Broken::Row, format!("{what}: {message}")))
 }
 
-/// Whether any row is set aside.
-pub(crate) fn any(tx: &Transaction) -> Result<bool> {
+/// The table and key of every row set aside, in that order.
+pub(crate) fn keys(tx: &Transaction) -> Result<Vec<(i64, Vec<u8>)>> {
     Ok(tx
+        .prepare_cached("SELECT tbl, key FROM shoal_aside ORDER BY tbl, key")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Whether any row is set aside.
+pub(crate) fn any(conn: &rusqlite::Connection) -> Result<bool> {
+    Ok(conn
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM shoal_aside)")?
         .query_row([], |r| r.get(0))?)
 }
@@ -154,12 +162,12 @@ pub(crate) fn written_again(tx: &Transaction) -> Result<()> {
         .prepare_cached("SELECT tbl, key FROM shoal_aside")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let tables = crate::table::load_all(tx)?;
+    let tables = crate::tables::table::load_all(tx)?;
     for (tbl, blob) in entries {
         let Some(table) = tables.iter().find(|t| t.id == tbl) else {
             continue;
         };
-        if crate::seal::read_row(tx, table, &key_from_blob(&blob)?)?.is_some() {
+        if table.sql.read(tx, &key_from_blob(&blob)?)?.is_some() {
             release(tx, tbl, &blob, "the row was written again here")?;
         }
     }
@@ -184,7 +192,7 @@ pub(crate) fn place(
         let e = match error.take() {
             Some(e) => e,
             None => {
-                crate::apply::delete_row(tx, table, key)?;
+                table.sql.delete(tx, key)?;
                 match insert(tx, table, key, &values) {
                     Ok(()) => return Ok(true),
                     Err(e) => e,
@@ -254,63 +262,6 @@ pub(crate) fn place(
     let why = Reason::alone(tx, r, table, &blob, &values, &last)?;
     set_aside(tx, r, table, key, &values, why, report)?;
     Ok(false)
-}
-
-/// Tries every row set aside again, as the import that may have removed its clash
-/// ends; a row that nothing refuses any more goes back into its table.
-pub(crate) fn settle(
-    tx: &Transaction,
-    r: &mut Replica,
-    tables: &crate::apply::Tables,
-    report: &mut ImportReport,
-) -> Result<()> {
-    if !any(tx)? {
-        return Ok(());
-    }
-    for _ in 0..ROUNDS {
-        let entries: Vec<(i64, Vec<u8>)> = tx
-            .prepare_cached("SELECT tbl, key FROM shoal_aside ORDER BY tbl, key")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut moved = false;
-        for (tbl, blob) in entries {
-            let Some(table) = tables.by_id(tbl) else {
-                continue;
-            };
-            // An earlier row of this round may have placed or released it.
-            let Some(values) = get(tx, tbl, &blob)? else {
-                continue;
-            };
-            let key = key_from_blob(&blob)?;
-            if rows::cl(tx, tbl, &blob)? % 2 == 0 {
-                release(tx, tbl, &blob, "the row was deleted")?;
-                moved = true;
-            } else if crate::seal::read_row(tx, table, &key)?.is_some() {
-                release(tx, tbl, &blob, "the row was written again here")?;
-                moved = true;
-            } else if let Some(why) =
-                crate::foreign::parent_gone(tx, r, tables, table, &blob, &values)?
-            {
-                // Its parent is still deleted: it stays aside, its record up to date
-                // with what it holds now.
-                set_aside(tx, r, table, &key, &values, why, report)?;
-            } else if place(tx, r, table, &key, values, None, report)? {
-                // Back in its table: its foreign keys are checked with the rest.
-                tables.note_written(table, &key, no_version());
-                release(
-                    tx,
-                    tbl,
-                    &blob,
-                    "nothing refuses the row any more: it is back in its table",
-                )?;
-                moved = true;
-            }
-        }
-        if !moved {
-            break;
-        }
-    }
-    Ok(())
 }
 
 /// The row a set-aside one clashed with.
@@ -393,7 +344,7 @@ pub(crate) fn set_aside(
     why: Reason,
     report: &mut ImportReport,
 ) -> Result<()> {
-    crate::apply::delete_row(tx, table, key)?;
+    table.sql.delete(tx, key)?;
     let blob = key_blob(key);
     let c = NewConflict {
         kind: ConflictKind::Constraint,
@@ -534,7 +485,7 @@ fn holders(
 
 /// A row of the table as it is there, by column.
 fn row_values(tx: &Transaction, table: &TrackedTable, key: &[Value]) -> Result<RowValues> {
-    let row = crate::seal::read_row(tx, table, key)?.unwrap_or_default();
+    let row = table.sql.read(tx, key)?.unwrap_or_default();
     Ok(table.columns.iter().cloned().zip(row).collect())
 }
 

@@ -4,15 +4,15 @@
 //! says. A record keeps both sides; resolving it is a new write that syncs, and a record
 //! closes by itself wherever a write arrives from someone who had seen the winner.
 
-use rusqlite::{Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, Transaction};
 use serde::Serialize;
 use shoal_core::{DeviceId, Hlc, Value, Version};
 
 use crate::error::{Result, StoreError};
-use crate::rows;
-use crate::sql::{Bind, ident, key_blob, key_from_blob, key_match, key_text};
-use crate::table::{Policy, TrackedTable};
-use crate::{Replica, apply, aside, load_hlc};
+use crate::replica::Replica;
+use crate::sql::{key_blob, key_from_blob, key_text};
+use crate::tables::meta::load_hlc;
+use crate::tables::table::{Policy, TrackedTable};
 
 /// What kind of conflict a record is. A write's conflict only moves down this list
 /// as more is known: an insert found to have lost its row's life to another, a life
@@ -136,7 +136,7 @@ impl ConflictKind {
 }
 
 impl Side {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Side::Local => "local",
             Side::Remote => "remote",
@@ -736,232 +736,4 @@ pub(crate) fn get(conn: &Connection, id: &str) -> Result<Conflict> {
         [one] if !id.is_empty() => Ok(one.clone()),
         _ => Err(StoreError::NoSuchConflict { id: id.to_owned() }),
     }
-}
-
-/// Writes what the resolution asks for, through the capture triggers like any app write.
-pub(crate) fn resolve(
-    tx: &Transaction,
-    r: &mut Replica,
-    id: &str,
-    resolution: &Resolution,
-) -> Result<()> {
-    let c = get(tx, id)?;
-    let cannot = |reason: String| StoreError::CannotResolve {
-        id: c.id.clone(),
-        reason,
-    };
-    if matches!(c.status, ConflictStatus::Resolved | ConflictStatus::Closed) {
-        return Err(cannot(format!(
-            "it is {} already ({})",
-            if c.status == ConflictStatus::Resolved {
-                "resolved"
-            } else {
-                "closed"
-            },
-            c.resolution.clone().unwrap_or_default()
-        )));
-    }
-    let table = crate::table::load_by_name(tx, &c.table)?
-        .filter(|t| t.tracked)
-        .ok_or_else(|| StoreError::NotTracked {
-            table: c.table.clone(),
-        })?;
-    let side_values = |side: Side| match side {
-        Side::Local => c.local_values.clone(),
-        Side::Remote => c.remote_values.clone(),
-    };
-    let blob = key_blob(&c.key);
-    let alive = rows::cl(tx, table.id, &blob)? % 2 == 1;
-    if let Some((kept, _)) = aside::entry(tx, table.id, &blob)?.filter(|(_, id)| *id == c.id) {
-        return resolve_aside(tx, &table, &c, kept, resolution);
-    }
-    match (c.kind, resolution) {
-        (ConflictKind::Constraint, Resolution::Keep(Side::Local)) => Ok(()),
-        (ConflictKind::Constraint, Resolution::Keep(Side::Remote)) => {
-            let refused: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT refused FROM shoal_conflicts WHERE id = ?1",
-                    [&c.id],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .flatten();
-            // A foreign-key record refused nothing: the row is in place already.
-            let Some(refused) = refused else {
-                return Ok(());
-            };
-            let report = apply::reapply(tx, r, &refused)?;
-            if report.conflicts > 0 || report.changes_applied == 0 {
-                return Err(cannot(format!(
-                    "the remote change still breaks a constraint ({}); change the clashing row first, or set other values",
-                    c.detail.clone().unwrap_or_default()
-                )));
-            }
-            Ok(())
-        }
-        (ConflictKind::UpdateDelete, Resolution::Keep(side)) if *side == c.winner && !alive => {
-            // The delete stands: re-delete, so that devices holding the record see a
-            // write that saw both sides.
-            log_ops(tx, &table, &c.key, &[(1, None), (3, None)])
-        }
-        (_, Resolution::Keep(side)) => {
-            let values = side_values(*side).ok_or_else(|| {
-                cannot(format!(
-                    "the {} side deleted the row; keep the other side or set values",
-                    side.as_str()
-                ))
-            })?;
-            write(tx, &table, &c.key, &values, &c.columns, alive).map_err(|e| cannot(e.to_string()))
-        }
-        (_, Resolution::Set(values)) => {
-            for (col, _) in values {
-                if !table.columns.iter().any(|c| c.eq_ignore_ascii_case(col)) {
-                    return Err(cannot(format!(
-                        "{:?} has no column {col:?} to set",
-                        table.name
-                    )));
-                }
-            }
-            write(tx, &table, &c.key, values, &c.columns, alive).map_err(|e| cannot(e.to_string()))
-        }
-    }
-}
-
-/// Settles a row set aside by a constraint with a write every device applies: keeping
-/// the row that holds the value deletes the one set aside; keeping the one set aside,
-/// or setting values, puts it back into its table, if nothing refuses it now.
-fn resolve_aside(
-    tx: &Transaction,
-    table: &TrackedTable,
-    c: &Conflict,
-    mut kept: aside::RowValues,
-    resolution: &Resolution,
-) -> Result<()> {
-    let blob = key_blob(&c.key);
-    let set = match resolution {
-        Resolution::Keep(Side::Local) => {
-            log_ops(tx, table, &c.key, &[(3, None)])?;
-            return aside::release(tx, table.id, &blob, "the row set aside was deleted");
-        }
-        Resolution::Keep(Side::Remote) => &[][..],
-        Resolution::Set(values) => &values[..],
-    };
-    for (col, value) in set {
-        let Some(name) = table.columns.iter().find(|n| n.eq_ignore_ascii_case(col)) else {
-            return Err(StoreError::CannotResolve {
-                id: c.id.clone(),
-                reason: format!("{:?} has no column {col:?} to set", table.name),
-            });
-        };
-        match kept.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            Some((_, v)) => *v = value.clone(),
-            None => kept.push((name.clone(), value.clone())),
-        }
-    }
-    apply::uncaptured(tx, || Ok(aside::insert(tx, table, &c.key, &kept)))?.map_err(|e| {
-        StoreError::CannotResolve {
-            id: c.id.clone(),
-            reason: format!(
-                "the row still breaks a constraint ({e}); change the row that holds the value first, or set other values"
-            ),
-        }
-    })?;
-    let ops: Vec<(i64, Option<&str>)> = kept.iter().map(|(c, _)| (2, Some(c.as_str()))).collect();
-    log_ops(tx, table, &c.key, &ops)?;
-    aside::release(tx, table.id, &blob, "put back into its table")
-}
-
-/// Writes `values` to the row (re-inserting it when it is deleted) and logs every
-/// column, so that even a value equal to the current one goes out as a new write.
-fn write(
-    tx: &Transaction,
-    table: &TrackedTable,
-    key: &[Value],
-    values: &[(String, Value)],
-    disputed: &[String],
-    alive: bool,
-) -> Result<()> {
-    let binds: Vec<Bind<'_>> = values.iter().map(|(_, v)| v).chain(key).map(Bind).collect();
-    if alive {
-        let sets: Vec<String> = values
-            .iter()
-            .enumerate()
-            .map(|(i, (c, _))| format!("{} = ?{}", ident(c), i + 1))
-            .collect();
-        if !sets.is_empty() {
-            tx.execute(
-                &format!(
-                    "UPDATE {} SET {} WHERE {}",
-                    ident(&table.name),
-                    sets.join(", "),
-                    key_match(&table.key_columns, values.len() + 1)
-                ),
-                rusqlite::params_from_iter(&binds),
-            )?;
-        }
-        // Every disputed column is written, those not set with the value they hold:
-        // a write that saw every losing value closes the record on every device.
-        let mut ops: Vec<(i64, Option<&str>)> =
-            values.iter().map(|(c, _)| (2, Some(c.as_str()))).collect();
-        for c in disputed {
-            if !values.iter().any(|(v, _)| v.eq_ignore_ascii_case(c)) {
-                ops.push((2, Some(c.as_str())));
-            }
-        }
-        log_ops(tx, table, key, &ops)
-    } else {
-        let names: Vec<String> = values
-            .iter()
-            .map(|(c, _)| ident(c))
-            .chain(table.key_columns.iter().map(|c| ident(c)))
-            .collect();
-        let slots: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-        tx.execute(
-            &format!(
-                "INSERT INTO {} ({}) VALUES ({})",
-                ident(&table.name),
-                names.join(", "),
-                slots.join(", ")
-            ),
-            rusqlite::params_from_iter(&binds),
-        )?;
-        Ok(())
-    }
-}
-
-/// Adds entries to the capture log by hand: `(op, column)` as the triggers write them.
-fn log_ops(
-    tx: &Transaction,
-    table: &TrackedTable,
-    key: &[Value],
-    ops: &[(i64, Option<&str>)],
-) -> Result<()> {
-    let slots: String = (0..key.len()).map(|i| format!(", k{i}")).collect();
-    let params: String = (0..key.len()).map(|i| format!(", ?{}", i + 4)).collect();
-    let sql = format!("INSERT INTO shoal_log(tbl, op, col{slots}) VALUES (?1, ?2, ?3{params})");
-    for (op, col) in ops {
-        let binds: Vec<Bind<'_>> = key.iter().map(Bind).collect();
-        let mut p: Vec<&dyn rusqlite::ToSql> = vec![&table.id, op, col];
-        p.extend(binds.iter().map(|b| b as &dyn rusqlite::ToSql));
-        tx.execute(&sql, p.as_slice())?;
-    }
-    Ok(())
-}
-
-pub(crate) fn mark_resolved(tx: &Transaction, id: &str, resolution: &Resolution) -> Result<()> {
-    let text = match resolution {
-        Resolution::Keep(side) => format!("kept the {} side", side.as_str()),
-        Resolution::Set(values) => {
-            let parts: Vec<String> = values
-                .iter()
-                .map(|(c, v)| format!("{c} = {}", v.to_sql_literal()))
-                .collect();
-            format!("set {}", parts.join(", "))
-        }
-    };
-    tx.execute(
-        "UPDATE shoal_conflicts SET status = 'resolved', resolution = ?2 WHERE id = ?1",
-        rusqlite::params![id, text],
-    )?;
-    Ok(())
 }

@@ -12,13 +12,16 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use rusqlite::Transaction;
 use shoal_core::{BodyView, Group, GroupId, SignedCommit, Value, VerifiedCommit};
 
-use crate::Replica;
-use crate::apply::{self, Tables};
 use crate::error::Result;
-use crate::import::{ImportReport, State, judge, set_state};
-use crate::pending::Pending;
-use crate::rows;
+use crate::import::standing::judge;
+use crate::merge::pending::Pending;
+use crate::merge::tables::Tables;
+use crate::merge::{apply, aside, foreign};
+use crate::replica::Replica;
+use crate::report::ImportReport;
 use crate::sql::key_blob;
+use crate::tables::commits::{State, set_state};
+use crate::tables::{held, rows};
 
 /// Takes back the applied commits of `group` that the group now refuses.
 pub(crate) fn take_back(
@@ -74,19 +77,19 @@ pub(crate) fn take_back(
         )?
         .execute(rusqlite::params![table, blob])?;
         if let Some(t) = tables.get(table) {
-            apply::delete_row(tx, t, key)?;
+            t.sql.delete(tx, key)?;
             tables.note_deleted(t, key);
             rows::forget(tx, t.id, blob)?;
             // A row set aside is rebuilt like the rest, and set aside again if the
             // commits that still stand clash too.
-            crate::aside::release(tx, t.id, blob, "rebuilt without the commits taken back")?;
+            aside::release(tx, t.id, blob, "rebuilt without the commits taken back")?;
         } else if tables.is_refused(table)
-            && let Some(t) = crate::table::load_by_name(tx, table)?
+            && let Some(t) = crate::tables::table::load_by_name(tx, table)?
             // A table whose schema changed here in a way Shoal does not follow (a
             // column renamed) still loses the rows taken back; what stands of them is
             // replayed into held changes, which apply once the table is sorted out.
             // Under a name it no longer has, its rows cannot be reached.
-            && apply::delete_row(tx, &t, key).is_ok()
+            && t.sql.delete(tx, key).is_ok()
         {
             rows::forget(tx, t.id, blob)?;
         }
@@ -94,10 +97,10 @@ pub(crate) fn take_back(
     replay(tx, r, tables, &touched, report)?;
     for ((table, _), key) in &touched {
         if let Some(t) = tables.get(table).filter(|t| !t.tracked) {
-            crate::capture::refresh_shadow(tx, t, key)?;
+            crate::capture::sweep::refresh_shadow(tx, t, key)?;
         }
     }
-    tables.check_foreign_keys(tx, r, report)
+    foreign::check(tx, r, tables, report)
 }
 
 /// Applied commits of `group` that it refuses now, with their authors' local ids.
@@ -143,15 +146,10 @@ fn forget_held(
     tx: &Transaction,
     versions: &HashSet<(shoal_core::DeviceId, shoal_core::Hlc)>,
 ) -> Result<()> {
-    let held: Vec<(i64, String, Vec<u8>)> = tx
-        .prepare_cached("SELECT id, tbl, change FROM shoal_held")?
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    for (id, table, blob) in held {
-        let inc = apply::held_change(id, &table, &blob)?;
+    for h in held::all(tx)? {
+        let inc = apply::held_change(&h)?;
         if versions.contains(&(inc.version.author, inc.version.hlc)) {
-            tx.prepare_cached("DELETE FROM shoal_held WHERE id = ?1")?
-                .execute([id])?;
+            held::remove(tx, h.id)?;
         }
     }
     Ok(())
@@ -172,7 +170,7 @@ fn replay(
         .prepare_cached("SELECT signed FROM shoal_commits WHERE state = 0 ORDER BY hlc, author")?
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
-    let mut groups = crate::groups::Cache::default();
+    let mut groups = crate::tables::groups::Cache::default();
     let mut scratch = ImportReport::default();
     let mut pending = Pending::default();
     for bytes in stored {

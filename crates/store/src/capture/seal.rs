@@ -8,64 +8,27 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::Transaction;
-use serde::Serialize;
 use shoal_core::commit::{Checked, FORMAT, MAX_COMMIT_BYTES};
 use shoal_core::{
     Cell, CommitBody, DeviceId, GroupId, GroupOp, Hlc, Op, Role, RowChange, Seq, TableChanges,
     Value, Version, commit::VersionRef,
 };
 
-use crate::authors::{self, Head};
+use crate::capture::{sweep, track};
 use crate::error::{Result, StoreError};
-use crate::follow::{SchemaChange, SchemaProblem};
-use crate::rows::{self, RowMeta, Ver};
-use crate::sql::{Bind, key_blob, key_from_blob, key_text, value};
-use crate::table::TrackedTable;
-use crate::track;
-use crate::{Replica, conflict, groups, import, load_hlc, save_hlc};
-
-/// What sealing did.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct SealReport {
-    /// Commits made.
-    pub commits: usize,
-    /// Row changes they carry.
-    pub changes: usize,
-    /// The sequence number of the last commit made.
-    pub last_seq: Option<u64>,
-    /// The clock of the last commit made: the version of every write it carries.
-    pub last_clock: Option<Hlc>,
-    /// Rows not sealed because they are too large for any commit; everything else
-    /// was sealed, and their captured changes are kept for when they are smaller.
-    pub oversized: Vec<OversizedRow>,
-    /// Tracked tables not sealed because their schema changed in a way Shoal cannot
-    /// follow by itself; their captured changes are kept.
-    pub schema_problems: Vec<SchemaProblem>,
-}
-
-/// A row too large for any commit: not sealed, the rest sealed around it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct OversizedRow {
-    /// The table.
-    pub table: String,
-    /// Its primary key, as SQL literals.
-    pub key: String,
-    /// Its encoded size in bytes.
-    pub size: u64,
-}
-
-impl std::fmt::Display for OversizedRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "row {} of {} is {} bytes, over the {} a commit can carry: it is not synced until it is smaller (keep large files outside the database); everything else syncs",
-            self.key,
-            self.table,
-            self.size,
-            shoal_core::commit::MAX_COMMIT_BYTES
-        )
-    }
-}
+use crate::merge::tables::Tables;
+use crate::merge::{aside, conflict, foreign, settle};
+use crate::replica::Replica;
+use crate::report::{ImportReport, OversizedRow, SealReport};
+use crate::sql::{key_blob, key_from_blob, key_text, value};
+use crate::tables::authors::{self, Head};
+use crate::tables::commits::{self, State};
+use crate::tables::follow::{self, SchemaChange};
+use crate::tables::groups;
+use crate::tables::log::{self, LogOp};
+use crate::tables::meta::{load_hlc, save_hlc};
+use crate::tables::rows::{self, RowMeta, Ver};
+use crate::tables::table::{self, TrackedTable};
 
 /// Log entries folded at a time; bounds memory whatever the backlog.
 const LOG_CHUNK: i64 = 50_000;
@@ -112,10 +75,10 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
     // entries stay for when it is sorted out. An untracked table the app has dropped
     // has nothing left to seal: its log entries go.
     let problems = track::follow_schema(tx, r)?;
-    crate::aside::written_again(tx)?;
+    aside::written_again(tx)?;
     let mut refused: Vec<i64> = Vec::new();
     let mut tables: HashMap<i64, TrackedTable> = HashMap::new();
-    for t in crate::table::load_all(tx)? {
+    for t in table::load_all(tx)? {
         // An untracked table's entries captured before it was untracked are sealed
         // as long as its columns are still the ones they name; those of one that is
         // gone are dropped below.
@@ -125,7 +88,7 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
                 .find(|p| p.table == t.name)
                 .map(|p| p.change.clone())
         } else {
-            crate::follow::columns_change(tx, &t.as_tracked())?
+            follow::columns_change(tx, &t.as_tracked())?
         };
         match change {
             Some(SchemaChange::TableDropped) if !t.tracked => {}
@@ -165,10 +128,12 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
                 let key: Vec<Value> = (0..table.key_columns.len())
                     .map(|i| row.get_ref(4 + i).map(value))
                     .collect::<Result<_, _>>()?;
-                let op = match row.get::<_, i64>(2)? {
-                    1 => Logged::Insert,
-                    2 => Logged::Update(row.get::<_, Option<String>>(3)?.unwrap_or_default()),
-                    _ => Logged::Delete,
+                let op = match LogOp::from_code(row.get(2)?) {
+                    Some(LogOp::Insert) => Logged::Insert,
+                    Some(LogOp::Update) => {
+                        Logged::Update(row.get::<_, Option<String>>(3)?.unwrap_or_default())
+                    }
+                    Some(LogOp::Delete) | None => Logged::Delete,
                 };
                 let only: Option<Vec<u8>> = row.get(12)?;
                 let only = only.and_then(|g| g.try_into().ok()).map(GroupId);
@@ -223,12 +188,12 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
         kept.clear();
     }
     // A local write may have ended a clash: rows set aside by it go back at once.
-    if crate::aside::any(tx)? {
-        let tables = crate::apply::Tables::load(tx)?;
-        let mut settled = crate::import::ImportReport::default();
-        crate::apply::uncaptured(tx, || {
-            crate::aside::settle(tx, r, &tables, &mut settled)?;
-            tables.check_foreign_keys(tx, r, &mut settled)
+    if aside::any(tx)? {
+        let tables = Tables::load(tx)?;
+        let mut settled = ImportReport::default();
+        log::uncaptured(tx, || {
+            settle::settle(tx, r, &tables, &mut settled)?;
+            foreign::check(tx, r, &tables, &mut settled)
         })?;
     }
     Ok(report)
@@ -263,7 +228,7 @@ impl Target {
 
 impl Targets {
     fn load(tx: &Transaction, r: &mut Replica) -> Result<Targets> {
-        let tables = crate::table::load_all(tx)?;
+        let tables = table::load_all(tx)?;
         let mut carried: HashMap<i64, Vec<Target>> = HashMap::new();
         let mut writable = HashMap::new();
         for id in groups::known(tx)? {
@@ -441,7 +406,7 @@ impl Builder {
                 Logged::Delete => {}
             }
         }
-        let current = read_row(tx, table, key)?;
+        let current = table.sql.read(tx, key)?;
         // The table is the truth: a row can vanish without a trigger firing (REPLACE
         // deleting another row on a UNIQUE clash), or appear while untracked.
         match (&current, alive) {
@@ -452,7 +417,7 @@ impl Builder {
             }
             // A row set aside by a constraint is out of its table on purpose: it is
             // not deleted.
-            (None, true) if crate::aside::get(tx, table.id, blob)?.is_some() => {
+            (None, true) if aside::get(tx, table.id, blob)?.is_some() => {
                 return Ok(None);
             }
             (None, true) => {
@@ -623,13 +588,7 @@ impl Builder {
                 head: commit.body.head(),
                 changes,
             };
-            import::store_commit(
-                tx,
-                part.head.id,
-                &checked,
-                &commit.signed,
-                import::State::Applied,
-            )?;
+            commits::store_commit(tx, part.head.id, &checked, &commit.signed, State::Applied)?;
             groups::record_ops(tx, part.head.id, &checked.head)?;
             authors::advance(tx, &part.head, seq, commit.hash, self.hlc)?;
             report.commits += 1;
@@ -651,7 +610,7 @@ pub(crate) fn give_rows(tx: &Transaction, r: &mut Replica) -> Result<SealReport>
     let mut logged = 0;
     for (group, shares) in &targets.writable {
         for tbl in shares.keys() {
-            logged += crate::capture::give_rows(tx, group, *tbl)?.unwrap_or(0);
+            logged += sweep::give_rows(tx, group, *tbl)?.unwrap_or(0);
         }
     }
     if logged == 0 {
@@ -674,25 +633,6 @@ pub(crate) fn seal_ops(
     builder.add_ops(tx, group, ops)?;
     builder.finish(tx, r, &mut report)?;
     Ok(report)
-}
-
-/// The row's non-key columns as they are now, or `None` when it does not exist.
-pub(crate) fn read_row(
-    tx: &Transaction,
-    table: &TrackedTable,
-    key: &[Value],
-) -> Result<Option<Vec<Value>>> {
-    let mut stmt = tx.prepare_cached(&table.sql.select_row)?;
-    let binds: Vec<Bind<'_>> = key.iter().map(Bind).collect();
-    let mut q = stmt.query(rusqlite::params_from_iter(&binds))?;
-    match q.next()? {
-        Some(row) => Ok(Some(
-            (0..table.columns.len())
-                .map(|i| row.get_ref(i).map(value))
-                .collect::<Result<_, _>>()?,
-        )),
-        None => Ok(None),
-    }
 }
 
 fn value_size(v: &Value) -> usize {

@@ -14,89 +14,16 @@
 use rusqlite::Transaction;
 use shoal_core::{Value, Version};
 
-use crate::Replica;
-use crate::apply::Tables;
-use crate::aside::{self, Reason, RowValues};
-use crate::conflict::{self, ConflictKind, NewConflict, Side};
 use crate::error::Result;
-use crate::import::ImportReport;
-use crate::rows;
+use crate::merge::aside::{self, Reason, RowValues};
+use crate::merge::conflict::{self, ConflictKind, NewConflict, Side};
+use crate::merge::tables::Tables;
+use crate::replica::Replica;
+use crate::report::ImportReport;
 use crate::sql::{Bind, ident, key_blob, key_match, key_text};
-use crate::table::TrackedTable;
-
-/// What a foreign key does when its parent row is deleted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum OnDelete {
-    /// `NO ACTION` or `RESTRICT`: the delete must not leave children.
-    Refuse,
-    /// `CASCADE`, `SET NULL` or `SET DEFAULT`: the delete reaches the children.
-    Reach(&'static str),
-}
-
-/// One foreign key of a tracked table.
-#[derive(Clone, Debug)]
-pub(crate) struct ForeignKey {
-    pub(crate) parent: String,
-    pub(crate) from: Vec<String>,
-    pub(crate) to: Vec<String>,
-    pub(crate) on_delete: OnDelete,
-}
-
-/// The foreign keys declared on `table`, with the parent's key filled in where the
-/// declaration leaves it implicit.
-pub(crate) fn load(tx: &Transaction, table: &str) -> Result<Vec<ForeignKey>> {
-    let mut stmt = tx.prepare(&format!("PRAGMA foreign_key_list({})", ident(table)))?;
-    // (id, parent, from, to, on_delete)
-    let rows: Vec<(i64, String, String, Option<String>, String)> = stmt
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(6)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut keys: Vec<(i64, ForeignKey)> = Vec::new();
-    for (id, parent, from, to, on_delete) in rows {
-        if keys.last().is_none_or(|(last, _)| *last != id) {
-            let on_delete = match on_delete.to_ascii_uppercase().as_str() {
-                "CASCADE" => OnDelete::Reach("ON DELETE CASCADE"),
-                "SET NULL" => OnDelete::Reach("ON DELETE SET NULL"),
-                "SET DEFAULT" => OnDelete::Reach("ON DELETE SET DEFAULT"),
-                _ => OnDelete::Refuse,
-            };
-            keys.push((
-                id,
-                ForeignKey {
-                    parent: parent.clone(),
-                    from: Vec::new(),
-                    to: Vec::new(),
-                    on_delete,
-                },
-            ));
-        }
-        if let Some((_, fk)) = keys.last_mut() {
-            fk.from.push(from);
-            if let Some(to) = to {
-                fk.to.push(to);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for (_, mut fk) in keys {
-        if fk.to.is_empty() {
-            let mut stmt = tx.prepare(&format!("PRAGMA table_info({})", ident(&fk.parent)))?;
-            let mut pk: Vec<(i64, String)> = stmt
-                .query_map([], |r| Ok((r.get(5)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-                .into_iter()
-                .filter(|(pos, _)| *pos > 0)
-                .collect();
-            pk.sort();
-            fk.to = pk.into_iter().map(|(_, c)| c).collect();
-        }
-        if fk.to.len() == fk.from.len() {
-            out.push(fk);
-        }
-    }
-    Ok(out)
-}
+use crate::tables::foreign_keys::{ForeignKey, OnDelete};
+use crate::tables::rows;
+use crate::tables::table::TrackedTable;
 
 /// Checks the rows written in this transaction and the children of the rows it
 /// deleted, by the rules above.
@@ -135,7 +62,7 @@ pub(crate) fn check(
             continue;
         };
         // A row deleted or set aside meanwhile refers to nothing.
-        let Some(row) = crate::seal::read_row(tx, table, &key)? else {
+        let Some(row) = table.sql.read(tx, &key)? else {
             continue;
         };
         let values: RowValues = table.columns.iter().cloned().zip(row).collect();
@@ -232,7 +159,7 @@ pub(crate) fn close_settled(tx: &Transaction, tables: &Tables) -> Result<()> {
             continue;
         };
         let key = crate::sql::key_from_blob(&blob)?;
-        let why = match crate::seal::read_row(tx, table, &key)? {
+        let why = match table.sql.read(tx, &key)? {
             None => Some("the row is gone"),
             Some(row) => {
                 let values: RowValues = table.columns.iter().cloned().zip(row).collect();

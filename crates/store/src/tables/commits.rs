@@ -1,0 +1,180 @@
+//! `shoal_commits`: every commit this file holds, signed as it came, with where it
+//! stands. Its states are numbers in the file; [`State`] is the only place that
+//! spells them.
+
+use rusqlite::types::{ToSql, ToSqlOutput};
+use rusqlite::{Connection, OptionalExtension, Transaction};
+use shoal_core::{Checked, GroupId, Seq, SignedCommit};
+
+use crate::error::Result;
+
+/// Where a stored commit stands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum State {
+    /// Applied to the tables.
+    Applied = 0,
+    /// Waiting for an earlier commit of its author.
+    Waiting = 1,
+    /// Stamped further ahead of the local clock than the allowed drift.
+    Future = 2,
+    /// Refused for good: its author was revoked before it, or may only read.
+    Refused = 3,
+}
+
+impl ToSql for State {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(*self as i64))
+    }
+}
+
+/// Stores a verified commit.
+pub(crate) fn store_commit(
+    tx: &Transaction,
+    author: i64,
+    c: &Checked,
+    signed: &SignedCommit,
+    state: State,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO shoal_commits(author, seq, hash, hlc, grp, changes, state, signed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(rusqlite::params![
+        author,
+        c.head.seq.0 as i64,
+        &c.hash.0[..],
+        c.head.hlc.0 as i64,
+        &c.head.group.0[..],
+        c.changes as i64,
+        state,
+        signed.to_bytes(),
+    ])?;
+    Ok(())
+}
+
+/// Sets where the commit of `author` at `seq` in `group` stands.
+pub(crate) fn set_state(
+    tx: &Transaction,
+    group: &GroupId,
+    author: i64,
+    seq: Seq,
+    state: State,
+) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE shoal_commits SET state = ?4 WHERE grp = ?1 AND author = ?2 AND seq = ?3",
+    )?
+    .execute(rusqlite::params![&group.0[..], author, seq.0 as i64, state])?;
+    Ok(())
+}
+
+/// The commit of `author` at `seq` in `group`, as signed, whatever its state.
+pub(crate) fn signed_at(
+    tx: &Transaction,
+    group: &GroupId,
+    author: i64,
+    seq: Seq,
+) -> Result<Option<Vec<u8>>> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq = ?3",
+        )?
+        .query_row(rusqlite::params![&group.0[..], author, seq.0 as i64], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+/// The commit of `author` at `seq` in `group`, as signed, if it waits to be applied
+/// (for an earlier commit or for its clock).
+pub(crate) fn waiting_at(
+    tx: &Transaction,
+    group: &GroupId,
+    author: i64,
+    seq: Seq,
+) -> Result<Option<SignedCommit>> {
+    let bytes: Option<Vec<u8>> = tx
+        .prepare_cached(WAITING_AT)?
+        .query_row(rusqlite::params![&group.0[..], author, seq.0 as i64], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(bytes.map(|b| SignedCommit::from_bytes(&b)).transpose()?)
+}
+
+/// The (group, author) of every chain with a commit waiting.
+pub(crate) fn waiting_chains(tx: &Transaction) -> Result<Vec<(GroupId, i64)>> {
+    let mut out = Vec::new();
+    let mut stmt = tx.prepare_cached(WAITING_CHAINS)?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let grp: Vec<u8> = row.get(0)?;
+        if let Ok(grp) = grp.try_into() {
+            out.push((GroupId(grp), row.get::<_, i64>(1)?));
+        }
+    }
+    Ok(out)
+}
+
+/// How many commits wait for an earlier one, and how many for their clock.
+pub(crate) fn count_waiting(tx: &Transaction) -> Result<(usize, usize)> {
+    let (waiting, future): (i64, i64) = tx
+        .prepare_cached(WAITING_COUNTS)?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((waiting as usize, future as usize))
+}
+
+/// Whether any commit waits, for an earlier one or for its clock.
+pub(crate) fn any_waiting(conn: &Connection) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(ANY_WAITING)?
+        .query_row([], |r| r.get(0))?)
+}
+
+// Each but the first, a lookup by key, names `state != 0` as the index of waiting commits does, or SQLite would read
+// every commit held to find the few that wait. The numbers are [`State`]'s: the test
+// below holds them to it.
+const WAITING_AT: &str = "SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq = ?3 AND state IN (1, 2)";
+const WAITING_CHAINS: &str =
+    "SELECT DISTINCT grp, author FROM shoal_commits WHERE state != 0 AND state IN (1, 2)";
+const WAITING_COUNTS: &str =
+    "SELECT count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2)
+     FROM shoal_commits WHERE state != 0 AND state IN (1, 2)";
+const ANY_WAITING: &str =
+    "SELECT EXISTS (SELECT 1 FROM shoal_commits WHERE state != 0 AND state IN (1, 2))";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Store, StoreOptions};
+
+    #[test]
+    fn the_numbers_in_the_queries_are_the_states() {
+        assert_eq!(State::Applied as i64, 0);
+        assert_eq!(State::Waiting as i64, 1);
+        assert_eq!(State::Future as i64, 2);
+        assert_eq!(State::Refused as i64, 3);
+    }
+
+    /// Every import asks which commits wait: that must not read every commit held.
+    #[test]
+    fn finding_waiting_commits_reads_only_the_waiting() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let path = dir.path().join("a.db");
+        rusqlite::Connection::open(&path).expect("open");
+        let store = Store::init(&path, StoreOptions::new(dir.path().join("data"))).expect("init");
+        for sql in [WAITING_CHAINS, WAITING_COUNTS, ANY_WAITING] {
+            let plan: Vec<String> = store
+                .connection()
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("plan")
+                .query_map([], |r| r.get(3))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("shoal_commits_waiting")),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
+}
