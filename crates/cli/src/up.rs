@@ -75,7 +75,7 @@ fn print_event(e: &Event, json: bool) -> anyhow::Result<()> {
         Event::PeerConnected { peer, path } => println!(
             "connected to {} ({})",
             short(peer),
-            path.as_deref().unwrap_or("?")
+            path.map_or("?".to_owned(), |p| p.to_string())
         ),
         Event::PeerLost { peer, reason } => println!("lost {}: {reason}", short(peer)),
         Event::LocalCommits { commits, changes } => {
@@ -220,7 +220,7 @@ fn print_peer(p: &PeerStatus, verbose: bool) {
     let state = if p.connected {
         format!(
             "connected, {}{}",
-            p.path.as_deref().unwrap_or("?"),
+            p.path.map_or("?".to_owned(), |p| p.to_string()),
             p.rtt_ms
                 .map(|r| format!(", rtt {r:.1} ms"))
                 .unwrap_or_default()

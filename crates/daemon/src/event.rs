@@ -4,6 +4,8 @@
 //! [`Daemon::subscribe`]: crate::Daemon::subscribe
 
 use serde::{Deserialize, Serialize};
+use shoal_net::PathKind;
+use shoal_store::{ConflictKind, ConflictStatus};
 
 /// One thing that happened.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -13,8 +15,8 @@ pub enum Event {
     PeerConnected {
         /// The member's device id.
         peer: String,
-        /// `direct` or `relay`.
-        path: Option<String>,
+        /// Direct or through a relay.
+        path: Option<PathKind>,
     },
     /// A connection to a member went away.
     PeerLost {
@@ -74,9 +76,9 @@ pub enum Event {
         /// The table.
         table: String,
         /// What kind.
-        kind: String,
-        /// `pending` (waits for a person) or `auto` (resolved by policy).
-        status: String,
+        kind: ConflictKind,
+        /// Pending (waits for a person) or auto (resolved by policy).
+        status: ConflictStatus,
     },
     /// A conflict closed: resolved here or elsewhere, or overtaken by a write that
     /// saw both sides.

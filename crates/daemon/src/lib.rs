@@ -13,9 +13,21 @@ mod config;
 #[cfg(unix)]
 mod control;
 mod daemon;
+mod discovery;
 mod error;
 mod event;
+mod gossip;
+mod inner;
+mod local;
+mod members;
+mod mutex;
+mod peer;
+mod report;
+#[cfg(unix)]
+mod requests;
+mod schedule;
 mod status;
+mod supervisor;
 mod watch;
 
 pub use backoff::Backoff;

@@ -2,6 +2,7 @@
 //! answer to `shoal status` and `shoal peers` while it runs.
 
 use serde::{Deserialize, Serialize};
+use shoal_net::PathKind;
 
 /// A running daemon, as `shoal status` shows it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -27,8 +28,8 @@ pub struct PeerStatus {
     pub device: String,
     /// Whether a connection is up now.
     pub connected: bool,
-    /// `direct` or `relay`, while connected.
-    pub path: Option<String>,
+    /// Direct or through a relay, while connected.
+    pub path: Option<PathKind>,
     /// Round-trip time on the connection's path, while connected.
     pub rtt_ms: Option<f64>,
     /// When a sync with it last succeeded (ms since the epoch).

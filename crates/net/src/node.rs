@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use iroh::endpoint::{Connection, Incoming, QuicTransportConfig, presets};
+use iroh::endpoint::{Connection, QuicTransportConfig, presets};
+use iroh::protocol::Router;
 use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, SecretKey, Watcher};
 use serde::{Deserialize, Serialize};
 use shoal_core::{DeviceId, GroupId, Role};
@@ -16,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::drive::{Progress, SharedStore, drive, with_store};
 use crate::error::NetError;
+use crate::link::{CloseReason, PeerLink};
 use crate::peer::PeerSpec;
 use crate::ticket::InviteTicket;
 
@@ -110,6 +112,10 @@ pub struct Node {
     active: Arc<AtomicUsize>,
     /// Database connections given back by finished tasks.
     idle: Arc<Mutex<Vec<SharedStore>>>,
+    /// The accept loop, while this node listens.
+    pub(crate) router: Mutex<Option<Router>>,
+    /// Set once the node is closed.
+    pub(crate) closed: tokio::sync::watch::Sender<bool>,
 }
 
 /// How many database connections a node keeps for reuse.
@@ -146,7 +152,7 @@ impl Drop for Lease {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -203,6 +209,8 @@ impl Node {
             config,
             active: Arc::new(AtomicUsize::new(0)),
             idle: Arc::new(Mutex::new(Vec::new())),
+            router: Mutex::new(None),
+            closed: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -264,27 +272,6 @@ impl Node {
         })
     }
 
-    /// Accepts sessions until the endpoint is closed.
-    pub async fn serve(self: &Arc<Self>) -> Result<(), NetError> {
-        self.remember_own_addr().await?;
-        while let Some(incoming) = self.accept().await {
-            let node = self.clone();
-            tokio::spawn(async move {
-                let conn = match incoming.await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        warn!("an incoming connection failed: {e}");
-                        return;
-                    }
-                };
-                if let Err(e) = node.serve_connection(conn, |_, _| {}).await {
-                    warn!("session ended with an error: {e}");
-                }
-            });
-        }
-        Ok(())
-    }
-
     /// Records this device's own address in its database, where `shoal invite`
     /// finds it for a ticket.
     pub async fn remember_own_addr(&self) -> Result<EndpointAddr, NetError> {
@@ -296,19 +283,15 @@ impl Node {
         Ok(addr)
     }
 
-    /// The next incoming connection; `None` once the endpoint is closed.
-    pub async fn accept(&self) -> Option<Incoming> {
-        self.endpoint.accept().await
-    }
-
     /// Serves one connection: a responder session for each stream the peer opens,
     /// until the connection closes. `on_session` hears each finished session.
     pub async fn serve_connection(
         &self,
-        conn: Connection,
+        link: PeerLink,
         on_session: impl Fn(DeviceId, &GroupSync) + Send + Sync,
     ) -> Result<(), NetError> {
-        let remote = DeviceId(*conn.remote_id().as_bytes());
+        let remote = link.device();
+        let conn = link.connection();
         info!(peer = %remote.short(), "connection accepted");
         let store = self.open_store()?;
         let start = Instant::now();
@@ -347,9 +330,18 @@ impl Node {
         }
     }
 
-    /// Closes the endpoint; `serve` returns.
+    /// Stops accepting and closes the endpoint; `serve` returns.
     pub async fn close(&self) {
-        self.endpoint.close().await;
+        let router = lock(&self.router).take();
+        match router {
+            Some(r) => {
+                if let Err(e) = r.shutdown().await {
+                    warn!("the accept loop ended badly: {e}");
+                }
+            }
+            None => self.endpoint.close().await,
+        }
+        self.closed.send_replace(true);
     }
 
     /// Syncs with `peers` (or, when empty, with every member whose address is
@@ -492,9 +484,11 @@ impl Node {
         let start = Instant::now();
         let peer = DeviceId(*addr.id.as_bytes());
         let groups = self.shared_groups(peer, group).await?;
-        let conn = self.dial(addr.clone()).await?;
-        let result = self.sync_groups(&conn, groups, start, progress).await;
-        conn.close(0u32.into(), b"done");
+        let link = self.dial(addr.clone()).await?;
+        let result = self
+            .sync_groups(link.connection(), groups, start, progress)
+            .await;
+        link.close(CloseReason::Done);
         let results = result?;
         self.remember(peer, &addr).await?;
         Ok(PeerSync {
@@ -509,14 +503,16 @@ impl Node {
     /// connection that is already open, and leaves it open.
     pub async fn sync_connection(
         &self,
-        conn: &Connection,
+        link: &PeerLink,
         group: Option<GroupId>,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<PeerSync, NetError> {
         let start = Instant::now();
-        let peer = DeviceId(*conn.remote_id().as_bytes());
+        let peer = link.device();
         let groups = self.shared_groups(peer, group).await?;
-        let results = self.sync_groups(conn, groups, start, progress).await?;
+        let results = self
+            .sync_groups(link.connection(), groups, start, progress)
+            .await?;
         Ok(PeerSync {
             peer,
             groups: results,
@@ -632,7 +628,8 @@ impl Node {
             proof: invite_proof(&ticket.secret, &ticket.group, &self.device, &ticket.inviter),
         };
         let local = local_side(&store, ticket.group, Some(claim)).await?;
-        let conn = self.dial(ticket.addr.clone()).await?;
+        let link = self.dial(ticket.addr.clone()).await?;
+        let conn = link.connection();
         let session = Session::initiator(
             self.config.session,
             local,
@@ -640,9 +637,9 @@ impl Node {
             start.elapsed().as_millis() as u64,
         );
         let mut sync = self
-            .run_initiator(&conn, session, &store, start, progress)
+            .run_initiator(conn, session, &store, start, progress)
             .await?;
-        conn.close(0u32.into(), b"done");
+        link.close(CloseReason::Done);
         let (group, me) = (ticket.group, self.device);
         let g = with_store(&store, move |s| s.group_by_id(&group)).await?;
         sync.name = g.as_ref().map(|g| g.name.clone()).unwrap_or_default();
@@ -662,11 +659,11 @@ impl Node {
     }
 
     /// Opens a connection to `addr`, giving up after 15 s.
-    pub async fn dial(&self, addr: EndpointAddr) -> Result<Connection, NetError> {
+    pub async fn dial(&self, addr: EndpointAddr) -> Result<PeerLink, NetError> {
         let peer = addr.id.to_string();
         match tokio::time::timeout(Duration::from_secs(15), self.endpoint.connect(addr, ALPN)).await
         {
-            Ok(Ok(c)) => Ok(c),
+            Ok(Ok(c)) => Ok(PeerLink::new(c)),
             Ok(Err(e)) => Err(NetError::Connect {
                 peer,
                 reason: e.to_string(),

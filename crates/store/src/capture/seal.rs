@@ -160,9 +160,14 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
                 }
                 let table = &tables[&tbl];
                 let key = key_from_blob(&blob)?;
-                if let Some(size) =
-                    builder.add(tx, r, table, &to, only.is_some(), &blob, &key, &ops)?
-                {
+                let row = Folded {
+                    table,
+                    blob: &blob,
+                    key: &key,
+                    ops: &ops,
+                    snapshot: only.is_some(),
+                };
+                if let Some(size) = builder.add(tx, r, row, &to)? {
                     // One row too large for any commit stops nothing else: its log
                     // entries stay for when it is smaller, and it is reported.
                     kept.extend(ids);
@@ -285,6 +290,18 @@ impl Targets {
     }
 }
 
+/// A row's logged operations, folded, on their way into a commit.
+#[derive(Clone, Copy)]
+struct Folded<'a> {
+    table: &'a TrackedTable,
+    /// The row's key, as `shoal_rows` keeps it and as values.
+    blob: &'a [u8],
+    key: &'a [Value],
+    ops: &'a [Logged],
+    /// Whether the entries give a group the row as it is (a table newly shared).
+    snapshot: bool,
+}
+
 /// The commits of one sealing pass, one per group, all with one clock: a row change
 /// sent to two groups has the same version in both, so a device that gets it twice
 /// applies it once.
@@ -366,18 +383,20 @@ impl Builder {
 
     /// Adds a row's change; returns its size, having added nothing, when it is too
     /// large for any commit.
-    #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,
         tx: &Transaction,
         r: &mut Replica,
-        table: &TrackedTable,
+        row: Folded<'_>,
         targets: &[Target],
-        snapshot: bool,
-        blob: &[u8],
-        key: &[Value],
-        ops: &[Logged],
     ) -> Result<Option<usize>> {
+        let Folded {
+            table,
+            blob,
+            key,
+            ops,
+            snapshot,
+        } = row;
         let mut state = rows::load(tx, &mut r.columns, table.id, blob)?;
         let before = state.cl;
         let (mut cl, mut alive) = (state.cl, state.alive());

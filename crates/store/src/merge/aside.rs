@@ -17,7 +17,7 @@ use rusqlite::{ErrorCode, OptionalExtension, Transaction};
 use shoal_core::{DeviceId, Hlc, Value, Version};
 
 use crate::error::{Result, StoreError};
-use crate::merge::conflict::{self, ConflictKind, NewConflict, Side};
+use crate::merge::conflict::{self, NewConflict, Side};
 use crate::replica::Replica;
 use crate::report::ImportReport;
 use crate::sql::{Bind, ident, key_blob, key_from_blob, key_match};
@@ -346,19 +346,16 @@ pub(crate) fn set_aside(
 ) -> Result<()> {
     table.sql.delete(tx, key)?;
     let blob = key_blob(key);
-    let c = NewConflict {
-        kind: ConflictKind::Constraint,
+    let c = NewConflict::constraint(
         key,
-        cl: rows::cl(tx, table.id, &blob)?,
-        columns: why.columns,
-        winner: Side::Local,
-        local_values: why.local_values,
-        remote_values: Some(values.clone()),
-        local: why.local,
-        remote: why.remote.unwrap_or_else(no_version),
-        refused: None,
-        detail: Some(why.detail),
-    };
+        rows::cl(tx, table.id, &blob)?,
+        why.columns,
+        Side::Local,
+        why.local,
+        why.remote.unwrap_or_else(no_version),
+        why.detail,
+    )
+    .values(why.local_values, Some(values.clone()));
     let id = conflict::id_of(&table.name, &c);
     if conflict::record(tx, r, table, c)? {
         report.conflicts += 1;

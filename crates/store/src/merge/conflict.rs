@@ -5,7 +5,7 @@
 //! closes by itself wherever a write arrives from someone who had seen the winner.
 
 use rusqlite::{Connection, Transaction};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shoal_core::{DeviceId, Hlc, Value, Version};
 
 use crate::error::{Result, StoreError};
@@ -17,7 +17,7 @@ use crate::tables::table::{Policy, TrackedTable};
 /// What kind of conflict a record is. A write's conflict only moves down this list
 /// as more is known: an insert found to have lost its row's life to another, a life
 /// ended by a delete its author had not seen.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConflictKind {
     /// A write lost to a concurrent write of the same column.
@@ -42,7 +42,7 @@ pub enum Side {
 }
 
 /// Where a conflict record stands.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConflictStatus {
     /// Waiting for a person (the table's policy is `review`).
@@ -111,8 +111,71 @@ pub(crate) struct NewConflict<'a> {
     pub(crate) remote_values: Option<Vec<(String, Value)>>,
     pub(crate) local: Option<Version>,
     pub(crate) remote: Version,
-    pub(crate) refused: Option<Vec<u8>>,
     pub(crate) detail: Option<String>,
+}
+
+impl<'a> NewConflict<'a> {
+    /// A write that lost to another write, or to a delete, by the merge rules:
+    /// `winner` names whose write stands, `local` and `remote` the two versions.
+    pub(crate) fn write(
+        kind: ConflictKind,
+        key: &'a [Value],
+        cl: u64,
+        columns: Vec<String>,
+        winner: Side,
+        local: Option<Version>,
+        remote: Version,
+    ) -> NewConflict<'a> {
+        NewConflict {
+            kind,
+            key,
+            cl,
+            columns,
+            winner,
+            local_values: None,
+            remote_values: None,
+            local,
+            remote,
+            detail: None,
+        }
+    }
+
+    /// A row a constraint of the schema refuses, and what the constraint said.
+    pub(crate) fn constraint(
+        key: &'a [Value],
+        cl: u64,
+        columns: Vec<String>,
+        winner: Side,
+        local: Option<Version>,
+        remote: Version,
+        detail: String,
+    ) -> NewConflict<'a> {
+        NewConflict {
+            detail: Some(detail),
+            ..NewConflict::write(
+                ConflictKind::Constraint,
+                key,
+                cl,
+                columns,
+                winner,
+                local,
+                remote,
+            )
+        }
+    }
+
+    /// The same, with the values each side holds of the columns in dispute.
+    pub(crate) fn values(
+        self,
+        local: Option<Vec<(String, Value)>>,
+        remote: Option<Vec<(String, Value)>>,
+    ) -> NewConflict<'a> {
+        NewConflict {
+            local_values: local,
+            remote_values: remote,
+            ..self
+        }
+    }
 }
 
 impl ConflictKind {
@@ -141,6 +204,23 @@ impl Side {
             Side::Local => "local",
             Side::Remote => "remote",
         }
+    }
+}
+
+impl std::fmt::Display for ConflictKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for ConflictStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConflictStatus::Pending => "pending",
+            ConflictStatus::Auto => "auto",
+            ConflictStatus::Resolved => "resolved",
+            ConflictStatus::Closed => "closed",
+        })
     }
 }
 
@@ -263,7 +343,8 @@ pub(crate) fn record(
             c.local.map(|v| v.author.0.to_vec()),
             c.remote.hlc.0 as i64,
             &c.remote.author.0[..],
-            c.refused,
+            // Only files of older versions keep a refused change with its record.
+            None::<Vec<u8>>,
             c.detail,
             status,
             load_hlc(tx)?.0 as i64,
@@ -703,12 +784,12 @@ pub(crate) fn list(conn: &Connection, all: bool) -> Result<Vec<Conflict>> {
 pub struct OpenConflict {
     /// Its id.
     pub id: String,
-    /// What kind (`write`, `delete`, `insert`, `constraint`).
-    pub kind: String,
+    /// What kind.
+    pub kind: ConflictKind,
     /// The table.
     pub table: String,
-    /// `pending` or `auto`.
-    pub status: String,
+    /// [`ConflictStatus::Pending`] or [`ConflictStatus::Auto`].
+    pub status: ConflictStatus,
 }
 
 pub(crate) fn open(conn: &Connection) -> Result<Vec<OpenConflict>> {
@@ -718,9 +799,9 @@ pub(crate) fn open(conn: &Connection) -> Result<Vec<OpenConflict>> {
     let rows = stmt.query_map([], |r| {
         Ok(OpenConflict {
             id: r.get(0)?,
-            kind: r.get(1)?,
+            kind: ConflictKind::parse(&r.get::<_, String>(1)?),
             table: r.get(2)?,
-            status: r.get(3)?,
+            status: ConflictStatus::parse(&r.get::<_, String>(3)?),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -16,7 +16,7 @@ use shoal_core::{Value, Version};
 
 use crate::error::Result;
 use crate::merge::aside::{self, Reason, RowValues};
-use crate::merge::conflict::{self, ConflictKind, NewConflict, Side};
+use crate::merge::conflict::{self, NewConflict, Side};
 use crate::merge::tables::Tables;
 use crate::replica::Replica;
 use crate::report::ImportReport;
@@ -90,19 +90,19 @@ pub(crate) fn check(
                     "FOREIGN KEY: {described}; the row is kept and becomes valid when its parent arrives"
                 )
             };
-            let c = NewConflict {
-                kind: ConflictKind::Constraint,
-                key: &key,
-                cl: rows::cl(tx, table.id, &key_blob(&key))?,
-                columns: fk.from.clone(),
-                winner: Side::Remote,
-                local_values: None,
-                remote_values: Some(fk.from.iter().cloned().zip(refs.iter().cloned()).collect()),
-                local: deleted,
-                remote: claim.unwrap_or_else(aside::no_version),
-                refused: None,
-                detail: Some(detail),
-            };
+            let c = NewConflict::constraint(
+                &key,
+                rows::cl(tx, table.id, &key_blob(&key))?,
+                fk.from.clone(),
+                Side::Remote,
+                deleted,
+                claim.unwrap_or_else(aside::no_version),
+                detail,
+            )
+            .values(
+                None,
+                Some(fk.from.iter().cloned().zip(refs.iter().cloned()).collect()),
+            );
             if conflict::record(tx, r, table, c)? {
                 report.conflicts += 1;
             }

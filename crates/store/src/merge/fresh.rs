@@ -16,12 +16,10 @@ use std::ops::Range;
 use rusqlite::{ErrorCode, Transaction};
 
 use crate::error::Result;
-use crate::merge::apply;
+use crate::merge::apply::Merger;
 use crate::merge::batch::{self, Batch, Bound, Insert, Part};
 use crate::merge::conflict;
 use crate::merge::tables::Tables;
-use crate::replica::Replica;
-use crate::report::ImportReport;
 use crate::sql::{BindRef, ident};
 use crate::tables::rows::{self, Ver};
 use crate::tables::table::TrackedTable;
@@ -99,28 +97,23 @@ impl Fresh {
     /// Takes the next changes in order.
     pub(crate) fn take(
         &mut self,
-        tx: &Transaction,
-        r: &mut Replica,
-        tables: &Tables,
+        m: &mut Merger<'_, '_>,
         parts: &[Part],
         batch: &Batch,
-        report: &mut ImportReport,
     ) -> Result<()> {
         for item in &batch.items {
             let key = &batch.bytes[item.key.clone()];
             let change = &batch.bytes[item.change.clone()];
             if let Some(insert) = &item.insert
-                && self.new_row(tx, r, tables, parts, item.part, key, report)?
+                && self.new_row(m, parts, item.part, key)?
             {
-                self.gather(
-                    tx, r, tables, parts, item.part, insert, change, batch, report,
-                )?;
+                self.gather(m, parts, item.part, insert, change, batch)?;
                 continue;
             }
-            self.flush(tx, r, tables, parts, report)?;
+            self.flush(m, parts)?;
             let p = batch::part(parts, item.part)?;
             if let Some(incoming) = p.incoming_of(postcard::from_bytes(change)?) {
-                apply::apply(tx, r, tables, incoming, report)?;
+                m.apply(incoming)?;
             }
         }
         Ok(())
@@ -129,26 +122,23 @@ impl Fresh {
     /// Whether an [`Insert`] of part `part` makes a row new to the file, which no
     /// open conflict is about; if so, its table is made the target, what was gathered
     /// for another written first.
-    #[allow(clippy::too_many_arguments)]
     fn new_row(
         &mut self,
-        tx: &Transaction,
-        r: &mut Replica,
-        tables: &Tables,
+        m: &mut Merger<'_, '_>,
         parts: &[Part],
         part: u32,
         key: &[u8],
-        report: &mut ImportReport,
     ) -> Result<bool> {
+        let (tx, tables) = (m.tx, m.tables);
         let p = batch::part(parts, part)?;
         let Some(table) = tables.get(&p.table) else {
             return Ok(false);
         };
         if self.target.as_ref().map(|t| t.table.id) != Some(table.id) {
-            self.flush(tx, r, tables, parts, report)?;
+            self.flush(m, parts)?;
             let mut columns = Vec::with_capacity(table.columns.len());
             for name in &table.columns {
-                columns.push(r.columns.id(tx, table.id, name)?);
+                columns.push(m.r.columns.id(tx, table.id, name)?);
             }
             self.target = Some(Target {
                 table: table.clone(),
@@ -159,24 +149,21 @@ impl Fresh {
         if self.stored.holds(tx, table, key)? {
             return Ok(false);
         }
-        Ok(!conflict::any_open(tx, r)? || !self.disputed.holds(tx, table, key)?)
+        Ok(!conflict::any_open(tx, m.r)? || !self.disputed.holds(tx, table, key)?)
     }
 
     /// Gathers an insert that [`Fresh::new_row`] found to make a new row of the
     /// target table, writing what was gathered when there is enough.
-    #[allow(clippy::too_many_arguments)]
     fn gather(
         &mut self,
-        tx: &Transaction,
-        r: &mut Replica,
-        tables: &Tables,
+        m: &mut Merger<'_, '_>,
         parts: &[Part],
         part: u32,
         insert: &Insert,
         change: &[u8],
         batch: &Batch,
-        report: &mut ImportReport,
     ) -> Result<()> {
+        let tx = m.tx;
         let p = batch::part(parts, part)?;
         let Some(target) = &self.target else {
             return Ok(());
@@ -186,7 +173,7 @@ impl Fresh {
         }
         let event = match self.events[part as usize] {
             Some(event) => event,
-            None => *self.events[part as usize].insert(Ver::of(p.version, &mut r.authors, tx)?),
+            None => *self.events[part as usize].insert(Ver::of(p.version, &mut m.r.authors, tx)?),
         };
         self.cells.clear();
         for (overwrote, &column) in batch.overwrote[insert.overwrote.clone()]
@@ -195,7 +182,7 @@ impl Fresh {
         {
             let overwrote = overwrote
                 .and_then(|o| p.resolve(o))
-                .map(|o| Ver::of(o, &mut r.authors, tx))
+                .map(|o| Ver::of(o, &mut m.r.authors, tx))
                 .transpose()?;
             self.cells.push((column, overwrote));
         }
@@ -219,20 +206,14 @@ impl Fresh {
             state: start..self.states.len(),
         });
         if self.gathered.len() >= GATHER {
-            self.flush(tx, r, tables, parts, report)?;
+            self.flush(m, parts)?;
         }
         Ok(())
     }
 
     /// Writes what was gathered.
-    pub(crate) fn flush(
-        &mut self,
-        tx: &Transaction,
-        r: &mut Replica,
-        tables: &Tables,
-        parts: &[Part],
-        report: &mut ImportReport,
-    ) -> Result<()> {
+    pub(crate) fn flush(&mut self, m: &mut Merger<'_, '_>, parts: &[Part]) -> Result<()> {
+        let (tx, tables) = (m.tx, m.tables);
         if self.gathered.is_empty() {
             return Ok(());
         }
@@ -253,7 +234,7 @@ impl Fresh {
                         let version = batch::part(parts, g.part)?.version;
                         tables.note_written_blob(table, &self.changes[g.key.clone()], version)?;
                     }
-                    report.changes_applied += chunk.len();
+                    m.report.changes_applied += chunk.len();
                 }
                 // A row breaks a constraint of the local schema: the statement
                 // changed nothing. One by one, only that row is refused.
@@ -264,7 +245,7 @@ impl Fresh {
                         let p = batch::part(parts, g.part)?;
                         let change = postcard::from_bytes(&self.changes[g.change.clone()])?;
                         if let Some(incoming) = p.incoming_of(change) {
-                            apply::apply(tx, r, tables, incoming, report)?;
+                            m.apply(incoming)?;
                         }
                     }
                 }

@@ -13,6 +13,7 @@ use rusqlite::Transaction;
 use shoal_core::{BodyView, DeviceId, Group, Op, RowView};
 
 use crate::error::{Result, StoreError};
+use crate::merge::apply::Merger;
 use crate::merge::batch::{Batch, Bound, Insert, Item, Part, torn};
 use crate::merge::fresh::{self, Fresh};
 use crate::merge::tables::Tables;
@@ -235,9 +236,15 @@ impl Pending {
         let orders = parts.iter().map(|p| p.order).collect();
         let mut feed = Feed::new(rows, bytes, runs.as_ref(), orders, shapes)?;
         let mut fresh = Fresh::new();
+        let mut m = Merger {
+            tx,
+            r,
+            tables,
+            report,
+        };
         if runs.is_none() && rows.len() < READ_AHEAD_FROM {
             while let Some(batch) = feed.next()? {
-                fresh.take(tx, r, tables, parts, &batch, report)?;
+                fresh.take(&mut m, parts, &batch)?;
             }
         } else {
             std::thread::scope(|s| {
@@ -252,14 +259,14 @@ impl Pending {
                     Ok(())
                 });
                 for batch in &batches {
-                    fresh.take(tx, r, tables, parts, &batch, report)?;
+                    fresh.take(&mut m, parts, &batch)?;
                 }
                 reading
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             })?;
         }
-        fresh.flush(tx, r, tables, parts, report)
+        fresh.flush(&mut m, parts)
     }
 }
 
