@@ -576,14 +576,16 @@ mod tests {
             prop::collection::vec(table, 0..3),
         )
             .prop_map(|(seq, hlc, tables)| CommitBody {
-                format: FORMAT,
-                group: GroupId::DEFAULT,
-                author: DeviceKey::from_seed([7; 32]).id(),
-                seq: Seq(seq),
-                prev: CommitHash([seq as u8; 32]),
-                hlc: Hlc(hlc),
-                authors: vec![DeviceKey::from_seed([8; 32]).id()],
-                ops: vec![],
+                head: CommitHead {
+                    format: FORMAT,
+                    group: GroupId::DEFAULT,
+                    author: DeviceKey::from_seed([7; 32]).id(),
+                    seq: Seq(seq),
+                    prev: CommitHash([seq as u8; 32]),
+                    hlc: Hlc(hlc),
+                    authors: vec![DeviceKey::from_seed([8; 32]).id()],
+                    ops: vec![],
+                },
                 tables,
             })
     }
@@ -596,7 +598,7 @@ mod tests {
             let bytes = postcard::to_stdvec(&body).expect("encode");
             let view = BodyView::read(&bytes).expect("read");
             view.check().expect("well formed");
-            prop_assert_eq!(&view.head, &body.head());
+            prop_assert_eq!(&view.head, &body.head);
             prop_assert_eq!(view.writes(), !body.tables.is_empty());
             let tables: Vec<TableView> = view.tables().collect::<Result<_, _>>().expect("tables");
             prop_assert_eq!(tables.len(), body.tables.len());

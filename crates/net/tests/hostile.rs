@@ -9,7 +9,9 @@ use std::sync::Arc;
 use iroh::endpoint::{RelayMode, presets};
 use iroh::{Endpoint, EndpointAddr, SecretKey};
 use shoal_core::commit::{Cell, CommitHash, FORMAT, Op, RowChange, Seq, TableChanges};
-use shoal_core::{CommitBody, DeviceId, DeviceKey, GroupId, Hlc, Role, SignedCommit, Value};
+use shoal_core::{
+    CommitBody, CommitHead, DeviceId, DeviceKey, GroupId, Hlc, Role, SignedCommit, Value,
+};
 use shoal_net::{ALPN, InviteTicket, Node, NodeConfig, Relay};
 use shoal_proto::{
     Config, Event, Fingerprint, InviteClaim, Local, ProtoError, Reason, Refusal, Session,
@@ -125,14 +127,16 @@ impl Scene {
         tables: Vec<TableChanges>,
     ) -> shoal_core::VerifiedCommit {
         CommitBody {
-            format: FORMAT,
-            group: self.group,
-            author: key.id(),
-            seq: Seq(prev.map_or(1, |p| p.body.seq.0 + 1)),
-            prev: prev.map_or(CommitHash([0; 32]), |p| p.hash),
-            hlc,
-            authors: vec![],
-            ops: vec![],
+            head: CommitHead {
+                format: FORMAT,
+                group: self.group,
+                author: key.id(),
+                seq: Seq(prev.map_or(1, |p| p.body.head.seq.0 + 1)),
+                prev: prev.map_or(CommitHash([0; 32]), |p| p.hash),
+                hlc,
+                authors: vec![],
+                ops: vec![],
+            },
             tables,
         }
         .seal(key)

@@ -39,4 +39,4 @@ pub use message::{
     MAX_DETAIL_BYTES, MAX_VECTOR_AUTHORS, MAX_WINDOW, Reason, Refusal, TARGET_BATCH_BYTES, VERSION,
     Welcome, invite_proof,
 };
-pub use session::{Config, Event, Local, Session, Side, Stats};
+pub use session::{Config, End, Event, Local, Session, Stats};

@@ -19,7 +19,7 @@ use crate::message::{
 
 /// Which end of the stream this session is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Side {
+pub enum End {
     /// Opened the stream and speaks first.
     Initiator,
     /// Accepted it.
@@ -138,7 +138,7 @@ impl State {
 /// One side of one group's reconciliation over one stream.
 #[derive(Debug)]
 pub struct Session {
-    side: Side,
+    side: End,
     config: Config,
     state: State,
     local: Local,
@@ -166,7 +166,7 @@ pub struct Session {
 impl Session {
     /// Opens a session as the side that connected to `remote`; the hello is queued.
     pub fn initiator(config: Config, local: Local, remote: DeviceId, now_ms: u64) -> Session {
-        let mut s = Session::new(Side::Initiator, config, local, remote, now_ms);
+        let mut s = Session::new(End::Initiator, config, local, remote, now_ms);
         let hello = Hello {
             version: VERSION,
             group: s.local.group,
@@ -191,10 +191,10 @@ impl Session {
             heads: Heads::default(),
             invite: None,
         };
-        Session::new(Side::Responder, config, local, remote, now_ms)
+        Session::new(End::Responder, config, local, remote, now_ms)
     }
 
-    fn new(side: Side, mut config: Config, local: Local, remote: DeviceId, now_ms: u64) -> Session {
+    fn new(side: End, mut config: Config, local: Local, remote: DeviceId, now_ms: u64) -> Session {
         config.window = config.window.clamp(1, MAX_WINDOW);
         Session {
             side,
@@ -220,7 +220,7 @@ impl Session {
     }
 
     /// Which end this is.
-    pub fn side(&self) -> Side {
+    pub fn side(&self) -> End {
         self.side
     }
 

@@ -12,18 +12,18 @@
 //! `import` (chains, groups, retraction, export) → `capture` (triggers, tracking,
 //! sealing) → `merge` (the merge rules, conflicts, rows set aside) → `tables` (one
 //! module per `shoal_*` table, and the statements against the app's) → the base
-//! (`error`, `sql`, `replica`, `report`, `keystore`, `checkpoint`). `migrate` and
+//! (`error`, `sql`, `device`, `report`, `keystore`, `checkpoint`). `migrate` and
 //! `status` sit beside the façade. `scripts/module-layers.py` checks that no module
 //! uses one above it.
 
 mod capture;
 mod checkpoint;
+mod device;
 mod error;
 mod import;
 mod keystore;
 mod merge;
 mod migrate;
-mod replica;
 mod report;
 mod sql;
 mod status;
@@ -38,9 +38,9 @@ use shoal_core::{DeviceId, DeviceKey, Group, GroupId, GroupOp, Role, SignedCommi
 
 pub use capture::restamp::RestampReport;
 pub use capture::track::TrackReport;
+pub use device::{Randomness, StoreOptions, WallClock, system_now_ms};
 pub use error::{Result, StoreError};
 pub use merge::conflict::{Conflict, ConflictKind, ConflictStatus, OpenConflict, Resolution, Side};
-pub use replica::{Randomness, StoreOptions, WallClock, system_now_ms};
 pub use report::{ForkReport, ImportReport, OversizedRow, SealReport};
 pub use status::{CommitSummary, GroupSummary, HeldSummary, SetAsideRow, Status, TableStatus};
 pub use tables::follow::{SchemaChange, SchemaProblem};
@@ -49,8 +49,8 @@ pub use tables::peers::KnownPeer;
 pub use tables::table::{Policy, TrackedTable};
 
 use capture::{restamp, seal, sweep, track};
+use device::Device;
 use merge::{conflict, resolve};
-use replica::Replica;
 use rusqlite::config::DbConfig;
 use tables::authors::Authors;
 use tables::{groups, invites, meta, schema};
@@ -58,7 +58,7 @@ use tables::{groups, invites, meta, schema};
 /// One replica: an app database with Shoal's tables, and the device that owns it.
 pub struct Store {
     conn: Connection,
-    replica: Replica,
+    me: Device,
     /// Dropped after the connection, so that the file's last connection closes last.
     checkpoints: checkpoint::Checkpoints,
 }
@@ -108,7 +108,7 @@ impl Store {
         let copy_of = keystore::copy_of(&options.data_dir, &device, path)?;
         Ok(Store {
             conn,
-            replica: Replica {
+            me: Device {
                 device,
                 key,
                 copy_of,
@@ -142,12 +142,12 @@ impl Store {
 
     /// This replica's device.
     pub fn device(&self) -> DeviceId {
-        self.replica.device
+        self.me.device
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.replica.path
+        &self.me.path
     }
 
     /// The underlying connection, for the app's own reads and writes (they are
@@ -192,7 +192,7 @@ impl Store {
     /// which the next seal follows, and changes it does not follow, which keep the
     /// table from being sealed or applied to until they are sorted out.
     pub fn schema_problems(&self) -> Result<Vec<SchemaProblem>> {
-        track::schema_problems(&self.conn, &self.replica.path.display().to_string())
+        track::schema_problems(&self.conn, &self.me.path.display().to_string())
     }
 
     /// Seals every captured change into signed commits.
@@ -285,8 +285,8 @@ impl Store {
     /// Creates a group with this device as its admin, carrying `tables` (each with
     /// the columns it leaves out). Rows already in those tables are shared with it.
     pub fn create_group(&mut self, name: &str, tables: &[(String, Vec<String>)]) -> Result<Group> {
-        let nonce = self.replica.options.random()?;
-        let id = GroupId::derive(&self.replica.device, &nonce);
+        let nonce = self.me.options.random()?;
+        let id = GroupId::derive(&self.me.device, &nonce);
         let mut ops = vec![GroupOp::Create {
             name: name.to_owned(),
             nonce,
@@ -375,9 +375,9 @@ impl Store {
         uses: u32,
     ) -> Result<Invite> {
         let g = self.admin_of(group)?;
-        let id = self.replica.options.random()?;
-        let secret = self.replica.options.random()?;
-        let now = self.replica.now_ms();
+        let id = self.me.options.random()?;
+        let secret = self.me.options.random()?;
+        let now = self.me.now_ms();
         let invite = Invite {
             id,
             secret,
@@ -404,7 +404,7 @@ impl Store {
         let g = self
             .group_by_id(group)?
             .ok_or_else(|| StoreError::Invite(InviteProblem::Unknown))?;
-        if !g.role(&self.replica.device).is_some_and(Role::may_admin) {
+        if !g.role(&self.me.device).is_some_and(Role::may_admin) {
             return Err(StoreError::Invite(InviteProblem::InviterNotAdmin));
         }
         if g.revoked_after(joiner).is_some() {
@@ -414,8 +414,8 @@ impl Store {
             });
         }
         let from = self.version_vector(&g.id)?.get(joiner);
-        let now = self.replica.now_ms();
-        let inviter = self.replica.device;
+        let now = self.me.now_ms();
+        let inviter = self.me.device;
         let current = g.role(joiner);
         self.write(|tx, r| {
             let role = invites::spend(
@@ -522,7 +522,7 @@ impl Store {
     /// time it was reached is kept to the minute, so that a device syncing often
     /// does not write for every round.
     pub fn remember_peer(&mut self, device: &DeviceId, addr: &str) -> Result<()> {
-        tables::peers::remember(&self.conn, device, addr, self.replica.now_ms())
+        tables::peers::remember(&self.conn, device, addr, self.me.now_ms())
     }
 
     /// Where `device` was last reached, if anywhere.
@@ -532,7 +532,7 @@ impl Store {
 
     /// This device's key, for a transport that authenticates with it.
     pub fn device_key(&self) -> &DeviceKey {
-        &self.replica.key
+        &self.me.key
     }
 
     fn group_ops(&mut self, g: &Group, ops: Vec<GroupOp>) -> Result<Group> {
@@ -542,7 +542,7 @@ impl Store {
 
     fn admin_of(&self, group: &str) -> Result<Group> {
         let g = self.group(group)?;
-        if !g.role(&self.replica.device).is_some_and(Role::may_admin) {
+        if !g.role(&self.me.device).is_some_and(Role::may_admin) {
             return Err(StoreError::NotAdmin {
                 group: g.name.clone(),
             });
@@ -630,13 +630,13 @@ impl Store {
 
     /// A summary of the replica.
     pub fn status(&self) -> Result<Status> {
-        status::status(&self.conn, &self.replica)
+        status::status(&self.conn, &self.me)
     }
 
     /// How far this device's newest commit is stamped ahead of its wall clock, when
     /// that is past what members accept (as [`Status::clock_ahead_ms`], cheaply).
     pub fn clock_ahead_ms(&self) -> Result<Option<u64>> {
-        status::clock_ahead_ms(&self.conn, &self.replica)
+        status::clock_ahead_ms(&self.conn, &self.me)
     }
 
     /// The newest `limit` commits held.
@@ -650,7 +650,7 @@ impl Store {
     /// Foreign keys are not enforced inside: a batch may carry a child before its
     /// parent, and a missing parent is a conflict to record, not a reason to refuse
     /// the batch. The connection's own setting is restored afterwards.
-    fn write<T>(&mut self, f: impl FnOnce(&Transaction, &mut Replica) -> Result<T>) -> Result<T> {
+    fn write<T>(&mut self, f: impl FnOnce(&Transaction, &mut Device) -> Result<T>) -> Result<T> {
         let enforced: bool = self
             .conn
             .pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
@@ -666,23 +666,22 @@ impl Store {
 
     fn transaction<T>(
         &mut self,
-        f: impl FnOnce(&Transaction, &mut Replica) -> Result<T>,
+        f: impl FnOnce(&Transaction, &mut Device) -> Result<T>,
     ) -> Result<T> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        self.replica.open_conflicts = None;
-        match f(&tx, &mut self.replica) {
+        self.me.open_conflicts = None;
+        match f(&tx, &mut self.me) {
             Ok(v) => {
                 tx.commit()?;
-                self.checkpoints
-                    .after_commit(&self.conn, &self.replica.path);
+                self.checkpoints.after_commit(&self.conn, &self.me.path);
                 Ok(v)
             }
             Err(e) => {
                 // Ids handed out inside the rolled-back transaction are void.
-                self.replica.authors.clear();
-                self.replica.columns.clear();
+                self.me.authors.clear();
+                self.me.columns.clear();
                 Err(e)
             }
         }

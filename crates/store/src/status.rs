@@ -5,8 +5,8 @@ use serde::Serialize;
 use shoal_core::{DeviceId, GroupId, Hlc};
 
 use crate::capture::track;
+use crate::device::Device;
 use crate::error::Result;
-use crate::replica::Replica;
 use crate::report::OversizedRow;
 use crate::tables::follow::SchemaProblem;
 use crate::tables::meta::load_hlc;
@@ -186,7 +186,7 @@ fn oversized(conn: &Connection) -> Result<Vec<OversizedRow>> {
 /// is past what members accept. A clock that ran ahead once stamps this device's
 /// commits ahead still: members hold them (and what follows in the chain) until their
 /// time comes, or until `shoal restamp` stamps them again.
-pub(crate) fn clock_ahead_ms(conn: &Connection, r: &Replica) -> Result<Option<u64>> {
+pub(crate) fn clock_ahead_ms(conn: &Connection, r: &Device) -> Result<Option<u64>> {
     let newest_own: i64 = conn.query_row(
         "SELECT coalesce(max(c.head_hlc), 0) FROM shoal_chains c JOIN shoal_authors a ON a.id = c.author WHERE a.device = ?1",
         [&r.device.0[..]],
@@ -198,7 +198,7 @@ pub(crate) fn clock_ahead_ms(conn: &Connection, r: &Replica) -> Result<Option<u6
     Ok((ahead_ms > r.options.max_drift_ms).then_some(ahead_ms))
 }
 
-pub(crate) fn status(conn: &Connection, r: &Replica) -> Result<Status> {
+pub(crate) fn status(conn: &Connection, r: &Device) -> Result<Status> {
     let count = |sql: &str| -> Result<u64> {
         Ok(conn.query_row(sql, [], |row| row.get::<_, i64>(0))? as u64)
     };

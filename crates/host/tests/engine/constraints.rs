@@ -377,7 +377,7 @@ fn a_child_that_arrived_before_its_parent_is_reached_by_a_delete_of_a_row_never_
             .export(&group, &have)
             .expect("export")
             .into_iter()
-            .filter(|x| x.clone().verify().expect("verify").body.author == from.device())
+            .filter(|x| x.clone().verify().expect("verify").body.head.author == from.device())
             .collect();
         assert!(!only.is_empty());
         d.import(only).expect("import");

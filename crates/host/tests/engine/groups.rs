@@ -20,7 +20,9 @@ fn group_commits(
     from.export(group, &have)
         .expect("export")
         .into_iter()
-        .filter(|c| author.is_none_or(|a| c.clone().verify().expect("verify").body.author == a))
+        .filter(|c| {
+            author.is_none_or(|a| c.clone().verify().expect("verify").body.head.author == a)
+        })
         .collect()
 }
 

@@ -906,8 +906,8 @@ fn a_commit_whose_clock_goes_back_is_refused_and_its_author_distrusted() {
         .expect("32 bytes");
     let key = shoal_core::DeviceKey::from_seed(seed);
     let mut body = first.body.clone();
-    body.seq = shoal_core::Seq(2);
-    body.prev = first.hash;
+    body.head.seq = shoal_core::Seq(2);
+    body.head.prev = first.hash;
     body.tables[0].rows[0].key = vec![text("n2")];
     let backwards = body.seal(&key).expect("seal");
     b.import(vec![first.signed.clone()]).expect("import");

@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 
 use rusqlite::Transaction;
 use serde::Serialize;
-use shoal_core::{CommitBody, GroupId, GroupOp, Hlc, Seq, SignedCommit, VersionRef};
+use shoal_core::{CommitBody, CommitHead, GroupId, GroupOp, Hlc, Seq, SignedCommit, VersionRef};
 
+use crate::device::Device;
 use crate::error::{Result, StoreError};
-use crate::replica::Replica;
 use crate::tables::meta::save_hlc;
 use crate::tables::{authors, rows};
 
@@ -35,7 +35,7 @@ pub struct RestampReport {
 
 /// Stamps again every commit of this device stamped further ahead of the wall clock
 /// than members accept. Does nothing when there is none.
-pub(crate) fn restamp(tx: &Transaction, r: &mut Replica) -> Result<RestampReport> {
+pub(crate) fn restamp(tx: &Transaction, r: &mut Device) -> Result<RestampReport> {
     let now = r.now_ms();
     // A commit is held by members when its clock is past `now + max_drift_ms`.
     let limit = Hlc::new(now.saturating_add(r.options.max_drift_ms) + 1, 0);
@@ -104,19 +104,21 @@ pub(crate) fn restamp(tx: &Transaction, r: &mut Replica) -> Result<RestampReport
         for (i, (seq, signed)) in commits.iter().enumerate() {
             let mut body = SignedCommit::from_bytes(signed)?.verify()?.body;
             if i == 0 {
-                prev = Some(body.prev);
-                body.ops.push(GroupOp::Withdraw {
+                prev = Some(body.head.prev);
+                body.head.ops.push(GroupOp::Withdraw {
                     from,
                     upto,
-                    since: body.hlc,
+                    since: body.head.hlc,
                 });
             }
-            let hlc = map(body.hlc.0).unwrap_or(body.hlc.0);
+            let hlc = map(body.head.hlc.0).unwrap_or(body.head.hlc.0);
             let restamped = CommitBody {
-                prev: prev.unwrap_or(body.prev),
-                hlc: Hlc(hlc),
+                head: CommitHead {
+                    prev: prev.unwrap_or(body.head.prev),
+                    hlc: Hlc(hlc),
+                    ..body.head
+                },
                 tables: restamp_refs(body.tables, &map),
-                ..body
             };
             let commit = restamped.seal(&r.key)?;
             // Checked as a member will check it, before anything is written.
@@ -179,7 +181,7 @@ fn restamp_refs(
 /// Renames this device's versions in its conflict records and lost inserts.
 fn restamp_conflicts(
     tx: &Transaction,
-    r: &Replica,
+    r: &Device,
     map: &impl Fn(u64) -> Option<u64>,
 ) -> Result<()> {
     for (hlc_col, device_col) in [

@@ -10,15 +10,15 @@ use std::collections::{BTreeMap, HashMap};
 use rusqlite::Transaction;
 use shoal_core::commit::{Checked, FORMAT, MAX_COMMIT_BYTES};
 use shoal_core::{
-    Cell, CommitBody, DeviceId, GroupId, GroupOp, Hlc, Op, Role, RowChange, Seq, TableChanges,
-    Value, Version, commit::VersionRef,
+    Cell, CommitBody, CommitHead, DeviceId, GroupId, GroupOp, Hlc, Op, Role, RowChange, Seq,
+    TableChanges, Value, Version, commit::VersionRef,
 };
 
 use crate::capture::{sweep, track};
+use crate::device::Device;
 use crate::error::{Result, StoreError};
 use crate::merge::tables::Tables;
 use crate::merge::{aside, conflict, foreign, settle};
-use crate::replica::Replica;
 use crate::report::{ImportReport, OversizedRow, SealReport};
 use crate::sql::{key_blob, key_from_blob, key_text, value};
 use crate::tables::authors::{self, Head};
@@ -70,7 +70,7 @@ enum Logged {
     Delete,
 }
 
-pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
+pub(crate) fn seal(tx: &Transaction, r: &mut Device) -> Result<SealReport> {
     // A table whose schema changed in a way Shoal cannot follow is not sealed: its log
     // entries stay for when it is sorted out. An untracked table the app has dropped
     // has nothing left to seal: its log entries go.
@@ -100,7 +100,7 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
     }
     let refused_json = serde_json::to_string(&refused).unwrap_or_else(|_| "[]".into());
     let me = r.authors.id(tx, &r.device)?;
-    let targets = Targets::load(tx, r)?;
+    let targets = Destinations::load(tx, r)?;
     let mut report = SealReport {
         schema_problems: problems,
         ..SealReport::default()
@@ -206,23 +206,23 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
 
 /// Where each table's changes go: every group that carries the table and lets this
 /// device write, with the columns it leaves out; the local group when there is none.
-struct Targets {
+struct Destinations {
     /// By table id.
-    carried: HashMap<i64, Vec<Target>>,
+    carried: HashMap<i64, Vec<Destination>>,
     /// Groups this device may write in, by id, with their shares by table id.
-    writable: HashMap<GroupId, HashMap<i64, Target>>,
+    writable: HashMap<GroupId, HashMap<i64, Destination>>,
 }
 
 /// One group a table's changes go to.
 #[derive(Clone)]
-pub(crate) struct Target {
+pub(crate) struct Destination {
     group: GroupId,
     /// For each column of the table, its index in the commit's column list, `None`
     /// for a column the group leaves out; `None` as a whole when it carries them all.
     columns: Option<Vec<Option<u32>>>,
 }
 
-impl Target {
+impl Destination {
     fn column(&self, i: usize) -> Option<u32> {
         match &self.columns {
             None => Some(i as u32),
@@ -231,10 +231,10 @@ impl Target {
     }
 }
 
-impl Targets {
-    fn load(tx: &Transaction, r: &mut Replica) -> Result<Targets> {
+impl Destinations {
+    fn load(tx: &Transaction, r: &mut Device) -> Result<Destinations> {
         let tables = table::load_all(tx)?;
-        let mut carried: HashMap<i64, Vec<Target>> = HashMap::new();
+        let mut carried: HashMap<i64, Vec<Destination>> = HashMap::new();
         let mut writable = HashMap::new();
         for id in groups::known(tx)? {
             let Some(g) = groups::load(tx, &mut r.authors, &id)? else {
@@ -257,7 +257,7 @@ impl Targets {
                             })
                         })
                         .collect();
-                    let target = Target {
+                    let target = Destination {
                         group: id,
                         columns: Some(columns),
                     };
@@ -267,11 +267,11 @@ impl Targets {
             }
             writable.insert(id, shares);
         }
-        Ok(Targets { carried, writable })
+        Ok(Destinations { carried, writable })
     }
 
     /// The targets of a log entry: `only` one group (a table newly shared), or all.
-    fn of(&self, table: i64, only: Option<GroupId>) -> Vec<Target> {
+    fn of(&self, table: i64, only: Option<GroupId>) -> Vec<Destination> {
         match only {
             Some(g) => self
                 .writable
@@ -281,7 +281,7 @@ impl Targets {
                 .into_iter()
                 .collect(),
             None => self.carried.get(&table).cloned().unwrap_or_else(|| {
-                vec![Target {
+                vec![Destination {
                     group: GroupId::DEFAULT,
                     columns: None,
                 }]
@@ -309,12 +309,12 @@ struct Builder {
     me: i64,
     hlc: Hlc,
     ver: Ver,
-    parts: BTreeMap<GroupId, Part>,
+    parts: BTreeMap<GroupId, Draft>,
     size: usize,
 }
 
 /// One commit of a pass being put together.
-struct Part {
+struct Draft {
     head: Head,
     authors: Vec<DeviceId>,
     author_index: HashMap<DeviceId, u32>,
@@ -323,7 +323,7 @@ struct Part {
     table_index: HashMap<i64, usize>,
 }
 
-impl Part {
+impl Draft {
     /// A version as this commit names it: its author by index into the author list.
     fn reference(&mut self, me: DeviceId, version: Version) -> VersionRef {
         let author = if version.author == me {
@@ -342,7 +342,7 @@ impl Part {
 }
 
 impl Builder {
-    fn start(tx: &Transaction, r: &mut Replica, me: i64) -> Result<Builder> {
+    fn start(tx: &Transaction, r: &mut Device, me: i64) -> Result<Builder> {
         // Never behind any of this device's chains.
         let newest: i64 = tx
             .prepare_cached(
@@ -363,12 +363,12 @@ impl Builder {
         })
     }
 
-    fn part(&mut self, tx: &Transaction, group: GroupId) -> Result<&mut Part> {
+    fn part(&mut self, tx: &Transaction, group: GroupId) -> Result<&mut Draft> {
         if !self.parts.contains_key(&group) {
             let head = authors::head(tx, &group, self.me)?;
             self.parts.insert(
                 group,
-                Part {
+                Draft {
                     head,
                     authors: Vec::new(),
                     author_index: HashMap::new(),
@@ -386,9 +386,9 @@ impl Builder {
     fn add(
         &mut self,
         tx: &Transaction,
-        r: &mut Replica,
+        r: &mut Device,
         row: Folded<'_>,
-        targets: &[Target],
+        targets: &[Destination],
     ) -> Result<Option<usize>> {
         let Folded {
             table,
@@ -576,7 +576,7 @@ impl Builder {
         Ok(())
     }
 
-    fn finish(self, tx: &Transaction, r: &mut Replica, report: &mut SealReport) -> Result<()> {
+    fn finish(self, tx: &Transaction, r: &mut Device, report: &mut SealReport) -> Result<()> {
         for (group, part) in self.parts {
             if part.tables.is_empty() && part.ops.is_empty() {
                 continue;
@@ -590,21 +590,23 @@ impl Builder {
             }
             let seq = Seq(part.head.seq.0 + 1);
             let body = CommitBody {
-                format: FORMAT,
-                group,
-                author: r.device,
-                seq,
-                prev: part.head.hash,
-                hlc: self.hlc,
-                authors: part.authors,
-                ops: part.ops,
+                head: CommitHead {
+                    format: FORMAT,
+                    group,
+                    author: r.device,
+                    seq,
+                    prev: part.head.hash,
+                    hlc: self.hlc,
+                    authors: part.authors,
+                    ops: part.ops,
+                },
                 tables: part.tables,
             };
             let changes = body.change_count();
             let commit = body.seal(&r.key)?;
             let checked = Checked {
                 hash: commit.hash,
-                head: commit.body.head(),
+                head: commit.body.head.clone(),
                 changes,
             };
             commits::store_commit(tx, part.head.id, &checked, &commit.signed, State::Applied)?;
@@ -624,8 +626,8 @@ impl Builder {
 /// and seals them. Runs at the end of an import, which is where a device is first
 /// let write in a group: the log then holds nothing else, so no row is sealed twice in
 /// one commit.
-pub(crate) fn give_rows(tx: &Transaction, r: &mut Replica) -> Result<SealReport> {
-    let targets = Targets::load(tx, r)?;
+pub(crate) fn give_rows(tx: &Transaction, r: &mut Device) -> Result<SealReport> {
+    let targets = Destinations::load(tx, r)?;
     let mut logged = 0;
     for (group, shares) in &targets.writable {
         for tbl in shares.keys() {
@@ -642,7 +644,7 @@ pub(crate) fn give_rows(tx: &Transaction, r: &mut Replica) -> Result<SealReport>
 /// was captured before them.
 pub(crate) fn seal_ops(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     group: GroupId,
     ops: Vec<GroupOp>,
 ) -> Result<SealReport> {

@@ -13,9 +13,9 @@ use crate::capture::sweep::{
     shadow_exists,
 };
 use crate::capture::triggers;
+use crate::device::Device;
 use crate::error::{Result, StoreError};
 use crate::merge::conflict;
-use crate::replica::Replica;
 use crate::tables::follow::{self, SchemaChange, SchemaProblem};
 use crate::tables::row_sql::TableSql;
 use crate::tables::table::{Policy, TrackedTable, json_array, load_all, load_by_name};
@@ -35,7 +35,7 @@ pub struct TrackReport {
 
 pub(crate) fn track(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     table: &str,
     policy: Option<Policy>,
 ) -> Result<TrackReport> {
@@ -157,7 +157,7 @@ enum Since {
 /// Follows every tracked table's schema, before sealing: added columns are captured
 /// from now on (their values so far sealed); the problems of tables that cannot be
 /// followed are returned, and those tables are neither sealed nor applied to.
-pub(crate) fn follow_schema(tx: &Transaction, r: &mut Replica) -> Result<Vec<SchemaProblem>> {
+pub(crate) fn follow_schema(tx: &Transaction, r: &mut Device) -> Result<Vec<SchemaProblem>> {
     let db = r.path.display().to_string();
     let mut refused = Vec::new();
     for t in load_all(tx)?.into_iter().filter(|t| t.tracked) {

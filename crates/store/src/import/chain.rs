@@ -11,12 +11,12 @@ use shoal_core::clock::check_drift;
 use shoal_core::{BodyView, DeviceId, GroupId, GroupOp, Seq, SignedCommit};
 
 use crate::capture::seal;
+use crate::device::Device;
 use crate::error::Result;
 use crate::import::{retract, standing::judge};
 use crate::merge::pending::Pending;
 use crate::merge::tables::Tables;
 use crate::merge::{apply, foreign, settle};
-use crate::replica::Replica;
 use crate::report::{ForkReport, ImportReport};
 use crate::tables::commits::{self, State, set_state, store_commit};
 use crate::tables::log;
@@ -28,14 +28,14 @@ use crate::tables::{authors, groups};
 /// memory, not its decoded form; any commit that fails to verify fails the batch.
 pub(crate) fn import(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     commits: Vec<SignedCommit>,
 ) -> Result<ImportReport> {
     let mut report = ImportReport {
         sealed: seal::seal(tx, r)?,
         ..ImportReport::default()
     };
-    let mut batch: Batch = HashMap::new();
+    let mut batch: Arrivals = HashMap::new();
     let mut touched = BTreeSet::new();
     keep(tx, r, commits, &mut batch, &mut touched, &mut report)?;
     // Chains with commits left waiting by earlier imports may be able to go on now.
@@ -59,11 +59,11 @@ pub(crate) fn import(
 /// fails the batch.
 pub(crate) fn receive(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     commits: Vec<SignedCommit>,
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
-    let mut batch: Batch = HashMap::new();
+    let mut batch: Arrivals = HashMap::new();
     keep(
         tx,
         r,
@@ -80,9 +80,9 @@ pub(crate) fn receive(
 /// duplicates, forks and commits of authors no longer trusted.
 fn keep(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     commits: Vec<SignedCommit>,
-    batch: &mut Batch,
+    batch: &mut Arrivals,
     touched: &mut BTreeSet<(GroupId, i64)>,
     report: &mut ImportReport,
 ) -> Result<()> {
@@ -141,7 +141,7 @@ fn withdraw(
     author: i64,
     (from, upto): (Seq, Seq),
     since: shoal_core::Hlc,
-    batch: &mut Batch,
+    batch: &mut Arrivals,
 ) -> Result<usize> {
     let dropped = tx
         .prepare_cached(
@@ -170,9 +170,9 @@ fn withdraw(
 /// clock applied.
 fn advance_all(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     touched: &BTreeSet<(GroupId, i64)>,
-    batch: &mut Batch,
+    batch: &mut Arrivals,
     report: &mut ImportReport,
 ) -> Result<shoal_core::Hlc> {
     let tables = Tables::load(tx)?;
@@ -217,12 +217,12 @@ fn advance_all(
 }
 
 /// Commits of this import not yet applied, by (group, author, seq).
-type Batch = HashMap<(GroupId, i64, u64), SignedCommit>;
+type Arrivals = HashMap<(GroupId, i64, u64), SignedCommit>;
 
 /// What moving chains forward needs and changes.
 struct Chain<'a> {
     groups: &'a mut groups::Cache,
-    batch: &'a mut Batch,
+    batch: &'a mut Arrivals,
     hlc: &'a mut shoal_core::Hlc,
     report: &'a mut ImportReport,
     /// Row changes of accepted commits, not yet applied.
@@ -248,7 +248,7 @@ impl Chain<'_> {
     fn advance(
         &mut self,
         tx: &Transaction,
-        r: &mut Replica,
+        r: &mut Device,
         group: &GroupId,
         id: i64,
     ) -> Result<()> {
@@ -335,7 +335,7 @@ impl Chain<'_> {
     }
 
     /// Judges a commit by its group's membership at its author's point in the chain.
-    fn standing(&mut self, tx: &Transaction, r: &mut Replica, view: &BodyView) -> Result<Standing> {
+    fn standing(&mut self, tx: &Transaction, r: &mut Device, view: &BodyView) -> Result<Standing> {
         let body = &view.head;
         if body.group == GroupId::DEFAULT {
             return Ok(Standing::Accepted);

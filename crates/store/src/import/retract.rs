@@ -10,14 +10,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use rusqlite::Transaction;
-use shoal_core::{BodyView, Group, GroupId, SignedCommit, Value, VerifiedCommit};
+use shoal_core::{BodyView, CommitBody, Group, GroupId, SignedCommit, Value};
 
+use crate::device::Device;
 use crate::error::Result;
 use crate::import::standing::judge;
 use crate::merge::pending::Pending;
 use crate::merge::tables::Tables;
 use crate::merge::{apply, aside, foreign};
-use crate::replica::Replica;
 use crate::report::ImportReport;
 use crate::sql::key_blob;
 use crate::tables::commits::{State, set_state};
@@ -26,7 +26,7 @@ use crate::tables::{held, rows};
 /// Takes back the applied commits of `group` that the group now refuses.
 pub(crate) fn take_back(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     group: &Group,
     report: &mut ImportReport,
 ) -> Result<()> {
@@ -38,12 +38,12 @@ pub(crate) fn take_back(
     let mut touched: BTreeMap<(String, Vec<u8>), Vec<Value>> = BTreeMap::new();
     let mut versions = HashSet::new();
     for (id, c, reason) in &refused {
-        set_state(tx, &group.id, *id, c.body.seq, State::Refused)?;
+        set_state(tx, &group.id, *id, c.head.seq, State::Refused)?;
         report
             .refused
             .push(format!("{reason}; it had been applied and is taken back"));
-        versions.insert((c.body.author, c.body.hlc));
-        for t in &c.body.tables {
+        versions.insert((c.head.author, c.head.hlc));
+        for t in &c.tables {
             for row in &t.rows {
                 touched
                     .entry((t.table.to_lowercase(), key_blob(&row.key)))
@@ -56,7 +56,7 @@ pub(crate) fn take_back(
              WHERE status IN ('pending', 'auto')
                AND ((remote_device = ?1 AND remote_hlc = ?2) OR (local_device = ?1 AND local_hlc = ?2))",
         )?
-        .execute(rusqlite::params![&c.body.author.0[..], c.body.hlc.0 as i64])?;
+        .execute(rusqlite::params![&c.head.author.0[..], c.head.hlc.0 as i64])?;
     }
     forget_held(tx, &versions)?;
     // Clear the rows, then replay what still stands on them. A table untracked for
@@ -106,9 +106,9 @@ pub(crate) fn take_back(
 /// Applied commits of `group` that it refuses now, with their authors' local ids.
 fn refused_but_applied(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     group: &Group,
-) -> Result<Vec<(i64, VerifiedCommit, String)>> {
+) -> Result<Vec<(i64, CommitBody, String)>> {
     let mut out = Vec::new();
     for member in group.members() {
         // A device keeps its own writes: it is the one cut off, and nothing it wrote is
@@ -132,8 +132,8 @@ fn refused_but_applied(
             )?
             .collect::<Result<_, _>>()?;
         for bytes in stored {
-            let c = SignedCommit::from_bytes(&bytes)?.verified_before()?;
-            if let Some(Err(reason)) = judge(group, &c.body.head(), !c.body.tables.is_empty()) {
+            let c = SignedCommit::from_bytes(&bytes)?.decode()?;
+            if let Some(Err(reason)) = judge(group, &c.head, !c.tables.is_empty()) {
                 out.push((id, c, reason));
             }
         }
@@ -160,7 +160,7 @@ fn forget_held(
 /// commits had never come.
 fn replay(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     tables: &Tables,
     touched: &BTreeMap<(String, Vec<u8>), Vec<Value>>,
     report: &mut ImportReport,

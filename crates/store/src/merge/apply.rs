@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use shoal_core::merge::{RowAction, concurrent, row_action};
 use shoal_core::{Op, Value, Version};
 
+use crate::device::Device;
 use crate::error::{Result, StoreError};
 use crate::merge::aside::{self, RowValues};
 use crate::merge::conflict::{self, ConflictKind, NewConflict, Side};
 use crate::merge::tables::Tables;
-use crate::replica::Replica;
 use crate::report::ImportReport;
 use crate::sql::key_blob;
 use crate::tables::follow;
@@ -65,7 +65,7 @@ pub(crate) fn held_change(h: &Held) -> Result<Incoming> {
 /// Tries every held change again; those still not applicable are held anew.
 pub(crate) fn retry_held(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     tables: &Tables,
     report: &mut ImportReport,
 ) -> Result<()> {
@@ -90,7 +90,7 @@ pub(crate) fn retry_held(
 /// names them, merged otherwise.
 pub(crate) fn apply(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     tables: &Tables,
     inc: Incoming,
     report: &mut ImportReport,
@@ -107,7 +107,7 @@ pub(crate) fn apply(
 /// One merge over a transaction: what every row action reads and adds to.
 pub(crate) struct Merger<'m, 'c> {
     pub(crate) tx: &'m Transaction<'c>,
-    pub(crate) r: &'m mut Replica,
+    pub(crate) r: &'m mut Device,
     pub(crate) tables: &'m Tables,
     pub(crate) report: &'m mut ImportReport,
 }
@@ -688,7 +688,7 @@ impl Merger<'_, '_> {
 }
 
 /// The merge state of a row that an insert has just (re)started.
-fn inserted_meta(tx: &Transaction, r: &mut Replica, inc: &Incoming, ver: Ver) -> Result<RowMeta> {
+fn inserted_meta(tx: &Transaction, r: &mut Device, inc: &Incoming, ver: Ver) -> Result<RowMeta> {
     let mut cells = Vec::with_capacity(inc.cells.len());
     for c in &inc.cells {
         cells.push(CellMeta {

@@ -16,9 +16,9 @@
 use rusqlite::{ErrorCode, OptionalExtension, Transaction};
 use shoal_core::{DeviceId, Hlc, Value, Version};
 
+use crate::device::Device;
 use crate::error::{Result, StoreError};
 use crate::merge::conflict::{self, NewConflict, Side};
-use crate::replica::Replica;
 use crate::report::ImportReport;
 use crate::sql::{Bind, ident, key_blob, key_from_blob, key_match};
 use crate::tables::rows;
@@ -179,7 +179,7 @@ pub(crate) fn written_again(tx: &Transaction) -> Result<()> {
 /// whether the row is in the table; if not, it is set aside.
 pub(crate) fn place(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     table: &TrackedTable,
     key: &[Value],
     values: RowValues,
@@ -208,7 +208,7 @@ pub(crate) fn place(
             set_aside(tx, r, table, key, &values, why, report)?;
             return Ok(false);
         }
-        let mine_of = |tx: &Transaction, r: &mut Replica, columns: &[String]| {
+        let mine_of = |tx: &Transaction, r: &mut Device, columns: &[String]| {
             ranked(tx, r, table, &blob, columns)
         };
         let mut losers = Vec::new();
@@ -306,7 +306,7 @@ impl Reason {
     /// A row whose own merged values break a constraint.
     fn alone(
         tx: &Transaction,
-        r: &mut Replica,
+        r: &mut Device,
         table: &TrackedTable,
         key: &[u8],
         values: &RowValues,
@@ -337,7 +337,7 @@ pub(crate) fn no_version() -> Version {
 /// every device gives the same clash.
 pub(crate) fn set_aside(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     table: &TrackedTable,
     key: &[Value],
     values: &RowValues,
@@ -394,7 +394,7 @@ pub(crate) fn set_aside(
 /// them (a column not written since the row's insert counts from the insert).
 pub(crate) fn claim(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     table: &TrackedTable,
     key: &[u8],
     columns: &[String],
@@ -405,7 +405,7 @@ pub(crate) fn claim(
 /// A row's [`claim`], then its key, so that two rows never tie.
 fn ranked(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     table: &TrackedTable,
     key: &[u8],
     columns: &[String],

@@ -8,8 +8,8 @@ use rusqlite::{Connection, Transaction};
 use serde::{Deserialize, Serialize};
 use shoal_core::{DeviceId, Hlc, Value, Version};
 
+use crate::device::Device;
 use crate::error::{Result, StoreError};
-use crate::replica::Replica;
 use crate::sql::{key_blob, key_from_blob, key_text};
 use crate::tables::meta::load_hlc;
 use crate::tables::table::{Policy, TrackedTable};
@@ -287,7 +287,7 @@ pub(crate) fn id_of(table: &str, c: &NewConflict<'_>) -> String {
 /// loser arrives.
 pub(crate) fn record(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     table: &TrackedTable,
     c: NewConflict<'_>,
 ) -> Result<bool> {
@@ -445,7 +445,7 @@ fn split_tracked(tracked: &[String], mut columns: Vec<String>) -> (Vec<String>, 
 }
 
 /// Whether any conflict is open, asked of the file once and then kept up to date.
-pub(crate) fn any_open(tx: &Transaction, r: &mut Replica) -> Result<bool> {
+pub(crate) fn any_open(tx: &Transaction, r: &mut Device) -> Result<bool> {
     if let Some(any) = r.open_conflicts {
         return Ok(any);
     }
@@ -463,7 +463,7 @@ pub(crate) fn any_open(tx: &Transaction, r: &mut Replica) -> Result<bool> {
 /// Constraint conflicts wait for a person whatever is written.
 pub(crate) fn close_superseded(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     table: &str,
     key: &[u8],
     cl: u64,
@@ -534,7 +534,7 @@ pub(crate) fn close_superseded(
 /// and stay open as such; the others are moot.
 pub(crate) fn life_ended(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     table: &str,
     key: &[u8],
     cl: u64,
@@ -558,7 +558,7 @@ pub(crate) fn life_ended(
 /// writes it had seen lost to no delete, and their records are moot.
 pub(crate) fn deleter_saw(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     table: &str,
     key: &[u8],
     cl: u64,
@@ -582,7 +582,7 @@ pub(crate) fn deleter_saw(
 /// of its writes found later is an insert collision too, and its open records say so.
 pub(crate) fn lost_life(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     table: &str,
     key: &[u8],
     cl: u64,

@@ -14,11 +14,11 @@
 use rusqlite::Transaction;
 use shoal_core::{Value, Version};
 
+use crate::device::Device;
 use crate::error::Result;
 use crate::merge::aside::{self, Reason, RowValues};
 use crate::merge::conflict::{self, NewConflict, Side};
 use crate::merge::tables::Tables;
-use crate::replica::Replica;
 use crate::report::ImportReport;
 use crate::sql::{Bind, ident, key_blob, key_match, key_text};
 use crate::tables::foreign_keys::{ForeignKey, OnDelete};
@@ -29,7 +29,7 @@ use crate::tables::table::TrackedTable;
 /// deleted, by the rules above.
 pub(crate) fn check(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     tables: &Tables,
     report: &mut ImportReport,
 ) -> Result<()> {
@@ -115,7 +115,7 @@ pub(crate) fn check(
 /// parent is deleted and whose delete reaches it, if it is.
 pub(crate) fn parent_gone(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     tables: &Tables,
     table: &TrackedTable,
     key: &[u8],
@@ -253,7 +253,7 @@ fn parent_here(tx: &Transaction, fk: &ForeignKey, refs: &[Value]) -> Result<bool
 /// names (by its key) is deleted.
 fn parent_deleted(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     tables: &Tables,
     fk: &ForeignKey,
     refs: &[Value],

@@ -12,12 +12,12 @@ use std::rc::Rc;
 use rusqlite::Transaction;
 use shoal_core::{BodyView, DeviceId, Group, Op, RowView};
 
+use crate::device::Device;
 use crate::error::{Result, StoreError};
 use crate::merge::apply::Merger;
 use crate::merge::batch::{Batch, Bound, Insert, Item, Part, torn};
 use crate::merge::fresh::{self, Fresh};
 use crate::merge::tables::Tables;
-use crate::replica::Replica;
 use crate::report::ImportReport;
 
 /// Row changes of accepted commits, gathered so that they are applied in key order,
@@ -212,7 +212,7 @@ impl Pending {
     pub(crate) fn apply(
         &mut self,
         tx: &Transaction,
-        r: &mut Replica,
+        r: &mut Device,
         tables: &Tables,
         report: &mut ImportReport,
     ) -> Result<()> {

@@ -6,13 +6,13 @@ use rusqlite::{OptionalExtension, Transaction};
 use shoal_core::Value;
 
 use crate::ImportReport;
+use crate::device::Device;
 use crate::error::{Result, StoreError};
 use crate::merge::apply::{self, Incoming};
 use crate::merge::aside;
 use crate::merge::conflict::{Conflict, ConflictKind, ConflictStatus, Resolution, Side, get};
 use crate::merge::foreign;
 use crate::merge::tables::Tables;
-use crate::replica::Replica;
 use crate::sql::key_blob;
 use crate::tables::log::{self, LogOp};
 use crate::tables::rows;
@@ -21,7 +21,7 @@ use crate::tables::table::{self, TrackedTable};
 /// Writes what the resolution asks for, through the capture triggers like any app write.
 pub(crate) fn resolve(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     id: &str,
     resolution: &Resolution,
 ) -> Result<()> {
@@ -208,7 +208,7 @@ pub(crate) fn mark_resolved(tx: &Transaction, id: &str, resolution: &Resolution)
     Ok(())
 }
 /// Re-applies a change that a constraint refused, after a person asked for it.
-fn reapply(tx: &Transaction, r: &mut Replica, refused: &[u8]) -> Result<ImportReport> {
+fn reapply(tx: &Transaction, r: &mut Device, refused: &[u8]) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     let inc = postcard::from_bytes::<Incoming>(refused).map_err(|e| StoreError::Damaged {
         what: "a refused change kept with a conflict".into(),

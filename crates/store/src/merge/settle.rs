@@ -4,10 +4,10 @@
 use rusqlite::Transaction;
 
 use crate::ImportReport;
+use crate::device::Device;
 use crate::error::Result;
 use crate::merge::tables::Tables;
 use crate::merge::{aside, foreign};
-use crate::replica::Replica;
 use crate::sql::key_from_blob;
 use crate::tables::rows;
 
@@ -15,7 +15,7 @@ use crate::tables::rows;
 /// ends; a row that nothing refuses any more goes back into its table.
 pub(crate) fn settle(
     tx: &Transaction,
-    r: &mut Replica,
+    r: &mut Device,
     tables: &Tables,
     report: &mut ImportReport,
 ) -> Result<()> {

@@ -434,7 +434,7 @@ mod tests {
         keys.into_iter()
             .map(|(table, key, len)| {
                 let state =
-                    load(&store.conn, &mut store.replica.columns, table, &key).expect("load");
+                    load(&store.conn, &mut store.me.columns, table, &key).expect("load");
                 (table, key, state.cl, state.meta, len)
             })
             .collect()
@@ -541,7 +541,7 @@ mod tests {
                  WHEN NOT EXISTS (SELECT 1 FROM shoal_applying) BEGIN SELECT 1; END;",
             )
             .expect("downgrade");
-        let path = a.replica.path.clone();
+        let path = a.me.path.clone();
         drop(a);
 
         let mut a = Store::open(&path, StoreOptions::new(dir.path().join("keys"))).expect("open");

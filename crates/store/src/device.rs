@@ -1,5 +1,5 @@
-//! What a store knows about itself beside its connection: its device, its key, its
-//! file and how it reads the time and draws random bytes.
+//! The device a store is: its id, its key, its file, and how it reads the time and
+//! draws random bytes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,9 +56,10 @@ pub fn system_now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// What a store knows about itself beside the connection, split off so that code
-/// holding a transaction on the connection can still reach it.
-pub(crate) struct Replica {
+/// The device a store is, as it knows itself beside its connection (split off so that
+/// code holding a transaction on the connection can still reach it): its id, key and
+/// file, its options, and what it caches between statements.
+pub(crate) struct Device {
     pub(crate) device: DeviceId,
     pub(crate) key: DeviceKey,
     /// The file this device lives in, when this file is a copy of it: nothing is
@@ -74,7 +75,7 @@ pub(crate) struct Replica {
     pub(crate) open_conflicts: Option<bool>,
 }
 
-impl Replica {
+impl Device {
     pub(crate) fn now_ms(&self) -> u64 {
         (self.options.wall_clock)()
     }
