@@ -547,3 +547,107 @@ fn rows_a_device_held_before_it_joined_reach_the_group() {
     let status = env.json(&["status", &a]);
     assert_eq!(status["held"], serde_json::json!([]), "{status}");
 }
+
+/// Two devices' files written by the code before the store's layers and before a
+/// commit body was built on its head (made with the release of that code: writes,
+/// a merge, a concurrent edit that left a conflict on both, a group made on one, a
+/// write in it), with their devices' keys. Read, merged and joined by a file made
+/// now, they converge, and every commit they hold verifies as it did.
+#[test]
+fn files_written_before_open_merge_and_converge_with_a_file_written_now() {
+    let env = Env::new();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/two-devices");
+    for db in ["a.db", "b.db"] {
+        std::fs::copy(fixture.join(db), env.path(db)).expect("copy the file");
+    }
+    let keys = env.path("data/devices");
+    std::fs::create_dir_all(&keys).expect("data dir");
+    for entry in std::fs::read_dir(fixture.join("data/devices")).expect("keys") {
+        let entry = entry.expect("key");
+        let to = keys.join(entry.file_name());
+        std::fs::copy(entry.path(), &to).expect("copy the key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).expect("mode");
+        }
+    }
+    let (a, b, c) = (env.db("a.db"), env.db("b.db"), env.db("c.db"));
+    // They open as they were: their commits, their conflict records, their group.
+    assert_eq!(env.json(&["log", &a]).as_array().map(Vec::len), Some(6));
+    assert_eq!(env.json(&["log", &b]).as_array().map(Vec::len), Some(3));
+    assert_eq!(env.json(&["status", &b])["conflicts_pending"], 1);
+    let records = env.json(&["conflicts", &b, "list"]);
+    assert_eq!(records[0]["kind"], "concurrent_write", "{records}");
+    assert_eq!(env.json(&["group", &a, "list"])[0]["name"], "desk");
+    // A file made now takes every commit of the local log from both, each verified
+    // on the way in: a signature or a hash computed otherwise would refuse it.
+    env.sql(
+        "c.db",
+        "CREATE TABLE notes (id TEXT PRIMARY KEY, title TEXT, body TEXT, n INTEGER);
+         CREATE TABLE tags (note TEXT, tag TEXT, PRIMARY KEY (note, tag));",
+    );
+    env.ok(&["init", &c]);
+    env.ok(&["track", &c, "notes", "tags"]);
+    env.ok(&["merge", &a, &c]);
+    env.ok(&["merge", &b, &c]);
+    // The local log's three commits and the group's three, all applied.
+    let log = env.json(&["log", &c]);
+    assert_eq!(log.as_array().map(Vec::len), Some(6), "{log}");
+    assert!(
+        log.as_array()
+            .into_iter()
+            .flatten()
+            .all(|c| c["state"] == "applied"),
+        "{log}"
+    );
+    let rows = |db: &str, table: &str| -> Vec<String> {
+        let sql = match table {
+            "notes" => {
+                "SELECT id || '|' || quote(title) || '|' || quote(body) || '|' || quote(n) FROM notes ORDER BY id"
+            }
+            _ => "SELECT note || '|' || quote(tag) FROM tags ORDER BY note, tag",
+        };
+        let conn = rusqlite::Connection::open(env.path(db)).expect("open");
+        let mut stmt = conn.prepare(sql).expect("select");
+        stmt.query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    for db in ["a.db", "b.db"] {
+        for table in ["notes", "tags"] {
+            assert_eq!(rows(db, table), rows("c.db", table), "{db} {table}");
+        }
+    }
+    assert_eq!(
+        rows("c.db", "notes"),
+        [
+            "n1|'from b'|'hello'|10",
+            "n3|'third'|'after the group'|3",
+            "n4|'fourth'|'a only'|4"
+        ]
+    );
+    // A write made now reaches the files written before, and theirs reach it.
+    env.sql("c.db", "INSERT INTO notes VALUES ('n5', 'now', NULL, 5);");
+    env.sql("b.db", "UPDATE notes SET n = 11 WHERE id = 'n4';");
+    env.ok(&["merge", &c, &a]);
+    env.ok(&["merge", &b, &c]);
+    env.ok(&["merge", &c, &a]);
+    for db in ["a.db", "b.db"] {
+        assert_eq!(
+            count(&env.path(db), "SELECT count(*) FROM notes WHERE id = 'n5'"),
+            1,
+            "{db}"
+        );
+    }
+    assert_eq!(
+        count(&env.path("a.db"), "SELECT n FROM notes WHERE id = 'n4'"),
+        11
+    );
+    for db in ["a.db", "b.db"] {
+        for table in ["notes", "tags"] {
+            assert_eq!(rows(db, table), rows("c.db", table), "{db} {table}");
+        }
+    }
+}

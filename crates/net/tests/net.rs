@@ -8,7 +8,7 @@ use std::time::Duration;
 use shoal_core::{GroupId, Role};
 use shoal_net::{InviteTicket, NetError, Node, NodeConfig, Relay};
 use shoal_proto::{InviteProblem, ProtoError, Reason};
-use shoal_store::{Store, StoreOptions};
+use shoal_store::{Store, StoreOptions, system_now_ms};
 use tempfile::TempDir;
 
 const DESK: &str = "CREATE TABLE trades (id TEXT PRIMARY KEY, symbol TEXT, qty INTEGER, note TEXT);
@@ -48,9 +48,21 @@ impl World {
     }
 
     async fn node(&self, name: &str, config: NodeConfig) -> Node {
-        Node::bind(self.path(name), self.options(), config)
+        self.node_with(name, config, self.options()).await
+    }
+
+    async fn node_with(&self, name: &str, config: NodeConfig, options: StoreOptions) -> Node {
+        Node::bind(self.path(name), options, config)
             .await
             .expect("bind")
+    }
+
+    /// Options whose clock reads `by_ms` ahead of the system's.
+    fn options_ahead(&self, by_ms: u64) -> StoreOptions {
+        StoreOptions {
+            wall_clock: Arc::new(move || system_now_ms() + by_ms),
+            ..self.options()
+        }
     }
 }
 
@@ -317,10 +329,11 @@ async fn an_expired_ticket_is_refused_by_the_joiner_and_the_inviter() {
     let _b = w.replica("b");
     a.create_group("desk", &[("trades".into(), vec![])])
         .expect("group");
-    let node_a = Arc::new(w.node("a", direct()).await);
+    // The invite is made by the system clock; both nodes' clocks are past its
+    // expiry, as they would be a while later.
+    let node_a = Arc::new(w.node_with("a", direct(), w.options_ahead(1_000)).await);
     let t = ticket(&mut a, &node_a, Role::Member, 300, 5).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let node_b = w.node("b", direct()).await;
+    let node_b = w.node_with("b", direct(), w.options_ahead(1_000)).await;
     match node_b.join(&t, &quiet).await {
         Err(NetError::Ticket(msg)) => assert!(msg.contains("expired"), "{msg}"),
         other => panic!("expected an expired ticket, got {other:?}"),

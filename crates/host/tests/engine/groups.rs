@@ -449,9 +449,8 @@ fn a_group_made_while_the_clock_ran_ahead_is_stamped_again_in_every_log() {
     let mut a = w.replica("a", DESK, &["trades", "moods"]);
     let mut b = w.replica("b", DESK, &["trades", "moods"]);
     let year_ms = 365 * 86_400_000;
-    let now = w.now.load(std::sync::atomic::Ordering::SeqCst);
-    w.now
-        .store(now + year_ms, std::sync::atomic::Ordering::SeqCst);
+    let now = w.now();
+    w.set_now(now + year_ms);
     // The group's first commit, b's membership and a row, all a year ahead, in the
     // group's log and in the local one.
     let g = a
@@ -464,7 +463,7 @@ fn a_group_made_while_the_clock_ran_ahead_is_stamped_again_in_every_log() {
         "INSERT INTO trades VALUES ('t1', 'AAPL', 10, 'n'); INSERT INTO moods VALUES ('m1', 'calm');",
     );
     a.seal().expect("seal");
-    w.now.store(now, std::sync::atomic::Ordering::SeqCst);
+    w.set_now(now);
     sync(&mut a, &mut b);
     assert!(dump(&b, "trades").is_empty());
     let report = a.restamp().expect("restamp");

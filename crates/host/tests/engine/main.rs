@@ -1,75 +1,17 @@
 //! The engine's behaviour end to end: real SQLite files, real triggers, real commits,
 //! replicas synced through the session host.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use rusqlite::types::ValueRef;
 use shoal_core::{GroupId, Value};
-use shoal_store::{
-    ConflictKind, ConflictStatus, Policy, Resolution, Side, Store, StoreError, StoreOptions,
-};
-use tempfile::TempDir;
+use shoal_store::{ConflictKind, ConflictStatus, Policy, Resolution, Side, Store, StoreError};
+use shoal_testkit::{World, exec};
 
 mod constraints;
 mod convergence;
 mod groups;
 mod processes;
 
-/// A directory with a shared data directory and any number of replicas, on a clock the
-/// test moves by hand.
-struct World {
-    dir: TempDir,
-    now: Arc<AtomicU64>,
-}
-
-impl World {
-    fn new() -> World {
-        World {
-            // A memory-backed directory where there is one: the tests fsync a lot.
-            dir: TempDir::new_in("/dev/shm")
-                .or_else(|_| TempDir::new())
-                .expect("temp dir"),
-            now: Arc::new(AtomicU64::new(1_700_000_000_000)),
-        }
-    }
-
-    fn options(&self) -> StoreOptions {
-        let now = self.now.clone();
-        let mut options = StoreOptions::new(self.dir.path().join("data"));
-        options.wall_clock = Arc::new(move || now.load(Ordering::SeqCst));
-        options
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("{name}.db"))
-    }
-
-    /// A replica with `schema` applied and `tables` tracked.
-    fn replica(&self, name: &str, schema: &str, tables: &[&str]) -> Store {
-        let path = self.path(name);
-        rusqlite::Connection::open(&path)
-            .expect("open")
-            .execute_batch(schema)
-            .expect("schema");
-        let mut store = Store::init(&path, self.options()).expect("init");
-        for t in tables {
-            store.track(t, None).expect("track");
-        }
-        store
-    }
-
-    fn tick(&self, ms: u64) {
-        self.now.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
 const NOTES: &str = "CREATE TABLE notes (id TEXT PRIMARY KEY, title, body, n INTEGER);";
-
-fn exec(store: &Store, sql: &str) {
-    store.connection().execute_batch(sql).expect(sql);
-}
 
 /// Syncs two replicas as `shoal merge` does: a session per log either holds, run by
 /// the same host the network and the simulation run.
@@ -468,7 +410,7 @@ fn a_copied_database_must_be_adopted_before_it_writes() {
     std::fs::copy(w.path("a"), w.path("copy")).expect("copy");
     let elsewhere = {
         let mut o = w.options();
-        o.data_dir = w.dir.path().join("other-machine");
+        o.data_dir = w.dir().join("other-machine");
         o
     };
     let err = Store::open(w.path("copy"), elsewhere.clone())
@@ -482,8 +424,7 @@ fn a_copied_database_must_be_adopted_before_it_writes() {
     {
         use std::os::unix::fs::PermissionsExt;
         let key = w
-            .dir
-            .path()
+            .dir()
             .join("other-machine/devices")
             .join(format!("{}.key", adopted.device()));
         assert_eq!(
@@ -844,10 +785,10 @@ fn a_fork_is_recorded_and_its_author_refused() {
     let device = a.device();
     drop(a);
     std::fs::copy(w.path("a"), w.path("a2")).expect("copy");
-    let cloned = w.dir.path().join("cloned-machine");
+    let cloned = w.dir().join("cloned-machine");
     std::fs::create_dir_all(cloned.join("devices")).expect("mkdir");
     let key = format!("devices/{device}.key");
-    std::fs::copy(w.dir.path().join("data").join(&key), cloned.join(&key)).expect("key");
+    std::fs::copy(w.dir().join("data").join(&key), cloned.join(&key)).expect("key");
     let mut a = Store::open(w.path("a"), w.options()).expect("open");
     exec(&a, "INSERT INTO notes VALUES ('n2', 't', 'b', 2);");
     a.seal().expect("seal");
@@ -894,8 +835,7 @@ fn a_commit_whose_clock_goes_back_is_refused_and_its_author_distrusted() {
     let first = export_all(&mut a)[0].clone().verify().expect("verify");
     // a's own key signs a well-formed seq 2 whose clock is not later than seq 1's.
     let seed = std::fs::read_to_string(
-        w.dir
-            .path()
+        w.dir()
             .join("data/devices")
             .join(format!("{}.key", a.device())),
     )
@@ -928,14 +868,11 @@ fn a_commit_whose_clock_goes_back_is_refused_and_its_author_distrusted() {
 fn a_far_future_commit_is_held_until_the_clock_reaches_it() {
     let w = World::new();
     let mut a = w.replica("a", NOTES, &["notes"]);
-    let now = w.now.load(Ordering::SeqCst);
+    let now = w.now();
     // a's clock runs ten minutes fast.
-    let fast = w.now.clone();
-    let mut fast_options = w.options();
     let skew = 10 * 60_000;
-    fast_options.wall_clock = Arc::new(move || fast.load(Ordering::SeqCst) + skew);
     drop(a);
-    a = Store::open(w.path("a"), fast_options).expect("open");
+    a = Store::open(w.path("a"), w.options_ahead(skew)).expect("open");
     let mut b = w.replica("b", NOTES, &["notes"]);
     exec(&a, "INSERT INTO notes VALUES ('n1', 't', 'b', 1);");
     let report = b.import(export_all(&mut a)).expect("import");
@@ -1064,13 +1001,13 @@ fn a_device_whose_clock_ran_ahead_is_told_so() {
     let w = World::new();
     let mut a = w.replica("a", NOTES, &["notes"]);
     let year_ms = 365 * 86_400_000;
-    let now = w.now.load(Ordering::SeqCst);
-    w.now.store(now + year_ms, Ordering::SeqCst);
+    let now = w.now();
+    w.set_now(now + year_ms);
     exec(&a, "INSERT INTO notes VALUES ('n1', 't', 'b', 1);");
     a.seal().expect("seal");
     assert_eq!(a.status().expect("status").clock_ahead_ms, None);
     // The machine's clock is put right: the commit stays a year ahead of it.
-    w.now.store(now, Ordering::SeqCst);
+    w.set_now(now);
     let ahead = a.status().expect("status").clock_ahead_ms.expect("told");
     assert!(ahead >= year_ms - 1_000, "{ahead}");
 }
@@ -1081,14 +1018,14 @@ fn a_device_whose_clock_ran_ahead_stamps_its_commits_again_and_members_take_them
     let mut a = w.replica("a", NOTES, &["notes"]);
     let mut b = w.replica("b", NOTES, &["notes"]);
     let year_ms = 365 * 86_400_000;
-    let now = w.now.load(Ordering::SeqCst);
+    let now = w.now();
     // Two commits sealed while a's clock ran a year ahead; b holds them.
-    w.now.store(now + year_ms, Ordering::SeqCst);
+    w.set_now(now + year_ms);
     exec(&a, "INSERT INTO notes VALUES ('n1', 'from a', 'b', 1);");
     a.seal().expect("seal");
     exec(&a, "UPDATE notes SET n = 2 WHERE id = 'n1';");
     a.seal().expect("seal");
-    w.now.store(now, Ordering::SeqCst);
+    w.set_now(now);
     sync(&mut a, &mut b);
     let held = b.status().expect("status");
     assert_eq!((held.future_commits, held.waiting_commits), (1, 1));
@@ -1136,13 +1073,13 @@ fn a_member_that_applied_withdrawn_commits_reports_a_fork() {
     let mut a = w.replica("a", NOTES, &["notes"]);
     let mut b = w.replica("b", NOTES, &["notes"]);
     let year_ms = 365 * 86_400_000;
-    let now = w.now.load(Ordering::SeqCst);
+    let now = w.now();
     // Both clocks run ahead: b applies a's commit.
-    w.now.store(now + year_ms, Ordering::SeqCst);
+    w.set_now(now + year_ms);
     exec(&a, "INSERT INTO notes VALUES ('n1', 'from a', 'b', 1);");
     sync(&mut a, &mut b);
     assert_eq!(dump(&b, "notes").len(), 1);
-    w.now.store(now, Ordering::SeqCst);
+    w.set_now(now);
     assert_eq!(a.restamp().expect("restamp").commits, 1);
     // b cannot take it back: it holds two commits of a for one seq, and says so.
     let x = shoal_host::exchange(

@@ -433,8 +433,7 @@ mod tests {
             .expect("keys");
         keys.into_iter()
             .map(|(table, key, len)| {
-                let state =
-                    load(&store.conn, &mut store.me.columns, table, &key).expect("load");
+                let state = load(&store.conn, &mut store.me.columns, table, &key).expect("load");
                 (table, key, state.cl, state.meta, len)
             })
             .collect()
