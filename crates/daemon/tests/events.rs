@@ -7,7 +7,8 @@ use std::time::Duration;
 use shoal_core::Role;
 use shoal_daemon::{Config, Daemon, Event};
 use shoal_net::InviteTicket;
-use shoal_store::{Resolution, Side, Store, StoreOptions};
+use shoal_store::{Resolution, Side};
+use shoal_testkit::World;
 use tokio::sync::broadcast::Receiver;
 
 fn config() -> Config {
@@ -22,17 +23,8 @@ fn config() -> Config {
     }
 }
 
-fn replica(path: &Path, options: &StoreOptions) -> Store {
-    rusqlite::Connection::open(path)
-        .expect("open")
-        .execute_batch(
-            "PRAGMA journal_mode = WAL; CREATE TABLE trades (id TEXT PRIMARY KEY, qty INTEGER);",
-        )
-        .expect("schema");
-    let mut store = Store::init(path, options.clone()).expect("init");
-    store.track("trades", None).expect("track");
-    store
-}
+const TRADES: &str =
+    "PRAGMA journal_mode = WAL; CREATE TABLE trades (id TEXT PRIMARY KEY, qty INTEGER);";
 
 fn write(path: &Path, sql: &str) {
     let conn = rusqlite::Connection::open(path).expect("open");
@@ -61,14 +53,14 @@ async fn expect(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedding_app_joins_by_ticket_and_hears_changes_and_conflicts() {
-    let dir = tempfile::tempdir().expect("dir");
-    let options = StoreOptions::new(dir.path().join("data"));
-    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
-    let mut store_a = replica(&a, &options);
+    let w = World::on_system_clock();
+    let options = w.options();
+    let (a, b) = (w.path("a"), w.path("b"));
+    let mut store_a = w.replica("a", TRADES, &["trades"]);
     let group = store_a
         .create_group("desk", &[("trades".into(), Vec::new())])
         .expect("group");
-    drop(replica(&b, &options));
+    drop(w.replica("b", TRADES, &["trades"]));
 
     let daemon_a = Daemon::start(&a, options.clone(), config(), false)
         .await

@@ -1,69 +1,31 @@
 //! Real iroh QUIC on loopback between nodes in one process: joining by ticket,
 //! syncing both ways, refusals, and the relay path through a relay started here.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::{GroupId, Role};
 use shoal_net::{InviteTicket, NetError, Node, NodeConfig, Relay};
 use shoal_proto::{InviteProblem, ProtoError, Reason};
-use shoal_store::{Store, StoreOptions, system_now_ms};
-use tempfile::TempDir;
+use shoal_store::{Store, StoreOptions};
+use shoal_testkit::World;
 
 const DESK: &str = "CREATE TABLE trades (id TEXT PRIMARY KEY, symbol TEXT, qty INTEGER, note TEXT);
                     CREATE TABLE moods (id TEXT PRIMARY KEY, feeling TEXT);";
 
-struct World {
-    dir: TempDir,
+/// A replica with the desk's tables, tracked.
+fn desk(w: &World, name: &str) -> Store {
+    w.replica(name, DESK, &["trades", "moods"])
 }
 
-impl World {
-    fn new() -> World {
-        World {
-            dir: TempDir::new_in("/dev/shm")
-                .or_else(|_| TempDir::new())
-                .expect("temp dir"),
-        }
-    }
+async fn node(w: &World, name: &str, config: NodeConfig) -> Node {
+    node_with(w, name, config, w.options()).await
+}
 
-    fn options(&self) -> StoreOptions {
-        StoreOptions::new(self.dir.path().join("data"))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("{name}.db"))
-    }
-
-    fn replica(&self, name: &str) -> Store {
-        let path = self.path(name);
-        rusqlite::Connection::open(&path)
-            .expect("open")
-            .execute_batch(DESK)
-            .expect("schema");
-        let mut s = Store::init(&path, self.options()).expect("init");
-        s.track("trades", None).expect("track");
-        s.track("moods", None).expect("track");
-        s
-    }
-
-    async fn node(&self, name: &str, config: NodeConfig) -> Node {
-        self.node_with(name, config, self.options()).await
-    }
-
-    async fn node_with(&self, name: &str, config: NodeConfig, options: StoreOptions) -> Node {
-        Node::bind(self.path(name), options, config)
-            .await
-            .expect("bind")
-    }
-
-    /// Options whose clock reads `by_ms` ahead of the system's.
-    fn options_ahead(&self, by_ms: u64) -> StoreOptions {
-        StoreOptions {
-            wall_clock: Arc::new(move || system_now_ms() + by_ms),
-            ..self.options()
-        }
-    }
+async fn node_with(w: &World, name: &str, config: NodeConfig, options: StoreOptions) -> Node {
+    Node::bind(w.path(name), options, config)
+        .await
+        .expect("bind")
 }
 
 fn direct() -> NodeConfig {
@@ -96,10 +58,10 @@ async fn paired(w: &World, a: &mut Store, config: fn() -> NodeConfig) -> Pair {
         .create_group("desk", &[("trades".into(), vec![])])
         .expect("group")
         .id;
-    let node_a = Arc::new(w.node("a", config()).await);
+    let node_a = Arc::new(node(w, "a", config()).await);
     let t = ticket(a, &node_a, Role::Member, 60_000, 1).await;
     let server = serve(node_a.clone());
-    let node_b = w.node("b", config()).await;
+    let node_b = node(w, "b", config()).await;
     let joined = node_b.join(&t, &quiet).await.expect("join");
     Pair {
         group,
@@ -141,9 +103,9 @@ async fn ticket(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_joins_by_ticket_and_both_sync_without_the_private_parts() {
-    let w = World::new();
-    let mut a = w.replica("a");
-    let b = w.replica("b");
+    let w = World::on_system_clock();
+    let mut a = desk(&w, "a");
+    let b = desk(&w, "b");
     a.connection()
         .execute_batch(
             "INSERT INTO trades VALUES ('t1', 'AAPL', 10, 'private note');
@@ -153,11 +115,11 @@ async fn a_device_joins_by_ticket_and_both_sync_without_the_private_parts() {
     let g = a
         .create_group("desk", &[("trades".into(), vec!["note".into()])])
         .expect("group");
-    let node_a = Arc::new(w.node("a", direct()).await);
+    let node_a = Arc::new(node(&w, "a", direct()).await);
     let t = ticket(&mut a, &node_a, Role::Member, 60_000, 1).await;
     let server = serve(node_a.clone());
 
-    let node_b = w.node("b", direct()).await;
+    let node_b = node(&w, "b", direct()).await;
     let joined = node_b.join(&t, &quiet).await.expect("join");
     assert_eq!(joined.name, "desk");
     assert_eq!(joined.role, Some(Role::Member));
@@ -204,8 +166,8 @@ async fn a_device_joins_by_ticket_and_both_sync_without_the_private_parts() {
     assert!(s.bytes_in + s.bytes_out <= 1024, "{s:?}");
 
     // The used-up ticket is refused on the joiner's side with a clear reason.
-    w.replica("c");
-    let node_c = w.node("c", direct()).await;
+    desk(&w, "c");
+    let node_c = node(&w, "c", direct()).await;
     match node_c.join(&t, &quiet).await {
         Err(NetError::Protocol(ProtoError::Refused(r))) => {
             assert_eq!(r.reason, Reason::Invite(InviteProblem::UsedUp))
@@ -227,9 +189,9 @@ async fn a_device_joins_by_ticket_and_both_sync_without_the_private_parts() {
 async fn large_backlogs_in_both_directions_cross_without_stalling() {
     // Incompressible rows, several times QUIC's stream window each way: both sides
     // must keep reading while their own writes wait.
-    let w = World::new();
-    let mut a = w.replica("a");
-    let b = w.replica("b");
+    let w = World::on_system_clock();
+    let mut a = desk(&w, "a");
+    let b = desk(&w, "b");
     let p = paired(&w, &mut a, direct).await;
     // 40 transactions of 10 rows of 32 KiB: many commits, many batches.
     let fill = |s: &Store, prefix: &str| {
@@ -277,9 +239,9 @@ async fn large_backlogs_in_both_directions_cross_without_stalling() {
 async fn default_relays_out_of_reach_do_not_stall_a_direct_sync() {
     // Public relays are unreachable here (and may be reachable elsewhere): either way
     // the direct addresses in the ticket carry the session, promptly.
-    let w = World::new();
-    let mut a = w.replica("a");
-    let b = w.replica("b");
+    let w = World::on_system_clock();
+    let mut a = desk(&w, "a");
+    let b = desk(&w, "b");
     a.connection()
         .execute_batch("INSERT INTO trades VALUES ('t1', 'AAPL', 10, NULL);")
         .expect("write");
@@ -306,9 +268,9 @@ async fn default_relays_out_of_reach_do_not_stall_a_direct_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_device_is_refused_at_hello() {
-    let w = World::new();
-    let mut a = w.replica("a");
-    let _b = w.replica("b");
+    let w = World::on_system_clock();
+    let mut a = desk(&w, "a");
+    let _b = desk(&w, "b");
     let p = paired(&w, &mut a, direct).await;
     a.revoke("desk", &p.node_b.device()).expect("revoke");
     // b still believes it is a member; a refuses it.
@@ -324,16 +286,16 @@ async fn a_revoked_device_is_refused_at_hello() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_ticket_is_refused_by_the_joiner_and_the_inviter() {
-    let w = World::new();
-    let mut a = w.replica("a");
-    let _b = w.replica("b");
+    let w = World::on_system_clock();
+    let mut a = desk(&w, "a");
+    let _b = desk(&w, "b");
     a.create_group("desk", &[("trades".into(), vec![])])
         .expect("group");
     // The invite is made by the system clock; both nodes' clocks are past its
     // expiry, as they would be a while later.
-    let node_a = Arc::new(w.node_with("a", direct(), w.options_ahead(1_000)).await);
+    let node_a = Arc::new(node_with(&w, "a", direct(), w.options_ahead(1_000)).await);
     let t = ticket(&mut a, &node_a, Role::Member, 300, 5).await;
-    let node_b = w.node_with("b", direct(), w.options_ahead(1_000)).await;
+    let node_b = node_with(&w, "b", direct(), w.options_ahead(1_000)).await;
     match node_b.join(&t, &quiet).await {
         Err(NetError::Ticket(msg)) => assert!(msg.contains("expired"), "{msg}"),
         other => panic!("expected an expired ticket, got {other:?}"),
@@ -370,15 +332,15 @@ async fn two_devices_sync_through_a_relay_alone() {
         relay_only: true,
         ..NodeConfig::default()
     };
-    let w = World::new();
-    let mut a = w.replica("a");
-    let b = w.replica("b");
+    let w = World::on_system_clock();
+    let mut a = desk(&w, "a");
+    let b = desk(&w, "b");
     a.connection()
         .execute_batch("INSERT INTO trades VALUES ('t1', 'AAPL', 10, 'n');")
         .expect("write");
     a.create_group("desk", &[("trades".into(), vec![])])
         .expect("group");
-    let node_a = Arc::new(w.node("a", config()).await);
+    let node_a = Arc::new(node(&w, "a", config()).await);
     let t = ticket(&mut a, &node_a, Role::Member, 60_000, 1).await;
     assert!(
         t.addr.ip_addrs().next().is_none() && t.addr.relay_urls().next().is_some(),
@@ -386,7 +348,7 @@ async fn two_devices_sync_through_a_relay_alone() {
         t.addr
     );
     let server = serve(node_a.clone());
-    let node_b = w.node("b", config()).await;
+    let node_b = node(&w, "b", config()).await;
     node_b
         .join(&t, &quiet)
         .await

@@ -14,6 +14,8 @@
 
 pub mod app;
 pub mod link;
+mod plan;
 mod world;
 
-pub use world::{Outcome, Plan, run};
+pub use plan::{Outcome, Plan};
+pub use world::run;

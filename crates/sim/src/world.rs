@@ -2,7 +2,6 @@
 //! [`Pipe`]s, a random schedule of writes, syncs, invites, crashes, partitions and one
 //! revocation, then healing and the checks.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,154 +10,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use shoal_core::invite::invite_proof;
-use shoal_core::{DeviceId, GroupId, Role, Seq, VersionVector};
+use shoal_core::{DeviceId, GroupId, Role, Seq};
 use shoal_host::{Host, HostError, Task, Trust, local_side};
 use shoal_proto::{Config, InviteClaim, Session};
 use shoal_store::{Store, StoreOptions};
 
-use crate::app::{self, SCHEMA, SHARED, dump, enforce, shared_state};
+use crate::app::{self, SCHEMA, SHARED, enforce};
 use crate::link::{Faults, Pipe};
+use crate::plan::{MAX_DRIFT_MS, Outcome, Plan};
+
+mod check;
 
 /// Virtual time starts here (milliseconds since the Unix epoch), plus each clock's skew.
 const EPOCH_MS: u64 = 1_800_000_000_000;
 /// How far virtual time moves per step.
 const TICK_MS: u64 = 20;
-/// How far ahead of a device's clock a commit may be stamped before it is held.
-const MAX_DRIFT_MS: u64 = 5_000;
 /// The group's name.
 const GROUP: &str = "sim";
-/// What a run does, drawn from its seed.
-#[derive(Clone, Debug)]
-pub struct Plan {
-    /// The seed everything comes from.
-    pub seed: u64,
-    /// How many devices (3 to 8).
-    pub devices: usize,
-    /// Steps of random activity before healing.
-    pub steps: u64,
-    /// What the network does to packets.
-    pub faults: Faults,
-    /// Each device's clock skew in milliseconds.
-    pub skews_ms: Vec<i64>,
-    /// The sessions' window and batch size.
-    pub window: usize,
-    /// Uncompressed bytes per batch.
-    pub batch_bytes: usize,
-    /// Whether the second device is made an admin once it joins.
-    pub second_admin: bool,
-    /// The step from which the revocation is made.
-    pub revoke_at: u64,
-    /// Bytes of commits a host reads per export.
-    pub export_chunk: usize,
-}
-
-impl Plan {
-    /// The plan of a seed.
-    pub fn from_seed(seed: u64) -> Plan {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let devices = rng.random_range(3..=8);
-        let steps = rng.random_range(150..400);
-        let faults = Faults {
-            loss: rng.random_range(0.0..0.25),
-            duplicate: rng.random_range(0.0..0.1),
-            min_delay_ms: rng.random_range(1..20),
-            max_delay_ms: rng.random_range(20..300),
-        };
-        let mut skews_ms: Vec<i64> = (0..devices)
-            .map(|_| rng.random_range(-2_000..2_000))
-            .collect();
-        // Sometimes one clock is further ahead than others accept: its commits wait.
-        if rng.random_bool(0.3) {
-            let d = rng.random_range(0..devices);
-            skews_ms[d] = MAX_DRIFT_MS as i64 + rng.random_range(500..3_000);
-        }
-        Plan {
-            seed,
-            devices,
-            steps,
-            faults,
-            skews_ms,
-            window: rng.random_range(1..=4),
-            batch_bytes: rng.random_range(256..8_192),
-            second_admin: rng.random_bool(0.5),
-            revoke_at: rng.random_range(steps / 3..steps * 2 / 3),
-            export_chunk: rng.random_range(1_024..32_768),
-        }
-    }
-}
-
-/// What a run did.
-#[derive(Clone, Debug, Default)]
-pub struct Outcome {
-    /// Writes made through SQL.
-    pub writes: u64,
-    /// Writes the local schema refused (a UNIQUE, CHECK, NOT NULL or foreign key).
-    pub refused_writes: u64,
-    /// Rows set aside by a constraint at the end, on each member alike.
-    pub set_aside: usize,
-    /// Open conflict records at the end on the first member.
-    pub conflicts: usize,
-    /// Sessions opened.
-    pub sessions: u64,
-    /// Sessions that did not finish (timeouts, crashes, refusals).
-    pub failed: u64,
-    /// Sessions refused at hello.
-    pub refused_at_hello: u64,
-    /// Why, counted.
-    pub refusals: BTreeMap<String, u64>,
-    /// Crashes (each followed by a restart from the file).
-    pub crashes: u64,
-    /// Partitions.
-    pub partitions: u64,
-    /// Devices that joined by invite.
-    pub joined: usize,
-    /// Commits refused for good, summed over the devices at the end.
-    pub refused_commits: u64,
-    /// Commits taken back when a revocation arrived late.
-    pub taken_back: u64,
-    /// Packets sent.
-    pub packets: u64,
-    /// Packets lost.
-    pub lost: u64,
-    /// Rows in the shared table at the end.
-    pub rows: usize,
-    /// Members at the end.
-    pub members: usize,
-    /// Rounds of syncing everyone with everyone until nothing moved.
-    pub heal_rounds: u32,
-    /// The revoked device and the last of its commits that counts.
-    pub revoked: Option<(String, u64)>,
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} members, {} rows ({} set aside, {} conflicts), {} writes ({} refused here), {} sessions ({} failed, {} refused at hello {:?}), {} crashes, {} partitions, {} joins, {} commits refused ({} taken back), {}/{} packets lost, healed in {} rounds, revoked {}",
-            self.members,
-            self.rows,
-            self.set_aside,
-            self.conflicts,
-            self.writes,
-            self.refused_writes,
-            self.sessions,
-            self.failed,
-            self.refused_at_hello,
-            self.refusals,
-            self.crashes,
-            self.partitions,
-            self.joined,
-            self.refused_commits,
-            self.taken_back,
-            self.lost,
-            self.packets,
-            self.heal_rounds,
-            self.revoked
-                .as_ref()
-                .map_or("none".into(), |(d, after)| format!("{d} after seq {after}"))
-        )
-    }
-}
 
 struct Device {
     name: String,
@@ -831,104 +699,6 @@ impl World {
             self.now += TICK_MS;
             self.clock.store(self.now, Ordering::Relaxed);
             self.pump()?;
-        }
-        Ok(())
-    }
-
-    /// Every device's version vector of the group.
-    fn vectors(&self) -> Vec<Option<VersionVector>> {
-        self.devices
-            .iter()
-            .map(|d| d.store.as_ref()?.version_vector(&self.group).ok())
-            .collect()
-    }
-
-    fn check(&mut self) -> Result<(), String> {
-        let g = self.view(0).ok_or("the admin lost the group")?;
-        let members: Vec<usize> = (0..self.devices.len())
-            .filter(|&d| g.role(&self.devices[d].id).is_some())
-            .collect();
-        self.outcome.members = members.len();
-        let revoked = self.revoked;
-        let mut reference: Option<(usize, Vec<String>, BTreeMap<DeviceId, Seq>)> = None;
-        for &d in &members {
-            let dev = &self.devices[d];
-            let store = dev.store.as_ref().ok_or("no store")?;
-            let rows = shared_state(store).map_err(|e| format!("{}: {e}", dev.name))?;
-            let mut vv: BTreeMap<DeviceId, Seq> = store.version_vector(&self.group).map_err(err)?.0;
-            if let Some((r, after)) = revoked {
-                let rid = self.devices[r].id;
-                vv.remove(&rid);
-                let late: i64 = store
-                    .connection()
-                    .query_row(
-                        "SELECT count(*) FROM shoal_commits c JOIN shoal_authors a ON a.id = c.author
-                         WHERE a.device = ?1 AND c.grp = ?2 AND c.seq > ?3 AND c.state = 0",
-                        rusqlite::params![&rid.0[..], &self.group.0[..], after.0 as i64],
-                        |r| r.get(0),
-                    )
-                    .map_err(err)?;
-                if late > 0 {
-                    return Err(format!(
-                        "{} holds {late} commit(s) of revoked {} made after its revocation as applied",
-                        dev.name, self.devices[r].name
-                    ));
-                }
-            }
-            match &reference {
-                None => reference = Some((d, rows, vv)),
-                Some((first, want, want_vv)) => {
-                    let first = &self.devices[*first].name;
-                    if &rows != want {
-                        let state = |s: &Store| {
-                            s.status().map(|st| {
-                                format!(
-                                    "waiting {}, future {}, refused {}, held {:?}, forked {:?}, vv {:?}",
-                                    st.waiting_commits,
-                                    st.future_commits,
-                                    st.refused_commits,
-                                    st.held,
-                                    st.forked_authors,
-                                    s.version_vector(&self.group).map(|v| v.0.into_iter().map(|(d, q)| (d.short(), q.0)).collect::<Vec<_>>())
-                                )
-                            })
-                        };
-                        let other = self.devices[reference.as_ref().map_or(0, |r| r.0)]
-                            .store
-                            .as_ref()
-                            .ok_or("no store")?;
-                        return Err(format!(
-                            "{} and {first} differ:\n{}: {rows:?}\n  {:?}\n{first}: {want:?}\n  {:?}",
-                            dev.name,
-                            dev.name,
-                            state(store),
-                            state(other)
-                        ));
-                    }
-                    if &vv != want_vv {
-                        return Err(format!("{} and {first} hold different commits", dev.name));
-                    }
-                }
-            }
-        }
-        self.outcome.rows = reference.as_ref().map_or(0, |(_, rows, _)| {
-            rows.iter().filter(|r| !r.starts_with('!')).count()
-        });
-        if let Some((d, _, _)) = reference {
-            let store = self.devices[d].store.as_ref().ok_or("no store")?;
-            self.outcome.set_aside = store.status().map_err(err)?.set_aside.len();
-            self.outcome.conflicts = store.conflicts(false).map_err(err)?.len();
-        }
-        for dev in &self.devices {
-            let store = dev.store.as_ref().ok_or("no store")?;
-            let owners: BTreeSet<String> = dump(store, "SELECT DISTINCT owner FROM notes")?
-                .into_iter()
-                .collect();
-            if owners.iter().any(|o| *o != dev.name) {
-                return Err(format!("{} holds private notes of {owners:?}", dev.name));
-            }
-            let status = store.status().map_err(err)?;
-            self.outcome.refused_commits += status.refused_commits;
         }
         Ok(())
     }

@@ -40,7 +40,7 @@ pub use capture::restamp::RestampReport;
 pub use capture::track::TrackReport;
 pub use device::{Randomness, StoreOptions, WallClock, system_now_ms};
 pub use error::{Result, StoreError};
-pub use merge::conflict::{Conflict, ConflictKind, ConflictStatus, OpenConflict, Resolution, Side};
+pub use merge::inbox::{Conflict, ConflictKind, ConflictStatus, OpenConflict, Resolution, Side};
 pub use report::{ForkReport, ImportReport, OversizedRow, SealReport};
 pub use status::{CommitSummary, GroupSummary, HeldSummary, SetAsideRow, Status, TableStatus};
 pub use tables::follow::{SchemaChange, SchemaProblem};
@@ -50,7 +50,7 @@ pub use tables::table::{Policy, TrackedTable};
 
 use capture::{restamp, seal, sweep, track};
 use device::Device;
-use merge::{conflict, resolve};
+use merge::resolve;
 use rusqlite::config::DbConfig;
 use tables::authors::Authors;
 use tables::{groups, invites, meta, schema};
@@ -599,7 +599,7 @@ impl Store {
 
     /// The conflicts still open (pending or auto-resolved), in brief, by id.
     pub fn open_conflicts(&self) -> Result<Vec<OpenConflict>> {
-        conflict::open(&self.conn)
+        merge::inbox::open(&self.conn)
     }
 
     /// Every device whose address is remembered: where, and when it was last reached.
@@ -609,23 +609,23 @@ impl Store {
 
     /// The conflict inbox, newest first; `all` includes closed and resolved ones.
     pub fn conflicts(&self, all: bool) -> Result<Vec<Conflict>> {
-        conflict::list(&self.conn, all)
+        merge::inbox::list(&self.conn, all)
     }
 
     /// One conflict by id (a unique prefix will do).
     pub fn conflict(&self, id: &str) -> Result<Conflict> {
-        conflict::get(&self.conn, id)
+        merge::inbox::get(&self.conn, id)
     }
 
     /// Resolves a conflict with a new write that syncs, and seals it.
     pub fn resolve(&mut self, id: &str, resolution: Resolution) -> Result<Conflict> {
-        let id = conflict::get(&self.conn, id)?.id;
+        let id = merge::inbox::get(&self.conn, id)?.id;
         self.write(|tx, r| {
             resolve::resolve(tx, r, &id, &resolution)?;
             seal::seal(tx, r)?;
             resolve::mark_resolved(tx, &id, &resolution)
         })?;
-        conflict::get(&self.conn, &id)
+        merge::inbox::get(&self.conn, &id)
     }
 
     /// A summary of the replica.

@@ -18,7 +18,8 @@ use shoal_core::{DeviceId, Hlc, Value, Version};
 
 use crate::device::Device;
 use crate::error::{Result, StoreError};
-use crate::merge::conflict::{self, NewConflict, Side};
+use crate::merge::conflict::{self, NewConflict};
+use crate::merge::inbox::Side;
 use crate::report::ImportReport;
 use crate::sql::{Bind, ident, key_blob, key_from_blob, key_match};
 use crate::tables::rows;

@@ -1,104 +1,16 @@
-//! The conflict inbox: what lost a merge, kept so that a person can review it.
-//!
-//! The deterministic winner is always applied, so devices converge whatever the inbox
-//! says. A record keeps both sides; resolving it is a new write that syncs, and a record
-//! closes by itself wherever a write arrives from someone who had seen the winner.
+//! Recording what lost a merge, under one id on every device, and closing records a
+//! later write made moot: the inbox's records as the merge keeps them (see
+//! [`inbox`](crate::merge::inbox) for what they are).
 
-use rusqlite::{Connection, Transaction};
-use serde::{Deserialize, Serialize};
-use shoal_core::{DeviceId, Hlc, Value, Version};
+use rusqlite::Transaction;
+use shoal_core::{Value, Version};
 
 use crate::device::Device;
-use crate::error::{Result, StoreError};
-use crate::sql::{key_blob, key_from_blob, key_text};
+use crate::error::Result;
+use crate::merge::inbox::{ConflictKind, Side, column_list, version};
+use crate::sql::key_blob;
 use crate::tables::meta::load_hlc;
 use crate::tables::table::{Policy, TrackedTable};
-
-/// What kind of conflict a record is. A write's conflict only moves down this list
-/// as more is known: an insert found to have lost its row's life to another, a life
-/// ended by a delete its author had not seen.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConflictKind {
-    /// A write lost to a concurrent write of the same column.
-    ConcurrentWrite,
-    /// Two devices inserted the same primary key.
-    InsertCollision,
-    /// An update lost to a concurrent delete of the row.
-    UpdateDelete,
-    /// A merged row broke a UNIQUE, CHECK, NOT NULL or FOREIGN KEY constraint and
-    /// the remote change was not applied.
-    Constraint,
-}
-
-/// One side of a conflict, as seen from this device.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    /// This device's version.
-    Local,
-    /// The other device's version.
-    Remote,
-}
-
-/// Where a conflict record stands.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConflictStatus {
-    /// Waiting for a person (the table's policy is `review`).
-    Pending,
-    /// The winner stands by policy (`lww`); kept for audit.
-    Auto,
-    /// A person resolved it here.
-    Resolved,
-    /// A later write that had seen the winner made it moot.
-    Closed,
-}
-
-/// How a person resolves a conflict.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Resolution {
-    /// Keep one side's values.
-    Keep(Side),
-    /// Write these values instead.
-    Set(Vec<(String, Value)>),
-}
-
-/// A conflict record.
-#[derive(Clone, Debug, Serialize)]
-pub struct Conflict {
-    /// Stable id, the same on every device that finds the same conflict.
-    pub id: String,
-    /// What kind.
-    pub kind: ConflictKind,
-    /// The table.
-    pub table: String,
-    /// The row's primary key.
-    #[serde(skip)]
-    pub key: Vec<Value>,
-    /// The key as SQL literals.
-    pub key_text: String,
-    /// The columns in dispute.
-    pub columns: Vec<String>,
-    /// Which side the merge rules chose.
-    pub winner: Side,
-    /// This device's values of those columns (absent when the row was deleted here).
-    #[serde(skip)]
-    pub local_values: Option<Vec<(String, Value)>>,
-    /// The other device's values (absent for a delete).
-    #[serde(skip)]
-    pub remote_values: Option<Vec<(String, Value)>>,
-    /// The clock and device of the local side.
-    pub local: Option<(Hlc, DeviceId)>,
-    /// The clock and device of the remote side.
-    pub remote: (Hlc, DeviceId),
-    /// What a constraint said, for constraint conflicts.
-    pub detail: Option<String>,
-    /// Where it stands.
-    pub status: ConflictStatus,
-    /// How it was resolved or closed.
-    pub resolution: Option<String>,
-}
 
 /// A conflict found while merging.
 pub(crate) struct NewConflict<'a> {
@@ -174,63 +86,6 @@ impl<'a> NewConflict<'a> {
             local_values: local,
             remote_values: remote,
             ..self
-        }
-    }
-}
-
-impl ConflictKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            ConflictKind::ConcurrentWrite => "concurrent_write",
-            ConflictKind::UpdateDelete => "update_delete",
-            ConflictKind::InsertCollision => "insert_collision",
-            ConflictKind::Constraint => "constraint",
-        }
-    }
-
-    fn parse(s: &str) -> ConflictKind {
-        match s {
-            "update_delete" => ConflictKind::UpdateDelete,
-            "insert_collision" => ConflictKind::InsertCollision,
-            "constraint" => ConflictKind::Constraint,
-            _ => ConflictKind::ConcurrentWrite,
-        }
-    }
-}
-
-impl Side {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Side::Local => "local",
-            Side::Remote => "remote",
-        }
-    }
-}
-
-impl std::fmt::Display for ConflictKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::fmt::Display for ConflictStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ConflictStatus::Pending => "pending",
-            ConflictStatus::Auto => "auto",
-            ConflictStatus::Resolved => "resolved",
-            ConflictStatus::Closed => "closed",
-        })
-    }
-}
-
-impl ConflictStatus {
-    fn parse(s: &str) -> ConflictStatus {
-        match s {
-            "pending" => ConflictStatus::Pending,
-            "auto" => ConflictStatus::Auto,
-            "resolved" => ConflictStatus::Resolved,
-            _ => ConflictStatus::Closed,
         }
     }
 }
@@ -713,108 +568,4 @@ pub(crate) fn keep_columns(
         }
     }
     Ok(())
-}
-
-/// A conflict's stored list of columns.
-fn column_list(json: &str) -> Result<Vec<String>> {
-    serde_json::from_str(json).map_err(|e| StoreError::Damaged {
-        what: "a conflict's column list".into(),
-        detail: e.to_string(),
-    })
-}
-
-fn version(hlc: Option<i64>, device: Option<Vec<u8>>) -> Option<Version> {
-    Some(Version {
-        hlc: Hlc(hlc? as u64),
-        author: DeviceId(device?.try_into().ok()?),
-    })
-}
-
-const SELECT: &str = "SELECT id, kind, tbl, key, columns, winner, local_values, remote_values, local_hlc, local_device, remote_hlc, remote_device, detail, status, resolution FROM shoal_conflicts";
-
-fn row_to_conflict(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conflict> {
-    let key: Vec<u8> = r.get(3)?;
-    let key = crate::sql::in_row(3, key_from_blob(&key))?;
-    let columns: String = r.get(4)?;
-    let winner: String = r.get(5)?;
-    let values =
-        |b: Option<Vec<u8>>| b.and_then(|b| postcard::from_bytes::<Vec<(String, Value)>>(&b).ok());
-    let local = version(r.get(8)?, r.get(9)?);
-    let remote = version(r.get(10)?, r.get(11)?).unwrap_or(Version {
-        hlc: Hlc(0),
-        author: DeviceId([0; 32]),
-    });
-    let kind: String = r.get(1)?;
-    let status: String = r.get(13)?;
-    Ok(Conflict {
-        id: r.get(0)?,
-        kind: ConflictKind::parse(&kind),
-        table: r.get(2)?,
-        key_text: key_text(&key),
-        key,
-        columns: crate::sql::in_row(4, column_list(&columns))?,
-        winner: if winner == "local" {
-            Side::Local
-        } else {
-            Side::Remote
-        },
-        local_values: values(r.get(6)?),
-        remote_values: values(r.get(7)?),
-        local: local.map(|v| (v.hlc, v.author)),
-        remote: (remote.hlc, remote.author),
-        detail: r.get(12)?,
-        status: ConflictStatus::parse(&status),
-        resolution: r.get(14)?,
-    })
-}
-
-pub(crate) fn list(conn: &Connection, all: bool) -> Result<Vec<Conflict>> {
-    let filter = if all {
-        ""
-    } else {
-        " WHERE status IN ('pending', 'auto')"
-    };
-    let mut stmt = conn.prepare(&format!("{SELECT}{filter} ORDER BY found_hlc DESC, id"))?;
-    let rows = stmt.query_map([], row_to_conflict)?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// An open conflict in brief: enough to notice one appear or close.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct OpenConflict {
-    /// Its id.
-    pub id: String,
-    /// What kind.
-    pub kind: ConflictKind,
-    /// The table.
-    pub table: String,
-    /// [`ConflictStatus::Pending`] or [`ConflictStatus::Auto`].
-    pub status: ConflictStatus,
-}
-
-pub(crate) fn open(conn: &Connection) -> Result<Vec<OpenConflict>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, kind, tbl, status FROM shoal_conflicts WHERE status IN ('pending', 'auto') ORDER BY id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(OpenConflict {
-            id: r.get(0)?,
-            kind: ConflictKind::parse(&r.get::<_, String>(1)?),
-            table: r.get(2)?,
-            status: ConflictStatus::parse(&r.get::<_, String>(3)?),
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-pub(crate) fn get(conn: &Connection, id: &str) -> Result<Conflict> {
-    let pattern = format!("{}%", id.replace(['%', '_'], ""));
-    let mut stmt = conn.prepare(&format!("{SELECT} WHERE id LIKE ?1 LIMIT 2"))?;
-    let found: Vec<Conflict> = stmt
-        .query_map([&pattern], row_to_conflict)?
-        .collect::<Result<_, _>>()?;
-    match found.as_slice() {
-        [one] if !id.is_empty() => Ok(one.clone()),
-        _ => Err(StoreError::NoSuchConflict { id: id.to_owned() }),
-    }
 }

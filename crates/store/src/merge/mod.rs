@@ -13,6 +13,7 @@ pub(crate) mod batch;
 pub(crate) mod conflict;
 pub(crate) mod foreign;
 pub(crate) mod fresh;
+pub(crate) mod inbox;
 pub(crate) mod pending;
 pub(crate) mod resolve;
 pub(crate) mod settle;
