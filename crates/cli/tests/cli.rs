@@ -1,75 +1,11 @@
 //! The `shoal` binary as people and scripts use it: real processes, real files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-use tempfile::TempDir;
+mod common;
 
-struct Env {
-    dir: TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env {
-            dir: TempDir::new().expect("temp dir"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn shoal(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(args)
-            .env("SHOAL_DATA_DIR", self.path("data"))
-            .output()
-            .expect("shoal runs")
-    }
-
-    /// Runs shoal, expecting success, and returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.shoal(args);
-        assert!(
-            out.status.success(),
-            "shoal {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8")
-    }
-
-    /// Runs shoal, expecting failure, and returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.shoal(args);
-        assert!(!out.status.success(), "shoal {args:?} should have failed");
-        String::from_utf8(out.stderr).expect("utf-8")
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        serde_json::from_str(&self.ok(&all)).expect("json")
-    }
-
-    fn sql(&self, db: &str, sql: &str) {
-        rusqlite::Connection::open(self.path(db))
-            .expect("open")
-            .execute_batch(sql)
-            .expect(sql);
-    }
-
-    fn db(&self, name: &str) -> String {
-        self.path(name).to_string_lossy().into_owned()
-    }
-}
-
-fn count(path: &Path, sql: &str) -> i64 {
-    rusqlite::Connection::open(path)
-        .expect("open")
-        .query_row(sql, [], |r| r.get(0))
-        .expect(sql)
-}
+use common::{Shoal as Env, count};
 
 #[test]
 fn the_demo_converges() {
@@ -116,7 +52,7 @@ fn init_track_merge_and_inspect_from_the_command_line() {
     assert_eq!(status["unsealed_changes"], 2);
     let merged = env.json(&["merge", &a, &b]);
     assert_eq!(merged["a_to_b"]["changes"], 2);
-    assert_eq!(count(&env.path("b.db"), "SELECT count(*) FROM notes"), 2);
+    assert_eq!(count(env.path("b.db"), "SELECT count(*) FROM notes"), 2);
     let log = env.json(&["log", &b]);
     assert_eq!(log[0]["changes"], 2);
     assert_eq!(log[0]["state"], "applied");
@@ -138,7 +74,7 @@ fn init_track_merge_and_inspect_from_the_command_line() {
     assert_eq!(on_b["status"], "closed");
     assert_eq!(
         count(
-            &env.path("b.db"),
+            env.path("b.db"),
             "SELECT count(*) FROM notes WHERE body = 'both'"
         ),
         1
@@ -181,7 +117,7 @@ fn groups_from_the_command_line() {
     env.ok(&["merge", &a, &b]);
     assert_eq!(
         count(
-            &env.path("b.db"),
+            env.path("b.db"),
             "SELECT count(*) FROM trades WHERE qty = 5 AND note IS NULL"
         ),
         1
@@ -280,16 +216,16 @@ fn an_import_killed_midway_leaves_the_database_whole() {
         .expect("check");
     assert_eq!(integrity, "ok");
     // Whatever was applied is whole: every applied commit's rows, nothing else.
-    let rows = count(&env.path("dst.db"), "SELECT count(*) FROM trades");
+    let rows = count(env.path("dst.db"), "SELECT count(*) FROM trades");
     let applied = count(
-        &env.path("dst.db"),
+        env.path("dst.db"),
         "SELECT coalesce(sum(changes), 0) FROM shoal_commits WHERE state = 0",
     );
     assert_eq!(rows, applied);
     // And syncing again completes it.
     env.ok(&["merge", &src, &dst]);
     assert_eq!(
-        count(&env.path("dst.db"), "SELECT count(*) FROM trades"),
+        count(env.path("dst.db"), "SELECT count(*) FROM trades"),
         60_000
     );
 }
@@ -427,7 +363,7 @@ fn three_processes_pair_by_ticket_and_changes_cross_a_mesh() {
     assert!(inviting.wait().success());
     assert_eq!(
         count(
-            &env.path("c.db"),
+            env.path("c.db"),
             "SELECT count(*) FROM trades WHERE symbol = 'AAPL' AND note IS NULL"
         ),
         1,
@@ -459,7 +395,7 @@ fn three_processes_pair_by_ticket_and_changes_cross_a_mesh() {
     for db in ["a.db", "b.db", "c.db"] {
         assert_eq!(
             count(
-                &env.path(db),
+                env.path(db),
                 "SELECT count(*) FROM trades WHERE id IN ('t1', 't2', 't3')"
             ),
             3,
@@ -468,13 +404,13 @@ fn three_processes_pair_by_ticket_and_changes_cross_a_mesh() {
     }
     for db in ["b.db", "c.db"] {
         assert_eq!(
-            count(&env.path(db), "SELECT count(*) FROM moods"),
+            count(env.path(db), "SELECT count(*) FROM moods"),
             0,
             "{db}: moods stay on A"
         );
         assert_eq!(
             count(
-                &env.path(db),
+                env.path(db),
                 "SELECT count(*) FROM trades WHERE note IS NOT NULL AND id != 't3'"
             ),
             0,
@@ -483,7 +419,7 @@ fn three_processes_pair_by_ticket_and_changes_cross_a_mesh() {
     }
     assert_eq!(
         count(
-            &env.path("a.db"),
+            env.path("a.db"),
             "SELECT count(*) FROM trades WHERE id = 't3' AND note IS NULL"
         ),
         1,
@@ -538,7 +474,7 @@ fn rows_a_device_held_before_it_joined_reach_the_group() {
     env.ok(&["sync", &b, "--peer", &a_addr, "--relay", "none"]);
     let rows = |db: &str| {
         count(
-            &env.path(db),
+            env.path(db),
             "SELECT count(*) FROM trades WHERE (id, qty) IN (VALUES ('a1', 1), ('b1', 20), ('b2', 3), ('b3', 4))",
         )
     };
@@ -636,13 +572,13 @@ fn files_written_before_open_merge_and_converge_with_a_file_written_now() {
     env.ok(&["merge", &c, &a]);
     for db in ["a.db", "b.db"] {
         assert_eq!(
-            count(&env.path(db), "SELECT count(*) FROM notes WHERE id = 'n5'"),
+            count(env.path(db), "SELECT count(*) FROM notes WHERE id = 'n5'"),
             1,
             "{db}"
         );
     }
     assert_eq!(
-        count(&env.path("a.db"), "SELECT n FROM notes WHERE id = 'n4'"),
+        count(env.path("a.db"), "SELECT n FROM notes WHERE id = 'n4'"),
         11
     );
     for db in ["a.db", "b.db"] {

@@ -2,22 +2,31 @@
 //! separate Python processes, with nobody running a sync command.
 
 use std::io::BufRead;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
+mod common;
 
+use common::{Shoal, count, python};
+
+/// A directory of databases whose configuration keeps everything on loopback and
+/// quick.
 struct Env {
-    dir: TempDir,
+    sh: Shoal,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Shoal;
+
+    fn deref(&self) -> &Shoal {
+        &self.sh
+    }
 }
 
 impl Env {
-    /// A data directory whose configuration keeps everything on loopback and quick.
     fn new() -> Env {
-        let env = Env {
-            dir: TempDir::new().expect("temp dir"),
-        };
+        let env = Env { sh: Shoal::new() };
         for (k, v) in [
             ("relay", "none"),
             ("mdns", "false"),
@@ -29,38 +38,6 @@ impl Env {
             env.ok(&["config", "set", k, v]);
         }
         env
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn db(&self, name: &str) -> String {
-        self.path(name).to_string_lossy().into_owned()
-    }
-
-    fn shoal(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(args)
-            .env("SHOAL_DATA_DIR", self.path("data"))
-            .output()
-            .expect("shoal runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.shoal(args);
-        assert!(
-            out.status.success(),
-            "shoal {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8")
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        serde_json::from_str(&self.ok(&all)).expect("json")
     }
 
     /// A replica with a `trades` table, tracked.
@@ -89,30 +66,6 @@ impl Env {
             .expect("ticket")
             .to_owned()
     }
-}
-
-/// A write by a separate Python process, as any app would make it.
-fn python(db: &str, sql: &str) {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.executescript(sys.argv[2])\nc.commit()",
-            db,
-            sql,
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn count(db: &str, sql: &str) -> i64 {
-    let conn = rusqlite::Connection::open(db).expect("open");
-    conn.busy_timeout(Duration::from_secs(5)).expect("timeout");
-    conn.query_row(sql, [], |r| r.get(0)).expect(sql)
 }
 
 /// Waits up to `secs` for `what` to hold.

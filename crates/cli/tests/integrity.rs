@@ -3,22 +3,29 @@
 //! again, copied files. Real files, writes by Python's `sqlite3` in a process of its
 //! own, and the `shoal` binary.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use tempfile::TempDir;
+mod common;
+
+use common::Shoal;
 
 /// Two replicas `a.db` and `b.db` of one table `t (id TEXT PRIMARY KEY, v TEXT)`,
 /// with the rows given already merged.
 struct Pair {
-    dir: TempDir,
+    sh: Shoal,
+}
+
+impl std::ops::Deref for Pair {
+    type Target = Shoal;
+
+    fn deref(&self) -> &Shoal {
+        &self.sh
+    }
 }
 
 impl Pair {
     fn new(rows: &str) -> Pair {
-        let pair = Pair {
-            dir: TempDir::new().expect("temp dir"),
-        };
+        let pair = Pair { sh: Shoal::new() };
         for db in ["a.db", "b.db"] {
             pair.python(db, "CREATE TABLE t (id TEXT PRIMARY KEY, v TEXT);");
             pair.ok(&["init", &pair.db(db)]);
@@ -31,30 +38,9 @@ impl Pair {
         pair
     }
 
-    fn db(&self, name: &str) -> String {
-        self.dir.path().join(name).to_string_lossy().into_owned()
-    }
-
-    fn shoal(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(args)
-            .env("SHOAL_DATA_DIR", self.dir.path().join("data"))
-            .output()
-            .expect("shoal runs")
-    }
-
     /// Runs shoal, expecting success; returns stdout and stderr.
     fn ok(&self, args: &[&str]) -> (String, String) {
-        let out = self.shoal(args);
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "shoal {args:?} failed: {err}");
-        (String::from_utf8_lossy(&out.stdout).into_owned(), err)
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        serde_json::from_str(&self.ok(&all).0).expect("json")
+        self.sh.ok_with_stderr(args)
     }
 
     /// `shoal merge a.db b.db`; returns what it printed on stderr.
@@ -62,31 +48,9 @@ impl Pair {
         self.ok(&["merge", &self.db("a.db"), &self.db("b.db")]).1
     }
 
-    /// Runs `script` with Python's sqlite3 module, in a process of its own, as an app
-    /// would.
-    fn python(&self, db: &str, script: &str) {
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                "import sqlite3, sys\n\
-                 c = sqlite3.connect(sys.argv[1])\n\
-                 c.executescript(sys.argv[2])\n\
-                 c.commit()\n",
-                &self.db(db),
-                script,
-            ])
-            .output()
-            .expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "python {script:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
     /// The rows of `t` in `db`, every column, in key order, as text.
     fn rows(&self, db: &str) -> Vec<String> {
-        let conn = rusqlite::Connection::open(self.dir.path().join(db)).expect("open");
+        let conn = rusqlite::Connection::open(self.path(db)).expect("open");
         let mut stmt = conn.prepare("SELECT * FROM t ORDER BY id").expect("select");
         let n = stmt.column_count();
         stmt.query_map([], |r| {
@@ -108,10 +72,6 @@ impl Pair {
         .expect("query")
         .collect::<Result<_, _>>()
         .expect("rows")
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
     }
 }
 
@@ -528,7 +488,7 @@ fn a_cascading_delete_reaches_a_loan_made_meanwhile_on_both_devices() {
     );
     p.merge();
     let loans = |db: &str| {
-        let conn = rusqlite::Connection::open(p.dir.path().join(db)).expect("open");
+        let conn = rusqlite::Connection::open(p.path(db)).expect("open");
         conn.query_row("SELECT count(*) FROM loans", [], |r| r.get::<_, i64>(0))
             .expect("count")
     };
@@ -545,7 +505,7 @@ fn a_device_whose_clock_ran_ahead_is_told_and_so_is_its_peer() {
     let p = Pair::new("('1', 'one')");
     // a's clock once ran a year ahead: its hybrid clock remembers it.
     let year_ms: i64 = 365 * 86_400_000;
-    let conn = rusqlite::Connection::open(p.dir.path().join("a.db")).expect("open");
+    let conn = rusqlite::Connection::open(p.path("a.db")).expect("open");
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("time")

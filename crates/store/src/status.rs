@@ -8,6 +8,7 @@ use crate::capture::track;
 use crate::device::Device;
 use crate::error::Result;
 use crate::report::OversizedRow;
+use crate::tables::commits::{self, State};
 use crate::tables::follow::SchemaProblem;
 use crate::tables::meta::load_hlc;
 use crate::tables::table::Policy;
@@ -238,12 +239,13 @@ pub(crate) fn status(conn: &Connection, r: &Device) -> Result<Status> {
         [&r.device.0[..]],
         |row| row.get(0),
     )?;
+    let held_commits = commits::counts(conn)?;
     Ok(Status {
         clock_ahead_ms: clock_ahead_ms(conn, r)?,
         device: r.device.to_string(),
         tables,
         unsealed_changes: count("SELECT count(*) FROM shoal_log")?,
-        commits: count("SELECT count(*) FROM shoal_commits WHERE state = 0")?,
+        commits: held_commits.applied,
         own_commits: own_commits as u64,
         version_vector: vv(conn, &GroupId::DEFAULT)?,
         groups: {
@@ -267,13 +269,9 @@ pub(crate) fn status(conn: &Connection, r: &Device) -> Result<Status> {
         conflicts_pending: count("SELECT count(*) FROM shoal_conflicts WHERE status = 'pending'")?,
         conflicts_auto: count("SELECT count(*) FROM shoal_conflicts WHERE status = 'auto'")?,
         held,
-        waiting_commits: count(
-            "SELECT count(*) FROM shoal_commits WHERE state != 0 AND state = 1",
-        )?,
-        future_commits: count("SELECT count(*) FROM shoal_commits WHERE state != 0 AND state = 2")?,
-        refused_commits: count(
-            "SELECT count(*) FROM shoal_commits WHERE state != 0 AND state = 3",
-        )?,
+        waiting_commits: held_commits.waiting,
+        future_commits: held_commits.future,
+        refused_commits: held_commits.refused,
         forked_authors,
         clock: load_hlc(conn)?.to_string(),
         copy_of: r.copy_of.as_ref().map(|p| p.display().to_string()),
@@ -308,12 +306,9 @@ pub(crate) fn log(conn: &Connection, limit: usize) -> Result<Vec<CommitSummary>>
             seq: row.get::<_, i64>(1)? as u64,
             clock: Hlc(row.get::<_, i64>(2)? as u64).to_string(),
             changes: row.get::<_, i64>(3)? as u64,
-            state: match row.get::<_, i64>(4)? {
-                0 => "applied",
-                1 => "waiting",
-                2 => "future",
-                _ => "refused",
-            },
+            state: State::from_code(row.get(4)?)
+                .unwrap_or(State::Refused)
+                .name(),
             hash: hex::encode(hash),
         })
     })?;

@@ -19,6 +19,7 @@ use shoal_core::{CommitBody, CommitHead, GroupId, GroupOp, Hlc, Seq, SignedCommi
 
 use crate::device::Device;
 use crate::error::{Result, StoreError};
+use crate::tables::commits::State;
 use crate::tables::meta::save_hlc;
 use crate::tables::{authors, rows};
 
@@ -43,11 +44,12 @@ pub(crate) fn restamp(tx: &Transaction, r: &mut Device) -> Result<RestampReport>
     let ahead: Vec<(Vec<u8>, i64, i64, Vec<u8>)> = tx
         .prepare(
             "SELECT grp, seq, hlc, signed FROM shoal_commits
-             WHERE author = ?1 AND state = 0 AND hlc >= ?2 ORDER BY grp, seq",
+             WHERE author = ?1 AND state = ?3 AND hlc >= ?2 ORDER BY grp, seq",
         )?
-        .query_map(rusqlite::params![me, limit.0 as i64], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-        })?
+        .query_map(
+            rusqlite::params![me, limit.0 as i64, State::Applied],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )?
         .collect::<rusqlite::Result<_>>()?;
     let mut report = RestampReport::default();
     let Some(newest) = ahead.iter().map(|c| c.2).max() else {
@@ -65,8 +67,8 @@ pub(crate) fn restamp(tx: &Transaction, r: &mut Device) -> Result<RestampReport>
     // every write this device had seen stays older than its own.
     let base: i64 = tx.query_row(
         "SELECT coalesce(max(hlc), 0) FROM shoal_commits
-         WHERE state = 0 AND NOT (author = ?1 AND hlc >= ?2)",
-        rusqlite::params![me, limit.0 as i64],
+         WHERE state = ?3 AND NOT (author = ?1 AND hlc >= ?2)",
+        rusqlite::params![me, limit.0 as i64, State::Applied],
         |row| row.get(0),
     )?;
     // One seal gives every group's commit the same clock: one old clock, one new.

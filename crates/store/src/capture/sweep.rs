@@ -8,6 +8,7 @@ use shoal_core::{GroupId, Value};
 
 use crate::error::{Result, StoreError};
 use crate::sql::{ident, key_blob, value};
+use crate::tables::commits::State;
 use crate::tables::rows;
 use crate::tables::table::{TrackedTable, load_all, load_by_name};
 
@@ -233,15 +234,17 @@ pub(crate) fn give_rows(conn: &Connection, group: &GroupId, tbl: i64) -> Result<
     // the group's (a device that held nothing before joining), there is nothing to
     // give, and a first sync of a million rows need not read them all again.
     let elsewhere = conn
-        .prepare_cached("SELECT 1 FROM shoal_commits WHERE grp != ?1 AND state = 0 LIMIT 1")?
-        .exists([&group.0[..]])?;
+        .prepare_cached("SELECT 1 FROM shoal_commits WHERE grp != ?1 AND state = ?2 LIMIT 1")?
+        .exists(rusqlite::params![&group.0[..], State::Applied])?;
     if !elsewhere {
         mark_shared(conn, group, tbl)?;
         return Ok(Some(0));
     }
     let in_group: std::collections::HashSet<(i64, i64)> = conn
-        .prepare_cached("SELECT author, hlc FROM shoal_commits WHERE grp = ?1 AND state = 0")?
-        .query_map([&group.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .prepare_cached("SELECT author, hlc FROM shoal_commits WHERE grp = ?1 AND state = ?2")?
+        .query_map(rusqlite::params![&group.0[..], State::Applied], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<Result<_, _>>()?;
     let slots: String = (0..t.key_columns.len())
         .map(|i| format!(", k{i}"))

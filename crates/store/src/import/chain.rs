@@ -143,18 +143,7 @@ fn withdraw(
     since: shoal_core::Hlc,
     batch: &mut Arrivals,
 ) -> Result<usize> {
-    let dropped = tx
-        .prepare_cached(
-            "DELETE FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq BETWEEN ?3 AND ?4
-             AND hlc >= ?5 AND state != 0",
-        )?
-        .execute(rusqlite::params![
-            &group.0[..],
-            author,
-            from.0 as i64,
-            upto.0 as i64,
-            since.0 as i64
-        ])?;
+    let dropped = commits::drop_unapplied(tx, group, author, (from, upto), since)?;
     // Those of this batch were stored, so they are counted above.
     batch.retain(|(g, a, seq), signed| {
         g != group

@@ -4,6 +4,7 @@ use rusqlite::Connection;
 use shoal_core::{DeviceId, GroupId, Seq, SignedCommit, VersionVector};
 
 use crate::error::Result;
+use crate::tables::commits::State;
 
 /// Hands every applied commit of `group` that `have` lacks to `each`, in per-author
 /// order.
@@ -39,7 +40,7 @@ pub(crate) fn export_chunk(
         .query_map([&group.0[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq > ?3 AND seq <= ?4 AND state = 0 ORDER BY seq",
+        "SELECT seq, signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq > ?3 AND seq <= ?4 AND state = ?5 ORDER BY seq",
     )?;
     let mut out = Vec::new();
     let mut bytes = 0;
@@ -51,7 +52,13 @@ pub(crate) fn export_chunk(
         if from >= head {
             continue;
         }
-        let mut rows = stmt.query(rusqlite::params![&group.0[..], id, from, head])?;
+        let mut rows = stmt.query(rusqlite::params![
+            &group.0[..],
+            id,
+            from,
+            head,
+            State::Applied
+        ])?;
         while let Some(row) = rows.next()? {
             let seq: i64 = row.get(0)?;
             let signed = SignedCommit::from_bytes(

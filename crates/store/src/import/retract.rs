@@ -124,10 +124,10 @@ fn refused_but_applied(
         let id = r.authors.id(tx, &member.device)?;
         let stored: Vec<Vec<u8>> = tx
             .prepare_cached(
-                "SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq > ?3 AND state = 0 ORDER BY seq",
+                "SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq > ?3 AND state = ?4 ORDER BY seq",
             )?
             .query_map(
-                rusqlite::params![&group.id.0[..], id, after as i64],
+                rusqlite::params![&group.id.0[..], id, after as i64, State::Applied],
                 |row| row.get(0),
             )?
             .collect::<Result<_, _>>()?;
@@ -167,8 +167,8 @@ fn replay(
 ) -> Result<()> {
     let tables_touched: BTreeSet<&str> = touched.keys().map(|(t, _)| t.as_str()).collect();
     let stored: Vec<Vec<u8>> = tx
-        .prepare_cached("SELECT signed FROM shoal_commits WHERE state = 0 ORDER BY hlc, author")?
-        .query_map([], |row| row.get(0))?
+        .prepare_cached("SELECT signed FROM shoal_commits WHERE state = ?1 ORDER BY hlc, author")?
+        .query_map([State::Applied], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     let mut groups = crate::tables::groups::Cache::default();
     let mut scratch = ImportReport::default();

@@ -4,7 +4,7 @@
 
 use rusqlite::types::{ToSql, ToSqlOutput};
 use rusqlite::{Connection, OptionalExtension, Transaction};
-use shoal_core::{Checked, GroupId, Seq, SignedCommit};
+use shoal_core::{Checked, GroupId, Hlc, Seq, SignedCommit};
 
 use crate::error::Result;
 
@@ -19,6 +19,55 @@ pub(crate) enum State {
     Future = 2,
     /// Refused for good: its author was revoked before it, or may only read.
     Refused = 3,
+}
+
+impl State {
+    /// The state a stored number stands for.
+    pub(crate) fn from_code(code: i64) -> Option<State> {
+        match code {
+            0 => Some(State::Applied),
+            1 => Some(State::Waiting),
+            2 => Some(State::Future),
+            3 => Some(State::Refused),
+            _ => None,
+        }
+    }
+
+    /// Its name, as `shoal log` prints it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            State::Applied => "applied",
+            State::Waiting => "waiting",
+            State::Future => "future",
+            State::Refused => "refused",
+        }
+    }
+}
+
+/// How many commits stand where.
+pub(crate) struct Counts {
+    pub(crate) applied: u64,
+    pub(crate) waiting: u64,
+    pub(crate) future: u64,
+    pub(crate) refused: u64,
+}
+
+/// How many commits the file holds in each state.
+pub(crate) fn counts(conn: &Connection) -> Result<Counts> {
+    let applied: i64 = conn
+        .prepare_cached("SELECT count(*) FROM shoal_commits WHERE state = ?1")?
+        .query_row([State::Applied], |r| r.get(0))?;
+    let (waiting, future, refused): (i64, i64, i64) = conn
+        .prepare_cached(COUNTS_NOT_APPLIED)?
+        .query_row([State::Waiting, State::Future, State::Refused], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    Ok(Counts {
+        applied: applied as u64,
+        waiting: waiting as u64,
+        future: future as u64,
+        refused: refused as u64,
+    })
 }
 
 impl ToSql for State {
@@ -64,6 +113,30 @@ pub(crate) fn set_state(
     )?
     .execute(rusqlite::params![&group.0[..], author, seq.0 as i64, state])?;
     Ok(())
+}
+
+/// Drops the commits of `author` in `group` at seqs `from..=upto`, stamped at or after
+/// `since`, that are not applied; returns how many.
+pub(crate) fn drop_unapplied(
+    tx: &Transaction,
+    group: &GroupId,
+    author: i64,
+    (from, upto): (Seq, Seq),
+    since: Hlc,
+) -> Result<usize> {
+    Ok(tx
+        .prepare_cached(
+            "DELETE FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq BETWEEN ?3 AND ?4
+             AND hlc >= ?5 AND state != ?6",
+        )?
+        .execute(rusqlite::params![
+            &group.0[..],
+            author,
+            from.0 as i64,
+            upto.0 as i64,
+            since.0 as i64,
+            State::Applied
+        ])?)
 }
 
 /// The commit of `author` at `seq` in `group`, as signed, whatever its state.
@@ -129,15 +202,18 @@ pub(crate) fn any_waiting(conn: &Connection) -> Result<bool> {
         .query_row([], |r| r.get(0))?)
 }
 
-// Each but the first, a lookup by key, names `state != 0` as the index of waiting commits does, or SQLite would read
-// every commit held to find the few that wait. The numbers are [`State`]'s: the test
-// below holds them to it.
+// Each but the first, a lookup by key, names `state != 0` as the index of commits not
+// applied does, or SQLite would read every commit held to find the few that wait.
+// The numbers are [`State`]'s: the test below holds them to it.
 const WAITING_AT: &str = "SELECT signed FROM shoal_commits WHERE grp = ?1 AND author = ?2 AND seq = ?3 AND state IN (1, 2)";
 const WAITING_CHAINS: &str =
     "SELECT DISTINCT grp, author FROM shoal_commits WHERE state != 0 AND state IN (1, 2)";
 const WAITING_COUNTS: &str =
     "SELECT count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2)
      FROM shoal_commits WHERE state != 0 AND state IN (1, 2)";
+const COUNTS_NOT_APPLIED: &str = "SELECT count(*) FILTER (WHERE state = ?1),
+     count(*) FILTER (WHERE state = ?2), count(*) FILTER (WHERE state = ?3)
+     FROM shoal_commits WHERE state != 0";
 const ANY_WAITING: &str =
     "SELECT EXISTS (SELECT 1 FROM shoal_commits WHERE state != 0 AND state IN (1, 2))";
 
@@ -161,7 +237,12 @@ mod tests {
         let path = dir.path().join("a.db");
         rusqlite::Connection::open(&path).expect("open");
         let store = Store::init(&path, StoreOptions::new(dir.path().join("data"))).expect("init");
-        for sql in [WAITING_CHAINS, WAITING_COUNTS, ANY_WAITING] {
+        for sql in [
+            WAITING_CHAINS,
+            WAITING_COUNTS,
+            COUNTS_NOT_APPLIED,
+            ANY_WAITING,
+        ] {
             let plan: Vec<String> = store
                 .connection()
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
