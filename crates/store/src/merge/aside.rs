@@ -194,7 +194,7 @@ pub(crate) fn place(
             Some(e) => e,
             None => {
                 table.sql.delete(tx, key)?;
-                match insert(tx, table, key, &values) {
+                match table.sql.insert(tx, key, &values) {
                     Ok(()) => return Ok(true),
                     Err(e) => e,
                 }
@@ -492,34 +492,4 @@ fn value_of<'a>(values: &'a RowValues, column: &str) -> Option<&'a Value> {
         .iter()
         .find(|(c, _)| c.eq_ignore_ascii_case(column))
         .map(|(_, v)| v)
-}
-
-/// Inserts a row with the values given; the other columns take their defaults.
-pub(crate) fn insert(
-    tx: &Transaction,
-    table: &TrackedTable,
-    key: &[Value],
-    values: &RowValues,
-) -> rusqlite::Result<()> {
-    let names: Vec<String> = table
-        .key_columns
-        .iter()
-        .map(|c| ident(c))
-        .chain(values.iter().map(|(c, _)| ident(c)))
-        .collect();
-    let slots: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-    let sql = format!(
-        "INSERT INTO {} ({}) VALUES ({})",
-        ident(&table.name),
-        names.join(", "),
-        slots.join(", ")
-    );
-    let binds: Vec<Bind<'_>> = key
-        .iter()
-        .chain(values.iter().map(|(_, v)| v))
-        .map(Bind)
-        .collect();
-    tx.prepare_cached(&sql)?
-        .execute(rusqlite::params_from_iter(&binds))?;
-    Ok(())
 }

@@ -20,7 +20,7 @@ use crate::merge::apply::Merger;
 use crate::merge::batch::{self, Batch, Bound, Insert, Part};
 use crate::merge::conflict;
 use crate::merge::tables::Tables;
-use crate::sql::{BindRef, ident};
+use crate::sql::BindRef;
 use crate::tables::rows::{self, Ver};
 use crate::tables::table::TrackedTable;
 
@@ -282,31 +282,7 @@ fn statements<'a>(
     size: usize,
 ) -> (&'a str, &'a str) {
     let (rows, states) = made[size.ilog2() as usize].get_or_insert_with(|| {
-        let names: Vec<String> = t
-            .key_columns
-            .iter()
-            .chain(&t.columns)
-            .map(|c| ident(c))
-            .collect();
-        let row = format!("({})", vec!["?"; names.len()].join(", "));
-        let keys: Vec<String> = t.key_columns.iter().map(|c| ident(c)).collect();
-        let action = if t.columns.is_empty() {
-            "NOTHING".to_owned()
-        } else {
-            let sets: Vec<String> = t
-                .columns
-                .iter()
-                .map(|c| format!("{0} = excluded.{0}", ident(c)))
-                .collect();
-            format!("UPDATE SET {}", sets.join(", "))
-        };
-        let rows = format!(
-            "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO {action}",
-            ident(&t.name),
-            names.join(", "),
-            vec![row; size].join(", "),
-            keys.join(", ")
-        );
+        let rows = t.sql.upsert_rows(size);
         let states: Vec<String> = (0..size)
             .map(|i| format!("(?1, ?{}, ?{}, ?{})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
             .collect();
