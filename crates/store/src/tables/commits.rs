@@ -243,11 +243,15 @@ mod tests {
             COUNTS_NOT_APPLIED,
             ANY_WAITING,
         ] {
-            let plan: Vec<String> = store
+            let mut stmt = store
                 .connection()
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .expect("plan")
-                .query_map([], |r| r.get(3))
+                .expect("plan");
+            // Parameters, where the query has them, as the states they stand for.
+            let states = [State::Waiting, State::Future, State::Refused];
+            let params = &states[..stmt.parameter_count()];
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(params), |r| r.get(3))
                 .expect("query")
                 .collect::<Result<_, _>>()
                 .expect("rows");
