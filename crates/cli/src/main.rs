@@ -382,10 +382,27 @@ fn data_dir(cli: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(base.join("shoal"))
 }
 
+/// The options every command opens its stores with. Debug builds also read
+/// `SHOAL_TEST_CLOCK_AHEAD_MS`, a clock that many milliseconds ahead of the system's,
+/// so that the command's tests order two devices' writes without waiting for the
+/// clock; release builds have no such setting.
+fn store_options(data: PathBuf) -> StoreOptions {
+    #[allow(unused_mut)]
+    let mut options = StoreOptions::new(data);
+    #[cfg(debug_assertions)]
+    if let Some(ahead) = std::env::var("SHOAL_TEST_CLOCK_AHEAD_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        options.wall_clock = std::sync::Arc::new(move || shoal_store::system_now_ms() + ahead);
+    }
+    options
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     let options =
-        || -> anyhow::Result<StoreOptions> { Ok(StoreOptions::new(data_dir(&cli.data_dir)?)) };
+        || -> anyhow::Result<StoreOptions> { Ok(store_options(data_dir(&cli.data_dir)?)) };
     let open = |db: &Path| -> anyhow::Result<Store> { Ok(Store::open(db, options()?)?) };
     match &cli.command {
         Command::Init { db } => {

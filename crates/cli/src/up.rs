@@ -74,21 +74,22 @@ fn print_event(e: &Event, json: bool) -> anyhow::Result<()> {
     match e {
         Event::PeerConnected { peer, path } => println!(
             "connected to {} ({})",
-            short(peer),
+            peer.short(),
             path.map_or("?".to_owned(), |p| p.to_string())
         ),
-        Event::PeerLost { peer, reason } => println!("lost {}: {reason}", short(peer)),
+        Event::PeerLost { peer, reason } => println!("lost {}: {reason}", peer.short()),
         Event::LocalCommits { commits, changes } => {
             println!("sealed {changes} local change(s) into {commits} commit(s)")
         }
         Event::ChangesApplied {
             peer,
-            group,
+            name,
             commits,
             changes,
+            ..
         } => println!(
-            "applied {changes} change(s) in {commits} commit(s) from {} ({group})",
-            short(peer)
+            "applied {changes} change(s) in {commits} commit(s) from {} ({name})",
+            peer.short()
         ),
         Event::SyncProgress { .. } => return Ok(()),
         Event::Synced {
@@ -99,7 +100,7 @@ fn print_event(e: &Event, json: bool) -> anyhow::Result<()> {
             elapsed_ms,
         } => println!(
             "synced with {}: {pushed} out, {pulled} in, {bytes} bytes, {elapsed_ms} ms",
-            short(peer)
+            peer.short()
         ),
         Event::ConflictFound {
             id,
@@ -112,7 +113,7 @@ fn print_event(e: &Event, json: bool) -> anyhow::Result<()> {
             short(id)
         ),
         Event::ConflictClosed { id } => println!("conflict {} closed", short(id)),
-        Event::Refused { peer, reason } => println!("refused ({}): {reason}", short(peer)),
+        Event::Refused { peer, reason } => println!("refused ({}): {reason}", peer.short()),
         Event::NotSealed { table, reason } => println!("not sealed ({table}): {reason}"),
         Event::ClockAhead { ahead_ms } => println!(
             "this device's commits are stamped {:.1} days ahead of this machine's clock: members hold them until then; once the clock is right, `shoal restamp DB` stamps them again",
@@ -120,11 +121,12 @@ fn print_event(e: &Event, json: bool) -> anyhow::Result<()> {
         ),
         Event::HeldForClock {
             peer,
-            group,
+            name,
             commits,
+            ..
         } => println!(
-            "{commits} commit(s) from {} ({group}) held here: stamped too far ahead of this machine's clock",
-            short(peer)
+            "{commits} commit(s) from {} ({name}) held here: stamped too far ahead of this machine's clock",
+            peer.short()
         ),
     }
     Ok(std::io::stdout().flush()?)
@@ -186,19 +188,15 @@ fn remembered(db: &Path, options: &StoreOptions) -> anyhow::Result<Vec<PeerStatu
     let mut out: Vec<PeerStatus> = Vec::new();
     for g in store.groups()? {
         for m in g.members() {
-            if m.device == me
-                || m.role.is_none()
-                || out.iter().any(|p| p.device == m.device.to_string())
-            {
+            if m.device == me || m.role.is_none() || out.iter().any(|p| p.device == m.device) {
                 continue;
             }
             let known = addrs.iter().find(|p| p.device == m.device);
             out.push(PeerStatus {
-                device: m.device.to_string(),
                 addr: known.map(|p| p.addr.clone()),
                 last_sync_ms: known.map(|p| p.seen_ms),
                 last_error: Some("no daemon runs: start one with `shoal up`".into()),
-                ..PeerStatus::default()
+                ..PeerStatus::new(m.device)
             });
         }
     }
@@ -231,7 +229,7 @@ fn print_peer(p: &PeerStatus, verbose: bool) {
     let last = p.last_sync_ms.map_or("never synced".to_string(), |t| {
         format!("last sync {}", ago(t))
     });
-    println!("{}  {state}; {last}", &p.device[..16]);
+    println!("{}  {state}; {last}", &p.device.to_string()[..16]);
     if !verbose {
         return;
     }

@@ -430,8 +430,8 @@ fn a_unique_clash_leaves_both_devices_alike_with_one_record_that_a_resolution_cl
         }
         p.python("a.db", "INSERT INTO t VALUES ('u1', 'same@example.com');");
         p.ok(&["seal", &p.db("a.db")]);
-        std::thread::sleep(std::time::Duration::from_millis(20));
         p.python("b.db", "INSERT INTO t VALUES ('u2', 'same@example.com');");
+        p.ok_later(&["seal", &p.db("b.db")]);
         p.merge();
         // The row that took the address first stands on both, b's own included.
         assert_eq!(p.rows("a.db"), ["'u1'|'same@example.com'"], "{policy}");
@@ -481,11 +481,11 @@ fn a_cascading_delete_reaches_a_loan_made_meanwhile_on_both_devices() {
         "PRAGMA foreign_keys = ON; DELETE FROM accts WHERE id = 'x';",
     );
     p.ok(&["seal", &p.db("a.db")]);
-    std::thread::sleep(std::time::Duration::from_millis(20));
     p.python(
         "b.db",
         "PRAGMA foreign_keys = ON; INSERT INTO loans VALUES ('l1', 'x', 7);",
     );
+    p.ok_later(&["seal", &p.db("b.db")]);
     p.merge();
     let loans = |db: &str| {
         let conn = rusqlite::Connection::open(p.path(db)).expect("open");

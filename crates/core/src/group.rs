@@ -34,8 +34,9 @@ pub const MAX_OPS_PER_COMMIT: usize = 1024;
 pub const MAX_EXCLUDED_COLUMNS: usize = 256;
 const GROUP_ID_CONTEXT: &[u8] = b"shoal group id v1\0";
 
-/// What a member may do.
+/// What a member may do. Its name in JSON is [`Role::as_str`]; on the wire, its index.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Receives the group's data; its own commits are refused.
     Reader,

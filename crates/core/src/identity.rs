@@ -11,15 +11,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct Seq(pub u64);
 
-/// A device's public key, which is also its identity everywhere in Shoal.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A device's public key, which is also its identity everywhere in Shoal. Its 32
+/// bytes on the wire and in commits; its 64 hex digits in JSON and other text.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeviceId(pub [u8; 32]);
 
 /// A device's secret key. Never stored in the database, only in the data directory.
 pub struct DeviceKey(SigningKey);
 
-/// The id of a group: what is shared with whom.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// The id of a group: what is shared with whom. Written as [`DeviceId`] is.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupId(pub [u8; 32]);
 
 impl DeviceId {
@@ -113,6 +114,40 @@ impl FromStr for GroupId {
     }
 }
 
+/// Ids in a binary format (postcard, in commits and on the wire) are the bytes of a
+/// newtype struct, as a derived implementation writes them; in a text format (JSON)
+/// they are their hex.
+macro_rules! bytes_or_hex {
+    ($id:ident, $name:literal) => {
+        impl Serialize for $id {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.collect_str(self)
+                } else {
+                    s.serialize_newtype_struct($name, &self.0)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $id {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                #[serde(rename = $name)]
+                struct Raw([u8; 32]);
+                if d.is_human_readable() {
+                    let text = std::borrow::Cow::<str>::deserialize(d)?;
+                    text.parse().map_err(serde::de::Error::custom)
+                } else {
+                    Raw::deserialize(d).map(|r| $id(r.0))
+                }
+            }
+        }
+    };
+}
+
+bytes_or_hex!(DeviceId, "DeviceId");
+bytes_or_hex!(GroupId, "GroupId");
+
 impl fmt::Display for Seq {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -158,6 +193,30 @@ impl fmt::Debug for DeviceKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_their_bytes_on_the_wire_and_their_hex_in_json() {
+        let (d, g) = (DeviceId([0xab; 32]), GroupId([7; 32]));
+        // What the derived implementations wrote, which every stored commit holds.
+        #[derive(Serialize)]
+        struct Raw([u8; 32]);
+        let wire = postcard::to_allocvec(&d).expect("postcard");
+        assert_eq!(wire, postcard::to_allocvec(&Raw(d.0)).expect("postcard"));
+        assert_eq!(postcard::from_bytes::<DeviceId>(&wire).expect("back"), d);
+        let wire = postcard::to_allocvec(&g).expect("postcard");
+        assert_eq!(postcard::from_bytes::<GroupId>(&wire).expect("back"), g);
+        let json = serde_json::to_string(&d).expect("json");
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<DeviceId>(&json).expect("back"), d);
+        let json = serde_json::to_string(&g).expect("json");
+        assert_eq!(serde_json::from_str::<GroupId>(&json).expect("back"), g);
+        // A map keyed by device, such as a version vector, is a JSON object.
+        let vv: std::collections::BTreeMap<DeviceId, Seq> = [(d, Seq(3))].into();
+        let json = serde_json::to_string(&vv).expect("json");
+        assert_eq!(json, format!("{{\"{}\":3}}", "ab".repeat(32)));
+        let err = serde_json::from_str::<DeviceId>("\"abc\"").expect_err("short");
+        assert!(err.to_string().contains("64 hexadecimal digits"), "{err}");
+    }
 
     #[test]
     fn signatures_verify_only_for_the_signed_message_and_key() {

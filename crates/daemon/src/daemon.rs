@@ -13,8 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use iroh::EndpointAddr;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use shoal_core::{DeviceId, GroupId};
 use shoal_net::{CloseReason, JoinSummary, Node, NodeConfig, PeerSpec, PeerSync, Relay};
 use shoal_store::{Store, StoreError, StoreOptions};
@@ -91,7 +89,6 @@ impl Daemon {
             local: Mutex::new(LocalState::default()),
             changed: Arc::new(Notify::new()),
             stop,
-            rng: Mutex::new(StdRng::from_os_rng()),
             statics,
             started: Instant::now(),
             span: tracing::info_span!("daemon", device = %me.short()),

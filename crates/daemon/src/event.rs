@@ -4,6 +4,7 @@
 //! [`Daemon::subscribe`]: crate::Daemon::subscribe
 
 use serde::{Deserialize, Serialize};
+use shoal_core::{DeviceId, GroupId};
 use shoal_net::PathKind;
 use shoal_store::{ConflictKind, ConflictStatus};
 
@@ -14,14 +15,14 @@ pub enum Event {
     /// A connection to a member is up.
     PeerConnected {
         /// The member's device id.
-        peer: String,
+        peer: DeviceId,
         /// Direct or through a relay.
         path: Option<PathKind>,
     },
     /// A connection to a member went away.
     PeerLost {
         /// The member's device id.
-        peer: String,
+        peer: DeviceId,
         /// Why, as far as is known.
         reason: String,
     },
@@ -35,9 +36,11 @@ pub enum Event {
     /// Commits from a member were applied here.
     ChangesApplied {
         /// The member they came from.
-        peer: String,
+        peer: DeviceId,
         /// The group.
-        group: String,
+        group: GroupId,
+        /// Its name.
+        name: String,
         /// Commits applied.
         commits: u64,
         /// Row changes applied.
@@ -46,9 +49,9 @@ pub enum Event {
     /// A transfer under way with a member.
     SyncProgress {
         /// The member.
-        peer: String,
+        peer: DeviceId,
         /// The group.
-        group: String,
+        group: GroupId,
         /// Commits sent so far.
         pushed: u64,
         /// Commits received so far.
@@ -59,7 +62,7 @@ pub enum Event {
     /// A round of sync with a member ended.
     Synced {
         /// The member.
-        peer: String,
+        peer: DeviceId,
         /// Commits sent.
         pushed: u64,
         /// Commits received.
@@ -106,16 +109,18 @@ pub enum Event {
     /// the sender's clock (or that of an author it relayed) ran ahead.
     HeldForClock {
         /// The member they came from.
-        peer: String,
+        peer: DeviceId,
         /// The group.
-        group: String,
+        group: GroupId,
+        /// Its name.
+        name: String,
         /// Commits held so, of any author.
         commits: u64,
     },
     /// A member refused this device, or this device refused a member's commits.
     Refused {
         /// The member.
-        peer: String,
+        peer: DeviceId,
         /// Why.
         reason: String,
     },

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
 use shoal_core::{DeviceId, Group, GroupId, VersionVector};
 use shoal_net::{Node, PeerLink, PeerSpec, SharedStore, with_store};
 use shoal_store::{OpenConflict, system_now_ms};
@@ -39,7 +38,6 @@ pub(crate) struct Inner {
     pub(crate) local: Mutex<LocalState>,
     pub(crate) changed: Arc<Notify>,
     pub(crate) stop: watch::Sender<bool>,
-    pub(crate) rng: Mutex<StdRng>,
     pub(crate) statics: Vec<PeerSpec>,
     pub(crate) started: Instant,
     /// Every log line of this daemon names its device.

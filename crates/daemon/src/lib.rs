@@ -25,6 +25,7 @@ mod peer;
 mod report;
 #[cfg(unix)]
 mod requests;
+mod rounds;
 mod schedule;
 mod status;
 mod supervisor;

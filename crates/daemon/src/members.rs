@@ -15,7 +15,6 @@ use crate::event::Event;
 use crate::inner::Inner;
 use crate::mutex::lock;
 use crate::peer::{Peer, PeerState};
-use crate::status::PeerStatus;
 
 impl Inner {
     /// Starts a supervisor for every new member and stops the one of every device
@@ -50,14 +49,7 @@ impl Inner {
                     conn: watch::channel(None).0,
                     dirty: Notify::new(),
                     forwarding: AtomicBool::new(false),
-                    state: Mutex::new(PeerState {
-                        status: PeerStatus {
-                            device: device.to_string(),
-                            ..PeerStatus::default()
-                        },
-                        groups: shared,
-                        ..PeerState::default()
-                    }),
+                    state: Mutex::new(PeerState::new(device, shared)),
                     task: Mutex::new(None),
                 });
                 debug!(peer = %device.short(), "a member to keep in touch with");
@@ -86,7 +78,7 @@ impl Inner {
                 c.close(CloseReason::NotAMember);
             }
             self.emit(Event::PeerLost {
-                peer: p.device.to_string(),
+                peer: p.device,
                 reason: "no longer a member".into(),
             });
         }
@@ -126,7 +118,7 @@ impl Inner {
         if !was {
             info!(peer = %peer.device.short(), path = %path.map_or("?".to_owned(), |p| p.to_string()), "connected");
             self.emit(Event::PeerConnected {
-                peer: peer.device.to_string(),
+                peer: peer.device,
                 path,
             });
         }
@@ -151,7 +143,7 @@ impl Inner {
             }
             info!(peer = %peer.device.short(), %reason, "connection lost");
             self.emit(Event::PeerLost {
-                peer: peer.device.to_string(),
+                peer: peer.device,
                 reason,
             });
         }
@@ -176,22 +168,24 @@ impl Inner {
         }
         if sync.applied > 0 {
             self.emit(Event::ChangesApplied {
-                peer: device.to_string(),
-                group: sync.name.clone(),
+                peer: device,
+                group: sync.group,
+                name: sync.name.clone(),
                 commits: sync.applied,
                 changes: sync.changes,
             });
         }
         if sync.future > 0 {
             self.emit(Event::HeldForClock {
-                peer: device.to_string(),
-                group: sync.name.clone(),
+                peer: device,
+                group: sync.group,
+                name: sync.name.clone(),
                 commits: sync.future,
             });
         }
         for why in &sync.refused {
             self.emit(Event::Refused {
-                peer: device.to_string(),
+                peer: device,
                 reason: why.clone(),
             });
         }

@@ -29,7 +29,6 @@ pub(crate) struct Peer {
 }
 
 /// What is known of a member.
-#[derive(Default)]
 pub(crate) struct PeerState {
     pub(crate) status: PeerStatus,
     /// What it holds of each group, as of the last session.
@@ -38,6 +37,18 @@ pub(crate) struct PeerState {
     pub(crate) groups: Vec<GroupId>,
     /// Found on the local network.
     pub(crate) discovered: bool,
+}
+
+impl PeerState {
+    /// A member that shares `groups` with this device, not yet heard from.
+    pub(crate) fn new(device: DeviceId, groups: Vec<GroupId>) -> PeerState {
+        PeerState {
+            status: PeerStatus::new(device),
+            known: HashMap::new(),
+            groups,
+            discovered: false,
+        }
+    }
 }
 
 impl Peer {

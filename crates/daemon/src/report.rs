@@ -50,7 +50,7 @@ impl Inner {
                 s
             })
             .collect();
-        peers.sort_by(|a, b| a.device.cmp(&b.device));
+        peers.sort_by_key(|p| p.device);
         let groups = groups
             .into_iter()
             .filter(|g| g.role(&self.me).is_some())
@@ -63,12 +63,12 @@ impl Inner {
                     .unwrap_or_default();
                 let mine = |t: &str| tables.iter().any(|x| x.eq_ignore_ascii_case(t));
                 GroupStatus {
-                    id: g.id.to_string(),
+                    id: g.id,
                     name: g.name.clone(),
                     members: g
                         .members()
                         .into_iter()
-                        .filter_map(|m| Some((m.device.to_string(), m.role?.as_str().to_owned())))
+                        .filter_map(|m| Some((m.device, m.role?)))
                         .collect(),
                     pending_conflicts: conflicts
                         .iter()
@@ -84,7 +84,7 @@ impl Inner {
             })
             .collect();
         Ok(DaemonStatus {
-            device: self.me.to_string(),
+            device: self.me,
             addr,
             pid: std::process::id(),
             uptime_ms: self.started.elapsed().as_millis() as u64,

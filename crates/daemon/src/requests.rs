@@ -102,7 +102,7 @@ impl Inner {
                     debug!(group = %group.short(), "the interrupted join waits for the inviter: {e}");
                 }
             }
-            let wait = backoff.fail(&mut *lock(&self.rng));
+            let wait = backoff.fail(&mut rand::rng());
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => return,

@@ -2,13 +2,14 @@
 //! answer to `shoal status` and `shoal peers` while it runs.
 
 use serde::{Deserialize, Serialize};
+use shoal_core::{DeviceId, GroupId, Role};
 use shoal_net::PathKind;
 
 /// A running daemon, as `shoal status` shows it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DaemonStatus {
     /// This device.
-    pub device: String,
+    pub device: DeviceId,
     /// Where others reach it (an endpoint ticket).
     pub addr: String,
     /// The daemon's process.
@@ -22,10 +23,10 @@ pub struct DaemonStatus {
 }
 
 /// One member, as this daemon sees it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PeerStatus {
     /// Its device id.
-    pub device: String,
+    pub device: DeviceId,
     /// Whether a connection is up now.
     pub connected: bool,
     /// Direct or through a relay, while connected.
@@ -62,15 +63,40 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
 }
 
+impl PeerStatus {
+    /// A member nothing has happened with yet.
+    pub fn new(device: DeviceId) -> PeerStatus {
+        PeerStatus {
+            device,
+            connected: false,
+            path: None,
+            rtt_ms: None,
+            last_sync_ms: None,
+            pending_out: 0,
+            pending_in: 0,
+            commits_sent: 0,
+            commits_received: 0,
+            changes_applied: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            rounds: 0,
+            addr: None,
+            attempts: Vec::new(),
+            next_attempt_ms: None,
+            last_error: None,
+        }
+    }
+}
+
 /// One group, as `shoal status` shows it while a daemon runs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupStatus {
     /// The group's id.
-    pub id: String,
+    pub id: GroupId,
     /// Its name.
     pub name: String,
-    /// Its members: device id and role.
-    pub members: Vec<(String, String)>,
+    /// Its members and their roles.
+    pub members: Vec<(DeviceId, Role)>,
     /// Conflicts in its tables waiting for a person.
     pub pending_conflicts: u64,
     /// Remote changes to its tables held until they can be applied.

@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use iroh::EndpointAddr;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use shoal_core::DeviceId;
 use shoal_net::{CloseReason, PeerLink, PeerSpec, PeerSync, Progress, with_store};
 use shoal_store::system_now_ms;
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
@@ -16,6 +19,7 @@ use crate::event::Event;
 use crate::inner::{ATTEMPTS_KEPT, Inner, wall_ms};
 use crate::mutex::lock;
 use crate::peer::Peer;
+use crate::rounds::{Happened, Rounds, Step};
 use crate::schedule;
 
 impl Inner {
@@ -47,95 +51,116 @@ impl Inner {
         out
     }
 
-    /// Keeps in touch with one member until it stops being one.
+    /// Keeps in touch with one member until it stops being one: the timing is
+    /// [`Rounds`]'s, this only carries it out.
     pub(crate) async fn supervise(self: Arc<Self>, peer: Arc<Peer>) {
-        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        let mut rounds = Rounds::new(
+            Instant::now(),
+            schedule::waits_to_dial(&self.me, &peer.device),
+            Backoff::new(self.config.backoff_min, self.config.backoff_max),
+            self.config.sync_interval,
+            StdRng::from_os_rng(),
+        );
         let mut conns = peer.conn.subscribe();
-        let mut next = Instant::now();
-        if schedule::waits_to_dial(&self.me, &peer.device) {
-            next += backoff.fail(&mut *lock(&self.rng));
-            backoff.reset();
-        }
         let stopped = self.stopped();
         tokio::pin!(stopped);
-        // Whether a round is owed: on every new connection, after every interval, and
-        // when this device holds something the member lacks.
-        let mut owed = true;
         loop {
             conns.borrow_and_update();
-            let Some(conn) = peer.connection() else {
-                let candidates = self.candidates(peer.device).await;
-                let due = (!candidates.is_empty()).then_some(next);
-                lock(&peer.state).status.next_attempt_ms =
-                    due.map(|d| wall_ms(d.saturating_duration_since(Instant::now())));
-                tokio::select! {
-                    () = tokio::time::sleep_until(due.unwrap_or(next).into()), if due.is_some() => {
-                        let started = Instant::now();
-                        debug!(peer = %peer.device.short(), ways = candidates.len(), "connecting");
-                        self.note_attempt(&peer);
-                        // A connection from the member itself ends the attempt.
-                        let dialed = tokio::select! {
-                            r = self.dial(&candidates) => r,
-                            r = conns.changed() => {
-                                if r.is_err() {
-                                    return;
-                                }
-                                owed = true;
-                                backoff.reset();
-                                continue;
-                            }
-                        };
-                        match dialed {
-                            Ok(conn) => {
-                                owed = true;
-                                backoff.reset();
-                                self.adopt(&peer, conn.clone());
-                                let inner = self.clone();
-                                tokio::spawn(async move { inner.serve(conn).await });
-                            }
-                            Err(e) => {
-                                debug!(peer = %peer.device.short(), "could not connect: {e}");
-                                lock(&peer.state).status.last_error = Some(e);
-                                next = started + backoff.fail(&mut *lock(&self.rng));
-                            }
+            let conn = peer.connection();
+            let happened = match (rounds.next(Instant::now(), conn.is_some()), conn) {
+                (Step::Dial { at }, _) => {
+                    let candidates = self.candidates(peer.device).await;
+                    let due = (!candidates.is_empty()).then_some(at);
+                    lock(&peer.state).status.next_attempt_ms =
+                        due.map(|d| wall_ms(d.saturating_duration_since(Instant::now())));
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at.into()), if due.is_some() => {
+                            self.connect(&peer, &candidates, &mut conns).await
                         }
+                        r = conns.changed() => match r {
+                            Ok(()) => peer.connection().map(|_| Happened::Connected),
+                            Err(_) => return,
+                        },
+                        () = peer.dirty.notified() => None,
+                        () = &mut stopped => return,
                     }
-                    r = conns.changed() => if r.is_err() { return } else { owed = true },
-                    () = peer.dirty.notified() => {}
+                }
+                (Step::Round, Some(conn)) => Some(match self.round(&peer, &conn).await {
+                    Ok(_) => Happened::RoundRan,
+                    Err(e) => {
+                        self.failed(&peer, &conn, e);
+                        Happened::RoundFailed
+                    }
+                }),
+                (Step::Wait { until }, Some(conn)) => tokio::select! {
+                    () = peer.dirty.notified() => Some(Happened::Woken {
+                        behind: peer.behind(&lock(&self.local).have),
+                    }),
+                    () = tokio::time::sleep_until(until.into()) => None,
+                    closed = conn.closed() => {
+                        self.lost(&peer, &conn, closed.to_string());
+                        Some(Happened::Closed)
+                    }
+                    // Another connection replaced this one, or it was dropped.
+                    r = conns.changed() => match (r, peer.connection()) {
+                        (Err(_), _) => return,
+                        (Ok(()), Some(_)) => Some(Happened::Connected),
+                        (Ok(()), None) => Some(Happened::Closed),
+                    },
                     () = &mut stopped => return,
-                }
-                continue;
+                },
+                (Step::Round | Step::Wait { .. }, None) => None,
             };
-            if !owed {
-                // Woken for nothing new: wait again.
-            } else if let Err(e) = self.round(&peer, &conn).await {
-                warn!(peer = %peer.device.short(), "sync failed: {e}");
-                lock(&peer.state).status.last_error = Some(e.to_string());
-                if let DaemonError::Net(shoal_net::NetError::Protocol(p)) = &e {
-                    self.emit(Event::Refused {
-                        peer: peer.device.to_string(),
-                        reason: p.to_string(),
-                    });
-                }
-                conn.close(CloseReason::SyncFailed);
-                self.lost(&peer, &conn, e.to_string());
-                next = Instant::now() + backoff.fail(&mut *lock(&self.rng));
-                continue;
+            if let Some(what) = happened {
+                rounds.on(Instant::now(), what);
             }
-            owed = tokio::select! {
-                // A wake-up may be stale: the round it asked for already ran.
-                () = peer.dirty.notified() => peer.behind(&lock(&self.local).have),
-                () = tokio::time::sleep(self.config.sync_interval) => true,
-                closed = conn.closed() => {
-                    let reason = closed.to_string();
-                    self.lost(&peer, &conn, reason);
-                    next = Instant::now() + backoff.fail(&mut *lock(&self.rng));
-                    true
-                }
-                r = conns.changed() => if r.is_err() { return } else { true },
-                () = &mut stopped => return,
-            };
         }
+    }
+
+    /// One dial of every way to reach `peer`, ended early by a connection from the
+    /// member itself; `None` once the member is gone.
+    async fn connect(
+        self: &Arc<Self>,
+        peer: &Peer,
+        candidates: &[EndpointAddr],
+        conns: &mut watch::Receiver<Option<PeerLink>>,
+    ) -> Option<Happened> {
+        let started = Instant::now();
+        debug!(peer = %peer.device.short(), ways = candidates.len(), "connecting");
+        self.note_attempt(peer);
+        let dialed = tokio::select! {
+            r = self.dial(candidates) => r,
+            r = conns.changed() => {
+                return r.ok().and(peer.connection()).map(|_| Happened::Connected);
+            }
+        };
+        Some(match dialed {
+            Ok(conn) => {
+                self.adopt(peer, conn.clone());
+                let inner = self.clone();
+                tokio::spawn(async move { inner.serve(conn).await });
+                Happened::Connected
+            }
+            Err(e) => {
+                debug!(peer = %peer.device.short(), "could not connect: {e}");
+                lock(&peer.state).status.last_error = Some(e);
+                Happened::DialFailed { started }
+            }
+        })
+    }
+
+    /// A round with `peer` failed: say so, and drop its connection.
+    fn failed(&self, peer: &Peer, conn: &PeerLink, e: DaemonError) {
+        warn!(peer = %peer.device.short(), "sync failed: {e}");
+        lock(&peer.state).status.last_error = Some(e.to_string());
+        if let DaemonError::Net(shoal_net::NetError::Protocol(p)) = &e {
+            self.emit(Event::Refused {
+                peer: peer.device,
+                reason: p.to_string(),
+            });
+        }
+        conn.close(CloseReason::SyncFailed);
+        self.lost(peer, conn, e.to_string());
     }
 
     fn note_attempt(&self, peer: &Peer) {
@@ -184,8 +209,8 @@ impl Inner {
         let events = self.events.clone();
         let progress = move |p: Progress| {
             let _ = events.send(Event::SyncProgress {
-                peer: p.peer.to_string(),
-                group: p.group.to_string(),
+                peer: p.peer,
+                group: p.group,
                 pushed: p.pushed,
                 pulled: p.pulled,
                 bytes: p.bytes,
@@ -208,7 +233,7 @@ impl Inner {
         });
         if pushed + pulled > 0 {
             self.emit(Event::Synced {
-                peer: peer.device.to_string(),
+                peer: peer.device,
                 pushed,
                 pulled,
                 bytes,

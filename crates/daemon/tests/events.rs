@@ -79,7 +79,7 @@ async fn an_embedding_app_joins_by_ticket_and_hears_changes_and_conflicts() {
     let joined = daemon_b.join(&ticket).await.expect("join");
     assert_eq!(joined.role, Some(Role::Member));
     assert_eq!(joined.name, "desk");
-    let a_id = daemon_a.device().to_string();
+    let a_id = daemon_a.device();
     expect(
         &mut events_b,
         "peer connected",
@@ -95,8 +95,9 @@ async fn an_embedding_app_joins_by_ticket_and_hears_changes_and_conflicts() {
     assert_eq!(
         applied,
         Event::ChangesApplied {
-            peer: a_id.clone(),
-            group: "desk".into(),
+            peer: a_id,
+            group: group.id,
+            name: "desk".into(),
             commits: 1,
             changes: 1,
         }

@@ -8,7 +8,6 @@ use shoal_store::ImportReport;
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GroupSync {
     /// The group.
-    #[serde(serialize_with = "as_string", deserialize_with = "from_string")]
     pub group: GroupId,
     /// Its name.
     pub name: String,
@@ -64,16 +63,4 @@ impl GroupSync {
             ));
         }
     }
-}
-
-fn from_string<'de, D: serde::Deserializer<'de>, T: std::str::FromStr>(d: D) -> Result<T, D::Error>
-where
-    T::Err: std::fmt::Display,
-{
-    let s = String::deserialize(d)?;
-    s.parse().map_err(serde::de::Error::custom)
-}
-
-fn as_string<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
 }

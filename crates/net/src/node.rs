@@ -58,23 +58,10 @@ pub struct NodeConfig {
     pub relay_only: bool,
 }
 
-fn from_string<'de, D: serde::Deserializer<'de>, T: std::str::FromStr>(d: D) -> Result<T, D::Error>
-where
-    T::Err: std::fmt::Display,
-{
-    let s = String::deserialize(d)?;
-    s.parse().map_err(serde::de::Error::custom)
-}
-
-fn as_string<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
 /// What a sync with one peer did.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PeerSync {
     /// The peer.
-    #[serde(serialize_with = "as_string", deserialize_with = "from_string")]
     pub peer: DeviceId,
     /// Each group reconciled.
     pub groups: Vec<GroupSync>,
@@ -88,7 +75,6 @@ pub struct PeerSync {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JoinSummary {
     /// The group joined.
-    #[serde(serialize_with = "as_string", deserialize_with = "from_string")]
     pub group: GroupId,
     /// Its name.
     pub name: String,

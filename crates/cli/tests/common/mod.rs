@@ -33,11 +33,27 @@ impl Shoal {
 
     /// Runs `shoal`, whatever comes of it.
     pub(crate) fn shoal(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(args)
-            .env("SHOAL_DATA_DIR", self.path("data"))
+        self.command(args).output().expect("shoal runs")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        command.args(args).env("SHOAL_DATA_DIR", self.path("data"));
+        command
+    }
+
+    /// Runs shoal on a clock a second ahead, expecting success: what it seals is
+    /// stamped later than anything sealed before on the system's clock, as a device
+    /// that writes a moment later would stamp it.
+    pub(crate) fn ok_later(&self, args: &[&str]) -> String {
+        let out = self
+            .command(args)
+            .env("SHOAL_TEST_CLOCK_AHEAD_MS", "1000")
             .output()
-            .expect("shoal runs")
+            .expect("shoal runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "shoal {args:?} failed: {err}");
+        String::from_utf8(out.stdout).expect("utf-8")
     }
 
     /// Runs shoal, expecting success; returns stdout and stderr.

@@ -484,3 +484,50 @@ fn a_group_made_while_the_clock_ran_ahead_is_stamped_again_in_every_log() {
         assert_eq!((st.future_commits, st.waiting_commits), (0, 0));
     }
 }
+
+/// The ids of the conflict records a device holds open.
+fn open_ids(store: &Store) -> Vec<String> {
+    store
+        .open_conflicts()
+        .expect("open conflicts")
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+#[test]
+fn sharing_a_table_with_a_group_leaves_every_conflict_record_open() {
+    let w = World::new();
+    let mut a = w.replica("a", DESK, &["trades"]);
+    let mut b = w.replica("b", DESK, &["trades"]);
+    exec(&a, "INSERT INTO trades VALUES ('t1', 'AAPL', 10, NULL);");
+    sync(&mut a, &mut b);
+    exec(&a, "UPDATE trades SET qty = 11 WHERE id = 't1';");
+    w.tick(10);
+    exec(&b, "UPDATE trades SET qty = 12 WHERE id = 't1';");
+    sync(&mut a, &mut b);
+    let open = open_ids(&a);
+    assert_eq!(open.len(), 1, "the concurrent edit is recorded");
+    assert_eq!(open_ids(&b), open);
+    // Giving the table to a group re-issues its rows; that is nobody's new write.
+    let g = a
+        .create_group("desk", &[("trades".into(), vec![])])
+        .expect("create");
+    a.seal().expect("seal");
+    assert_eq!(
+        open_ids(&a),
+        open,
+        "the sharer closed a record the other keeps"
+    );
+    // A member that held the same record receives the rows given anew and keeps it.
+    a.set_role(&g.id.to_string(), &b.device(), Role::Member)
+        .expect("add b");
+    sync_group(&mut a, &mut b, &g.id);
+    assert_eq!(open_ids(&b), open);
+    assert_eq!(dump(&a, "trades"), dump(&b, "trades"));
+    // A real write of the disputed column that saw both settles it on both.
+    exec(&b, "UPDATE trades SET qty = 13 WHERE id = 't1';");
+    sync_group(&mut b, &mut a, &g.id);
+    assert!(open_ids(&b).is_empty(), "{:?}", open_ids(&b));
+    assert!(open_ids(&a).is_empty(), "{:?}", open_ids(&a));
+}

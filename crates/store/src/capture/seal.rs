@@ -476,7 +476,8 @@ impl Builder {
         // A row given to a group anew keeps its life: its insert overwrites, knowingly,
         // the versions this device held, so that a device that holds both sees no
         // clash between them.
-        let kept = (op == Op::Insert && cl == before).then(|| state.meta.clone());
+        let kept_life = op == Op::Insert && cl == before;
+        let kept = kept_life.then(|| state.meta.clone());
         match op {
             Op::Insert => {
                 state.meta = RowMeta {
@@ -522,7 +523,10 @@ impl Builder {
             hlc: self.hlc,
             author: r.device,
         };
-        conflict::close_superseded(tx, r, &table.name, blob, cl, &written, by)?;
+        // A row given to a group anew is nobody's new write: it settles nothing.
+        if !kept_life {
+            conflict::close_superseded(tx, r, &table.name, blob, cl, &written, by)?;
+        }
         for target in targets {
             let part = self.part(tx, target.group)?;
             let slot = match part.table_index.get(&table.id) {

@@ -340,22 +340,7 @@ impl Merger<'_, '_> {
             }
             // Its author had seen what it overwrote: a record of that write lost to
             // the same delete is moot, as where the two came in the other order.
-            if self.r.open_conflicts != Some(false) {
-                let written: Vec<(&str, Option<Version>)> = inc
-                    .cells
-                    .iter()
-                    .map(|c| (&*c.column, c.overwrote))
-                    .collect();
-                conflict::close_superseded(
-                    tx,
-                    self.r,
-                    &table.name,
-                    blob,
-                    inc.cl,
-                    &written,
-                    inc.version,
-                )?;
-            }
+            self.close_superseded(row)?;
         }
         Ok(())
     }
@@ -649,24 +634,36 @@ impl Merger<'_, '_> {
     fn applied(&mut self, row: &Change<'_>) -> Result<()> {
         let (table, inc) = (row.table, row.inc);
         self.tables.note_written(table, &inc.key, inc.version);
-        if self.r.open_conflicts != Some(false) {
-            let written: Vec<(&str, Option<Version>)> = inc
+        self.close_superseded(row)?;
+        self.report.changes_applied += 1;
+        Ok(())
+    }
+
+    /// Closes the open records on the row that `row` makes moot. An insert settles
+    /// no column: one that starts a later life closes that life's records, and one
+    /// that keeps its life is a row given to a group anew, nobody's new write.
+    fn close_superseded(&mut self, row: &Change<'_>) -> Result<()> {
+        if self.r.open_conflicts == Some(false) {
+            return Ok(());
+        }
+        let inc = row.inc;
+        let written: Vec<(&str, Option<Version>)> = match inc.op {
+            Op::Insert => Vec::new(),
+            Op::Update | Op::Delete => inc
                 .cells
                 .iter()
                 .map(|c| (&*c.column, c.overwrote))
-                .collect();
-            conflict::close_superseded(
-                self.tx,
-                self.r,
-                &table.name,
-                &row.blob,
-                inc.cl,
-                &written,
-                inc.version,
-            )?;
-        }
-        self.report.changes_applied += 1;
-        Ok(())
+                .collect(),
+        };
+        conflict::close_superseded(
+            self.tx,
+            self.r,
+            &row.table.name,
+            &row.blob,
+            inc.cl,
+            &written,
+            inc.version,
+        )
     }
 
     fn record(&mut self, table: &TrackedTable, c: NewConflict<'_>) -> Result<()> {
