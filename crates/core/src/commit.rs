@@ -5,6 +5,11 @@
 //! author signs. Each author's commits form a chain: seq `n + 1` names the hash of
 //! seq `n`. Verification here covers everything one commit can prove about itself;
 //! chain and membership checks need the store and happen there.
+//!
+//! Commits are canonical: the head is decoded, re-encoded and compared; the tables are
+//! read in place with every number required in its shortest form and every tag 0 or 1,
+//! so one commit has one byte string and one hash. Signatures cover a domain-separated
+//! hash.
 
 use std::collections::HashSet;
 

@@ -1,5 +1,14 @@
 //! Invites: how a device proves it holds an invite's secret, and why an invite can
 //! be turned down.
+//!
+//! An admin's invite (id, 32-byte secret, role, expiry, uses) is kept in the admin's
+//! file; the ticket carries it with the inviter's address and is signed by the inviter,
+//! so an altered ticket is caught on the joiner's side before it dials. The joiner never
+//! sends the secret: it proves it with a keyed hash bound to the group and both devices
+//! (the transport authenticates the joiner's device), so a proof seen on the wire is of
+//! no use to anyone else. The inviter spends a use and signs the joiner's role in one
+//! transaction, and lets in again, without spending a use, a joiner that already holds
+//! the invite's role (its session broke after the redemption).
 
 use std::fmt;
 

@@ -5,6 +5,11 @@
 //! delete beats an update made to the incarnation it ended. Within one incarnation each
 //! column is last-writer-wins by [`Version`], a total order. Both are maxima over the
 //! set of writes, which is what makes applying idempotent, commutative and associative.
+//!
+//! An update whose incarnation's insert has not arrived is held, never applied to a row
+//! half-empty. An insert starts a row's life anew: over a live row it writes every
+//! column, those its sender lacks taking their default, never what the row's earlier
+//! life left, which a device that applied the delete first does not have.
 
 use crate::version::{Op, Version};
 

@@ -6,6 +6,13 @@
 //! `supervisor` keep in touch with each member, `schedule` decides when a round is
 //! owed, `gossip` trades members' addresses, `local` watches the file, `report` and
 //! `requests` answer what is asked, `discovery` finds members nearby.
+//!
+//! One daemon serves one database: a database is a device, its key is the endpoint's
+//! key, its groups are what the daemon serves, its file is what the watcher watches, so
+//! a bad file, a crash or a restart touches one device. A second `shoal up` for the same
+//! database is refused while the first answers on its control socket, and the other
+//! commands work through the running one, so no second endpoint with the same key ever
+//! binds.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

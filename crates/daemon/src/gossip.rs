@@ -1,6 +1,12 @@
 //! Telling members where the other members are: whenever one connects, everyone
 //! connected hears where it is and it hears where they are, so that devices that
 //! only ever met a third still reach each other.
+//!
+//! On every connection it keeps, a daemon sends, on a unidirectional stream beside the
+//! sessions, the remembered addresses of the members of the groups both sides are in (at
+//! most 256, 64 KiB). The receiver keeps only addresses of members of a group it shares
+//! with the teller, under the member's own key, and never over that of a member
+//! connected now; a wrong address costs a failed dial, since the transport checks the key.
 
 use std::collections::HashSet;
 use std::sync::Arc;

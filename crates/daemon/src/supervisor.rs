@@ -1,5 +1,14 @@
 //! Keeping in touch with one member: dial it while no connection is up (with
 //! backoff and jitter), and run a round of sync whenever one is owed.
+//!
+//! A connection stays up and sessions are rounds on it: QUIC keep-alives are the
+//! heartbeat, and the ordinary one-shot session runs on a new stream whenever a round is
+//! owed ([`Rounds`] decides when). A round is owed on every new
+//! connection, every `sync_interval`, and when this device holds something the member is
+//! not known to hold (what it said it held at the last round, plus what was sent), so a
+//! change does not echo back to where it came from. Of two devices that start together
+//! the one with the lower id dials first; when both dial anyway, the newer connection
+//! carries the rounds.
 
 use std::sync::Arc;
 use std::time::Instant;

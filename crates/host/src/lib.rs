@@ -1,7 +1,7 @@
 //! The database side of a Shoal session, free of I/O.
 //!
 //! A [`shoal_proto::Session`] decides what goes over the wire; a [`Host`] decides
-//! what the database does about it: admit a hello ([`admit`]), verify and keep the
+//! what the database does about it: admit a hello ([`admit()`]), verify and keep the
 //! batches that arrive and acknowledge them, export what the peer lacks, and apply
 //! what was kept once the session ends, well or not. It hands that work out as
 //! [`Task`]s, so the network driver (`shoal-net`), the simulation (`shoal-sim`) and

@@ -1,4 +1,29 @@
 //! The session state machine.
+//!
+//! A connection between two devices carries a bidirectional stream for each group both
+//! are members of, one session each. The initiator's hello holds its version vector, so
+//! the responder starts streaming at once with its welcome: a reconnect with nothing to
+//! send is one round trip and a few hundred bytes. Hello and welcome also carry the
+//! first eight bytes of each author's head hash (`Heads`): where both sides hold one seq
+//! of an author with other heads, each sends its own commit at that seq and the other
+//! records the fork, so two histories of one device never pass unseen because their
+//! vectors agree.
+//!
+//! The responder authorizes the initiator at hello, on its own view of the group: a
+//! device that is not a member (or was revoked) is refused with a reason before anything
+//! is exchanged. Membership is checked again for every commit on import, so a relayed
+//! commit from a revoked or read-only author is refused wherever it arrives.
+//!
+//! Each side sends what the other lacks in per-author order, in batches closed at 1 MiB
+//! (uncompressed) with at most eight unacknowledged; a receiver refuses a peer past
+//! [`MAX_WINDOW`], whatever it configured. The host stores a batch (verified, kept
+//! waiting) before it is acknowledged, so a crash loses nothing acknowledged, and
+//! applies what the session kept when it ends, in one transaction. Kept commits are not
+//! in the version vector until applied, so a session that breaks early may be sent some
+//! again: they are recognised as duplicates. The session ends when both sides have sent
+//! `Done` and every batch is acknowledged; the initiator then waits for the responder to
+//! end its side, so the last acknowledgement is never cut off and, when a sync returns,
+//! the responder has applied what it was sent.
 
 use std::collections::VecDeque;
 

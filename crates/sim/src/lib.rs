@@ -1,6 +1,6 @@
 //! Seeded simulation of a group of devices syncing over a bad network.
 //!
-//! Each device is a real SQLite file with a real [`Store`]; sessions are the real
+//! Each device is a real SQLite file with a real [`Store`](shoal_store::Store); sessions are the real
 //! [`shoal_proto::Session`] driven by the real [`shoal_host::Host`], as the network and
 //! `shoal merge` drive it.
 //! Only the network is simulated ([`link`]): packets are lost, duplicated, delayed and

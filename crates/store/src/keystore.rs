@@ -2,6 +2,12 @@
 //!
 //! Keys never live in the database, so a copied database file carries no key and cannot
 //! go on signing as the device it was copied from.
+//!
+//! A copy made beside the original, with the key in reach, is caught too: the data
+//! directory records which file each device lives in (`devices/<id>.home`). A file that
+//! names a device while the file recorded for it is still there and names it too is a
+//! copy, and signs nothing (`status` says so) until it is adopted as a device of its
+//! own. A file that was moved leaves nothing behind and becomes the device's file.
 
 use std::fs;
 use std::io::Write;

@@ -4,6 +4,14 @@
 //! row change, reads the row's current values, stamps every write with the commit's
 //! clock and records what each write overwrote, so that peers can tell a concurrent
 //! write from a later one.
+//!
+//! A change to a table goes to every group that carries the table and lets this device
+//! write, without the columns that group leaves out; a table in no such group goes to
+//! the local group, which has no membership and which only `shoal merge` carries. One
+//! sealing pass gives all its commits one clock, so a row change sent to two groups has
+//! one version and is applied once by a device in both. The log is read in chunks of
+//! 50,000 entries, sorted by table and key (stably, so a row's operations keep their
+//! order), so the app's table and `shoal_rows` are walked in order, not at random.
 
 use std::collections::{BTreeMap, HashMap};
 

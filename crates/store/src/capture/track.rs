@@ -3,6 +3,14 @@
 //! The triggers are plain SQL, so a write from any SQLite client is captured in the
 //! same transaction as the write itself. They record keys only (values are read when
 //! sealing) and stay silent while Shoal applies remote changes.
+//!
+//! A table given to a group brings its rows: they are logged for that group alone
+//! (`shoal_log.grp`) and sealed as inserts that keep their life, overwriting knowingly
+//! the versions this device held, so that a device that holds both sees no clash. The
+//! same happens once per group and table (`shoal_shared`) when a device can first write
+//! in a group: at the end of the import that let it in, every live row whose insert is
+//! not one of the group's commits (rows it held before joining) is logged for the group
+//! and sealed in the same transaction.
 
 use rusqlite::{Connection, OptionalExtension, Transaction};
 use serde::Serialize;

@@ -1,6 +1,14 @@
 //! The capture triggers: plain SQL on each tracked table, so that a write from any
 //! SQLite client is logged in the same transaction as the write itself. They log
 //! keys only (values are read when sealing).
+//!
+//! The triggers have no `WHEN`: a condition that skipped Shoal's own writes would cost
+//! every write of the app a lookup. Shoal's connection applies remote changes with
+//! triggers off instead (`SQLITE_DBCONFIG_ENABLE_TRIGGER` is per connection, so the
+//! app's connections keep theirs), which also saves a log write per applied change.
+//! When the file has triggers of the app's own, which must see remote changes too,
+//! triggers stay on and the applying transaction deletes what the capture triggers
+//! logged after it began; it holds the write lock, so nothing else logged in between.
 
 use rusqlite::Connection;
 

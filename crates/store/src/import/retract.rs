@@ -6,6 +6,10 @@
 //! arrives, those commits are marked refused, and every row they touched is rebuilt
 //! from the commits that still stand, so that the file ends as if it had never seen
 //! them, like every other member's.
+//!
+//! A device keeps its own writes: it is the one cut off. The rebuilt rows' open write
+//! conflicts are closed first and found again by the replay, and the refused commits'
+//! held changes and conflict records are dropped.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 

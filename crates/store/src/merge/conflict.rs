@@ -1,6 +1,27 @@
 //! Recording what lost a merge, under one id on every device, and closing records a
 //! later write made moot: the inbox's records as the merge keeps them (see
 //! [`inbox`](crate::merge::inbox) for what they are).
+//!
+//! Every device holds the same records. A write conflict is named by its table, key and
+//! the write that lost, not by the pair of writes a device happened to see meet (its id
+//! hashes what both sides see alike). It is open for the columns where that write is not
+//! the cell's version and no write known here had seen it: its author overwrote a
+//! version at least as new. Each cell's merge state keeps the newest version any write
+//! of its life had seen; a deleted row keeps them for late writes of its last life, and
+//! the deletes of one life pool what their authors had seen. So the open set depends on
+//! the writes known, not on their order: with three concurrent writes to one column, a
+//! device that gets them oldest first and one that gets them newest first hold the same
+//! two losers, under the same ids.
+//!
+//! A record takes in new columns when its write is met again (opening again if it was
+//! closed), and loses a column when a write that saw it arrives. Its kind is the
+//! write's: an insert collision if the write is an insert known to have lost the row's
+//! life (kept in `shoal_lost_inserts`), an update-delete once a delete its author had
+//! not seen ends the life. A column no longer tracked is kept aside in the record
+//! (`parked`) until it is tracked again. An insert settles no column: one that starts a
+//! later life closes that life's records, and one that keeps its life (a row given to a
+//! group anew) is nobody's new write. A resolution writes every disputed column, so it
+//! closes the record everywhere.
 
 use rusqlite::Transaction;
 use shoal_core::{Value, Version};

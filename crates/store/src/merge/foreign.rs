@@ -10,6 +10,12 @@
 //!   or `RESTRICT` nothing is removed: the child stays, recorded alike everywhere.
 //!
 //! Checked are the rows the batch wrote and the children of the rows it deleted.
+//!
+//! Shoal's transactions run with enforcement off (the connection's setting is restored
+//! after). `SET NULL` sets nothing to NULL: the child is set aside with its reference,
+//! and `--set acct=NULL` puts it back. A key whose parent columns are not the parent's
+//! primary key cannot find the children of a deleted parent: they are checked only when
+//! written.
 
 use rusqlite::Transaction;
 use shoal_core::{Value, Version};

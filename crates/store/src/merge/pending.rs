@@ -3,6 +3,16 @@
 //!
 //! Sorting, and reading sorted runs back, is work that needs no database: while the
 //! merge writes one batch of changes, a second thread reads and prepares the next.
+//!
+//! The row changes of every commit an import accepts wait as they were signed (about 45
+//! bytes each, with their keys); past 4 MiB they are sorted by table and key and written
+//! to a temporary file as a run, and the runs are merged (2 MiB of read buffers among
+//! them) into one pass over the tables in key order. The sort is stable and the merge
+//! takes ties from the earlier run, so the changes to one row keep the order their
+//! commits were accepted in. Past 4096 changes, or once runs were written, a second
+//! thread reads the sorted changes back, checks each, and finds the values of every
+//! insert that may go in with others, 1024 at a time and at most two batches ahead; the
+//! connection's thread only decides and writes.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -8,6 +8,10 @@
 //! the new columns are sealed); any other change stops that table alone from being
 //! sealed or applied to, with its captured changes kept, until the app's schema is
 //! put back or the user says what to do (`shoal track`, `shoal untrack`).
+//!
+//! Shoal's connection turns off SQLite's double-quoted-string fallback, so a name that
+//! names no column is an error, never read as text. Untracking keeps a table's values in
+//! `shoal_shadow_<id>`; tracking it again logs every cell that differs from them.
 
 use rusqlite::Connection;
 use serde::Serialize;

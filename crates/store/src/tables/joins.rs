@@ -1,5 +1,11 @@
 //! `shoal_joins`: joins that started and have not ended, so that a crash in the
 //! middle of one can be resumed.
+//!
+//! A join outlives a crash: it is recorded (with the ticket as read and the inviter's
+//! address) before the joiner dials, and forgotten when it ends, in or refused. A daemon
+//! that starts applies what a broken session kept, then goes on with each recorded join,
+//! with backoff while the inviter is out of reach; the inviter lets a joiner that already
+//! holds the invite's role in again, expired or not, without spending a use.
 
 use rusqlite::{Connection, OptionalExtension};
 use shoal_core::GroupId;
