@@ -1,5 +1,6 @@
 //! The `shoal` command: thin glue between the command line and the store.
 
+mod api;
 mod bench;
 mod bench_live;
 mod bench_sync;
@@ -207,6 +208,14 @@ enum Command {
     Events {
         /// The database file
         db: PathBuf,
+    },
+    /// Print the key apps send to the HTTP API of this database's daemon
+    ApiKey {
+        /// The database file
+        db: PathBuf,
+        /// Make a new key; the old one lets no one in again
+        #[arg(long)]
+        rotate: bool,
     },
     /// Read or change settings in the data directory's config.toml
     Config {
@@ -595,6 +604,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up { db, net } => up::up(db, options()?, net, json)?,
         Command::Peers { db, verbose } => up::peers(db, &options()?, *verbose, json)?,
         Command::Events { db } => up::events(db, &options()?, json)?,
+        Command::ApiKey { db, rotate } => api::key(db, &options()?, *rotate)?,
         Command::Config { action } => {
             let dir = data_dir(&cli.data_dir)?;
             match action {

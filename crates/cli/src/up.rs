@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_daemon::{Control, Daemon, DaemonStatus, Event, PeerStatus, Request};
+use shoal_daemon::{Control, Daemon, DaemonStatus, Event, Numbered, PeerStatus, Request};
 use shoal_store::{Store, StoreOptions, system_now_ms};
 
 use crate::net::{NetArgs, daemon, runtime, stopped};
@@ -19,8 +19,15 @@ pub(crate) fn up(
     json: bool,
 ) -> anyhow::Result<()> {
     let config = net.settings(&options)?;
+    let api_at = config.api_addr();
+    let data_dir = options.data_dir.clone();
     runtime()?.block_on(async {
         let daemon = Daemon::start(db, options, config, true).await?;
+        let api = match api_at {
+            Some(at) => Some(crate::api::serve(&daemon, &data_dir, at).await?),
+            None => None,
+        };
+        let api_url = api.as_ref().map(|a| format!("http://{}/v1/", a.addr));
         let mut events = daemon.subscribe();
         let addr = shoal_net::PeerSpec::remembered(&daemon.addr().await);
         let status = daemon.status().await?;
@@ -33,6 +40,7 @@ pub(crate) fn up(
                     "addr": addr,
                     "pid": std::process::id(),
                     "members": status.peers.len(),
+                    "api": api_url,
                 })
             );
         } else {
@@ -43,6 +51,9 @@ pub(crate) fn up(
                 status.peers.len(),
                 status.groups.len()
             );
+            if let Some(url) = &api_url {
+                println!("api {url} (its key: `shoal api-key DB`)");
+            }
         }
         std::io::stdout().flush()?;
         let stop = stopped();
@@ -57,6 +68,9 @@ pub(crate) fn up(
                 },
             }
         }
+        if let Some(api) = api {
+            api.stop().await;
+        }
         daemon.shutdown().await;
         if !json {
             println!("stopped");
@@ -65,11 +79,12 @@ pub(crate) fn up(
     })
 }
 
-fn print_event(e: &Event, json: bool) -> anyhow::Result<()> {
+fn print_event(numbered: &Numbered, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string(e)?);
+        println!("{}", serde_json::to_string(numbered)?);
         return Ok(std::io::stdout().flush()?);
     }
+    let e = &numbered.event;
     let short = |d: &str| d.get(..10).unwrap_or(d).to_owned();
     match e {
         Event::PeerConnected { peer, path } => println!(

@@ -25,7 +25,7 @@ pub use commit::{
 };
 pub use error::CoreError;
 pub use group::{Group, GroupOp, Role};
-pub use identity::{DeviceId, DeviceKey, GroupId};
+pub use identity::{BadId, DeviceId, DeviceKey, GroupId};
 pub use value::Value;
 pub use view::{BodyView, CommitHead, RowView, ValueRef};
 pub use vv::VersionVector;

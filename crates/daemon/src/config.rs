@@ -42,6 +42,9 @@ pub struct Config {
     /// How often the database is asked whether anything wrote to it.
     #[serde(with = "text")]
     pub watch_interval: Duration,
+    /// Where `shoal up` serves the HTTP API and the page: `HOST:PORT`, or `off`.
+    /// When the port is taken, a free one on the same host is used instead.
+    pub api: String,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             backoff_max: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(15),
             watch_interval: Duration::from_millis(10),
+            api: "127.0.0.1:8384".into(),
         }
     }
 }
@@ -99,7 +103,18 @@ impl Config {
         if self.sync_interval < Duration::from_secs(1) {
             return Err("sync_interval must be at least 1s".into());
         }
+        if self.api != "off" && self.api.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "api must be HOST:PORT (such as 127.0.0.1:8384) or off, not {:?}",
+                self.api
+            ));
+        }
         Ok(())
+    }
+
+    /// Where to serve the HTTP API, unless it is off.
+    pub fn api_addr(&self) -> Option<std::net::SocketAddr> {
+        self.api.parse().ok()
     }
 
     /// The value of `key` as it would be written in the file.

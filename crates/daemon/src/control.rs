@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
 
 use crate::error::DaemonError;
-use crate::event::Event;
+use crate::journal::Numbered;
 
 /// The longest request line a daemon reads.
 const MAX_REQUEST: usize = 64 << 10;
@@ -141,7 +141,7 @@ async fn answer(stream: tokio::net::UnixStream, inner: Arc<impl Answer>) -> std:
 /// What answers control requests: the running daemon.
 pub(crate) trait Answer: Send + Sync + 'static {
     /// Events from now on, for a client that asked to follow them.
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Numbered>;
 
     /// The answer to one request (never [`Request::Events`]).
     fn answer(
@@ -196,7 +196,9 @@ impl Control {
     }
 
     /// Events as they happen, until the daemon stops.
-    pub fn events(&self) -> Result<impl Iterator<Item = Result<Event, DaemonError>>, DaemonError> {
+    pub fn events(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<Numbered, DaemonError>>, DaemonError> {
         let stream = self.connect(&Request::Events)?;
         Ok(BufReader::new(stream).lines().map(|line| {
             let line = line.map_err(|e| DaemonError::Control(e.to_string()))?;

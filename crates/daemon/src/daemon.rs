@@ -17,12 +17,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use iroh::EndpointAddr;
-use shoal_core::{DeviceId, GroupId};
+use shoal_core::{DeviceId, GroupId, Role};
 use shoal_net::{CloseReason, JoinSummary, Node, NodeConfig, PeerSpec, PeerSync, Relay};
-use shoal_store::{Store, StoreError, StoreOptions};
+use shoal_store::{CommitSummary, Conflict, Resolution, Store, StoreError, StoreOptions};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info};
@@ -30,12 +30,13 @@ use tracing::{Instrument, info};
 use crate::config::Config;
 use crate::control;
 use crate::error::DaemonError;
-use crate::event::Event;
 use crate::inner::{Inner, LocalState};
+use crate::journal::{Journal, Numbered, Since};
 use crate::members::Door;
 use crate::mutex::lock;
 use crate::peer::Peer;
 use crate::status::DaemonStatus;
+use crate::steer::IssuedInvite;
 use crate::watch::Watcher;
 
 /// Always-on sync for one database.
@@ -44,9 +45,110 @@ use crate::watch::Watcher;
 /// on the current tokio runtime until [`Daemon::shutdown`].
 pub struct Daemon {
     inner: Arc<Inner>,
+    handle: Handle,
     tasks: Vec<JoinHandle<()>>,
     watcher: Option<Watcher>,
     socket: Option<PathBuf>,
+}
+
+/// What a running daemon is asked and told, from this process: a daemon derefs to
+/// it, and [`Daemon::handle`] gives one that can be kept.
+#[derive(Clone)]
+pub struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Handle;
+
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl Handle {
+    /// This device.
+    pub fn device(&self) -> DeviceId {
+        self.inner.me
+    }
+
+    /// Where others reach this device.
+    pub async fn addr(&self) -> EndpointAddr {
+        self.inner.node.addr().await
+    }
+
+    /// Events from now on: changes applied, conflicts found or closed, peers
+    /// connected or lost, sync progress.
+    pub fn subscribe(&self) -> broadcast::Receiver<Numbered> {
+        self.inner.subscribe()
+    }
+
+    /// The kept events after number `after`, and how many after it are gone.
+    pub fn events_since(&self, after: u64) -> Since {
+        self.inner.journal.since(after)
+    }
+
+    /// The number of the latest event (0 before the first).
+    pub fn latest_event(&self) -> u64 {
+        self.inner.journal.latest()
+    }
+
+    /// The conflict records, open ones only unless `all`.
+    pub async fn conflicts(&self, all: bool) -> Result<Vec<Conflict>, DaemonError> {
+        self.inner.conflicts(all).await
+    }
+
+    /// One conflict record, by id or a unique prefix of it.
+    pub async fn conflict(&self, id: &str) -> Result<Conflict, DaemonError> {
+        self.inner.conflict(id.to_owned()).await
+    }
+
+    /// Resolves a conflict with a write that goes out to the members at once.
+    pub async fn resolve(&self, id: &str, resolution: Resolution) -> Result<Conflict, DaemonError> {
+        self.inner.resolve(id.to_owned(), resolution).await
+    }
+
+    /// The newest `limit` commits this device holds.
+    pub async fn log(&self, limit: usize) -> Result<Vec<CommitSummary>, DaemonError> {
+        self.inner.log(limit).await
+    }
+
+    /// An invite to `group` (name or id) for `uses` devices as `role`, valid for
+    /// `valid`; this daemon lets the joiners in.
+    pub async fn invite(
+        &self,
+        group: &str,
+        role: Role,
+        valid: Duration,
+        uses: u32,
+    ) -> Result<IssuedInvite, DaemonError> {
+        self.inner.invite(group.to_owned(), role, valid, uses).await
+    }
+
+    /// Revokes `device` from `group`, and tells the members.
+    pub async fn revoke(&self, group: GroupId, device: DeviceId) -> Result<(), DaemonError> {
+        self.inner.revoke(group, device).await
+    }
+
+    /// The daemon, its peers and its groups.
+    pub async fn status(&self) -> Result<DaemonStatus, DaemonError> {
+        self.inner.status().await
+    }
+
+    /// One round now with every member it can reach (or `peers`), in `group` or
+    /// every group.
+    pub async fn sync_now(
+        &self,
+        group: Option<GroupId>,
+        peers: &[PeerSpec],
+    ) -> Result<Vec<PeerSync>, DaemonError> {
+        self.inner.sync_now(group, peers).await
+    }
+
+    /// Joins a group with an invite ticket, then keeps in touch with its members.
+    pub async fn join(&self, ticket: &shoal_net::InviteTicket) -> Result<JoinSummary, DaemonError> {
+        self.inner.join(ticket).await
+    }
 }
 
 impl Daemon {
@@ -90,7 +192,7 @@ impl Daemon {
             store: Arc::new(Mutex::new(store)),
             config: config.clone(),
             me,
-            events: broadcast::channel(4096).0,
+            journal: Arc::new(Journal::new()),
             peers: Mutex::new(HashMap::new()),
             strangers: Mutex::new(HashMap::new()),
             local: Mutex::new(LocalState::default()),
@@ -127,6 +229,9 @@ impl Daemon {
             tasks.push(t);
         }
         Ok(Daemon {
+            handle: Handle {
+                inner: inner.clone(),
+            },
             inner,
             tasks,
             watcher: Some(watcher),
@@ -134,40 +239,9 @@ impl Daemon {
         })
     }
 
-    /// This device.
-    pub fn device(&self) -> DeviceId {
-        self.inner.me
-    }
-
-    /// Where others reach this device.
-    pub async fn addr(&self) -> EndpointAddr {
-        self.inner.node.addr().await
-    }
-
-    /// Events from now on: changes applied, conflicts found or closed, peers
-    /// connected or lost, sync progress.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.inner.subscribe()
-    }
-
-    /// The daemon, its peers and its groups.
-    pub async fn status(&self) -> Result<DaemonStatus, DaemonError> {
-        self.inner.status().await
-    }
-
-    /// One round now with every member it can reach (or `peers`), in `group` or
-    /// every group.
-    pub async fn sync_now(
-        &self,
-        group: Option<GroupId>,
-        peers: &[PeerSpec],
-    ) -> Result<Vec<PeerSync>, DaemonError> {
-        self.inner.sync_now(group, peers).await
-    }
-
-    /// Joins a group with an invite ticket, then keeps in touch with its members.
-    pub async fn join(&self, ticket: &shoal_net::InviteTicket) -> Result<JoinSummary, DaemonError> {
-        self.inner.join(ticket).await
+    /// A handle on this daemon, for tasks that outlive this borrow (an HTTP server).
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
     }
 
     /// Stops everything: connections close, the control socket goes.

@@ -1,7 +1,7 @@
-//! What a running daemon tells whoever listens: [`Daemon::subscribe`] in Rust,
+//! What a running daemon tells whoever listens: [`Handle::subscribe`] in Rust,
 //! `shoal up` on its output, `shoal events` over the control socket.
 //!
-//! [`Daemon::subscribe`]: crate::Daemon::subscribe
+//! [`Handle::subscribe`]: crate::Handle::subscribe
 
 use serde::{Deserialize, Serialize};
 use shoal_core::{DeviceId, GroupId};

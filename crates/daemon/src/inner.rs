@@ -12,11 +12,11 @@ use shoal_core::{DeviceId, Group, GroupId, VersionVector};
 use shoal_net::{Node, PeerLink, PeerSpec, SharedStore, with_store};
 use shoal_store::{OpenConflict, system_now_ms};
 use tokio::sync::{Notify, broadcast, watch};
-use tracing::debug;
 
 use crate::config::Config;
 use crate::error::DaemonError;
 use crate::event::Event;
+use crate::journal::{Journal, Numbered};
 use crate::mutex::lock;
 use crate::peer::Peer;
 
@@ -29,7 +29,7 @@ pub(crate) struct Inner {
     pub(crate) store: SharedStore,
     pub(crate) config: Config,
     pub(crate) me: DeviceId,
-    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) journal: Arc<Journal>,
     pub(crate) peers: Mutex<HashMap<DeviceId, Arc<Peer>>>,
     /// Connections from devices not known as members when they came: a device that
     /// was just added may dial before this side has applied its membership. The
@@ -59,8 +59,7 @@ pub(crate) struct LocalState {
 impl Inner {
     /// Tells every listener.
     pub(crate) fn emit(&self, event: Event) {
-        debug!(?event, "event");
-        let _ = self.events.send(event);
+        self.journal.emit(event);
     }
 
     /// Resolves once the daemon stops.
@@ -77,8 +76,8 @@ impl Inner {
     }
 
     /// Events from now on.
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Numbered> {
+        self.journal.subscribe()
     }
 
     /// A group by name or id prefix.

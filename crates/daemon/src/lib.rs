@@ -18,6 +18,7 @@ mod error;
 mod event;
 mod gossip;
 mod inner;
+mod journal;
 mod local;
 mod members;
 mod mutex;
@@ -28,6 +29,7 @@ mod requests;
 mod rounds;
 mod schedule;
 mod status;
+mod steer;
 mod supervisor;
 mod watch;
 
@@ -35,7 +37,10 @@ pub use backoff::Backoff;
 pub use config::{Config, format_duration, parse_duration};
 #[cfg(unix)]
 pub use control::{Control, Request, socket_path};
-pub use daemon::{Daemon, node_config};
+pub use daemon::{Daemon, Handle, node_config};
 pub use error::DaemonError;
 pub use event::Event;
+pub use journal::{EVENTS_KEPT, Numbered, Since};
+pub use shoal_net::NetError;
 pub use status::{DaemonStatus, GroupStatus, PeerStatus};
+pub use steer::IssuedInvite;

@@ -12,8 +12,8 @@ use tracing::{debug, info, warn};
 use crate::backoff::Backoff;
 use crate::control::{self, Request};
 use crate::error::DaemonError;
-use crate::event::Event;
 use crate::inner::Inner;
+use crate::journal::Numbered;
 use crate::mutex::lock;
 use crate::peer::Peer;
 
@@ -121,7 +121,7 @@ impl Inner {
 }
 
 impl control::Answer for Inner {
-    fn subscribe(&self) -> broadcast::Receiver<Event> {
+    fn subscribe(&self) -> broadcast::Receiver<Numbered> {
         Inner::subscribe(self)
     }
 

@@ -215,9 +215,9 @@ impl Inner {
         peer: &Peer,
         conn: &PeerLink,
     ) -> Result<PeerSync, DaemonError> {
-        let events = self.events.clone();
+        let journal = self.journal.clone();
         let progress = move |p: Progress| {
-            let _ = events.send(Event::SyncProgress {
+            journal.emit(Event::SyncProgress {
                 peer: p.peer,
                 group: p.group,
                 pushed: p.pushed,

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use shoal_core::Role;
-use shoal_daemon::{Config, Daemon, Event};
+use shoal_daemon::{Config, Daemon, Event, Numbered};
 use shoal_net::InviteTicket;
 use shoal_store::{Resolution, Side};
 use shoal_testkit::World;
@@ -34,14 +34,14 @@ fn write(path: &Path, sql: &str) {
 
 /// The first event that `matches`, within 30 s.
 async fn expect(
-    events: &mut Receiver<Event>,
+    events: &mut Receiver<Numbered>,
     what: &str,
     matches: impl Fn(&Event) -> bool,
 ) -> Event {
     let found = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             match events.recv().await {
-                Ok(e) if matches(&e) => return e,
+                Ok(e) if matches(&e.event) => return e.event,
                 Ok(_) => {}
                 Err(e) => panic!("events ended: {e}"),
             }
@@ -102,9 +102,21 @@ async fn an_embedding_app_joins_by_ticket_and_hears_changes_and_conflicts() {
             changes: 1,
         }
     );
-    let status = daemon_b.status().await.expect("status");
+    // The join's own connection closes as the member's takes over: the status
+    // settles on one connection up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = daemon_b.status().await.expect("status");
+        if status.peers.iter().all(|p| p.connected) {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never connected: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(status.peers.len(), 1);
-    assert!(status.peers[0].connected, "{status:?}");
     assert_eq!(status.groups[0].members.len(), 2);
 
     // Apart, both edit t1; together again, the conflict is found, and resolving it
@@ -124,15 +136,47 @@ async fn an_embedding_app_joins_by_ticket_and_hears_changes_and_conflicts() {
         unreachable!()
     };
     assert_eq!(table, "trades");
-    store_a
-        .resolve(&id, Resolution::Keep(Side::Local))
+    let open_on_b = daemon_b.conflicts(false).await.expect("b's inbox");
+    assert_eq!(open_on_b.iter().map(|c| &c.id).collect::<Vec<_>>(), [&id]);
+    // Resolved through the running daemon, it closes here and then on B.
+    let resolved = daemon_a
+        .resolve(&id[..8], Resolution::Keep(Side::Local))
+        .await
         .expect("resolve");
+    assert_eq!(resolved.id, id);
     expect(
         &mut events_a,
         "conflict closed",
         |e| matches!(e, Event::ConflictClosed { id: closed } if *closed == id),
     )
     .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !daemon_b
+        .conflicts(false)
+        .await
+        .expect("b's inbox")
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resolution never closed B's record"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(
+        daemon_a.resolve(&id, Resolution::Keep(Side::Local)).await,
+        Err(e) if e.to_string().contains("resolved")
+    ));
+    // Every event A told is kept, numbered one after another.
+    let kept = daemon_a.events_since(0);
+    assert_eq!(kept.missed, 0);
+    let ids: Vec<u64> = kept.events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=daemon_a.latest_event()).collect::<Vec<_>>());
+    assert!(
+        kept.events
+            .iter()
+            .any(|e| matches!(&e.event, Event::ConflictClosed { id: closed } if *closed == id))
+    );
     daemon_b.shutdown().await;
     daemon_a.shutdown().await;
 }

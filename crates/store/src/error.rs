@@ -167,6 +167,16 @@ pub enum StoreError {
         /// The id asked for.
         id: String,
     },
+    /// A conflict that is resolved or closed already: there is nothing to resolve.
+    #[error("cannot resolve conflict {id}: it is {status} already ({how})")]
+    AlreadySettled {
+        /// The conflict.
+        id: String,
+        /// Resolved or closed.
+        status: crate::ConflictStatus,
+        /// How it was settled.
+        how: String,
+    },
     /// A conflict resolution could not be carried out.
     #[error("cannot resolve conflict {id}: {reason}")]
     CannotResolve {

@@ -74,8 +74,8 @@ async fn main() -> anyhow::Result<()> {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             event = events.recv() => match event {
-                Ok(Event::SyncProgress { .. }) => {}
-                Ok(e) => println!("{e:?}"),
+                Ok(e) if matches!(e.event, Event::SyncProgress { .. }) => {}
+                Ok(e) => println!("{}: {:?}", e.id, e.event),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     println!("({n} events skipped)");
                 }

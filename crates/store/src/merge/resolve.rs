@@ -31,15 +31,11 @@ pub(crate) fn resolve(
         reason,
     };
     if matches!(c.status, ConflictStatus::Resolved | ConflictStatus::Closed) {
-        return Err(cannot(format!(
-            "it is {} already ({})",
-            if c.status == ConflictStatus::Resolved {
-                "resolved"
-            } else {
-                "closed"
-            },
-            c.resolution.clone().unwrap_or_default()
-        )));
+        return Err(StoreError::AlreadySettled {
+            id: c.id.clone(),
+            status: c.status,
+            how: c.resolution.clone().unwrap_or_default(),
+        });
     }
     let table = table::load_by_name(tx, &c.table)?
         .filter(|t| t.tracked)

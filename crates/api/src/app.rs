@@ -1,0 +1,13 @@
+//! What every handler shares: the daemon's handle, the key, the names this server
+//! answers to.
+
+use shoal_daemon::Handle;
+
+use crate::key::ApiKey;
+
+#[derive(Clone)]
+pub(crate) struct App {
+    pub(crate) daemon: Handle,
+    pub(crate) key: ApiKey,
+    pub(crate) hosts: Vec<String>,
+}

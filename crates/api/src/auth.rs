@@ -1,0 +1,79 @@
+//! Who may ask: a request must name this server as its `Host` (so a page on another
+//! site that resolves its own name to 127.0.0.1 gets nothing: DNS rebinding), and
+//! carry the API key as `Authorization: Bearer KEY` or `X-API-Key: KEY`. Only
+//! `/v1/health` needs no key. No CORS header is ever sent, so no other origin reads
+//! an answer.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::App;
+use crate::error::ApiError;
+
+/// The names a request may give as its `Host` for a server at `addr`.
+pub(crate) fn hosts(addr: std::net::SocketAddr) -> Vec<String> {
+    let port = addr.port();
+    let mut out = vec![
+        addr.to_string(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    out.dedup();
+    out
+}
+
+/// Lets a request through, or answers it with why not.
+pub(crate) async fn guard(State(app): State<App>, request: Request, next: Next) -> Response {
+    if let Err(e) = check(&app, request.uri().path(), request.headers()) {
+        let mut response = e.into_response();
+        if response.status() == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Bearer".parse().expect("a header value"),
+            );
+        }
+        return response;
+    }
+    next.run(request).await
+}
+
+fn check(app: &App, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if !app.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        return Err(ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "bad_host",
+            format!(
+                "this API answers requests to {} only, not to {host:?}",
+                app.hosts.join(" or ")
+            ),
+        ));
+    }
+    if path == "/v1/health" {
+        return Ok(());
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    let given = bearer.or_else(|| headers.get("x-api-key").and_then(|h| h.to_str().ok()));
+    match given {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this request carries no API key: send it as `Authorization: Bearer KEY` or `X-API-Key: KEY`; `shoal api-key DB` prints it",
+        )),
+        Some(k) if app.key.admits(k.trim()) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the API key is not this daemon's: `shoal api-key DB` prints the current one (a rotated key lets no one in again)",
+        )),
+    }
+}

@@ -1,0 +1,95 @@
+//! `GET /v1/events`: the daemon's events as Server-Sent Events. Each carries its
+//! number as its SSE id; a client that reconnects sends the last one it saw as
+//! `Last-Event-ID` (or `?since=`) and gets what it missed, with a `missed` event
+//! first if some are no longer kept. An idle stream sends a comment every 15 s.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as Sse, KeepAlive};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use shoal_daemon::Numbered;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use utoipa::IntoParams;
+
+use crate::app::App;
+use crate::error::{ApiError, ErrorBody};
+
+/// How often an idle stream says it is still there.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// `GET /v1/events`.
+#[derive(Deserialize, IntoParams)]
+pub(crate) struct EventsQuery {
+    /// Start after this event (as `Last-Event-ID` does; the header wins). Without
+    /// either, the stream starts with the next event.
+    since: Option<u64>,
+}
+
+/// The daemon's events as they happen, resumable.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    responses(
+        (status = 200, description = "Server-Sent Events: `event:` the kind, `id:` its number, `data:` the event as JSON", content_type = "text/event-stream", body = String),
+        (status = 400, body = ErrorBody)))]
+pub(crate) async fn events(
+    State(app): State<App>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let header = headers
+        .get("last-event-id")
+        .map(|h| {
+            h.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Last-Event-ID is not an event number"))
+        })
+        .transpose()?;
+    // Subscribed before the kept events are read, so that nothing falls between.
+    let live = BroadcastStream::new(app.daemon.subscribe());
+    let after = header
+        .or(q.since)
+        .unwrap_or_else(|| app.daemon.latest_event());
+    let since = app.daemon.events_since(after);
+    let last_kept = since.events.last().map_or(after, |e| e.id);
+    let missed = (since.missed > 0).then(|| {
+        Ok::<_, Infallible>(
+            Sse::default()
+                .event("missed")
+                .data(format!("{{\"missed\":{}}}", since.missed)),
+        )
+    });
+    let kept = stream::iter(since.events.into_iter().map(|e| Ok(sse(&e))));
+    let live = live.filter_map(move |e| async move {
+        match e {
+            Ok(e) if e.id > last_kept => Some(Ok(sse(&e))),
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(Sse::default()
+                .event("missed")
+                .data(format!("{{\"missed\":{n}}}")))),
+        }
+    });
+    let all: std::pin::Pin<Box<dyn Stream<Item = Result<Sse, Infallible>> + Send>> =
+        Box::pin(stream::iter(missed).chain(kept).chain(live));
+    Ok(axum::response::Sse::new(all)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT))
+        .into_response())
+}
+
+fn sse(e: &Numbered) -> Sse {
+    let json = serde_json::to_value(e).unwrap_or_default();
+    let kind = json
+        .get("event")
+        .and_then(|k| k.as_str())
+        .unwrap_or("event")
+        .to_owned();
+    Sse::default()
+        .id(e.id.to_string())
+        .event(kind)
+        .data(json.to_string())
+}

@@ -1,0 +1,124 @@
+//! Shoal's local HTTP API, served by `shoal up` on 127.0.0.1: a running daemon's
+//! status, members, log and conflict inbox, and its events as they happen, for people
+//! (the page) and for apps in any language. Version 1 is under `/v1`, JSON, and
+//! described by the OpenAPI document at `/v1/openapi.json`, generated from the
+//! handlers below.
+//!
+//! It asks only the daemon's [`Handle`]: no database and no network of its own.
+
+mod app;
+mod auth;
+mod error;
+mod events;
+mod key;
+mod routes;
+pub mod views;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use shoal_daemon::Handle;
+use utoipa::OpenApi;
+
+use crate::app::App;
+
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use key::{ApiKey, KeyError};
+
+/// The largest request body taken, in bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Shoal", description = "A running Shoal daemon: its device, members, log, conflicts and events."),
+    paths(
+        routes::health, routes::status, routes::peers, routes::groups, routes::members,
+        routes::revoke, routes::sync, routes::log, routes::conflicts, routes::conflict,
+        routes::resolve, routes::invite, events::events,
+    ),
+    modifiers(&Security),
+    security(("key" = [])),
+)]
+pub struct Doc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "key",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
+
+/// The API for `daemon`, answering requests addressed to `addr`, with `key`.
+pub fn router(daemon: Handle, key: ApiKey, addr: SocketAddr) -> Router {
+    let app = App {
+        daemon,
+        key,
+        hosts: auth::hosts(addr),
+    };
+    Router::new()
+        .route("/v1/health", get(routes::health))
+        .route("/v1/status", get(routes::status))
+        .route("/v1/peers", get(routes::peers))
+        .route("/v1/groups", get(routes::groups))
+        .route("/v1/groups/{group}/members", get(routes::members))
+        .route(
+            "/v1/groups/{group}/members/{device}",
+            delete(routes::revoke),
+        )
+        .route("/v1/sync", post(routes::sync))
+        .route("/v1/log", get(routes::log))
+        .route("/v1/conflicts", get(routes::conflicts))
+        .route("/v1/conflicts/{id}", get(routes::conflict))
+        .route("/v1/conflicts/{id}/resolve", post(routes::resolve))
+        .route("/v1/invites", post(routes::invite))
+        .route("/v1/events", get(events::events))
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint: see /v1/openapi.json",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "bad_request",
+                "this endpoint does not take that method: see /v1/openapi.json",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::guard,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(Doc::openapi())
+}
+
+/// Serves the API on `listener` until `stop` resolves.
+pub async fn serve(
+    daemon: Handle,
+    key: ApiKey,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    axum::serve(listener, router(daemon, key, addr))
+        .with_graceful_shutdown(stop)
+        .await
+}

@@ -1,0 +1,384 @@
+//! The handlers of `/v1`: each asks the daemon's handle and answers with a view.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use shoal_core::{DeviceId, Role};
+use shoal_store::{Resolution, Side};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::app::App;
+use crate::error::{ApiError, ErrorBody};
+use crate::views::{
+    CommitView, ConflictPage, ConflictView, GroupView, Health, MemberView, PeerView,
+    ResolveRequest, StatusView, value_of,
+};
+
+/// A JSON body, refused with the API's error shape when it is not one.
+pub(crate) struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(rejected(e)),
+        }
+    }
+}
+
+fn rejected(e: JsonRejection) -> ApiError {
+    let code = match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "bad_request",
+        _ => "bad_request",
+    };
+    ApiError::new(
+        e.status(),
+        code,
+        format!("the request's body is refused: {}", e.body_text()),
+    )
+}
+
+/// Whether the daemon answers; needs no key.
+#[utoipa::path(get, path = "/v1/health", tag = "status",
+    responses((status = 200, body = Health)))]
+pub(crate) async fn health() -> Json<Health> {
+    Json(Health {
+        ok: true,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}
+
+/// This device, its groups, and where sync stands.
+#[utoipa::path(get, path = "/v1/status", tag = "status",
+    responses((status = 200, body = StatusView), (status = 401, body = ErrorBody)))]
+pub(crate) async fn status(State(app): State<App>) -> Result<Json<StatusView>, ApiError> {
+    let status = app.daemon.status().await?;
+    Ok(Json(StatusView::of(status, app.daemon.latest_event())))
+}
+
+/// Every member, connected or not.
+#[utoipa::path(get, path = "/v1/peers", tag = "status",
+    responses((status = 200, body = Vec<PeerView>), (status = 401, body = ErrorBody)))]
+pub(crate) async fn peers(State(app): State<App>) -> Result<Json<Vec<PeerView>>, ApiError> {
+    let status = app.daemon.status().await?;
+    Ok(Json(status.peers.into_iter().map(PeerView::of).collect()))
+}
+
+/// The groups this device is in.
+#[utoipa::path(get, path = "/v1/groups", tag = "groups",
+    responses((status = 200, body = Vec<GroupView>), (status = 401, body = ErrorBody)))]
+pub(crate) async fn groups(State(app): State<App>) -> Result<Json<Vec<GroupView>>, ApiError> {
+    let status = app.daemon.status().await?;
+    Ok(Json(status.groups.into_iter().map(GroupView::of).collect()))
+}
+
+async fn group(app: &App, which: &str) -> Result<GroupView, ApiError> {
+    let status = app.daemon.status().await?;
+    status
+        .groups
+        .into_iter()
+        .map(GroupView::of)
+        .find(|g| g.name == which || g.id.starts_with(&which.to_ascii_lowercase()))
+        .ok_or_else(|| ApiError::not_found(format!("this device is in no group {which:?}")))
+}
+
+/// One group's members.
+#[utoipa::path(get, path = "/v1/groups/{group}/members", tag = "groups",
+    params(("group" = String, Path, description = "The group's name or id")),
+    responses((status = 200, body = Vec<MemberView>), (status = 404, body = ErrorBody)))]
+pub(crate) async fn members(
+    State(app): State<App>,
+    Path(which): Path<String>,
+) -> Result<Json<Vec<MemberView>>, ApiError> {
+    Ok(Json(group(&app, &which).await?.members))
+}
+
+/// Revokes a device from a group: its later commits are refused by every member.
+#[utoipa::path(delete, path = "/v1/groups/{group}/members/{device}", tag = "groups",
+    params(("group" = String, Path, description = "The group's name or id"),
+           ("device" = String, Path, description = "The device's id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn revoke(
+    State(app): State<App>,
+    Path((which, device)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let g = group(&app, &which).await?;
+    let device: DeviceId = device
+        .parse()
+        .map_err(|e: shoal_core::BadId| ApiError::bad_request(e.to_string()))?;
+    let id =
+        g.id.parse()
+            .map_err(|e: shoal_core::BadId| ApiError::bad_request(e.to_string()))?;
+    app.daemon.revoke(id, device).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/sync`.
+#[derive(Deserialize, ToSchema, Default)]
+pub(crate) struct SyncRequest {
+    /// A group's name or id; every group when absent.
+    group: Option<String>,
+}
+
+/// What a round of sync with one member did.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct SyncResult {
+    /// The member's device id.
+    peer: String,
+    /// Commits sent.
+    pushed: u64,
+    /// Commits received.
+    pulled: u64,
+    /// Bytes both ways.
+    bytes: u64,
+    /// Why the round failed, if it did.
+    error: Option<String>,
+}
+
+/// A round of sync now with every member this device can reach.
+#[utoipa::path(post, path = "/v1/sync", tag = "sync", request_body = SyncRequest,
+    responses((status = 200, body = Vec<SyncResult>), (status = 503, body = ErrorBody)))]
+pub(crate) async fn sync(
+    State(app): State<App>,
+    Body(req): Body<SyncRequest>,
+) -> Result<Json<Vec<SyncResult>>, ApiError> {
+    let group = match req.group {
+        Some(g) => Some(
+            group(&app, &g)
+                .await?
+                .id
+                .parse()
+                .map_err(|e: shoal_core::BadId| ApiError::bad_request(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let results = app.daemon.sync_now(group, &[]).await?;
+    Ok(Json(
+        results
+            .into_iter()
+            .map(|r| SyncResult {
+                peer: r.peer.to_string(),
+                pushed: r.groups.iter().map(|g| g.pushed).sum(),
+                pulled: r.groups.iter().map(|g| g.pulled).sum(),
+                bytes: r.groups.iter().map(|g| g.bytes_in + g.bytes_out).sum(),
+                error: r.error,
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /v1/log`.
+#[derive(Deserialize, IntoParams)]
+pub(crate) struct LogQuery {
+    /// How many of the newest commits (at most 1000; 100 when absent).
+    limit: Option<usize>,
+}
+
+/// The newest commits this device holds.
+#[utoipa::path(get, path = "/v1/log", tag = "sync", params(LogQuery),
+    responses((status = 200, body = Vec<CommitView>), (status = 401, body = ErrorBody)))]
+pub(crate) async fn log(
+    State(app): State<App>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<Vec<CommitView>>, ApiError> {
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let log = app.daemon.log(limit).await?;
+    Ok(Json(log.into_iter().map(CommitView::of).collect()))
+}
+
+/// `GET /v1/conflicts`.
+#[derive(Deserialize, IntoParams)]
+pub(crate) struct ConflictQuery {
+    /// Only this table's.
+    table: Option<String>,
+    /// `open` (the default: pending or auto), `all`, or one status: `pending`,
+    /// `auto`, `resolved`, `closed`.
+    status: Option<String>,
+    /// Skip this many (for the next page).
+    offset: Option<u64>,
+    /// At most this many (at most 500; 100 when absent).
+    limit: Option<u64>,
+}
+
+/// The conflict inbox, newest first.
+#[utoipa::path(get, path = "/v1/conflicts", tag = "conflicts", params(ConflictQuery),
+    responses((status = 200, body = ConflictPage), (status = 400, body = ErrorBody)))]
+pub(crate) async fn conflicts(
+    State(app): State<App>,
+    Query(q): Query<ConflictQuery>,
+) -> Result<Json<ConflictPage>, ApiError> {
+    let status = q.status.as_deref().unwrap_or("open");
+    if !["open", "all", "pending", "auto", "resolved", "closed"].contains(&status) {
+        return Err(ApiError::bad_request(format!(
+            "status {status:?} is none of open, all, pending, auto, resolved, closed"
+        )));
+    }
+    let all = app
+        .daemon
+        .conflicts(status != "open" && status != "pending" && status != "auto")
+        .await?;
+    let views: Vec<ConflictView> = all.into_iter().map(ConflictView::of).collect();
+    let mut by_table = BTreeMap::new();
+    for c in views.iter().filter(|c| c.is_open()) {
+        *by_table.entry(c.table.clone()).or_insert(0) += 1;
+    }
+    let matching: Vec<ConflictView> = views
+        .into_iter()
+        .filter(|c| {
+            q.table
+                .as_ref()
+                .is_none_or(|t| t.eq_ignore_ascii_case(&c.table))
+        })
+        .filter(|c| match status {
+            "open" => c.is_open(),
+            "all" => true,
+            s => c.status == s,
+        })
+        .collect();
+    let total = matching.len() as u64;
+    let offset = q.offset.unwrap_or(0);
+    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let items: Vec<ConflictView> = matching
+        .into_iter()
+        .skip(offset as usize)
+        .take(limit as usize)
+        .collect();
+    let next_offset = (offset + (items.len() as u64) < total).then(|| offset + items.len() as u64);
+    Ok(Json(ConflictPage {
+        items,
+        total,
+        by_table,
+        next_offset,
+    }))
+}
+
+/// One conflict: both versions, both clocks, both devices, the columns that differ.
+#[utoipa::path(get, path = "/v1/conflicts/{id}", tag = "conflicts",
+    params(("id" = String, Path, description = "The conflict's id, or a unique prefix")),
+    responses((status = 200, body = ConflictView), (status = 404, body = ErrorBody)))]
+pub(crate) async fn conflict(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<Json<ConflictView>, ApiError> {
+    Ok(Json(ConflictView::of(app.daemon.conflict(&id).await?)))
+}
+
+/// Resolves a conflict: keep one side, or write values. The resolution is a write
+/// that syncs, and closes the conflict on every device.
+#[utoipa::path(post, path = "/v1/conflicts/{id}/resolve", tag = "conflicts",
+    params(("id" = String, Path, description = "The conflict's id, or a unique prefix")),
+    request_body = ResolveRequest,
+    responses((status = 200, body = ConflictView), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn resolve(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Body(req): Body<ResolveRequest>,
+) -> Result<Json<ConflictView>, ApiError> {
+    let resolution = match (req.keep.as_deref(), req.set) {
+        (Some("local"), None) => Resolution::Keep(Side::Local),
+        (Some("remote"), None) => Resolution::Keep(Side::Remote),
+        (None, Some(set)) if !set.is_empty() => Resolution::Set(
+            set.iter()
+                .map(|(col, v)| {
+                    value_of(v).map(|v| (col.clone(), v)).ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "{col}: {v} is no value a column holds (a number, text, null, or {{\"blob\": HEX}})"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        _ => {
+            return Err(ApiError::bad_request(
+                "say how to resolve it: {\"keep\": \"local\"}, {\"keep\": \"remote\"}, or {\"set\": {\"column\": value}}",
+            ));
+        }
+    };
+    Ok(Json(ConflictView::of(
+        app.daemon.resolve(&id, resolution).await?,
+    )))
+}
+
+/// `POST /v1/invites`.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct InviteRequest {
+    /// The group's name or id.
+    group: String,
+    /// `reader`, `member` (the default) or `admin`.
+    role: Option<String>,
+    /// How long it may be used, in seconds (a day when absent; at most 30 days).
+    valid_s: Option<u64>,
+    /// How many devices may join with it (1 when absent; at most 100).
+    uses: Option<u32>,
+}
+
+/// An invite, as a ticket and its QR code.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct InviteView {
+    /// The ticket: `shoal join DB TICKET` on the new device.
+    ticket: String,
+    /// The ticket as a QR code, an SVG image.
+    qr_svg: String,
+    /// The group's id.
+    group: String,
+    /// The group's name.
+    name: String,
+    /// The role it gives.
+    role: String,
+    /// When it expires (ms since the epoch).
+    expires_ms: u64,
+    /// How many devices may join with it.
+    uses: u32,
+}
+
+/// Makes an invite to a group; this daemon lets the new device in.
+#[utoipa::path(post, path = "/v1/invites", tag = "groups", request_body = InviteRequest,
+    responses((status = 201, body = InviteView), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub(crate) async fn invite(
+    State(app): State<App>,
+    Body(req): Body<InviteRequest>,
+) -> Result<(StatusCode, Json<InviteView>), ApiError> {
+    let role = match req.role.as_deref().unwrap_or("member") {
+        "reader" => Role::Reader,
+        "member" => Role::Member,
+        "admin" => Role::Admin,
+        r => {
+            return Err(ApiError::bad_request(format!(
+                "role {r:?} is none of reader, member, admin"
+            )));
+        }
+    };
+    let valid = Duration::from_secs(req.valid_s.unwrap_or(86_400).clamp(1, 30 * 86_400));
+    let uses = req.uses.unwrap_or(1).clamp(1, 100);
+    let issued = app.daemon.invite(&req.group, role, valid, uses).await?;
+    let qr_svg = qrcode::QrCode::new(issued.ticket.as_bytes())
+        .map(|code| {
+            code.render::<qrcode::render::svg::Color>()
+                .min_dimensions(256, 256)
+                .build()
+        })
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(InviteView {
+            ticket: issued.ticket,
+            qr_svg,
+            group: issued.group.to_string(),
+            name: issued.name,
+            role: issued.role.as_str().to_owned(),
+            expires_ms: issued.expires_ms,
+            uses: issued.uses,
+        }),
+    ))
+}
