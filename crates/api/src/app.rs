@@ -4,10 +4,12 @@
 use shoal_daemon::Handle;
 
 use crate::key::ApiKey;
+use crate::session::Logins;
 
 #[derive(Clone)]
 pub(crate) struct App {
     pub(crate) daemon: Handle,
     pub(crate) key: ApiKey,
     pub(crate) hosts: Vec<String>,
+    pub(crate) logins: Logins,
 }

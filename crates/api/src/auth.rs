@@ -1,16 +1,18 @@
 //! Who may ask: a request must name this server as its `Host` (so a page on another
 //! site that resolves its own name to 127.0.0.1 gets nothing: DNS rebinding), and
-//! carry the API key as `Authorization: Bearer KEY` or `X-API-Key: KEY`. Only
-//! `/v1/health` needs no key. No CORS header is ever sent, so no other origin reads
-//! an answer.
+//! carry the API key as `Authorization: Bearer KEY` or `X-API-Key: KEY`, or the
+//! page's session cookie, with its CSRF token on every request that changes
+//! something. Only `/v1/health`, the login link and the page's own files need
+//! neither. No CORS header is ever sent, so no other origin reads an answer.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::session;
 
 /// The names a request may give as its `Host` for a server at `addr`.
 pub(crate) fn hosts(addr: std::net::SocketAddr) -> Vec<String> {
@@ -27,7 +29,12 @@ pub(crate) fn hosts(addr: std::net::SocketAddr) -> Vec<String> {
 
 /// Lets a request through, or answers it with why not.
 pub(crate) async fn guard(State(app): State<App>, request: Request, next: Next) -> Response {
-    if let Err(e) = check(&app, request.uri().path(), request.headers()) {
+    if let Err(e) = check(
+        &app,
+        request.method(),
+        request.uri().path(),
+        request.headers(),
+    ) {
         let mut response = e.into_response();
         if response.status() == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -40,7 +47,17 @@ pub(crate) async fn guard(State(app): State<App>, request: Request, next: Next) 
     next.run(request).await
 }
 
-fn check(app: &App, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+/// What needs no key: health, and the page before it has a session.
+const OPEN: [&str; 6] = [
+    "/v1/health",
+    "/",
+    "/app.js",
+    "/style.css",
+    "/favicon.ico",
+    "/login",
+];
+
+fn check(app: &App, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -55,7 +72,7 @@ fn check(app: &App, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
             ),
         ));
     }
-    if path == "/v1/health" {
+    if OPEN.contains(&path) {
         return Ok(());
     }
     let bearer = headers
@@ -64,16 +81,32 @@ fn check(app: &App, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|h| h.strip_prefix("Bearer "));
     let given = bearer.or_else(|| headers.get("x-api-key").and_then(|h| h.to_str().ok()));
     match given {
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this request carries no API key: send it as `Authorization: Bearer KEY` or `X-API-Key: KEY`; `shoal api-key DB` prints it",
-        )),
-        Some(k) if app.key.admits(k.trim()) => Ok(()),
-        Some(_) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the API key is not this daemon's: `shoal api-key DB` prints the current one (a rotated key lets no one in again)",
-        )),
+        Some(k) if app.key.admits(k.trim()) => return Ok(()),
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the API key is not this daemon's: `shoal api-key DB` prints the current one (a rotated key lets no one in again)",
+            ));
+        }
+        None => {}
     }
+    let csrf = session::cookie(headers).and_then(|id| app.logins.csrf(&id));
+    let Some(csrf) = csrf.filter(|_| path != "/v1/login-links") else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this request carries no API key: send it as `Authorization: Bearer KEY` or `X-API-Key: KEY` (`shoal api-key DB` prints it); for the page, open the link `shoal up` printed, or run `shoal open DB`",
+        ));
+    };
+    let safe = *method == Method::GET || *method == Method::HEAD;
+    let sent = headers.get("x-csrf-token").and_then(|h| h.to_str().ok());
+    if !safe && sent.is_none_or(|t| blake3::hash(t.as_bytes()) != blake3::hash(csrf.as_bytes())) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "a change asked for by the page must carry its X-CSRF-Token (GET /v1/session gives it)",
+        ));
+    }
+    Ok(())
 }

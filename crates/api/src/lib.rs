@@ -11,7 +11,9 @@ mod auth;
 mod error;
 mod events;
 mod key;
+mod page;
 mod routes;
+mod session;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -27,6 +29,8 @@ use crate::app::App;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use key::{ApiKey, KeyError};
+pub use page::{LoginLink, SessionView};
+pub use session::{LINK_VALID, Logins};
 
 /// The largest request body taken, in bytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -37,8 +41,8 @@ pub const MAX_BODY: usize = 64 * 1024;
     info(title = "Shoal", description = "A running Shoal daemon: its device, members, log, conflicts and events."),
     paths(
         routes::health, routes::status, routes::peers, routes::groups, routes::members,
-        routes::revoke, routes::sync, routes::log, routes::conflicts, routes::conflict,
-        routes::resolve, routes::invite, events::events,
+        routes::revoke, routes::sync, routes::auto, routes::set_auto, routes::log, routes::conflicts, routes::conflict,
+        routes::resolve, routes::invite, events::events, page::session, page::login_link,
     ),
     modifiers(&Security),
     security(("key" = [])),
@@ -59,14 +63,23 @@ impl utoipa::Modify for Security {
     }
 }
 
-/// The API for `daemon`, answering requests addressed to `addr`, with `key`.
-pub fn router(daemon: Handle, key: ApiKey, addr: SocketAddr) -> Router {
+/// The API and the page for `daemon`, answering requests addressed to `addr` that
+/// carry `key` or a session one of `logins`' links opened.
+pub fn router(daemon: Handle, key: ApiKey, logins: Logins, addr: SocketAddr) -> Router {
     let app = App {
         daemon,
         key,
         hosts: auth::hosts(addr),
+        logins,
     };
     Router::new()
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/style.css", get(page::style))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/login", get(page::login))
+        .route("/v1/session", get(page::session))
+        .route("/v1/login-links", post(page::login_link))
         .route("/v1/health", get(routes::health))
         .route("/v1/status", get(routes::status))
         .route("/v1/peers", get(routes::peers))
@@ -77,6 +90,7 @@ pub fn router(daemon: Handle, key: ApiKey, addr: SocketAddr) -> Router {
             delete(routes::revoke),
         )
         .route("/v1/sync", post(routes::sync))
+        .route("/v1/sync/auto", get(routes::auto).put(routes::set_auto))
         .route("/v1/log", get(routes::log))
         .route("/v1/conflicts", get(routes::conflicts))
         .route("/v1/conflicts/{id}", get(routes::conflict))
@@ -110,15 +124,16 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(Doc::openapi())
 }
 
-/// Serves the API on `listener` until `stop` resolves.
+/// Serves the API and the page on `listener` until `stop` resolves.
 pub async fn serve(
     daemon: Handle,
     key: ApiKey,
+    logins: Logins,
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    axum::serve(listener, router(daemon, key, addr))
+    axum::serve(listener, router(daemon, key, logins, addr))
         .with_graceful_shutdown(stop)
         .await
 }

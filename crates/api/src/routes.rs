@@ -176,6 +176,50 @@ pub(crate) async fn sync(
     ))
 }
 
+/// Whether the daemon syncs by itself (`GET`/`PUT /v1/sync/auto`).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct AutoView {
+    /// Rounds run by themselves. Off, this device dials no one and starts no round;
+    /// members may still sync with it, and `POST /v1/sync` still runs one.
+    on: bool,
+    /// How often, in seconds, it syncs with each member when nothing changed (at
+    /// least 1). Kept as it is when absent.
+    interval_s: Option<u64>,
+}
+
+/// Whether the daemon syncs by itself, and how often.
+#[utoipa::path(get, path = "/v1/sync/auto", tag = "sync",
+    responses((status = 200, body = AutoView), (status = 401, body = ErrorBody)))]
+pub(crate) async fn auto(State(app): State<App>) -> Json<AutoView> {
+    let a = app.daemon.auto_sync();
+    Json(AutoView {
+        on: a.on,
+        interval_s: Some(a.interval.as_secs()),
+    })
+}
+
+/// Turns automatic sync on or off, or changes its interval, until the daemon stops.
+#[utoipa::path(put, path = "/v1/sync/auto", tag = "sync", request_body = AutoView,
+    responses((status = 200, body = AutoView), (status = 400, body = ErrorBody)))]
+pub(crate) async fn set_auto(
+    State(app): State<App>,
+    Body(req): Body<AutoView>,
+) -> Result<Json<AutoView>, ApiError> {
+    let interval = match req.interval_s {
+        Some(s) if s < 1 => return Err(ApiError::bad_request("interval_s must be at least 1")),
+        Some(s) => Duration::from_secs(s.min(7 * 86_400)),
+        None => app.daemon.auto_sync().interval,
+    };
+    let a = app.daemon.set_auto_sync(shoal_daemon::AutoSync {
+        on: req.on,
+        interval,
+    })?;
+    Ok(Json(AutoView {
+        on: a.on,
+        interval_s: Some(a.interval.as_secs()),
+    }))
+}
+
 /// `GET /v1/log`.
 #[derive(Deserialize, IntoParams)]
 pub(crate) struct LogQuery {

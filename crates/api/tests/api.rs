@@ -38,6 +38,7 @@ struct Api {
     base: String,
     key: String,
     http: reqwest::Client,
+    logins: shoal_api::Logins,
 }
 
 impl Api {
@@ -51,16 +52,22 @@ impl Api {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let text = key.as_str().to_owned();
+        let logins = shoal_api::Logins::default();
         tokio::spawn(shoal_api::serve(
             daemon.handle(),
             key,
+            logins.clone(),
             listener,
             std::future::pending(),
         ));
         Api {
             base,
             key: text,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            logins,
         }
     }
 
@@ -171,6 +178,95 @@ async fn every_refusal_is_a_clear_json_error_with_a_fitting_status() {
         (s, code(&body)),
         (StatusCode::NOT_FOUND, "not_found"),
         "{body}"
+    );
+
+    // The page's way in: a login link, once, for a cookie; changes need its token.
+    let (s, body) = api.json(plain.get(url("/login?token=nope"))).await;
+    assert_eq!((s, code(&body)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let token = api.logins.link();
+    let login = plain
+        .get(url(&format!("/login?token={token}")))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().expect("name=value").to_owned();
+    let again = plain
+        .get(url(&format!("/login?token={token}")))
+        .send()
+        .await
+        .expect("again");
+    assert_eq!(
+        again.status(),
+        StatusCode::UNAUTHORIZED,
+        "a link opens once"
+    );
+    let with_cookie = |r: reqwest::RequestBuilder| r.header("cookie", &cookie);
+    let (s, session) = api.json(with_cookie(plain.get(url("/v1/session")))).await;
+    assert_eq!(s, StatusCode::OK, "{session}");
+    let csrf = session["csrf"].as_str().expect("csrf").to_owned();
+    let (s, _) = api.json(with_cookie(plain.get(url("/v1/status")))).await;
+    assert_eq!(s, StatusCode::OK);
+    let off = json!({"on": false});
+    let (s, body) = api
+        .json(with_cookie(plain.put(url("/v1/sync/auto")).json(&off)))
+        .await;
+    assert_eq!((s, code(&body)), (StatusCode::FORBIDDEN, "csrf"));
+    let (s, body) = api
+        .json(with_cookie(plain.put(url("/v1/sync/auto")).json(&off)).header("x-csrf-token", "0"))
+        .await;
+    assert_eq!((s, code(&body)), (StatusCode::FORBIDDEN, "csrf"));
+    let (s, auto) = api
+        .json(with_cookie(plain.put(url("/v1/sync/auto")).json(&off)).header("x-csrf-token", &csrf))
+        .await;
+    assert_eq!((s, &auto["on"]), (StatusCode::OK, &json!(false)), "{auto}");
+    assert!(!daemon.auto_sync().on);
+    let (s, body) = api
+        .json(
+            api.http
+                .put(url("/v1/sync/auto"))
+                .bearer_auth(&api.key)
+                .json(&json!({"on": true, "interval_s": 0})),
+        )
+        .await;
+    assert_eq!((s, code(&body)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (s, body) = api
+        .json(with_cookie(plain.post(url("/v1/login-links"))))
+        .await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthorized"),
+        "the key only"
+    );
+    let (s, link) = api
+        .json(api.http.post(url("/v1/login-links")).bearer_auth(&api.key))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(
+        link["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/login?token="))
+    );
+    let page = plain.get(url("/")).send().await.expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .is_ok_and(|p| p.contains("default-src 'none'"))
+    );
+    assert!(
+        page.text()
+            .await
+            .expect("html")
+            .contains("<title>Shoal</title>")
     );
 
     let (s, doc) = api.json(api.get("/v1/openapi.json")).await;

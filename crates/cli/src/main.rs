@@ -209,6 +209,14 @@ enum Command {
         /// The database file
         db: PathBuf,
     },
+    /// Open the page of this database's running daemon in the browser
+    Open {
+        /// The database file
+        db: PathBuf,
+        /// Print the one-time link instead of opening it
+        #[arg(long)]
+        print: bool,
+    },
     /// Print the key apps send to the HTTP API of this database's daemon
     ApiKey {
         /// The database file
@@ -605,6 +613,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Peers { db, verbose } => up::peers(db, &options()?, *verbose, json)?,
         Command::Events { db } => up::events(db, &options()?, json)?,
         Command::ApiKey { db, rotate } => api::key(db, &options()?, *rotate)?,
+        Command::Open { db, print } => api::open(db, &options()?, *print)?,
         Command::Config { action } => {
             let dir = data_dir(&cli.data_dir)?;
             match action {

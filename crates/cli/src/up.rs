@@ -51,8 +51,12 @@ pub(crate) fn up(
                 status.peers.len(),
                 status.groups.len()
             );
-            if let Some(url) = &api_url {
-                println!("api {url} (its key: `shoal api-key DB`)");
+            if let Some(api) = &api {
+                println!(
+                    "page {} (opens once; `shoal open DB` for another)",
+                    api.login_link()
+                );
+                println!("api http://{}/v1/ (its key: `shoal api-key DB`)", api.addr);
             }
         }
         std::io::stdout().flush()?;

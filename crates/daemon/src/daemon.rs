@@ -27,6 +27,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info};
 
+use crate::auto::AutoSync;
 use crate::config::Config;
 use crate::control;
 use crate::error::DaemonError;
@@ -106,6 +107,17 @@ impl Handle {
     /// Resolves a conflict with a write that goes out to the members at once.
     pub async fn resolve(&self, id: &str, resolution: Resolution) -> Result<Conflict, DaemonError> {
         self.inner.resolve(id.to_owned(), resolution).await
+    }
+
+    /// Whether the daemon syncs by itself, and how often with nothing new.
+    pub fn auto_sync(&self) -> AutoSync {
+        *self.inner.auto.borrow()
+    }
+
+    /// Turns automatic sync on or off, or changes its interval (at least 1 s), until
+    /// the daemon stops.
+    pub fn set_auto_sync(&self, auto: AutoSync) -> Result<AutoSync, DaemonError> {
+        self.inner.set_auto_sync(auto)
     }
 
     /// The newest `limit` commits this device holds.
@@ -193,6 +205,11 @@ impl Daemon {
             config: config.clone(),
             me,
             journal: Arc::new(Journal::new()),
+            auto: watch::channel(AutoSync {
+                on: true,
+                interval: config.sync_interval,
+            })
+            .0,
             peers: Mutex::new(HashMap::new()),
             strangers: Mutex::new(HashMap::new()),
             local: Mutex::new(LocalState::default()),

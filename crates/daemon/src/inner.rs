@@ -13,6 +13,7 @@ use shoal_net::{Node, PeerLink, PeerSpec, SharedStore, with_store};
 use shoal_store::{OpenConflict, system_now_ms};
 use tokio::sync::{Notify, broadcast, watch};
 
+use crate::auto::AutoSync;
 use crate::config::Config;
 use crate::error::DaemonError;
 use crate::event::Event;
@@ -30,6 +31,8 @@ pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) me: DeviceId,
     pub(crate) journal: Arc<Journal>,
+    /// Whether rounds run by themselves; every supervisor follows it.
+    pub(crate) auto: watch::Sender<AutoSync>,
     pub(crate) peers: Mutex<HashMap<DeviceId, Arc<Peer>>>,
     /// Connections from devices not known as members when they came: a device that
     /// was just added may dial before this side has applied its membership. The

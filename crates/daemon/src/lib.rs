@@ -8,6 +8,7 @@
 //! `shoal` commands on a control socket ([`Control`]).
 
 mod addresses;
+mod auto;
 mod backoff;
 mod config;
 #[cfg(unix)]
@@ -33,6 +34,7 @@ mod steer;
 mod supervisor;
 mod watch;
 
+pub use auto::AutoSync;
 pub use backoff::Backoff;
 pub use config::{Config, format_duration, parse_duration};
 #[cfg(unix)]

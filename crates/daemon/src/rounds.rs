@@ -18,6 +18,9 @@ pub(crate) enum Step {
     /// Connected, with nothing owed: wait for a wake-up or a close, or until this
     /// moment, when the periodic round is owed.
     Wait { until: Instant },
+    /// Automatic sync is off: neither dial nor run a round until it is on again
+    /// (members may still dial in, and a sync asked for runs on its own).
+    Paused,
 }
 
 /// What happened since the last step.
@@ -43,7 +46,11 @@ pub(crate) enum Happened {
 pub(crate) struct Rounds<R> {
     backoff: Backoff,
     rng: R,
+    /// Whether rounds run by themselves.
+    on: bool,
     interval: Duration,
+    /// When the last round ended.
+    last_round: Option<Instant>,
     /// When the next dial may start, while no connection is up.
     dial_at: Instant,
     /// When the periodic round is owed on a connection that has had nothing new.
@@ -74,7 +81,9 @@ impl<R: Rng> Rounds<R> {
         Rounds {
             backoff,
             rng,
+            on: true,
             interval,
+            last_round: None,
             dial_at,
             round_at: now,
             owed: true,
@@ -83,7 +92,9 @@ impl<R: Rng> Rounds<R> {
 
     /// What to do at `now`, given whether a connection is up.
     pub(crate) fn next(&self, now: Instant, connected: bool) -> Step {
-        if !connected {
+        if !self.on {
+            Step::Paused
+        } else if !connected {
             Step::Dial { at: self.dial_at }
         } else if self.owed || now >= self.round_at {
             Step::Round
@@ -106,6 +117,7 @@ impl<R: Rng> Rounds<R> {
             }
             Happened::RoundRan => {
                 self.owed = false;
+                self.last_round = Some(now);
                 self.round_at = now + self.interval;
             }
             Happened::RoundFailed | Happened::Closed => {
@@ -113,6 +125,25 @@ impl<R: Rng> Rounds<R> {
                 self.dial_at = now + self.backoff.fail(&mut self.rng);
             }
             Happened::Woken { behind } => self.owed |= behind,
+        }
+    }
+
+    /// Whether rounds run by themselves.
+    pub(crate) fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// Automatic sync turned on or off, or its interval changed. Turned on again, a
+    /// round is owed at once: something may have changed meanwhile.
+    pub(crate) fn set(&mut self, now: Instant, on: bool, interval: Duration) {
+        if on && !self.on {
+            self.owed = true;
+            self.dial_at = self.dial_at.min(now);
+        }
+        self.on = on;
+        self.interval = interval;
+        if let Some(last) = self.last_round {
+            self.round_at = last + interval;
         }
     }
 }
@@ -213,6 +244,41 @@ mod tests {
         let before = r.next(t0, false);
         r.on(t0, Happened::Woken { behind: true });
         assert_eq!(r.next(t0, false), before);
+    }
+
+    #[test]
+    fn paused_nothing_is_dialed_or_run_and_on_again_a_round_is_owed_at_once() {
+        let t0 = Instant::now();
+        let mut r = rounds(t0, false);
+        r.set(t0, false, INTERVAL);
+        assert_eq!(r.next(t0, false), Step::Paused);
+        r.on(t0, Happened::Connected);
+        r.on(t0, Happened::Woken { behind: true });
+        assert_eq!(r.next(t0 + INTERVAL * 3, true), Step::Paused);
+        r.set(t0 + ms(10), true, INTERVAL);
+        assert_eq!(r.next(t0 + ms(10), true), Step::Round);
+        // Off while disconnected and backing off: on again, it dials at once.
+        let mut r = rounds(t0, false);
+        r.on(t0, Happened::DialFailed { started: t0 });
+        r.on(t0, Happened::DialFailed { started: t0 });
+        r.set(t0, false, INTERVAL);
+        r.set(t0 + ms(1), true, INTERVAL);
+        assert_eq!(r.next(t0 + ms(1), false), Step::Dial { at: t0 + ms(1) });
+    }
+
+    #[test]
+    fn a_new_interval_counts_from_the_last_round() {
+        let t0 = Instant::now();
+        let mut r = rounds(t0, false);
+        r.on(t0, Happened::Connected);
+        r.on(t0, Happened::RoundRan);
+        r.set(t0 + ms(100), true, Duration::from_secs(5));
+        assert_eq!(
+            r.next(t0 + ms(100), true),
+            Step::Wait {
+                until: t0 + Duration::from_secs(5)
+            }
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use shoal_core::{DeviceId, GroupId, Role};
 use shoal_net::{InviteTicket, with_store};
 use shoal_store::{CommitSummary, Conflict, Resolution};
 
+use crate::auto::AutoSync;
 use crate::error::DaemonError;
 use crate::inner::Inner;
 
@@ -32,6 +33,19 @@ pub struct IssuedInvite {
 }
 
 impl Inner {
+    /// Turns automatic sync on or off, or changes its interval, until the daemon
+    /// stops (the configuration file is left as it is).
+    pub(crate) fn set_auto_sync(&self, auto: AutoSync) -> Result<AutoSync, DaemonError> {
+        if auto.interval < Duration::from_secs(1) {
+            return Err(DaemonError::Value {
+                key: "interval".into(),
+                reason: "must be at least 1s".into(),
+            });
+        }
+        self.auto.send_replace(auto);
+        Ok(auto)
+    }
+
     /// The conflict records, open ones only unless `all`.
     pub(crate) async fn conflicts(&self, all: bool) -> Result<Vec<Conflict>, DaemonError> {
         Ok(with_store(&self.store, move |s| s.conflicts(all)).await?)

@@ -22,6 +22,7 @@ use shoal_store::system_now_ms;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::auto::AutoSync;
 use crate::backoff::Backoff;
 use crate::error::DaemonError;
 use crate::event::Event;
@@ -71,10 +72,15 @@ impl Inner {
             StdRng::from_os_rng(),
         );
         let mut conns = peer.conn.subscribe();
+        let mut auto = self.auto.subscribe();
         let stopped = self.stopped();
         tokio::pin!(stopped);
         loop {
             conns.borrow_and_update();
+            if auto.has_changed().unwrap_or(false) || auto.borrow().on != rounds.is_on() {
+                let AutoSync { on, interval } = *auto.borrow_and_update();
+                rounds.set(Instant::now(), on, interval);
+            }
             let conn = peer.connection();
             let happened = match (rounds.next(Instant::now(), conn.is_some()), conn) {
                 (Step::Dial { at }, _) => {
@@ -116,6 +122,20 @@ impl Inner {
                         (Ok(()), Some(_)) => Some(Happened::Connected),
                         (Ok(()), None) => Some(Happened::Closed),
                     },
+                    () = &mut stopped => return,
+                },
+                (Step::Paused, conn) => tokio::select! {
+                    r = auto.changed() => if r.is_err() { return } else { None },
+                    r = conns.changed() => match r {
+                        Ok(()) => peer.connection().map(|_| Happened::Connected),
+                        Err(_) => return,
+                    },
+                    closed = async { match &conn { Some(c) => c.closed().await, None => std::future::pending().await } } => {
+                        if let Some(c) = &conn {
+                            self.lost(&peer, c, closed.to_string());
+                        }
+                        Some(Happened::Closed)
+                    }
                     () = &mut stopped => return,
                 },
                 (Step::Round | Step::Wait { .. }, None) => None,

@@ -172,8 +172,8 @@ pub enum StoreError {
     AlreadySettled {
         /// The conflict.
         id: String,
-        /// Resolved or closed.
-        status: crate::ConflictStatus,
+        /// `resolved` or `closed`.
+        status: String,
         /// How it was settled.
         how: String,
     },

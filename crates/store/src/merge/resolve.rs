@@ -33,7 +33,7 @@ pub(crate) fn resolve(
     if matches!(c.status, ConflictStatus::Resolved | ConflictStatus::Closed) {
         return Err(StoreError::AlreadySettled {
             id: c.id.clone(),
-            status: c.status,
+            status: c.status.to_string(),
             how: c.resolution.clone().unwrap_or_default(),
         });
     }
