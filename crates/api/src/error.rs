@@ -59,7 +59,8 @@ impl From<DaemonError> for ApiError {
             DaemonError::Store(s) | DaemonError::Net(shoal_daemon::NetError::Store(s)) => {
                 store_status(s)
             }
-            DaemonError::Remote(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            // Such as no member known to sync with yet.
+            DaemonError::Remote(_) => (StatusCode::CONFLICT, "unavailable"),
             DaemonError::Net(n) if n.is_transient() => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }

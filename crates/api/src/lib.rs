@@ -49,17 +49,68 @@ pub const MAX_BODY: usize = 64 * 1024;
 )]
 pub struct Doc;
 
+/// The key as a security scheme, and the refusals every operation may answer with:
+/// a wrong `Host` (421) and, but for what is open, no key (401); and for those that
+/// take a body, one that is not JSON (400, 415), too large (413) or not of the
+/// right shape (422).
 struct Security;
 
 impl utoipa::Modify for Security {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         doc.components
             .get_or_insert_with(Default::default)
             .add_security_scheme(
                 "key",
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
+        let refusal = |why: &str| {
+            ResponseBuilder::new()
+                .description(why)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let open = path == "/v1/health";
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let r = &mut op.responses.responses;
+                let mut add = |code: &str, why: &str| {
+                    r.entry(code.to_owned())
+                        .or_insert_with(|| refusal(why).into());
+                };
+                add(
+                    "421",
+                    "The request names another host than this server (DNS rebinding)",
+                );
+                if !open {
+                    add("401", "No API key, or not this daemon's");
+                    add(
+                        "403",
+                        "A change asked with the page's session, without its CSRF token",
+                    );
+                }
+                if op.request_body.is_some() {
+                    add("400", "The body is not JSON");
+                    add("413", "The body is larger than 64 KiB");
+                    add("415", "The body is not marked application/json");
+                    add("422", "The body is JSON of another shape");
+                }
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::App;
 use crate::error::{ApiError, ErrorBody};
 use crate::views::{
-    CommitView, ConflictPage, ConflictView, GroupView, Health, MemberView, PeerView,
+    CommitView, ConflictPage, ConflictView, GroupView, Health, Keep, MemberView, PeerView,
     ResolveRequest, StatusView, value_of,
 };
 
@@ -48,7 +48,7 @@ fn rejected(e: JsonRejection) -> ApiError {
 }
 
 /// Whether the daemon answers; needs no key.
-#[utoipa::path(get, path = "/v1/health", tag = "status",
+#[utoipa::path(get, path = "/v1/health", tag = "status", security(()),
     responses((status = 200, body = Health)))]
 pub(crate) async fn health() -> Json<Health> {
     Json(Health {
@@ -146,7 +146,8 @@ pub(crate) struct SyncResult {
 
 /// A round of sync now with every member this device can reach.
 #[utoipa::path(post, path = "/v1/sync", tag = "sync", request_body = SyncRequest,
-    responses((status = 200, body = Vec<SyncResult>), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = Vec<SyncResult>), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
 pub(crate) async fn sync(
     State(app): State<App>,
     Body(req): Body<SyncRequest>,
@@ -321,17 +322,17 @@ pub(crate) async fn conflict(
 #[utoipa::path(post, path = "/v1/conflicts/{id}/resolve", tag = "conflicts",
     params(("id" = String, Path, description = "The conflict's id, or a unique prefix")),
     request_body = ResolveRequest,
-    responses((status = 200, body = ConflictView), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = ConflictView), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn resolve(
     State(app): State<App>,
     Path(id): Path<String>,
     Body(req): Body<ResolveRequest>,
 ) -> Result<Json<ConflictView>, ApiError> {
-    let resolution = match (req.keep.as_deref(), req.set) {
-        (Some("local"), None) => Resolution::Keep(Side::Local),
-        (Some("remote"), None) => Resolution::Keep(Side::Remote),
-        (None, Some(set)) if !set.is_empty() => Resolution::Set(
+    let resolution = match req {
+        ResolveRequest::Keep { keep: Keep::Local } => Resolution::Keep(Side::Local),
+        ResolveRequest::Keep { keep: Keep::Remote } => Resolution::Keep(Side::Remote),
+        ResolveRequest::Set { set } if !set.is_empty() => Resolution::Set(
             set.iter()
                 .map(|(col, v)| {
                     value_of(v).map(|v| (col.clone(), v)).ok_or_else(|| {
@@ -342,9 +343,9 @@ pub(crate) async fn resolve(
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        _ => {
+        ResolveRequest::Set { .. } => {
             return Err(ApiError::bad_request(
-                "say how to resolve it: {\"keep\": \"local\"}, {\"keep\": \"remote\"}, or {\"set\": {\"column\": value}}",
+                "say which values to write: {\"set\": {\"column\": value}}",
             ));
         }
     };

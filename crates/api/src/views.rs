@@ -338,12 +338,30 @@ pub struct ConflictPage {
 
 /// `POST /v1/conflicts/{id}/resolve`: keep one side, or write values.
 #[derive(Serialize, Deserialize, ToSchema)]
-pub struct ResolveRequest {
-    /// `local` or `remote`: keep that side's values.
-    pub keep: Option<String>,
-    /// Or write these values to the disputed columns (the others keep the winner's).
-    #[schema(value_type = Option<Object>)]
-    pub set: Option<BTreeMap<String, serde_json::Value>>,
+#[serde(untagged, deny_unknown_fields)]
+pub enum ResolveRequest {
+    /// Keep one side's values.
+    Keep {
+        /// Which side.
+        keep: Keep,
+    },
+    /// Write these values to the disputed columns (the others keep the winner's):
+    /// numbers, text, null, or `{"blob": HEX}`.
+    Set {
+        /// Column to value.
+        #[schema(value_type = Object)]
+        set: BTreeMap<String, serde_json::Value>,
+    },
+}
+
+/// Which side of a conflict to keep.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// This device's version ("keep mine").
+    Local,
+    /// The other device's version ("keep theirs").
+    Remote,
 }
 
 /// One commit this device holds (`GET /v1/log`).

@@ -158,7 +158,10 @@ async fn every_refusal_is_a_clear_json_error_with_a_fitting_status() {
     let (s, body) = api
         .json(api.post("/v1/conflicts/0123abcd/resolve", json!({"keep": "both"})))
         .await;
-    assert_eq!((s, code(&body)), (StatusCode::BAD_REQUEST, "bad_request"));
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "bad_request")
+    );
     let huge = json!({"set": {"qty": "x".repeat(shoal_api::MAX_BODY)}});
     let (s, body) = api
         .json(api.post("/v1/conflicts/0123abcd/resolve", huge))
