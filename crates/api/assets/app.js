@@ -58,7 +58,7 @@ function shown(v) {
 async function loadStatus() {
   const s = await api("GET", "/v1/status");
   me = s.device;
-  $("device").textContent = `this device ${short(s.device)}`;
+  $("device").textContent = `${s.name ? `${s.name} · ` : ""}this device ${short(s.device)}`;
   $("device").title = s.device;
   const words = { up_to_date: "Up to date", syncing: "Syncing", offline: "Offline" };
   $("state").textContent = `${words[s.sync]} · ${s.peers_connected} of ${s.peers} connected`;

@@ -65,6 +65,7 @@ impl From<DaemonError> for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
             DaemonError::Value { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            DaemonError::NoSuchMember(_) => (StatusCode::NOT_FOUND, "not_found"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, message)

@@ -124,9 +124,12 @@ pub(crate) async fn revoke(
 
 /// `POST /v1/sync`.
 #[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct SyncRequest {
     /// A group's name or id; every group when absent.
     group: Option<String>,
+    /// One member's device id; every member this device can reach when absent.
+    peer: Option<String>,
 }
 
 /// What a round of sync with one member did.
@@ -162,7 +165,15 @@ pub(crate) async fn sync(
         ),
         None => None,
     };
-    let results = app.daemon.sync_now(group, &[]).await?;
+    let results = match req.peer {
+        Some(p) => {
+            let device: DeviceId = p
+                .parse()
+                .map_err(|e: shoal_core::BadId| ApiError::bad_request(e.to_string()))?;
+            app.daemon.sync_with(group, device).await?
+        }
+        None => app.daemon.sync_now(group, &[]).await?,
+    };
     Ok(Json(
         results
             .into_iter()

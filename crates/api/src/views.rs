@@ -35,6 +35,8 @@ pub enum SyncState {
 pub struct StatusView {
     /// This device's id.
     pub device: String,
+    /// What to call it: the machine's name, if it has one.
+    pub name: Option<String>,
     /// Where others reach it (an endpoint ticket).
     pub addr: String,
     /// The daemon's process.
@@ -72,6 +74,7 @@ impl StatusView {
         };
         StatusView {
             device: s.device.to_string(),
+            name: host_name(),
             addr: s.addr,
             pid: s.pid,
             uptime_ms: s.uptime_ms,
@@ -84,6 +87,15 @@ impl StatusView {
             latest_event,
         }
     }
+}
+
+/// The machine's name, as the kernel has it.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
 }
 
 /// One group this device is in.

@@ -323,6 +323,55 @@ async fn a_conflict_resolved_through_the_api_closes_on_the_other_device() {
     }
     let (_, members) = api.json(api.get("/v1/groups/desk/members")).await;
     assert_eq!(members.as_array().map(Vec::len), Some(2), "{members}");
+    let b_id = daemon_b.device().to_string();
+    let (what, deadline) = until("B connected in /v1/peers");
+    loop {
+        let (_, peers) = api.json(api.get("/v1/peers")).await;
+        if peers[0]["device"] == b_id.as_str() && peers[0]["connected"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no {what}: {peers}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, groups) = api.json(api.get("/v1/groups")).await;
+    assert_eq!(groups[0]["name"], "desk", "{groups}");
+    let (s, synced) = api.json(api.post("/v1/sync", json!({}))).await;
+    assert_eq!(s, StatusCode::OK, "{synced}");
+    assert_eq!(synced[0]["peer"], b_id.as_str());
+    assert!(synced[0]["error"].is_null(), "{synced}");
+    let (s, synced) = api
+        .json(api.post("/v1/sync", json!({"peer": b_id, "group": "desk"})))
+        .await;
+    assert_eq!(
+        (s, synced.as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1)),
+        "{synced}"
+    );
+    let (s, body) = api
+        .json(api.post("/v1/sync", json!({"peer": "ab".repeat(32)})))
+        .await;
+    assert_eq!((s, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    let (_, log) = api.json(api.get("/v1/log?limit=2")).await;
+    assert!(
+        log.as_array()
+            .is_some_and(|l| !l.is_empty() && l.len() <= 2),
+        "{log}"
+    );
+    // No other origin may read an answer: nothing says it may.
+    let preflight = api
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/v1/status", api.base))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
 
     // Apart, both edit t1; together again, A finds the conflict.
     daemon_b.shutdown().await;
@@ -419,6 +468,18 @@ async fn a_conflict_resolved_through_the_api_closes_on_the_other_device() {
         "ids not dense: {ids:?}"
     );
     assert!(text.contains("event: conflict_found"), "{text}");
+
+    // Revoked through the API, B is a member no more.
+    let gone = api
+        .http
+        .delete(format!("{}/v1/groups/desk/members/{b_id}", api.base))
+        .bearer_auth(&api.key)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+    let (_, members) = api.json(api.get("/v1/groups/desk/members")).await;
+    assert_eq!(members.as_array().map(Vec::len), Some(1), "{members}");
     daemon_b.shutdown().await;
     daemon_a.shutdown().await;
 }

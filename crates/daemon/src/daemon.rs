@@ -154,7 +154,16 @@ impl Handle {
         group: Option<GroupId>,
         peers: &[PeerSpec],
     ) -> Result<Vec<PeerSync>, DaemonError> {
-        self.inner.sync_now(group, peers).await
+        self.inner.sync_now(group, peers, None).await
+    }
+
+    /// One round now with the member `device`, in `group` or every group both are in.
+    pub async fn sync_with(
+        &self,
+        group: Option<GroupId>,
+        device: DeviceId,
+    ) -> Result<Vec<PeerSync>, DaemonError> {
+        self.inner.sync_now(group, &[], Some(device)).await
     }
 
     /// Joins a group with an invite ticket, then keeps in touch with its members.

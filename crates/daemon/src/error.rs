@@ -41,6 +41,11 @@ pub enum DaemonError {
     /// Talking to a running daemon failed.
     #[error("the daemon did not answer: {0}. If it was killed, start it again with `shoal up`")]
     Control(String),
+    /// A device asked for is no member of any group this device is in.
+    #[error(
+        "device {0} is no member of a group this device is in: `shoal peers DB` lists the members"
+    )]
+    NoSuchMember(shoal_core::DeviceId),
     /// The daemon answered with an error.
     #[error("{0}")]
     Remote(String),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use shoal_core::GroupId;
+use shoal_core::{DeviceId, GroupId};
 use shoal_net::{InviteTicket, JoinSummary, PeerSpec, PeerSync, with_store};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
@@ -18,16 +18,28 @@ use crate::mutex::lock;
 use crate::peer::Peer;
 
 impl Inner {
+    /// A round now with `peers` (or every member this device can reach, or the member
+    /// `only`), in `group` or every group.
     pub(crate) async fn sync_now(
         self: &Arc<Self>,
         group: Option<GroupId>,
         peers: &[PeerSpec],
+        only: Option<DeviceId>,
     ) -> Result<Vec<PeerSync>, DaemonError> {
         self.clone().look(false).await?;
         if !peers.is_empty() {
             return Ok(self.node.sync(group, peers, &|_| {}).await?);
         }
-        let all: Vec<Arc<Peer>> = lock(&self.peers).values().cloned().collect();
+        let all: Vec<Arc<Peer>> = lock(&self.peers)
+            .values()
+            .filter(|p| only.is_none_or(|d| p.device == d))
+            .cloned()
+            .collect();
+        if let Some(d) = only
+            && all.is_empty()
+        {
+            return Err(DaemonError::NoSuchMember(d));
+        }
         let mut out = Vec::new();
         for p in all {
             let wanted = group.is_none_or(|g| lock(&p.state).groups.contains(&g));
@@ -141,7 +153,9 @@ impl control::Answer for Inner {
                     .iter()
                     .map(|p| p.parse::<PeerSpec>())
                     .collect::<Result<Vec<_>, _>>()?;
-                json(serde_json::to_value(self.sync_now(group, &peers).await?))
+                json(serde_json::to_value(
+                    self.sync_now(group, &peers, None).await?,
+                ))
             }
             Request::Join { ticket } => {
                 let ticket: InviteTicket = ticket.parse()?;
