@@ -1,7 +1,9 @@
 //! `GET /v1/events`: the daemon's events as Server-Sent Events. Each carries its
 //! number as its SSE id; a client that reconnects sends the last one it saw as
 //! `Last-Event-ID` (or `?since=`) and gets what it missed, with a `missed` event
-//! first if some are no longer kept. An idle stream sends a comment every 15 s.
+//! first if some are no longer kept (`{"missed": N}`), or if the daemon started
+//! again since (`{"missed": null, "restarted": true}`, then every event kept). An
+//! idle stream sends a comment every 15 s.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -52,17 +54,24 @@ pub(crate) async fn events(
         .transpose()?;
     // Subscribed before the kept events are read, so that nothing falls between.
     let live = BroadcastStream::new(app.daemon.subscribe());
-    let after = header
-        .or(q.since)
-        .unwrap_or_else(|| app.daemon.latest_event());
+    let latest = app.daemon.latest_event();
+    let asked = header.or(q.since);
+    // Numbers start again at 1 when the daemon does: a number past the latest is
+    // from before, and the listener missed whatever happened since.
+    let restarted = asked.is_some_and(|a| a > latest);
+    let after = match asked {
+        Some(a) if a <= latest => a,
+        Some(_) => 0,
+        None => latest,
+    };
     let since = app.daemon.events_since(after);
     let last_kept = since.events.last().map_or(after, |e| e.id);
-    let missed = (since.missed > 0).then(|| {
-        Ok::<_, Infallible>(
-            Sse::default()
-                .event("missed")
-                .data(format!("{{\"missed\":{}}}", since.missed)),
-        )
+    let missed = (since.missed > 0 || restarted).then(|| {
+        Ok::<_, Infallible>(Sse::default().event("missed").data(if restarted {
+            "{\"missed\":null,\"restarted\":true}".to_owned()
+        } else {
+            format!("{{\"missed\":{}}}", since.missed)
+        }))
     });
     let kept = stream::iter(since.events.into_iter().map(|e| Ok(sse(&e))));
     let live = live.filter_map(move |e| async move {

@@ -469,6 +469,29 @@ async fn a_conflict_resolved_through_the_api_closes_on_the_other_device() {
     );
     assert!(text.contains("event: conflict_found"), "{text}");
 
+    // A number past the latest is from before the daemon last started: the stream
+    // says so and gives every event kept.
+    let resp = api
+        .get("/v1/events?since=999999")
+        .send()
+        .await
+        .expect("events");
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    let (what, deadline) = until("a restarted stream");
+    while !text.contains("id: 1\n") {
+        let chunk = tokio::time::timeout_at(deadline.into(), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {what}: {text}"))
+            .expect("more")
+            .expect("bytes");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        text.starts_with("event: missed\ndata: {\"missed\":null,\"restarted\":true}"),
+        "{text}"
+    );
+
     // Revoked through the API, B is a member no more.
     let gone = api
         .http
