@@ -61,9 +61,14 @@ async function loadStatus() {
   $("device").textContent = `${s.name ? `${s.name} · ` : ""}this device ${short(s.device)}`;
   $("device").title = s.device;
   const words = { up_to_date: "Up to date", syncing: "Syncing", offline: "Offline" };
-  $("state").textContent = `${words[s.sync]} · ${s.peers_connected} of ${s.peers} connected`;
+  $("state").textContent = s.sync === "syncing"
+    ? `Syncing · ${s.peers_up_to_date} of ${s.peers} up to date`
+    : `${words[s.sync]} · ${s.peers_connected} of ${s.peers} connected`;
   $("state").className = `badge ${s.sync}`;
   renderGroups(s.groups);
+  $("tables").textContent = s.tables.length
+    ? `Tracked tables: ${s.tables.map((t) => `${t.name} (${t.policy})`).join(", ")}`
+    : "No table is tracked yet: `shoal track DB TABLE`.";
 }
 
 async function loadPeers() {

@@ -62,7 +62,12 @@ pub(crate) async fn health() -> Json<Health> {
     responses((status = 200, body = StatusView), (status = 401, body = ErrorBody)))]
 pub(crate) async fn status(State(app): State<App>) -> Result<Json<StatusView>, ApiError> {
     let status = app.daemon.status().await?;
-    Ok(Json(StatusView::of(status, app.daemon.latest_event())))
+    let tables = app.daemon.tables().await?;
+    Ok(Json(StatusView::of(
+        status,
+        tables,
+        app.daemon.latest_event(),
+    )))
 }
 
 /// Every member, connected or not.
@@ -235,20 +240,36 @@ pub(crate) async fn set_auto(
 /// `GET /v1/log`.
 #[derive(Deserialize, IntoParams)]
 pub(crate) struct LogQuery {
-    /// How many of the newest commits (at most 1000; 100 when absent).
-    limit: Option<usize>,
+    /// Skip this many of the newest (for the next page).
+    offset: Option<u64>,
+    /// At most this many (at most 1000; 100 when absent).
+    limit: Option<u64>,
 }
 
-/// The newest commits this device holds.
+/// A page of the commits this device holds, newest first.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct CommitPage {
+    /// The commits on this page.
+    items: Vec<CommitView>,
+    /// Where the next page starts (`?offset=`), if there may be one.
+    next_offset: Option<u64>,
+}
+
+/// The commits this device holds, newest first, a page at a time.
 #[utoipa::path(get, path = "/v1/log", tag = "sync", params(LogQuery),
-    responses((status = 200, body = Vec<CommitView>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = CommitPage)))]
 pub(crate) async fn log(
     State(app): State<App>,
     Query(q): Query<LogQuery>,
-) -> Result<Json<Vec<CommitView>>, ApiError> {
-    let limit = q.limit.unwrap_or(100).min(1000);
-    let log = app.daemon.log(limit).await?;
-    Ok(Json(log.into_iter().map(CommitView::of).collect()))
+) -> Result<Json<CommitPage>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let offset = q.offset.unwrap_or(0).min(i64::MAX as u64 / 2);
+    let log = app.daemon.log(offset as usize, limit as usize).await?;
+    let next_offset = (log.len() as u64 == limit).then(|| offset + limit);
+    Ok(Json(CommitPage {
+        items: log.into_iter().map(CommitView::of).collect(),
+        next_offset,
+    }))
 }
 
 /// `GET /v1/conflicts`.

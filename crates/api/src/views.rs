@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use shoal_core::Value;
 use shoal_daemon::{DaemonStatus, GroupStatus, PeerStatus};
-use shoal_store::{CommitSummary, Conflict, ConflictStatus, Side};
+use shoal_store::{CommitSummary, Conflict, ConflictStatus, Side, TrackedTable};
 use utoipa::ToSchema;
 
 /// `GET /v1/health`.
@@ -53,14 +53,19 @@ pub struct StatusView {
     pub pending_out: u64,
     /// Commits members hold that this device lacks, as of the last rounds.
     pub pending_in: u64,
+    /// Members connected with nothing pending either way: `syncing n of m` is
+    /// this of `peers`.
+    pub peers_up_to_date: u64,
     /// The groups this device is in.
     pub groups: Vec<GroupView>,
+    /// The tables this device tracks.
+    pub tables: Vec<TableView>,
     /// The number of the latest event (`GET /v1/events?since=` it to follow on).
     pub latest_event: u64,
 }
 
 impl StatusView {
-    pub(crate) fn of(s: DaemonStatus, latest_event: u64) -> StatusView {
+    pub(crate) fn of(s: DaemonStatus, tables: Vec<TrackedTable>, latest_event: u64) -> StatusView {
         let connected = s.peers.iter().filter(|p| p.connected).count() as u64;
         let live = || s.peers.iter().filter(|p| p.connected);
         let pending_out = live().map(|p| p.pending_out).sum();
@@ -83,7 +88,17 @@ impl StatusView {
             peers: s.peers.len() as u64,
             pending_out,
             pending_in,
+            peers_up_to_date: live().filter(|p| p.pending_out + p.pending_in == 0).count() as u64,
             groups: s.groups.into_iter().map(GroupView::of).collect(),
+            tables: tables
+                .into_iter()
+                .map(|t| TableView {
+                    name: t.name,
+                    key_columns: t.key_columns,
+                    columns: t.columns,
+                    policy: t.policy.as_str().to_owned(),
+                })
+                .collect(),
             latest_event,
         }
     }
@@ -96,6 +111,19 @@ fn host_name() -> Option<String> {
         .ok()
         .map(|n| n.trim().to_owned())
         .filter(|n| !n.is_empty())
+}
+
+/// A table this device tracks.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TableView {
+    /// Its name.
+    pub name: String,
+    /// Its primary key's columns.
+    pub key_columns: Vec<String>,
+    /// The other columns synced.
+    pub columns: Vec<String>,
+    /// `review` (conflicts wait for a person) or `lww` (kept for audit only).
+    pub policy: String,
 }
 
 /// One group this device is in.

@@ -128,6 +128,7 @@ async fn every_refusal_is_a_clear_json_error_with_a_fitting_status() {
     assert_eq!(s, StatusCode::OK, "{status}");
     assert_eq!(status["device"], daemon.device().to_string());
     assert_eq!(status["sync"], "offline");
+    assert_eq!(status["tables"][0]["name"], "trades", "{status}");
 
     // A page elsewhere whose name resolves here (DNS rebinding) gets nothing.
     let (s, body) = api
@@ -351,12 +352,13 @@ async fn a_conflict_resolved_through_the_api_closes_on_the_other_device() {
         .json(api.post("/v1/sync", json!({"peer": "ab".repeat(32)})))
         .await;
     assert_eq!((s, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
-    let (_, log) = api.json(api.get("/v1/log?limit=2")).await;
-    assert!(
-        log.as_array()
-            .is_some_and(|l| !l.is_empty() && l.len() <= 2),
-        "{log}"
-    );
+    let (_, first) = api.json(api.get("/v1/log?limit=2")).await;
+    assert_eq!(first["items"].as_array().map(Vec::len), Some(2), "{first}");
+    assert_eq!(first["next_offset"], 2);
+    let (_, next) = api.json(api.get("/v1/log?limit=2&offset=2")).await;
+    assert!(next["items"][0]["hash"].is_string(), "{next}");
+    assert_ne!(next["items"][0]["hash"], first["items"][0]["hash"]);
+    assert_ne!(next["items"][0]["hash"], first["items"][1]["hash"]);
     // No other origin may read an answer: nothing says it may.
     let preflight = api
         .http

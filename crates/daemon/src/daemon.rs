@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use iroh::EndpointAddr;
 use shoal_core::{DeviceId, GroupId, Role};
 use shoal_net::{CloseReason, JoinSummary, Node, NodeConfig, PeerSpec, PeerSync, Relay};
-use shoal_store::{CommitSummary, Conflict, Resolution, Store, StoreError, StoreOptions};
+use shoal_store::{
+    CommitSummary, Conflict, Resolution, Store, StoreError, StoreOptions, TrackedTable,
+};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info};
@@ -120,9 +122,18 @@ impl Handle {
         self.inner.set_auto_sync(auto)
     }
 
-    /// The newest `limit` commits this device holds.
-    pub async fn log(&self, limit: usize) -> Result<Vec<CommitSummary>, DaemonError> {
-        self.inner.log(limit).await
+    /// `limit` commits this device holds, newest first, after the `offset` newest.
+    pub async fn log(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<CommitSummary>, DaemonError> {
+        self.inner.log(offset, limit).await
+    }
+
+    /// The tables this device tracks.
+    pub async fn tables(&self) -> Result<Vec<TrackedTable>, DaemonError> {
+        self.inner.tables().await
     }
 
     /// An invite to `group` (name or id) for `uses` devices as `role`, valid for

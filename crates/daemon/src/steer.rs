@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoal_core::{DeviceId, GroupId, Role};
 use shoal_net::{InviteTicket, with_store};
-use shoal_store::{CommitSummary, Conflict, Resolution};
+use shoal_store::{CommitSummary, Conflict, Resolution, TrackedTable};
 
 use crate::auto::AutoSync;
 use crate::error::DaemonError;
@@ -67,9 +67,21 @@ impl Inner {
         Ok(resolved)
     }
 
-    /// The newest `limit` commits this device holds.
-    pub(crate) async fn log(&self, limit: usize) -> Result<Vec<CommitSummary>, DaemonError> {
-        Ok(with_store(&self.store, move |s| s.log(limit)).await?)
+    /// `limit` commits this device holds, newest first, after the `offset` newest.
+    pub(crate) async fn log(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<CommitSummary>, DaemonError> {
+        Ok(with_store(&self.store, move |s| s.log_page(offset, limit)).await?)
+    }
+
+    /// The tables this device tracks.
+    pub(crate) async fn tables(&self) -> Result<Vec<TrackedTable>, DaemonError> {
+        Ok(with_store(&self.store, |s| {
+            Ok(s.tables()?.into_iter().filter(|t| t.tracked).collect())
+        })
+        .await?)
     }
 
     /// An invite to `group` (by name or id) for `uses` devices as `role`, valid for

@@ -641,7 +641,12 @@ impl Store {
 
     /// The newest `limit` commits held.
     pub fn log(&self, limit: usize) -> Result<Vec<CommitSummary>> {
-        status::log(&self.conn, limit)
+        status::log(&self.conn, 0, limit)
+    }
+
+    /// `limit` commits held, newest first, after skipping the `offset` newest.
+    pub fn log_page(&self, offset: usize, limit: usize) -> Result<Vec<CommitSummary>> {
+        status::log(&self.conn, offset, limit)
     }
 
     /// Runs `f` in an immediate transaction, so that writers in other processes wait

@@ -288,13 +288,13 @@ fn vv(conn: &Connection, group: &GroupId) -> Result<Vec<(String, u64)>> {
         .collect())
 }
 
-pub(crate) fn log(conn: &Connection, limit: usize) -> Result<Vec<CommitSummary>> {
+pub(crate) fn log(conn: &Connection, offset: usize, limit: usize) -> Result<Vec<CommitSummary>> {
     let mut stmt = conn.prepare(
         "SELECT a.device, c.seq, c.hlc, c.changes, c.state, c.hash, coalesce(g.name, 'local') FROM shoal_commits c
          JOIN shoal_authors a ON a.id = c.author LEFT JOIN shoal_groups g ON g.id = c.grp
-         ORDER BY c.hlc DESC, a.device LIMIT ?1",
+         ORDER BY c.hlc DESC, a.device, c.seq DESC LIMIT ?1 OFFSET ?2",
     )?;
-    let rows = stmt.query_map([limit as i64], |row| {
+    let rows = stmt.query_map([limit as i64, offset as i64], |row| {
         let device: Vec<u8> = row.get(0)?;
         let hash: Vec<u8> = row.get(5)?;
         Ok(CommitSummary {

@@ -61,7 +61,8 @@ impl Policy {
         }
     }
 
-    pub(crate) fn as_str(self) -> &'static str {
+    /// Its name, as `shoal track --policy` takes it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Policy::Lww => "lww",
             Policy::Review => "review",
