@@ -12,4 +12,9 @@ pub(crate) struct App {
     pub(crate) key: ApiKey,
     pub(crate) hosts: Vec<String>,
     pub(crate) logins: Logins,
+    /// Room for the event streams open at once.
+    pub(crate) streams: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// How many event streams may be open at once.
+pub(crate) const STREAMS: usize = 64;

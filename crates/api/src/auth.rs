@@ -78,7 +78,9 @@ fn check(app: &App, method: &Method, path: &str, headers: &HeaderMap) -> Result<
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "));
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key);
     let given = bearer.or_else(|| headers.get("x-api-key").and_then(|h| h.to_str().ok()));
     match given {
         Some(k) if app.key.admits(k.trim()) => return Ok(()),

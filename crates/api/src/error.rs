@@ -27,8 +27,9 @@ pub struct ErrorBody {
 /// One error.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// A stable name for the kind of error: `unauthorized`, `bad_host`, `not_found`,
-    /// `bad_request`, `conflict`, `forbidden`, `too_large`, `unavailable`, `internal`.
+    /// A stable name for the kind of error: `unauthorized`, `bad_host`, `csrf`,
+    /// `not_found`, `bad_request`, `conflict`, `forbidden`, `too_large`, `busy`,
+    /// `unavailable`, `internal`.
     pub code: String,
     /// What went wrong and what to do, for a person.
     pub message: String,

@@ -8,8 +8,8 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
@@ -21,12 +21,14 @@ use utoipa::IntoParams;
 
 use crate::app::App;
 use crate::error::{ApiError, ErrorBody};
+use crate::routes::Params;
 
 /// How often an idle stream says it is still there.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// `GET /v1/events`.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
     /// Start after this event (as `Last-Event-ID` does; the header wins). Without
     /// either, the stream starts with the next event.
@@ -37,10 +39,10 @@ pub(crate) struct EventsQuery {
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
     responses(
         (status = 200, description = "Server-Sent Events: `event:` the kind, `id:` its number, `data:` the event as JSON", content_type = "text/event-stream", body = String),
-        (status = 400, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub(crate) async fn events(
     State(app): State<App>,
-    Query(q): Query<EventsQuery>,
+    Params(q): Params<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let header = headers
@@ -52,6 +54,16 @@ pub(crate) async fn events(
                 .ok_or_else(|| ApiError::bad_request("Last-Event-ID is not an event number"))
         })
         .transpose()?;
+    let Ok(room) = app.streams.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            format!(
+                "{} event streams are open already: close one, or follow the events from one",
+                crate::app::STREAMS
+            ),
+        ));
+    };
     // Subscribed before the kept events are read, so that nothing falls between.
     let live = BroadcastStream::new(app.daemon.subscribe());
     let latest = app.daemon.latest_event();
@@ -84,7 +96,10 @@ pub(crate) async fn events(
         }
     });
     let all: std::pin::Pin<Box<dyn Stream<Item = Result<Sse, Infallible>> + Send>> =
-        Box::pin(stream::iter(missed).chain(kept).chain(live));
+        Box::pin(stream::iter(missed).chain(kept).chain(live).map(move |e| {
+            let _held = &room;
+            e
+        }));
     Ok(axum::response::Sse::new(all)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT))
         .into_response())

@@ -45,25 +45,34 @@ pub const MAX_BODY: usize = 64 * 1024;
         routes::resolve, routes::invite, events::events, page::session, page::login_link,
     ),
     modifiers(&Security),
-    security(("key" = [])),
+    security(("key" = []), ("api_key" = [])),
 )]
 pub struct Doc;
 
 /// The key as a security scheme, and the refusals every operation may answer with:
-/// a wrong `Host` (421) and, but for what is open, no key (401); and for those that
-/// take a body, one that is not JSON (400, 415), too large (413) or not of the
+/// a wrong `Host` (421) and, but for what is open, no key (401) or no CSRF token
+/// (403); for those with parameters, one that does not parse (400); and for those
+/// that take a body, one that is not JSON (400, 415), too large (413) or not of the
 /// right shape (422).
 struct Security;
 
 impl utoipa::Modify for Security {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
         use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         doc.components
             .get_or_insert_with(Default::default)
             .add_security_scheme(
                 "key",
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "api_key",
+                SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
             );
         let refusal = |why: &str| {
             ResponseBuilder::new()
@@ -103,6 +112,9 @@ impl utoipa::Modify for Security {
                         "A change asked with the page's session, without its CSRF token",
                     );
                 }
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    add("400", "A parameter in the path or the query string does not parse");
+                }
                 if op.request_body.is_some() {
                     add("400", "The body is not JSON");
                     add("413", "The body is larger than 64 KiB");
@@ -122,6 +134,7 @@ pub fn router(daemon: Handle, key: ApiKey, logins: Logins, addr: SocketAddr) -> 
         key,
         hosts: auth::hosts(addr),
         logins,
+        streams: std::sync::Arc::new(tokio::sync::Semaphore::new(app::STREAMS)),
     };
     Router::new()
         .route("/", get(page::index))

@@ -2,7 +2,7 @@
 //! network), and the way it logs in.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use crate::app::App;
 use crate::error::{ApiError, ErrorBody};
+use crate::routes::Params;
 use crate::session::{self, COOKIE, LINK_VALID};
 
 const INDEX: &str = include_str!("../assets/index.html");
@@ -60,7 +61,7 @@ pub(crate) struct LoginQuery {
 /// page.
 pub(crate) async fn login(
     State(app): State<App>,
-    Query(q): Query<LoginQuery>,
+    Params(q): Params<LoginQuery>,
 ) -> Result<Response, ApiError> {
     let Some(id) = app.logins.redeem(&q.token) else {
         return Err(ApiError::new(

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shoal_core::{DeviceId, Role};
@@ -30,6 +31,40 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
             Err(e) => Err(rejected(e)),
+        }
+    }
+}
+
+/// A query string, refused with the API's error shape when it does not parse.
+pub(crate) struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Params(v)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "the query string is refused: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// A path's parameters, refused with the API's error shape when they do not parse.
+pub(crate) struct Segments<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Segments<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Segments(v)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "the path is refused: {}",
+                e.body_text()
+            ))),
         }
     }
 }
@@ -86,14 +121,38 @@ pub(crate) async fn groups(State(app): State<App>) -> Result<Json<Vec<GroupView>
     Ok(Json(status.groups.into_iter().map(GroupView::of).collect()))
 }
 
+/// The group named `which`, or whose id `which` is a unique prefix of (at least
+/// four hex digits).
 async fn group(app: &App, which: &str) -> Result<GroupView, ApiError> {
     let status = app.daemon.status().await?;
-    status
-        .groups
-        .into_iter()
-        .map(GroupView::of)
-        .find(|g| g.name == which || g.id.starts_with(&which.to_ascii_lowercase()))
-        .ok_or_else(|| ApiError::not_found(format!("this device is in no group {which:?}")))
+    let mut groups: Vec<GroupView> = status.groups.into_iter().map(GroupView::of).collect();
+    if let Some(i) = groups.iter().position(|g| g.name == which) {
+        return Ok(groups.swap_remove(i));
+    }
+    let prefix = which.to_ascii_lowercase();
+    let hex = prefix.len() >= 4 && prefix.bytes().all(|b| b.is_ascii_hexdigit());
+    groups.retain(|g| hex && g.id.starts_with(&prefix));
+    match groups.len() {
+        1 => Ok(groups.remove(0)),
+        0 => Err(ApiError::not_found(format!(
+            "this device is in no group {which:?}"
+        ))),
+        n => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_request",
+            format!("{n} groups' ids start with {which:?}: give more of the id, or the name"),
+        )),
+    }
+}
+
+/// A conflict id, or a prefix of one: hex digits only.
+fn conflict_id(id: &str) -> Result<&str, ApiError> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::not_found(format!(
+            "no conflict has the id {id:?}"
+        )));
+    }
+    Ok(id)
 }
 
 /// One group's members.
@@ -102,7 +161,7 @@ async fn group(app: &App, which: &str) -> Result<GroupView, ApiError> {
     responses((status = 200, body = Vec<MemberView>), (status = 404, body = ErrorBody)))]
 pub(crate) async fn members(
     State(app): State<App>,
-    Path(which): Path<String>,
+    Segments(which): Segments<String>,
 ) -> Result<Json<Vec<MemberView>>, ApiError> {
     Ok(Json(group(&app, &which).await?.members))
 }
@@ -111,15 +170,21 @@ pub(crate) async fn members(
 #[utoipa::path(delete, path = "/v1/groups/{group}/members/{device}", tag = "groups",
     params(("group" = String, Path, description = "The group's name or id"),
            ("device" = String, Path, description = "The device's id")),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn revoke(
     State(app): State<App>,
-    Path((which, device)): Path<(String, String)>,
+    Segments((which, device)): Segments<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let g = group(&app, &which).await?;
     let device: DeviceId = device
         .parse()
         .map_err(|e: shoal_core::BadId| ApiError::bad_request(e.to_string()))?;
+    if device == app.daemon.device() {
+        return Err(ApiError::bad_request(
+            "this device cannot revoke itself: another admin of the group can",
+        ));
+    }
     let id =
         g.id.parse()
             .map_err(|e: shoal_core::BadId| ApiError::bad_request(e.to_string()))?;
@@ -239,6 +304,7 @@ pub(crate) async fn set_auto(
 
 /// `GET /v1/log`.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LogQuery {
     /// Skip this many of the newest (for the next page).
     offset: Option<u64>,
@@ -260,7 +326,7 @@ pub(crate) struct CommitPage {
     responses((status = 200, body = CommitPage)))]
 pub(crate) async fn log(
     State(app): State<App>,
-    Query(q): Query<LogQuery>,
+    Params(q): Params<LogQuery>,
 ) -> Result<Json<CommitPage>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let offset = q.offset.unwrap_or(0).min(i64::MAX as u64 / 2);
@@ -274,6 +340,7 @@ pub(crate) async fn log(
 
 /// `GET /v1/conflicts`.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ConflictQuery {
     /// Only this table's.
     table: Option<String>,
@@ -291,7 +358,7 @@ pub(crate) struct ConflictQuery {
     responses((status = 200, body = ConflictPage), (status = 400, body = ErrorBody)))]
 pub(crate) async fn conflicts(
     State(app): State<App>,
-    Query(q): Query<ConflictQuery>,
+    Params(q): Params<ConflictQuery>,
 ) -> Result<Json<ConflictPage>, ApiError> {
     let status = q.status.as_deref().unwrap_or("open");
     if !["open", "all", "pending", "auto", "resolved", "closed"].contains(&status) {
@@ -344,9 +411,11 @@ pub(crate) async fn conflicts(
     responses((status = 200, body = ConflictView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn conflict(
     State(app): State<App>,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
 ) -> Result<Json<ConflictView>, ApiError> {
-    Ok(Json(ConflictView::of(app.daemon.conflict(&id).await?)))
+    Ok(Json(ConflictView::of(
+        app.daemon.conflict(conflict_id(&id)?).await?,
+    )))
 }
 
 /// Resolves a conflict: keep one side, or write values. The resolution is a write
@@ -358,9 +427,10 @@ pub(crate) async fn conflict(
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn resolve(
     State(app): State<App>,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
     Body(req): Body<ResolveRequest>,
 ) -> Result<Json<ConflictView>, ApiError> {
+    let id = conflict_id(&id)?.to_owned();
     let resolution = match req {
         ResolveRequest::Keep { keep: Keep::Local } => Resolution::Keep(Side::Local),
         ResolveRequest::Keep { keep: Keep::Remote } => Resolution::Keep(Side::Remote),

@@ -350,11 +350,9 @@ pub(crate) fn json_of(v: &Value) -> serde_json::Value {
 pub(crate) fn value_of(v: &serde_json::Value) -> Option<Value> {
     Some(match v {
         serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(b) => Value::Integer(i64::from(*b)),
-        serde_json::Value::Number(n) => match n.as_i64() {
-            Some(i) => Value::Integer(i),
-            None => Value::Real(n.as_f64()?),
-        },
+        // An integer past 64 bits would come back as another number.
+        serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => Value::Integer(n.as_i64()?),
+        serde_json::Value::Number(n) => Value::Real(n.as_f64()?),
         serde_json::Value::String(s) => Value::Text(s.as_bytes().to_vec()),
         serde_json::Value::Object(o) if o.len() == 1 => {
             Value::Blob(hex::decode(o.get("blob")?.as_str()?).ok()?)

@@ -171,6 +171,64 @@ async fn every_refusal_is_a_clear_json_error_with_a_fitting_status() {
         (s, code(&body)),
         (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
     );
+    let big = json!({"set": {"qty": 18446744073709551615u64}});
+    let (s, body) = api
+        .json(api.post("/v1/conflicts/0123abcd/resolve", big))
+        .await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "{body}"
+    );
+    let (s, body) = api.json(api.get("/v1/conflicts/%25")).await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "only hex"
+    );
+    let (s, body) = api.json(api.get("/v1/conflicts?limit=-1")).await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "{body}"
+    );
+    let (s, body) = api.json(api.get("/v1/groups//members")).await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{body}"
+    );
+    let (s, _) = api
+        .json(
+            plain
+                .get(url("/v1/status"))
+                .header("authorization", format!("bearer {}", api.key)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "the scheme's case does not matter");
+    // Event streams are counted: past the limit, a clear refusal; one closed makes room.
+    let mut open = Vec::new();
+    loop {
+        let r = api.get("/v1/events").send().await.expect("stream");
+        if r.status() != StatusCode::OK {
+            assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(code(&r.json().await.expect("json")), "busy");
+            break;
+        }
+        open.push(r);
+        assert!(open.len() <= 64, "no limit on event streams");
+    }
+    assert_eq!(open.len(), 64);
+    drop(open.pop());
+    let (what, deadline) = (
+        "room for a stream".to_owned(),
+        Instant::now() + Duration::from_secs(10),
+    );
+    while api.get("/v1/events").send().await.expect("stream").status() != StatusCode::OK {
+        assert!(Instant::now() < deadline, "no {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(open);
     let (s, body) = api.json(api.get("/v1/no-such-thing")).await;
     assert_eq!((s, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
     let (s, body) = api.json(api.get("/v1/conflicts?status=maybe")).await;
@@ -493,6 +551,17 @@ async fn a_conflict_resolved_through_the_api_closes_on_the_other_device() {
         text.starts_with("event: missed\ndata: {\"missed\":null,\"restarted\":true}"),
         "{text}"
     );
+
+    // This device does not revoke itself.
+    let me = daemon_a.device().to_string();
+    let own = api
+        .http
+        .delete(format!("{}/v1/groups/desk/members/{me}", api.base))
+        .bearer_auth(&api.key)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(own.status(), StatusCode::BAD_REQUEST);
 
     // Revoked through the API, B is a member no more.
     let gone = api
