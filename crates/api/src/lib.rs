@@ -113,7 +113,10 @@ impl utoipa::Modify for Security {
                     );
                 }
                 if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
-                    add("400", "A parameter in the path or the query string does not parse");
+                    add(
+                        "400",
+                        "A parameter in the path or the query string does not parse",
+                    );
                 }
                 if op.request_body.is_some() {
                     add("400", "The body is not JSON");
