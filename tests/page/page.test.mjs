@@ -1,7 +1,8 @@
 // The page in a real browser against two real daemons: both devices connected, a
-// write made by Python on the other device in the event feed, and a conflict made by
+// write made by Python on the other device in the event feed, a conflict made by
 // offline edits shown side by side and resolved with "Keep theirs", which the other
-// device's database then holds. Screenshots go to shots/ (not committed).
+// device's database then holds, the keyboard, an invite made on the page that a third
+// device joins with, and its revocation. Screenshots go to shots/ (not committed).
 //
 // Run by .ci/run after the build: node tests/page/page.test.mjs (SHOAL_BIN names the
 // binary; target/debug/shoal by default).
@@ -169,6 +170,34 @@ try {
   const back = page.waitForResponse((r) => r.url().endsWith("/v1/sync/auto") && r.request().method() === "PUT");
   await page.keyboard.press("Space");
   if ((await (await back).json()).on !== true) throw new Error("the switch did not turn auto-sync on again");
+  // An invite made on the page lets a third device in, and the page revokes it.
+  await page.click("#group-list button:has-text('Invite a device')");
+  await page.selectOption("#invite-role", "reader");
+  await page.click("#invite-make");
+  await page.waitForSelector("#invite-out:not([hidden])");
+  const pageTicket = await page.inputValue("#invite-ticket");
+  if (!pageTicket.startsWith("shoalinvite")) throw new Error(`the dialog shows no ticket: ${pageTicket}`);
+  if (!(await page.getAttribute("#invite-qr", "src")).startsWith("data:image/svg+xml")) throw new Error("no QR code");
+  await page.screenshot({ path: join(shots, "invite.png"), fullPage: true });
+  await page.click("#invite-dialog button.close");
+  python("c", "CREATE TABLE todo (id TEXT PRIMARY KEY, title TEXT, done INTEGER);");
+  shoal("init", db("c"));
+  shoal("track", db("c"), "todo");
+  shoal("join", db("c"), pageTicket);
+  const cId = JSON.parse(shoal("status", db("c"), "--json")).device;
+  const revokeC = `#group-list button[aria-label="Revoke ${cId.slice(0, 10)}"]`;
+  await page.waitForSelector(revokeC);
+  if (!(await page.textContent("#group-list")).includes("reader")) throw new Error("C is not shown as a reader");
+  await page.click(revokeC);
+  await page.waitForSelector("#revoke-dialog[open]");
+  await page.click("#revoke-yes");
+  await page.waitForSelector(revokeC, { state: "detached" });
+  const members = JSON.parse(shoal("group", db("a"), "show", "home", "--json")).members;
+  const c = members.find((m) => m.device === cId);
+  if (!c || c.role !== null) {
+    throw new Error(`A's group still counts C as a member: ${JSON.stringify(members)}`);
+  }
+
   // A phone-sized window.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.screenshot({ path: join(shots, "phone.png"), fullPage: true });

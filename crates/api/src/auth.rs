@@ -3,10 +3,11 @@
 //! carry the API key as `Authorization: Bearer KEY` or `X-API-Key: KEY`, or the
 //! page's session cookie, with its CSRF token on every request that changes
 //! something. Only `/v1/health`, the login link and the page's own files need
-//! neither. No CORS header is ever sent, so no other origin reads an answer.
+//! neither. No CORS header is ever sent, so no other origin reads an answer. The
+//! server speaks HTTP/1.1 only (no `:authority` to weigh against `Host`).
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -29,12 +30,7 @@ pub(crate) fn hosts(addr: std::net::SocketAddr) -> Vec<String> {
 
 /// Lets a request through, or answers it with why not.
 pub(crate) async fn guard(State(app): State<App>, request: Request, next: Next) -> Response {
-    if let Err(e) = check(
-        &app,
-        request.method(),
-        request.uri().path(),
-        request.headers(),
-    ) {
+    if let Err(e) = check(&app, request.method(), request.uri(), request.headers()) {
         let mut response = e.into_response();
         if response.status() == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -57,11 +53,31 @@ const OPEN: [&str; 6] = [
     "/login",
 ];
 
-fn check(app: &App, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
+/// The host a request is addressed to: its `Host`, which must be given once, and
+/// the authority of a request line in absolute form (`GET http://HOST/…`), which
+/// must agree with it; `None` when there is no `Host`, more than one, or they
+/// disagree.
+fn addressed_to<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    let mut given = headers.get_all(header::HOST).iter();
+    let (Some(host), None) = (given.next(), given.next()) else {
+        return None;
+    };
+    let host = host.to_str().ok()?;
+    match uri.authority() {
+        Some(a) if !a.as_str().eq_ignore_ascii_case(host) => None,
+        _ => Some(host),
+    }
+}
+
+fn check(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
+    let path = uri.path();
+    let Some(host) = addressed_to(uri, headers) else {
+        return Err(ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "bad_host",
+            "the request must name its host once, in one Host header (and the same in its URL, if that is absolute)",
+        ));
+    };
     if !app.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
         return Err(ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,

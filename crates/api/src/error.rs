@@ -65,7 +65,9 @@ impl From<DaemonError> for ApiError {
             DaemonError::Net(n) if n.is_transient() => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
-            DaemonError::Value { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            DaemonError::Value { .. } | DaemonError::OwnDevice(_) => {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            }
             DaemonError::NoSuchMember(_) => (StatusCode::NOT_FOUND, "not_found"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -81,6 +83,9 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
         StoreError::AlreadySettled { .. } => (StatusCode::CONFLICT, "conflict"),
         StoreError::NotAdmin { .. } => (StatusCode::FORBIDDEN, "forbidden"),
         StoreError::AmbiguousGroup { .. }
+        | StoreError::AmbiguousConflict { .. }
+        | StoreError::RevokingItself { .. }
+        | StoreError::LastAdmin { .. }
         | StoreError::CannotResolve { .. }
         | StoreError::NoSuchColumn { .. }
         | StoreError::NotAMember { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "bad_request"),

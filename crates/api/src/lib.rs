@@ -11,6 +11,7 @@ mod auth;
 mod error;
 mod events;
 mod key;
+mod listen;
 mod page;
 mod routes;
 mod session;
@@ -29,6 +30,7 @@ use crate::app::App;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use key::{ApiKey, KeyError};
+pub use listen::Limits;
 pub use page::{LoginLink, SessionView};
 pub use session::{LINK_VALID, Logins};
 
@@ -191,16 +193,16 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(Doc::openapi())
 }
 
-/// Serves the API and the page on `listener` until `stop` resolves.
+/// Serves the API and the page on `listener`, within `limits`, until `stop`
+/// resolves.
 pub async fn serve(
     daemon: Handle,
     key: ApiKey,
     logins: Logins,
     listener: tokio::net::TcpListener,
+    limits: Limits,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    axum::serve(listener, router(daemon, key, logins, addr))
-        .with_graceful_shutdown(stop)
-        .await
+    listen::serve(listener, router(daemon, key, logins, addr), limits, stop).await
 }

@@ -1,6 +1,5 @@
 //! The handlers of `/v1`: each asks the daemon's handle and answers with a view.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
@@ -11,7 +10,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shoal_core::{DeviceId, Role};
-use shoal_store::{Resolution, Side};
+use shoal_store::{ConflictStatus, InboxFilter, InboxQuery, Resolution, Side};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::App;
@@ -145,16 +144,6 @@ async fn group(app: &App, which: &str) -> Result<GroupView, ApiError> {
     }
 }
 
-/// A conflict id, or a prefix of one: hex digits only.
-fn conflict_id(id: &str) -> Result<&str, ApiError> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::not_found(format!(
-            "no conflict has the id {id:?}"
-        )));
-    }
-    Ok(id)
-}
-
 /// One group's members.
 #[utoipa::path(get, path = "/v1/groups/{group}/members", tag = "groups",
     params(("group" = String, Path, description = "The group's name or id")),
@@ -180,11 +169,6 @@ pub(crate) async fn revoke(
     let device: DeviceId = device
         .parse()
         .map_err(|e: shoal_core::BadId| ApiError::bad_request(e.to_string()))?;
-    if device == app.daemon.device() {
-        return Err(ApiError::bad_request(
-            "this device cannot revoke itself: another admin of the group can",
-        ));
-    }
     let id =
         g.id.parse()
             .map_err(|e: shoal_core::BadId| ApiError::bad_request(e.to_string()))?;
@@ -260,6 +244,7 @@ pub(crate) async fn sync(
 
 /// Whether the daemon syncs by itself (`GET`/`PUT /v1/sync/auto`).
 #[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct AutoView {
     /// Rounds run by themselves. Off, this device dials no one and starts no round;
     /// members may still sync with it, and `POST /v1/sync` still runs one.
@@ -280,7 +265,8 @@ pub(crate) async fn auto(State(app): State<App>) -> Json<AutoView> {
     })
 }
 
-/// Turns automatic sync on or off, or changes its interval, until the daemon stops.
+/// Turns automatic sync on or off, or changes its interval; the setting outlasts a
+/// restart of the daemon.
 #[utoipa::path(put, path = "/v1/sync/auto", tag = "sync", request_body = AutoView,
     responses((status = 200, body = AutoView), (status = 400, body = ErrorBody)))]
 pub(crate) async fn set_auto(
@@ -288,8 +274,7 @@ pub(crate) async fn set_auto(
     Body(req): Body<AutoView>,
 ) -> Result<Json<AutoView>, ApiError> {
     let interval = match req.interval_s {
-        Some(s) if s < 1 => return Err(ApiError::bad_request("interval_s must be at least 1")),
-        Some(s) => Duration::from_secs(s.min(7 * 86_400)),
+        Some(s) => Duration::from_secs(within("interval_s", s, 1, 7 * 86_400)?),
         None => app.daemon.auto_sync().interval,
     };
     let a = app.daemon.set_auto_sync(shoal_daemon::AutoSync {
@@ -328,8 +313,8 @@ pub(crate) async fn log(
     State(app): State<App>,
     Params(q): Params<LogQuery>,
 ) -> Result<Json<CommitPage>, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let offset = q.offset.unwrap_or(0).min(i64::MAX as u64 / 2);
+    let limit = within("limit", q.limit.unwrap_or(100), 1, 1000)?;
+    let offset = within("offset", q.offset.unwrap_or(0), 0, i64::MAX as u64 / 2)?;
     let log = app.daemon.log(offset as usize, limit as usize).await?;
     let next_offset = (log.len() as u64 == limit).then(|| offset + limit);
     Ok(Json(CommitPage {
@@ -360,49 +345,49 @@ pub(crate) async fn conflicts(
     State(app): State<App>,
     Params(q): Params<ConflictQuery>,
 ) -> Result<Json<ConflictPage>, ApiError> {
-    let status = q.status.as_deref().unwrap_or("open");
-    if !["open", "all", "pending", "auto", "resolved", "closed"].contains(&status) {
-        return Err(ApiError::bad_request(format!(
-            "status {status:?} is none of open, all, pending, auto, resolved, closed"
-        )));
-    }
-    let all = app
-        .daemon
-        .conflicts(status != "open" && status != "pending" && status != "auto")
-        .await?;
-    let views: Vec<ConflictView> = all.into_iter().map(ConflictView::of).collect();
-    let mut by_table = BTreeMap::new();
-    for c in views.iter().filter(|c| c.is_open()) {
-        *by_table.entry(c.table.clone()).or_insert(0) += 1;
-    }
-    let matching: Vec<ConflictView> = views
-        .into_iter()
-        .filter(|c| {
-            q.table
-                .as_ref()
-                .is_none_or(|t| t.eq_ignore_ascii_case(&c.table))
-        })
-        .filter(|c| match status {
-            "open" => c.is_open(),
-            "all" => true,
-            s => c.status == s,
-        })
-        .collect();
-    let total = matching.len() as u64;
+    let filter = match q.status.as_deref().unwrap_or("open") {
+        "open" => InboxFilter::Open,
+        "all" => InboxFilter::All,
+        "pending" => InboxFilter::Only(ConflictStatus::Pending),
+        "auto" => InboxFilter::Only(ConflictStatus::Auto),
+        "resolved" => InboxFilter::Only(ConflictStatus::Resolved),
+        "closed" => InboxFilter::Only(ConflictStatus::Closed),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "status {other:?} is none of open, all, pending, auto, resolved, closed"
+            )));
+        }
+    };
     let offset = q.offset.unwrap_or(0);
-    let limit = q.limit.unwrap_or(100).clamp(1, 500);
-    let items: Vec<ConflictView> = matching
-        .into_iter()
-        .skip(offset as usize)
-        .take(limit as usize)
-        .collect();
-    let next_offset = (offset + (items.len() as u64) < total).then(|| offset + items.len() as u64);
+    let limit = within("limit", q.limit.unwrap_or(100), 1, 500)?;
+    let page = app
+        .daemon
+        .inbox(InboxQuery {
+            table: q.table,
+            filter,
+            offset,
+            limit,
+        })
+        .await?;
+    let items: Vec<ConflictView> = page.items.into_iter().map(ConflictView::of).collect();
+    let next = offset.saturating_add(items.len() as u64);
     Ok(Json(ConflictPage {
         items,
-        total,
-        by_table,
-        next_offset,
+        total: page.total,
+        by_table: page.open_by_table.into_iter().collect(),
+        next_offset: (next < page.total).then_some(next),
     }))
+}
+
+/// `value`, if it is from `least` to `most`; a clear refusal naming `what` if not.
+fn within(what: &str, value: u64, least: u64, most: u64) -> Result<u64, ApiError> {
+    if (least..=most).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{what} must be from {least} to {most}, not {value}"
+        )))
+    }
 }
 
 /// One conflict: both versions, both clocks, both devices, the columns that differ.
@@ -413,9 +398,7 @@ pub(crate) async fn conflict(
     State(app): State<App>,
     Segments(id): Segments<String>,
 ) -> Result<Json<ConflictView>, ApiError> {
-    Ok(Json(ConflictView::of(
-        app.daemon.conflict(conflict_id(&id)?).await?,
-    )))
+    Ok(Json(ConflictView::of(app.daemon.conflict(&id).await?)))
 }
 
 /// Resolves a conflict: keep one side, or write values. The resolution is a write
@@ -430,7 +413,6 @@ pub(crate) async fn resolve(
     Segments(id): Segments<String>,
     Body(req): Body<ResolveRequest>,
 ) -> Result<Json<ConflictView>, ApiError> {
-    let id = conflict_id(&id)?.to_owned();
     let resolution = match req {
         ResolveRequest::Keep { keep: Keep::Local } => Resolution::Keep(Side::Local),
         ResolveRequest::Keep { keep: Keep::Remote } => Resolution::Keep(Side::Remote),
@@ -458,6 +440,7 @@ pub(crate) async fn resolve(
 
 /// `POST /v1/invites`.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct InviteRequest {
     /// The group's name or id.
     group: String,
@@ -506,8 +489,13 @@ pub(crate) async fn invite(
             )));
         }
     };
-    let valid = Duration::from_secs(req.valid_s.unwrap_or(86_400).clamp(1, 30 * 86_400));
-    let uses = req.uses.unwrap_or(1).clamp(1, 100);
+    let valid = Duration::from_secs(within(
+        "valid_s",
+        req.valid_s.unwrap_or(86_400),
+        1,
+        30 * 86_400,
+    )?);
+    let uses = within("uses", req.uses.unwrap_or(1).into(), 1, 100)? as u32;
     let issued = app.daemon.invite(&req.group, role, valid, uses).await?;
     let qr_svg = qrcode::QrCode::new(issued.ticket.as_bytes())
         .map(|code| {

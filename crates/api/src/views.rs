@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use shoal_core::Value;
 use shoal_daemon::{DaemonStatus, GroupStatus, PeerStatus};
-use shoal_store::{CommitSummary, Conflict, ConflictStatus, Side, TrackedTable};
+use shoal_store::{CommitSummary, Conflict, Side, TrackedTable};
 use utoipa::ToSchema;
 
 /// `GET /v1/health`.
@@ -35,7 +35,7 @@ pub enum SyncState {
 pub struct StatusView {
     /// This device's id.
     pub device: String,
-    /// What to call it: the machine's name, if it has one.
+    /// What to call it: the configuration's `name`, or else the machine's name.
     pub name: Option<String>,
     /// Where others reach it (an endpoint ticket).
     pub addr: String,
@@ -79,7 +79,7 @@ impl StatusView {
         };
         StatusView {
             device: s.device.to_string(),
-            name: host_name(),
+            name: s.name,
             addr: s.addr,
             pid: s.pid,
             uptime_ms: s.uptime_ms,
@@ -102,15 +102,6 @@ impl StatusView {
             latest_event,
         }
     }
-}
-
-/// The machine's name, as the kernel has it.
-fn host_name() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .ok()
-        .map(|n| n.trim().to_owned())
-        .filter(|n| !n.is_empty())
 }
 
 /// A table this device tracks.
@@ -317,11 +308,6 @@ impl ConflictView {
             resolution: c.resolution,
             detail: c.detail,
         }
-    }
-
-    pub(crate) fn is_open(&self) -> bool {
-        self.status == ConflictStatus::Pending.to_string()
-            || self.status == ConflictStatus::Auto.to_string()
     }
 }
 

@@ -57,6 +57,7 @@ pub(crate) async fn serve(
         key,
         logins.clone(),
         listener,
+        shoal_api::Limits::default(),
         async {
             let _ = stopped.await;
         },

@@ -11,10 +11,10 @@ pub(crate) fn one_group(store: &Store, which: Option<&str>) -> anyhow::Result<sh
     match all.len() {
         1 => Ok(all.remove(0)),
         0 => anyhow::bail!(
-            "this database knows no group yet: `shoal group create DB NAME --table TABLE` makes one"
+            "this database knows no group yet: `shoal group DB create NAME --table TABLE` makes one"
         ),
         n => anyhow::bail!(
-            "this database knows {n} groups: name one with --group (`shoal group list DB`)"
+            "this database knows {n} groups: name one with --group (`shoal group DB list`)"
         ),
     }
 }

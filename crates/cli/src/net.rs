@@ -183,7 +183,7 @@ pub(crate) fn invite(
                 );
             }
             println!();
-            println!("on the new device: shoal join THEIR_DB {ticket}");
+            println!("on the new device: shoal join THEIR_DB TICKET (the ticket above)");
         }
         std::io::stdout().flush()?;
         Ok(())

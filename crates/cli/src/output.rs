@@ -419,7 +419,7 @@ pub(crate) fn group(json: bool, g: &shoal_core::Group) {
     print_members(&v);
     println!("tables:");
     if v.tables.is_empty() {
-        println!("  none yet: `shoal group share DB GROUP TABLE`");
+        println!("  none yet: `shoal group DB share GROUP TABLE`");
     }
     for t in &v.tables {
         if t.excluded.is_empty() {
@@ -437,7 +437,7 @@ pub(crate) fn groups(json: bool, groups: &[shoal_core::Group]) {
         return;
     }
     if views.is_empty() {
-        println!("no groups yet: `shoal group create DB NAME --table TABLE` makes one");
+        println!("no groups yet: `shoal group DB create NAME --table TABLE` makes one");
     }
     for v in &views {
         let tables: Vec<&str> = v.tables.iter().map(|t| t.table.as_str()).collect();

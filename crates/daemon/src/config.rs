@@ -45,6 +45,9 @@ pub struct Config {
     /// Where `shoal up` serves the HTTP API and the page: `HOST:PORT`, or `off`.
     /// When the port is taken, a free one on the same host is used instead.
     pub api: String,
+    /// This device's name for people, shown on the page; the machine's name when
+    /// empty.
+    pub name: String,
 }
 
 impl Default for Config {
@@ -61,11 +64,28 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(15),
             watch_interval: Duration::from_millis(10),
             api: "127.0.0.1:8384".into(),
+            name: String::new(),
         }
     }
 }
 
 impl Config {
+    /// Settings for daemons that reach each other over loopback on one machine (a
+    /// demo, a test): no relays, no multicast DNS, no HTTP API, and a lost member
+    /// noticed and dialed again within seconds.
+    pub fn loopback() -> Config {
+        Config {
+            relay: "none".into(),
+            mdns: false,
+            heartbeat: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(2),
+            api: "off".into(),
+            ..Config::default()
+        }
+    }
+
     /// Where the configuration of `data_dir` lives.
     pub fn path(data_dir: &Path) -> PathBuf {
         data_dir.join(FILE)
@@ -103,6 +123,9 @@ impl Config {
         if self.sync_interval < Duration::from_secs(1) {
             return Err("sync_interval must be at least 1s".into());
         }
+        if self.name.len() > 100 || self.name.chars().any(char::is_control) {
+            return Err("name must be at most 100 bytes, with no control characters".into());
+        }
         if self.api != "off" && self.api.parse::<std::net::SocketAddr>().is_err() {
             return Err(format!(
                 "api must be HOST:PORT (such as 127.0.0.1:8384) or off, not {:?}",
@@ -110,6 +133,20 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// This device's name for people: [`Config::name`], or else the machine's name
+    /// as the kernel has it.
+    pub fn device_name(&self) -> Option<String> {
+        let name = self.name.trim();
+        if !name.is_empty() {
+            return Some(name.to_owned());
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .ok()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
     }
 
     /// Where to serve the HTTP API, unless it is off.

@@ -23,7 +23,8 @@ use iroh::EndpointAddr;
 use shoal_core::{DeviceId, GroupId, Role};
 use shoal_net::{CloseReason, JoinSummary, Node, NodeConfig, PeerSpec, PeerSync, Relay};
 use shoal_store::{
-    CommitSummary, Conflict, Resolution, Store, StoreError, StoreOptions, TrackedTable,
+    CommitSummary, Conflict, InboxPage, InboxQuery, Resolution, Store, StoreError, StoreOptions,
+    TrackedTable,
 };
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
@@ -101,6 +102,11 @@ impl Handle {
         self.inner.conflicts(all).await
     }
 
+    /// A page of the conflict inbox, newest first.
+    pub async fn inbox(&self, query: InboxQuery) -> Result<InboxPage, DaemonError> {
+        self.inner.inbox(query).await
+    }
+
     /// One conflict record, by id or a unique prefix of it.
     pub async fn conflict(&self, id: &str) -> Result<Conflict, DaemonError> {
         self.inner.conflict(id.to_owned()).await
@@ -116,8 +122,8 @@ impl Handle {
         *self.inner.auto.borrow()
     }
 
-    /// Turns automatic sync on or off, or changes its interval (at least 1 s), until
-    /// the daemon stops.
+    /// Turns automatic sync on or off, or changes its interval (at least 1 s), and
+    /// keeps the setting for the next start (see [`AutoSync`]).
     pub fn set_auto_sync(&self, auto: AutoSync) -> Result<AutoSync, DaemonError> {
         self.inner.set_auto_sync(auto)
     }
@@ -219,17 +225,19 @@ impl Daemon {
         let addr = node.remember_own_addr().await?;
         info!(device = %me, addr = %PeerSpec::remembered(&addr), "daemon up");
         let (stop, _) = watch::channel(false);
+        let auto_file = AutoSync::path(&data_dir, &me);
+        let auto = AutoSync::load(&auto_file)?.unwrap_or(AutoSync {
+            on: true,
+            interval: config.sync_interval,
+        });
         let inner = Arc::new(Inner {
             node,
             store: Arc::new(Mutex::new(store)),
             config: config.clone(),
             me,
             journal: Arc::new(Journal::new()),
-            auto: watch::channel(AutoSync {
-                on: true,
-                interval: config.sync_interval,
-            })
-            .0,
+            auto: watch::channel(auto).0,
+            auto_file,
             peers: Mutex::new(HashMap::new()),
             strangers: Mutex::new(HashMap::new()),
             local: Mutex::new(LocalState::default()),

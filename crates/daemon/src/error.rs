@@ -25,6 +25,14 @@ pub enum DaemonError {
         /// Why.
         reason: String,
     },
+    /// The auto-sync setting kept for the device cannot be read or written.
+    #[error("the auto-sync setting kept in {path} cannot be read or written: {reason}")]
+    AutoSyncFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A setting given a value it cannot take.
     #[error("setting {key}: {reason}")]
     Value {
@@ -46,6 +54,9 @@ pub enum DaemonError {
         "device {0} is no member of a group this device is in: `shoal peers DB` lists the members"
     )]
     NoSuchMember(shoal_core::DeviceId),
+    /// This device was named where another was wanted (to sync with).
+    #[error("device {0} is this device: name another member (`shoal peers DB` lists them)")]
+    OwnDevice(shoal_core::DeviceId),
     /// The daemon answered with an error.
     #[error("{0}")]
     Remote(String),

@@ -33,6 +33,8 @@ pub(crate) struct Inner {
     pub(crate) journal: Arc<Journal>,
     /// Whether rounds run by themselves; every supervisor follows it.
     pub(crate) auto: watch::Sender<AutoSync>,
+    /// Where a change to [`Inner::auto`] is kept for the next start.
+    pub(crate) auto_file: std::path::PathBuf,
     pub(crate) peers: Mutex<HashMap<DeviceId, Arc<Peer>>>,
     /// Connections from devices not known as members when they came: a device that
     /// was just added may dial before this side has applied its membership. The

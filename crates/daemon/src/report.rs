@@ -85,6 +85,7 @@ impl Inner {
             .collect();
         Ok(DaemonStatus {
             device: self.me,
+            name: self.config.device_name(),
             addr,
             pid: std::process::id(),
             uptime_ms: self.started.elapsed().as_millis() as u64,

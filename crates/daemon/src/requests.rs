@@ -26,6 +26,9 @@ impl Inner {
         peers: &[PeerSpec],
         only: Option<DeviceId>,
     ) -> Result<Vec<PeerSync>, DaemonError> {
+        if only == Some(self.me) {
+            return Err(DaemonError::OwnDevice(self.me));
+        }
         self.clone().look(false).await?;
         if !peers.is_empty() {
             return Ok(self.node.sync(group, peers, &|_| {}).await?);

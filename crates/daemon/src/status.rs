@@ -10,6 +10,9 @@ use shoal_net::PathKind;
 pub struct DaemonStatus {
     /// This device.
     pub device: DeviceId,
+    /// Its name for people: the configuration's `name`, or the machine's.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Where others reach it (an endpoint ticket).
     pub addr: String,
     /// The daemon's process.

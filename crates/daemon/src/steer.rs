@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoal_core::{DeviceId, GroupId, Role};
 use shoal_net::{InviteTicket, with_store};
-use shoal_store::{CommitSummary, Conflict, Resolution, TrackedTable};
+use shoal_store::{CommitSummary, Conflict, InboxPage, InboxQuery, Resolution, TrackedTable};
 
 use crate::auto::AutoSync;
 use crate::error::DaemonError;
@@ -33,8 +33,8 @@ pub struct IssuedInvite {
 }
 
 impl Inner {
-    /// Turns automatic sync on or off, or changes its interval, until the daemon
-    /// stops (the configuration file is left as it is).
+    /// Turns automatic sync on or off, or changes its interval, and keeps the
+    /// setting for the next start (the configuration file is left as it is).
     pub(crate) fn set_auto_sync(&self, auto: AutoSync) -> Result<AutoSync, DaemonError> {
         if auto.interval < Duration::from_secs(1) {
             return Err(DaemonError::Value {
@@ -42,6 +42,7 @@ impl Inner {
                 reason: "must be at least 1s".into(),
             });
         }
+        auto.save(&self.auto_file)?;
         self.auto.send_replace(auto);
         Ok(auto)
     }
@@ -49,6 +50,11 @@ impl Inner {
     /// The conflict records, open ones only unless `all`.
     pub(crate) async fn conflicts(&self, all: bool) -> Result<Vec<Conflict>, DaemonError> {
         Ok(with_store(&self.store, move |s| s.conflicts(all)).await?)
+    }
+
+    /// A page of the conflict inbox.
+    pub(crate) async fn inbox(&self, query: InboxQuery) -> Result<InboxPage, DaemonError> {
+        Ok(with_store(&self.store, move |s| s.inbox(&query)).await?)
     }
 
     /// One conflict record, by id or a unique prefix of it.

@@ -1,36 +1,17 @@
 //! The daemon as a library: two daemons in one process on loopback QUIC, a join by
 //! ticket, and the events an embedding app sees.
 
-use std::path::Path;
 use std::time::Duration;
 
 use shoal_core::Role;
 use shoal_daemon::{Config, Daemon, Event, Numbered};
 use shoal_net::InviteTicket;
 use shoal_store::{Resolution, Side};
-use shoal_testkit::World;
+use shoal_testkit::{World, write};
 use tokio::sync::broadcast::Receiver;
-
-fn config() -> Config {
-    Config {
-        relay: "none".into(),
-        mdns: false,
-        heartbeat: Duration::from_secs(1),
-        backoff_min: Duration::from_millis(100),
-        backoff_max: Duration::from_secs(1),
-        connect_timeout: Duration::from_secs(2),
-        ..Config::default()
-    }
-}
 
 const TRADES: &str =
     "PRAGMA journal_mode = WAL; CREATE TABLE trades (id TEXT PRIMARY KEY, qty INTEGER);";
-
-fn write(path: &Path, sql: &str) {
-    let conn = rusqlite::Connection::open(path).expect("open");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy");
-    conn.execute_batch(sql).expect(sql);
-}
 
 /// The first event that `matches`, within 30 s.
 async fn expect(
@@ -62,7 +43,7 @@ async fn an_embedding_app_joins_by_ticket_and_hears_changes_and_conflicts() {
         .expect("group");
     drop(w.replica("b", TRADES, &["trades"]));
 
-    let daemon_a = Daemon::start(&a, options.clone(), config(), false)
+    let daemon_a = Daemon::start(&a, options.clone(), Config::loopback(), false)
         .await
         .expect("A starts");
     let invite = store_a
@@ -72,7 +53,7 @@ async fn an_embedding_app_joins_by_ticket_and_hears_changes_and_conflicts() {
         .encode(store_a.device_key());
     let ticket: InviteTicket = ticket.parse().expect("ticket");
 
-    let daemon_b = Daemon::start(&b, options.clone(), config(), false)
+    let daemon_b = Daemon::start(&b, options.clone(), Config::loopback(), false)
         .await
         .expect("B starts");
     let mut events_b = daemon_b.subscribe();
@@ -125,7 +106,7 @@ async fn an_embedding_app_joins_by_ticket_and_hears_changes_and_conflicts() {
     write(&a, "UPDATE trades SET qty = 10 WHERE id = 't1'");
     write(&b, "UPDATE trades SET qty = 20 WHERE id = 't1'");
     let mut events_a = daemon_a.subscribe();
-    let daemon_b = Daemon::start(&b, options.clone(), config(), false)
+    let daemon_b = Daemon::start(&b, options.clone(), Config::loopback(), false)
         .await
         .expect("B starts again");
     let Event::ConflictFound { id, table, .. } = expect(&mut events_a, "conflict found", |e| {

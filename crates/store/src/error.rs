@@ -112,14 +112,14 @@ pub enum StoreError {
     },
     /// No group matches what was named.
     #[error(
-        "this database knows no group {which:?}: `shoal group list DB` shows the groups it knows"
+        "this database knows no group {which:?}: `shoal group DB list` shows the groups it knows"
     )]
     NoSuchGroup {
         /// The name or id asked for.
         which: String,
     },
     /// Several groups match what was named.
-    #[error("{count} groups match {which:?}: name the group by its id (`shoal group list DB`)")]
+    #[error("{count} groups match {which:?}: name the group by its id (`shoal group DB list`)")]
     AmbiguousGroup {
         /// The name or id prefix asked for.
         which: String,
@@ -166,6 +166,28 @@ pub enum StoreError {
     NoSuchConflict {
         /// The id asked for.
         id: String,
+    },
+    /// More than one conflict's id starts with what was given.
+    #[error("more than one conflict's id starts with {id:?}: give more of it")]
+    AmbiguousConflict {
+        /// The id asked for.
+        id: String,
+    },
+    /// A device was asked to revoke itself from a group.
+    #[error(
+        "this device cannot revoke itself from group {group:?}: another admin of the group can, with `shoal revoke DB DEVICE` on their device"
+    )]
+    RevokingItself {
+        /// The group's name.
+        group: String,
+    },
+    /// A change of role would leave a group with no admin.
+    #[error(
+        "group {group:?} would have no admin left: make another member an admin first (`shoal group DB add {group} DEVICE --role admin`)"
+    )]
+    LastAdmin {
+        /// The group's name.
+        group: String,
     },
     /// A conflict that is resolved or closed already: there is nothing to resolve.
     #[error("cannot resolve conflict {id}: it is {status} already ({how})")]

@@ -40,7 +40,10 @@ pub use capture::restamp::RestampReport;
 pub use capture::track::TrackReport;
 pub use device::{Randomness, StoreOptions, WallClock, system_now_ms};
 pub use error::{Result, StoreError};
-pub use merge::inbox::{Conflict, ConflictKind, ConflictStatus, OpenConflict, Resolution, Side};
+pub use merge::inbox::{
+    Conflict, ConflictKind, ConflictStatus, InboxFilter, InboxPage, InboxQuery, OpenConflict,
+    Resolution, Side,
+};
 pub use report::{ForkReport, ImportReport, OversizedRow, SealReport};
 pub use status::{CommitSummary, GroupSummary, HeldSummary, SetAsideRow, Status, TableStatus};
 pub use tables::follow::{SchemaChange, SchemaProblem};
@@ -329,6 +332,16 @@ impl Store {
     /// Gives `device` `role` in `group`, for its commits from now on.
     pub fn set_role(&mut self, group: &str, device: &DeviceId, role: Role) -> Result<Group> {
         let g = self.admin_of(group)?;
+        let admins = g
+            .members()
+            .iter()
+            .filter(|m| m.role.is_some_and(Role::may_admin) && m.device != *device)
+            .count();
+        if !role.may_admin() && admins == 0 {
+            return Err(StoreError::LastAdmin {
+                group: g.name.clone(),
+            });
+        }
         let from = self.version_vector(&g.id)?.get(device);
         self.group_ops(
             &g,
@@ -341,9 +354,15 @@ impl Store {
     }
 
     /// Revokes `device` from `group`: its commits after the last one this database
-    /// holds are refused by every member, for good.
+    /// holds are refused by every member, for good. This device does not revoke itself: the group would lose the admin asking
+    /// (and perhaps its last one); another admin may.
     pub fn revoke(&mut self, group: &str, device: &DeviceId) -> Result<Group> {
         let g = self.admin_of(group)?;
+        if *device == self.me.device {
+            return Err(StoreError::RevokingItself {
+                group: g.name.clone(),
+            });
+        }
         if g.role(device).is_none() && g.revoked_after(device).is_none() {
             return Err(StoreError::NotAMember {
                 device: *device,
@@ -610,6 +629,12 @@ impl Store {
     /// The conflict inbox, newest first; `all` includes closed and resolved ones.
     pub fn conflicts(&self, all: bool) -> Result<Vec<Conflict>> {
         merge::inbox::list(&self.conn, all)
+    }
+
+    /// A page of the conflict inbox, newest first, with the open records' count by
+    /// table.
+    pub fn inbox(&self, query: &InboxQuery) -> Result<InboxPage> {
+        merge::inbox::page(&self.conn, query)
     }
 
     /// One conflict by id (a unique prefix will do).

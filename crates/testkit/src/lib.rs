@@ -126,3 +126,12 @@ impl World {
 pub fn exec(store: &Store, sql: &str) {
     store.connection().execute_batch(sql).expect(sql);
 }
+
+/// Runs `sql` on a connection of its own to the file at `path`, as another process
+/// of the app would while a daemon runs.
+pub fn write(path: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .expect("busy timeout");
+    conn.execute_batch(sql).expect(sql);
+}

@@ -531,3 +531,36 @@ fn sharing_a_table_with_a_group_leaves_every_conflict_record_open() {
     assert!(open_ids(&b).is_empty(), "{:?}", open_ids(&b));
     assert!(open_ids(&a).is_empty(), "{:?}", open_ids(&a));
 }
+
+#[test]
+fn a_group_keeps_an_admin_a_device_does_not_revoke_itself() {
+    let w = World::new();
+    let mut a = w.replica("a", DESK, &["trades"]);
+    let b = w.replica("b", DESK, &["trades"]);
+    let g = a
+        .create_group("desk", &[("trades".into(), vec![])])
+        .expect("create");
+    let me = a.device();
+    let before = a.version_vector(&g.id).expect("vv");
+    assert!(matches!(
+        a.revoke("desk", &me),
+        Err(StoreError::RevokingItself { .. })
+    ));
+    assert!(matches!(
+        a.set_role("desk", &me, Role::Member),
+        Err(StoreError::LastAdmin { .. })
+    ));
+    assert_eq!(
+        a.version_vector(&g.id).expect("vv"),
+        before,
+        "nothing was written"
+    );
+    assert_eq!(a.group("desk").expect("group").role(&me), Some(Role::Admin));
+    // With another admin, stepping down is fine.
+    a.set_role("desk", &b.device(), Role::Admin).expect("add b");
+    a.set_role("desk", &me, Role::Member).expect("step down");
+    assert_eq!(
+        a.group("desk").expect("group").role(&me),
+        Some(Role::Member)
+    );
+}

@@ -9,6 +9,7 @@ use shoal_testkit::{World, exec};
 mod constraints;
 mod convergence;
 mod groups;
+mod inbox;
 mod processes;
 
 const NOTES: &str = "CREATE TABLE notes (id TEXT PRIMARY KEY, title, body, n INTEGER);";

@@ -220,6 +220,78 @@ pub(crate) fn list(conn: &Connection, all: bool) -> Result<Vec<Conflict>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Which records of the inbox to read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InboxFilter {
+    /// Those still open: [`ConflictStatus::Pending`] and [`ConflictStatus::Auto`].
+    #[default]
+    Open,
+    /// Every record.
+    All,
+    /// Those of one status.
+    Only(ConflictStatus),
+}
+
+/// A page of the inbox: which records, of which table, from where, how many.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InboxQuery {
+    /// Only this table's records (its name in any case).
+    pub table: Option<String>,
+    /// Which statuses.
+    pub filter: InboxFilter,
+    /// How many of the newest to skip.
+    pub offset: u64,
+    /// At most this many.
+    pub limit: u64,
+}
+
+/// A page of the inbox, newest first.
+#[derive(Clone, Debug)]
+pub struct InboxPage {
+    /// The records on this page.
+    pub items: Vec<Conflict>,
+    /// How many records match the query, on every page.
+    pub total: u64,
+    /// How many records are open, by table, whatever the query.
+    pub open_by_table: Vec<(String, u64)>,
+}
+
+const MATCHING: &str = " WHERE (?1 IS NULL OR tbl = ?1 COLLATE NOCASE)
+      AND CASE ?2 WHEN 'open' THEN status IN ('pending', 'auto') WHEN 'all' THEN 1 ELSE status = ?2 END";
+
+pub(crate) fn page(conn: &Connection, q: &InboxQuery) -> Result<InboxPage> {
+    let filter = match q.filter {
+        InboxFilter::Open => "open".to_owned(),
+        InboxFilter::All => "all".to_owned(),
+        InboxFilter::Only(status) => status.to_string(),
+    };
+    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+    let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(&format!(
+        "{SELECT}{MATCHING} ORDER BY found_hlc DESC, id LIMIT ?3 OFFSET ?4"
+    ))?;
+    let items = stmt
+        .query_map(
+            rusqlite::params![q.table, filter, limit, offset],
+            row_to_conflict,
+        )?
+        .collect::<Result<_, _>>()?;
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) FROM shoal_conflicts{MATCHING}"))?
+        .query_row(rusqlite::params![q.table, filter], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT tbl, count(*) FROM shoal_conflicts WHERE status IN ('pending', 'auto') GROUP BY tbl ORDER BY tbl",
+    )?;
+    let open_by_table = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+        .collect::<Result<_, _>>()?;
+    Ok(InboxPage {
+        items,
+        total: total as u64,
+        open_by_table,
+    })
+}
+
 /// An open conflict in brief: enough to notice one appear or close.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct OpenConflict {
@@ -248,14 +320,22 @@ pub(crate) fn open(conn: &Connection) -> Result<Vec<OpenConflict>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The record whose id is `id` or starts with it: hex digits, in either case.
 pub(crate) fn get(conn: &Connection, id: &str) -> Result<Conflict> {
-    let pattern = format!("{}%", id.replace(['%', '_'], ""));
-    let mut stmt = conn.prepare(&format!("{SELECT} WHERE id LIKE ?1 LIMIT 2"))?;
-    let found: Vec<Conflict> = stmt
-        .query_map([&pattern], row_to_conflict)?
+    let none = || StoreError::NoSuchConflict { id: id.to_owned() };
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(none());
+    }
+    let prefix = id.to_ascii_lowercase();
+    let mut stmt = conn.prepare_cached(&format!(
+        "{SELECT} WHERE substr(id, 1, length(?1)) = ?1 ORDER BY id LIMIT 2"
+    ))?;
+    let mut found: Vec<Conflict> = stmt
+        .query_map([&prefix], row_to_conflict)?
         .collect::<Result<_, _>>()?;
-    match found.as_slice() {
-        [one] if !id.is_empty() => Ok(one.clone()),
-        _ => Err(StoreError::NoSuchConflict { id: id.to_owned() }),
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(none()),
+        _ => Err(StoreError::AmbiguousConflict { id: id.to_owned() }),
     }
 }

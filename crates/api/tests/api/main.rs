@@ -1,0 +1,6 @@
+//! The API against real daemons over real HTTP.
+
+mod conflict;
+mod limits;
+mod refusals;
+mod support;
