@@ -204,9 +204,8 @@ function follow() {
   const on = (msg) => {
     const e = JSON.parse(msg.data);
     if (e.event === "sync_progress") {
-      const peer = peers.find((p) => p.device === e.peer);
-      const total = peer ? peer.pending_out + peer.pending_in : 0;
-      progress.set(e.peer, { done: e.pushed + e.pulled, total: Math.max(total, e.pushed + e.pulled) });
+      const done = e.pushed + e.pulled;
+      progress.set(e.peer, { done, total: Math.max(e.total || 0, done) });
       renderProgress();
       return;
     }

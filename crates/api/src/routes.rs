@@ -250,7 +250,8 @@ pub(crate) struct AutoView {
     /// members may still sync with it, and `POST /v1/sync` still runs one.
     on: bool,
     /// How often, in seconds, it syncs with each member when nothing changed (at
-    /// least 1). Kept as it is when absent.
+    /// least 1; a change asked for, at most 7 days). Kept as it is when absent.
+    #[schema(minimum = 1)]
     interval_s: Option<u64>,
 }
 
@@ -292,8 +293,10 @@ pub(crate) async fn set_auto(
 #[into_params(parameter_in = Query)]
 pub(crate) struct LogQuery {
     /// Skip this many of the newest (for the next page).
+    #[param(maximum = 4_611_686_018_427_387_903_u64)]
     offset: Option<u64>,
     /// At most this many (at most 1000; 100 when absent).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -335,6 +338,7 @@ pub(crate) struct ConflictQuery {
     /// Skip this many (for the next page).
     offset: Option<u64>,
     /// At most this many (at most 500; 100 when absent).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u64>,
 }
 
@@ -447,8 +451,10 @@ pub(crate) struct InviteRequest {
     /// `reader`, `member` (the default) or `admin`.
     role: Option<String>,
     /// How long it may be used, in seconds (a day when absent; at most 30 days).
+    #[schema(minimum = 1, maximum = 2_592_000)]
     valid_s: Option<u64>,
     /// How many devices may join with it (1 when absent; at most 100).
+    #[schema(minimum = 1, maximum = 100)]
     uses: Option<u32>,
 }
 

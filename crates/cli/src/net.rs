@@ -271,9 +271,11 @@ fn progress_bar(json: bool) -> impl Fn(Progress) + Send + Sync {
             if p.pushed + p.pulled >= 1000 && b.is_hidden() {
                 b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
             }
+            let done = p.pushed + p.pulled;
             b.set_message(format!(
-                "{}: {} commits out, {} in",
+                "{}: {done} of {} commits ({} out, {} in)",
                 p.peer.short(),
+                p.total.max(done),
                 p.pushed,
                 p.pulled
             ));

@@ -58,6 +58,10 @@ pub enum Event {
         pulled: u64,
         /// Bytes both ways so far.
         bytes: u64,
+        /// Commits to move both ways in all, as both sides' holdings said at the
+        /// start (fewer go when some are not the member's to have).
+        #[serde(default)]
+        total: u64,
     },
     /// A round of sync with a member ended.
     Synced {

@@ -243,6 +243,7 @@ impl Inner {
                 pushed: p.pushed,
                 pulled: p.pulled,
                 bytes: p.bytes,
+                total: p.total,
             });
         };
         let sync = self.node.sync_connection(conn, None, &progress).await?;

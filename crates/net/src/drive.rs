@@ -28,6 +28,9 @@ pub struct Progress {
     pub pulled: u64,
     /// Bytes both ways so far.
     pub bytes: u64,
+    /// Commits to move both ways in all, as both sides' holdings said at the start
+    /// (0 until they have; fewer go when some are not the peer's to have).
+    pub total: u64,
 }
 
 /// A database connection shared by tasks.
@@ -133,12 +136,14 @@ async fn run(
         if last_progress.elapsed() > Duration::from_millis(100) {
             last_progress = Instant::now();
             let s = host.summary();
+            let stats = host.stats();
             progress(Progress {
                 peer,
                 group: s.group,
                 pushed: s.pushed,
                 pulled: s.pulled,
                 bytes: s.bytes_in + s.bytes_out,
+                total: stats.owed_out + stats.owed_in,
             });
         }
         if host.is_finished() {

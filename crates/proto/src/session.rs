@@ -135,6 +135,19 @@ pub struct Stats {
     pub batches_in: u64,
     /// Batches sent.
     pub batches_out: u64,
+    /// Commits the peer lacks, as both sides' holdings said at the start: what this
+    /// side sends if the peer may have them all.
+    pub owed_out: u64,
+    /// Commits this side lacks, as both sides' holdings said at the start.
+    pub owed_in: u64,
+}
+
+/// How many commits `from` holds past what `to` holds, author by author.
+fn owed(from: &VersionVector, to: &VersionVector) -> u64 {
+    from.0
+        .iter()
+        .map(|(author, seq)| seq.0.saturating_sub(to.get(author).0))
+        .sum()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -393,14 +406,17 @@ impl Session {
                     });
                 }
                 self.state = State::Streaming;
+                let peer_have = Heads::to_send(
+                    &self.local.have,
+                    &self.local.heads,
+                    &welcome.have,
+                    &welcome.heads,
+                );
+                self.stats.owed_out = owed(&self.local.have, &peer_have);
+                self.stats.owed_in = owed(&welcome.have, &self.local.have);
                 self.events.push_back(Event::Ready {
                     peer: self.remote,
-                    peer_have: Heads::to_send(
-                        &self.local.have,
-                        &self.local.heads,
-                        &welcome.have,
-                        &welcome.heads,
-                    ),
+                    peer_have,
                     schema_differs: welcome.schema != self.local.schema,
                 });
             }
@@ -486,9 +502,12 @@ impl Session {
         if heads.0.len() != have.0.len() {
             return Err(ProtoError::Misuse("one head tag per author of the vector"));
         }
+        let peer_have = Heads::to_send(&have, &heads, &hello.have, &hello.heads);
+        self.stats.owed_out = owed(&have, &peer_have);
+        self.stats.owed_in = owed(&hello.have, &have);
         self.events.push_back(Event::Ready {
             peer: self.remote,
-            peer_have: Heads::to_send(&have, &heads, &hello.have, &hello.heads),
+            peer_have,
             schema_differs: hello.schema != schema,
         });
         self.local.schema = schema;

@@ -151,6 +151,11 @@ fn both_sides_stream_what_the_other_lacks_and_finish() {
     assert_eq!(b.events, ["hello", "ready", "finished"]);
     let (sa, sb) = (a.session.stats(), b.session.stats());
     assert_eq!((sa.commits_out, sb.commits_in), (500, 500));
+    // Both knew from the start what A's holdings (ten authors at seqs 1000 to 1009)
+    // owe an empty B.
+    let owed = (0..10).map(|a| 1000 + a).sum::<u64>();
+    assert_eq!((sa.owed_out, sa.owed_in), (owed, 0));
+    assert_eq!((sb.owed_out, sb.owed_in), (0, owed));
     assert!(sa.batches_out >= 20, "batches are bounded: {sa:?}");
     assert_eq!(sa.bytes_out, sb.bytes_in);
     // The bodies repeat a pattern, so compression must have paid off.
