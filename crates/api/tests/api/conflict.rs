@@ -3,10 +3,9 @@
 
 use reqwest::StatusCode;
 use serde_json::json;
-use shoal_daemon::{Config, Daemon};
 use shoal_testkit::{World, write};
 
-use crate::support::{Api, TRADES, code, eventually, rows, stream_until};
+use crate::support::{Api, TRADES, code, eventually, rows, start, stream_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_resolved_through_the_api_closes_on_the_other_device() {
@@ -18,9 +17,7 @@ async fn a_conflict_resolved_through_the_api_closes_on_the_other_device() {
         .expect("group");
     drop(store_a);
     drop(w.replica("b", TRADES, &["trades"]));
-    let daemon_a = Daemon::start(&a, w.options(), Config::loopback(), false)
-        .await
-        .expect("A starts");
+    let daemon_a = start(&w, "a").await;
     let api = Api::serve(&daemon_a, w.dir()).await;
 
     // An invite made through the API lets B in.
@@ -38,9 +35,7 @@ async fn a_conflict_resolved_through_the_api_closes_on_the_other_device() {
         .expect("ticket")
         .parse()
         .expect("a ticket");
-    let daemon_b = Daemon::start(&b, w.options(), Config::loopback(), false)
-        .await
-        .expect("B starts");
+    let daemon_b = start(&w, "b").await;
     daemon_b.join(&ticket).await.expect("join");
     write(&a, "INSERT INTO trades VALUES ('t1', 1)");
     eventually("t1 on B", async || rows(&b) == [("t1".to_owned(), 1)]).await;
@@ -100,9 +95,7 @@ async fn a_conflict_resolved_through_the_api_closes_on_the_other_device() {
     let since = api.json(api.get("/v1/status")).await.1["latest_event"]
         .as_u64()
         .expect("latest event");
-    let daemon_b = Daemon::start(&b, w.options(), Config::loopback(), false)
-        .await
-        .expect("B starts again");
+    let daemon_b = start(&w, "b").await;
     eventually("the conflict on A", async || {
         let (s, page) = api.json(api.get("/v1/conflicts?table=trades")).await;
         assert_eq!(s, StatusCode::OK, "{page}");

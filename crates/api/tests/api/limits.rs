@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use shoal_api::Limits;
-use shoal_daemon::{Config, Daemon};
 use shoal_testkit::World;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Api, TRADES};
+use crate::support::{Api, TRADES, start};
 
 /// Everything the server sends on `conn` until it closes it (30 s at most).
 async fn until_closed(conn: &mut TcpStream) -> String {
@@ -26,9 +25,7 @@ async fn until_closed(conn: &mut TcpStream) -> String {
 async fn silent_and_slow_clients_cannot_hold_the_daemons_connections() {
     let w = World::on_system_clock();
     drop(w.replica("a", TRADES, &["trades"]));
-    let daemon = Daemon::start(w.path("a"), w.options(), Config::loopback(), false)
-        .await
-        .expect("starts");
+    let daemon = start(&w, "a").await;
     let limits = Limits {
         connections: 3,
         head: Duration::from_millis(300),
@@ -96,9 +93,7 @@ async fn silent_and_slow_clients_cannot_hold_the_daemons_connections() {
 async fn a_request_names_its_host_once_and_in_agreement() {
     let w = World::on_system_clock();
     drop(w.replica("a", TRADES, &["trades"]));
-    let daemon = Daemon::start(w.path("a"), w.options(), Config::loopback(), false)
-        .await
-        .expect("starts");
+    let daemon = start(&w, "a").await;
     let api = Api::serve(&daemon, w.dir()).await;
     let addr = api.base.trim_start_matches("http://").to_owned();
     let ask = async |request: String| {

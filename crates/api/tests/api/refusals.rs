@@ -2,18 +2,15 @@
 
 use reqwest::StatusCode;
 use serde_json::json;
-use shoal_daemon::{Config, Daemon};
 use shoal_testkit::World;
 
-use crate::support::{Api, TRADES, code, eventually};
+use crate::support::{Api, TRADES, code, eventually, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_is_a_clear_json_error_with_a_fitting_status() {
     let w = World::on_system_clock();
     drop(w.replica("a", TRADES, &["trades"]));
-    let daemon = Daemon::start(w.path("a"), w.options(), Config::loopback(), false)
-        .await
-        .expect("starts");
+    let daemon = start(&w, "a").await;
     let api = Api::serve(&daemon, w.dir()).await;
     let url = |p: &str| format!("{}{p}", api.base);
     let plain = api.http.clone();
@@ -269,9 +266,7 @@ async fn every_refusal_is_a_clear_json_error_with_a_fitting_status() {
     daemon.shutdown().await;
 
     // Where the switch was left outlasts a restart.
-    let daemon = Daemon::start(w.path("a"), w.options(), Config::loopback(), false)
-        .await
-        .expect("starts again");
+    let daemon = start(&w, "a").await;
     assert!(!daemon.auto_sync().on, "the switch was forgotten");
     daemon.shutdown().await;
 }

@@ -8,10 +8,18 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::Value;
 use shoal_api::ApiKey;
-use shoal_daemon::Daemon;
+use shoal_daemon::{Config, Daemon};
+use shoal_testkit::World;
 
 pub(crate) const TRADES: &str =
     "PRAGMA journal_mode = WAL; CREATE TABLE trades (id TEXT PRIMARY KEY, qty INTEGER);";
+
+/// A daemon on the replica `name` of `w`, reaching others over loopback.
+pub(crate) async fn start(w: &World, name: &str) -> Daemon {
+    Daemon::start(w.path(name), w.options(), Config::loopback(), false)
+        .await
+        .expect("the daemon starts")
+}
 
 /// A daemon's API, served on a free loopback port.
 pub(crate) struct Api {
