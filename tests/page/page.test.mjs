@@ -136,7 +136,9 @@ try {
   python("a", "UPDATE todo SET title = 'oat milk' WHERE id = 't1';");
   python("b", "UPDATE todo SET title = 'almond milk' WHERE id = 't1';");
   b = await up("b");
-  const item = await page.waitForSelector("#conflicts button");
+  // The list redraws itself on events: a locator finds the button again each time.
+  const item = page.locator("#conflicts button").first();
+  await item.waitFor();
   if (!/todo/.test(await page.textContent("#by-table"))) throw new Error("no count by table");
   await item.click();
   await page.waitForSelector("#conflict:not([hidden])");
