@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use shoal_core::Value;
-use shoal_store::{Policy, Resolution, Side, Store, StoreOptions};
+use shoal_store::{Policy, Resolution, Side, Store, StoreError, StoreOptions};
 
 /// Local-first, peer-to-peer sync for SQLite: capture writes to chosen tables into
 /// signed commits and merge them between replicas.
@@ -372,7 +372,9 @@ enum ConflictAction {
 }
 
 fn main() -> ExitCode {
+    quiet_on_a_closed_pipe();
     let cli = Cli::parse();
+    let json = cli.json;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -382,11 +384,59 @@ fn main() -> ExitCode {
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if json => {
+            let error =
+                serde_json::json!({"error": {"code": code(&e), "message": format!("{e:#}")}});
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// A stable name for the kind of error, for programs reading `--json`: the store's,
+/// the network's or the daemon's own (`not_initialised`, `no_such_conflict`, …), or
+/// `failed` for the command's own checks.
+fn code(e: &anyhow::Error) -> &'static str {
+    e.chain()
+        .find_map(|cause| {
+            cause
+                .downcast_ref::<StoreError>()
+                .map(StoreError::code)
+                .or_else(|| {
+                    cause
+                        .downcast_ref::<shoal_net::NetError>()
+                        .map(|e| e.code())
+                })
+                .or_else(|| {
+                    cause
+                        .downcast_ref::<shoal_daemon::DaemonError>()
+                        .map(|e| e.code())
+                })
+        })
+        .unwrap_or("failed")
+}
+
+/// Output into a pipe whose reader has gone (`shoal log DB | head -1`) ends the
+/// command quietly, with the status a process killed by `SIGPIPE` has, as other
+/// tools do; without this, the standard library's printing panics.
+fn quiet_on_a_closed_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("Broken pipe") || message.contains("BrokenPipe") {
+            std::process::exit(128 + 13);
+        }
+        report(info)
+    }));
 }
 
 fn data_dir(cli: &Option<PathBuf>) -> anyhow::Result<PathBuf> {

@@ -70,6 +70,9 @@ pub(crate) fn seal(json: bool, r: &SealReport) {
     for o in &r.oversized {
         eprintln!("warning: {o}");
     }
+    for k in &r.kept_here {
+        eprintln!("warning: {k}");
+    }
 }
 
 /// The warning that this device's commits are stamped so far ahead of its clock that

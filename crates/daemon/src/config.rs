@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shoal_net::{PeerSpec, Relay};
 
 use crate::error::DaemonError;
 
@@ -123,6 +124,7 @@ impl Config {
         if self.sync_interval < Duration::from_secs(1) {
             return Err("sync_interval must be at least 1s".into());
         }
+        self.relay_mode()?;
         if self.name.len() > 100 || self.name.chars().any(char::is_control) {
             return Err("name must be at most 100 bytes, with no control characters".into());
         }
@@ -133,6 +135,30 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The relays asked for: `default`, `none`, or an `http(s)://` URL.
+    pub fn relay_mode(&self) -> Result<Relay, String> {
+        match self.relay.as_str() {
+            "default" => Ok(Relay::Default),
+            "none" | "off" | "disabled" => Ok(Relay::Disabled),
+            url if url.starts_with("https://") || url.starts_with("http://") => url
+                .parse()
+                .map(Relay::Custom)
+                .map_err(|e| format!("relay {url:?} is not a URL: {e}")),
+            url => Err(format!(
+                "relay must be `default`, `none` or an https:// URL, not {url:?}"
+            )),
+        }
+    }
+
+    /// The static peers: each `HOST:PORT` or `DEVICE@HOST:PORT` read, and its host
+    /// name looked up.
+    pub fn static_peers(&self) -> Result<Vec<PeerSpec>, DaemonError> {
+        self.peers
+            .iter()
+            .map(|p| p.parse::<PeerSpec>().map_err(DaemonError::from))
+            .collect()
     }
 
     /// This device's name for people: [`Config::name`], or else the machine's name
@@ -224,6 +250,12 @@ impl Config {
             key: key.to_owned(),
             reason,
         })?;
+        if key == "peers" {
+            config.static_peers().map_err(|e| DaemonError::Value {
+                key: key.to_owned(),
+                reason: e.to_string(),
+            })?;
+        }
         std::fs::create_dir_all(data_dir).map_err(|e| DaemonError::Config {
             path: path.clone(),
             reason: e.to_string(),

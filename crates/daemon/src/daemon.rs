@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use iroh::EndpointAddr;
 use shoal_core::{DeviceId, GroupId, Role};
-use shoal_net::{CloseReason, JoinSummary, Node, NodeConfig, PeerSpec, PeerSync, Relay};
+use shoal_net::{CloseReason, JoinSummary, Node, NodeConfig, PeerSpec, PeerSync};
 use shoal_store::{
     CommitSummary, Conflict, InboxPage, InboxQuery, Resolution, Store, StoreError, StoreOptions,
     TrackedTable,
@@ -216,11 +216,7 @@ impl Daemon {
         // is applied before anything else looks at the groups.
         store.apply_waiting()?;
         let joins = store.pending_joins()?;
-        let statics = config
-            .peers
-            .iter()
-            .map(|p| p.parse::<PeerSpec>())
-            .collect::<Result<Vec<_>, _>>()?;
+        let statics = config.static_peers()?;
         let node = Arc::new(Node::bind(&db, options, node_config(&config)?).await?);
         let addr = node.remember_own_addr().await?;
         info!(device = %me, addr = %PeerSpec::remembered(&addr), "daemon up");
@@ -315,14 +311,10 @@ impl Daemon {
 
 /// The endpoint settings a configuration asks for.
 pub fn node_config(config: &Config) -> Result<NodeConfig, DaemonError> {
-    let relay = match config.relay.as_str() {
-        "default" => Relay::Default,
-        "none" | "off" | "disabled" => Relay::Disabled,
-        url => Relay::Custom(url.parse().map_err(|_| DaemonError::Value {
-            key: "relay".into(),
-            reason: format!("{url:?} is not `default`, `none` or a relay URL"),
-        })?),
-    };
+    let relay = config.relay_mode().map_err(|reason| DaemonError::Value {
+        key: "relay".into(),
+        reason,
+    })?;
     Ok(NodeConfig {
         relay,
         port: (config.port != 0).then_some(config.port),

@@ -7,7 +7,8 @@ use shoal_store::StoreError;
 use thiserror::Error;
 
 /// A daemon's errors.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum DaemonError {
     /// The database said no.
     #[error(transparent)]
@@ -66,6 +67,17 @@ pub enum DaemonError {
 }
 
 impl DaemonError {
+    /// A stable name for the kind of error, for programs: the store's or the
+    /// network's own for one of theirs, else this one's (`config`, `no_such_member`,
+    /// …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            DaemonError::Store(e) => e.code(),
+            DaemonError::Net(e) => e.code(),
+            e => e.into(),
+        }
+    }
+
     /// Whether trying again later may go otherwise (a peer out of reach, a broken
     /// connection), rather than a refusal.
     pub fn is_transient(&self) -> bool {

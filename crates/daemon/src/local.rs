@@ -81,6 +81,9 @@ impl Inner {
                         .map(|o| (o.table.clone(), o.to_string())),
                 )
                 .collect();
+            for k in &sealed.kept_here {
+                warn!(table = %k.table, "{k}");
+            }
             for (table, reason) in not_sealed.difference(&local.not_sealed) {
                 warn!(%table, "{reason}");
                 events.push(Event::NotSealed {

@@ -43,40 +43,51 @@ impl Inner {
         {
             return Err(DaemonError::NoSuchMember(d));
         }
-        let mut out = Vec::new();
+        // Every member at once: one that cannot be reached costs its connect timeout
+        // once, not once for each member after it.
+        let mut rounds = tokio::task::JoinSet::new();
         for p in all {
-            let wanted = group.is_none_or(|g| lock(&p.state).groups.contains(&g));
-            if !wanted {
-                continue;
+            if group.is_none_or(|g| lock(&p.state).groups.contains(&g)) {
+                rounds.spawn(self.clone().round_now(p));
             }
-            let start = Instant::now();
-            let result = match p.connection() {
-                Some(conn) => self.round(&p, &conn).await,
-                None => match self.dial(&self.candidates(p.device).await).await {
-                    Ok(conn) => {
-                        self.adopt(&p, conn.clone());
-                        let inner = self.clone();
-                        let serving = conn.clone();
-                        tokio::spawn(async move { inner.serve(serving).await });
-                        p.dirty.notify_one();
-                        self.round(&p, &conn).await
-                    }
-                    Err(e) => Err(DaemonError::Remote(e)),
-                },
-            };
-            out.push(result.unwrap_or_else(|e| PeerSync {
-                peer: p.device,
-                groups: Vec::new(),
-                error: Some(e.to_string()),
-                elapsed_ms: start.elapsed().as_millis() as u64,
-            }));
         }
+        let mut out = Vec::new();
+        while let Some(done) = rounds.join_next().await {
+            out.push(done.map_err(|e| DaemonError::Internal(e.to_string()))?);
+        }
+        out.sort_by_key(|r| r.peer);
         if out.is_empty() {
             return Err(DaemonError::Remote(
                 "no member of these groups is known yet; join a group or add a peer".into(),
             ));
         }
         Ok(out)
+    }
+
+    /// A round now with the member `p`, dialing it first if no connection is up; a
+    /// failure is the round's `error`.
+    async fn round_now(self: Arc<Self>, p: Arc<Peer>) -> PeerSync {
+        let start = Instant::now();
+        let result = match p.connection() {
+            Some(conn) => self.round(&p, &conn).await,
+            None => match self.dial(&self.candidates(p.device).await).await {
+                Ok(conn) => {
+                    self.adopt(&p, conn.clone());
+                    let inner = self.clone();
+                    let serving = conn.clone();
+                    tokio::spawn(async move { inner.serve(serving).await });
+                    p.dirty.notify_one();
+                    self.round(&p, &conn).await
+                }
+                Err(e) => Err(DaemonError::Remote(e)),
+            },
+        };
+        result.unwrap_or_else(|e| PeerSync {
+            peer: p.device,
+            groups: Vec::new(),
+            error: Some(e.to_string()),
+            elapsed_ms: start.elapsed().as_millis() as u64,
+        })
     }
 
     /// Goes on with a join that a crash interrupted: done already if what the session

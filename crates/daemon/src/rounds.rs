@@ -108,14 +108,15 @@ impl<R: Rng> Rounds<R> {
     /// Takes in what happened at `now`.
     pub(crate) fn on(&mut self, now: Instant, what: Happened) {
         match what {
-            Happened::Connected => {
-                self.owed = true;
-                self.backoff.reset();
-            }
+            // A connection alone does not reset the backoff: a member that takes the
+            // connection and then refuses this device (it was revoked) would be
+            // dialed again at the shortest wait for ever. A round that ran does.
+            Happened::Connected => self.owed = true,
             Happened::DialFailed { started } => {
                 self.dial_at = started + self.backoff.fail(&mut self.rng);
             }
             Happened::RoundRan => {
+                self.backoff.reset();
                 self.owed = false;
                 self.last_round = Some(now);
                 self.round_at = now + self.interval;
@@ -184,7 +185,7 @@ mod tests {
     }
 
     #[test]
-    fn failed_dials_back_off_from_when_they_started_and_a_connection_resets_it() {
+    fn failed_dials_back_off_from_when_they_started_and_a_round_resets_it() {
         let t0 = Instant::now();
         let mut r = rounds(t0, false);
         let mut started = t0;
@@ -202,11 +203,33 @@ mod tests {
         assert!(waits[9] >= MAX / 2 && waits[9] <= MAX, "{waits:?}");
         assert!(waits.windows(2).take(5).all(|w| w[1] > w[0]), "{waits:?}");
         r.on(started, Happened::Connected);
+        r.on(started, Happened::RoundRan);
         r.on(started, Happened::Closed);
         let Step::Dial { at } = r.next(started, false) else {
             panic!("no dial");
         };
         assert!(at - started <= MIN, "{:?}", at - started);
+    }
+
+    #[test]
+    fn connections_closed_before_a_round_runs_back_off_further_each_time() {
+        // A member that takes every connection and refuses this device.
+        let t0 = Instant::now();
+        let mut r = rounds(t0, false);
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            r.on(now, Happened::Connected);
+            assert_eq!(r.next(now, true), Step::Round);
+            r.on(now + ms(5), Happened::RoundFailed);
+            let Step::Dial { at } = r.next(now + ms(5), false) else {
+                panic!("no dial");
+            };
+            waits.push(at - (now + ms(5)));
+            now = at;
+        }
+        assert!(waits[9] >= MAX / 2, "the waits did not grow: {waits:?}");
+        assert!(waits.windows(2).take(5).all(|w| w[1] > w[0]), "{waits:?}");
     }
 
     #[test]

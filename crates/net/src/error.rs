@@ -5,7 +5,8 @@ use shoal_store::StoreError;
 use thiserror::Error;
 
 /// What can go wrong between two devices.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum NetError {
     /// The database said no.
     #[error(transparent)]
@@ -54,6 +55,15 @@ pub enum NetError {
 }
 
 impl NetError {
+    /// A stable name for the kind of error, for programs: the store's own for one of
+    /// its errors, else this one's (`connect`, `stream`, `protocol`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            NetError::Store(e) => e.code(),
+            e => e.into(),
+        }
+    }
+
     /// Whether trying again later may go otherwise: the peer could not be reached or
     /// the connection broke, rather than a refusal or a bad ticket.
     pub fn is_transient(&self) -> bool {

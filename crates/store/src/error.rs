@@ -4,12 +4,23 @@ use std::path::PathBuf;
 
 use shoal_core::{CoreError, DeviceId};
 
-/// What went wrong in the store.
-#[derive(Debug, thiserror::Error)]
+/// What went wrong in the store. Its [`StoreError::code`] is the variant's name in
+/// snake_case, stable for programs.
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum StoreError {
-    /// SQLite reported an error.
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// SQLite reported an error. (Its message is this error's own, not a source to
+    /// print again after it.)
+    #[error("SQLite: {0}")]
+    Sqlite(rusqlite::Error),
+    /// The database file cannot be used as it is.
+    #[error("{path} {problem}", path = .path.display())]
+    File {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong with it, and what to do.
+        problem: FileProblem,
+    },
     /// Commit or record data was bad.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -134,6 +145,14 @@ pub enum StoreError {
         /// The group's name.
         group: String,
     },
+    /// An invite was asked for that could never be used.
+    #[error(
+        "an invite that would {what} is of no use: give it at least one use and some time (`--uses 1 --expires 24h`)"
+    )]
+    EmptyInvite {
+        /// What it would do.
+        what: &'static str,
+    },
     /// An invite was not accepted.
     #[error("invite not accepted: {0}")]
     Invite(shoal_core::invite::InviteProblem),
@@ -232,3 +251,68 @@ pub enum StoreError {
 
 /// The result type of this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+/// What can be wrong with a database file as such, whatever Shoal does with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileProblem {
+    /// It cannot be opened: a folder, a missing folder, no permission.
+    CannotOpen,
+    /// It is not an SQLite database (or is encrypted, or damaged at its start).
+    NotADatabase,
+    /// It may be read but not written.
+    ReadOnly,
+    /// The disk holding it is full.
+    DiskFull,
+}
+
+impl std::fmt::Display for FileProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileProblem::CannotOpen => {
+                "cannot be opened as a database: check that it names a file (not a folder) in a folder that exists, and that this user may read and write both"
+            }
+            FileProblem::NotADatabase => {
+                "is not an SQLite database (or it is encrypted, or damaged): check the path; `sqlite3 FILE 'PRAGMA integrity_check'` tells more"
+            }
+            FileProblem::ReadOnly => {
+                "is read-only here: Shoal writes its log and commits into the file, so this user needs write access to it and to its folder; nothing was changed"
+            }
+            FileProblem::DiskFull => {
+                "cannot grow: the disk holding it is full; free some space and try again (nothing was changed)"
+            }
+        })
+    }
+}
+
+impl StoreError {
+    /// A stable name for the kind of error, for programs: `no_such_conflict`,
+    /// `not_admin`, `file`, ….
+    pub fn code(&self) -> &'static str {
+        self.into()
+    }
+
+    /// This error, told as a problem of the file at `path` when it is one.
+    pub(crate) fn in_file(self, path: &std::path::Path) -> StoreError {
+        use rusqlite::ErrorCode;
+        let StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) = &self else {
+            return self;
+        };
+        let problem = match e.code {
+            ErrorCode::CannotOpen => FileProblem::CannotOpen,
+            ErrorCode::NotADatabase => FileProblem::NotADatabase,
+            ErrorCode::ReadOnly => FileProblem::ReadOnly,
+            ErrorCode::DiskFull => FileProblem::DiskFull,
+            _ => return self,
+        };
+        StoreError::File {
+            path: path.to_owned(),
+            problem,
+        }
+    }
+}

@@ -39,12 +39,12 @@ use shoal_core::{DeviceId, DeviceKey, Group, GroupId, GroupOp, Role, SignedCommi
 pub use capture::restamp::RestampReport;
 pub use capture::track::TrackReport;
 pub use device::{Randomness, StoreOptions, WallClock, system_now_ms};
-pub use error::{Result, StoreError};
+pub use error::{FileProblem, Result, StoreError};
 pub use merge::inbox::{
     Conflict, ConflictKind, ConflictStatus, InboxFilter, InboxPage, InboxQuery, OpenConflict,
     Resolution, Side,
 };
-pub use report::{ForkReport, ImportReport, OversizedRow, SealReport};
+pub use report::{ForkReport, ImportReport, KeptHere, OversizedRow, SealReport};
 pub use status::{CommitSummary, GroupSummary, HeldSummary, SetAsideRow, Status, TableStatus};
 pub use tables::follow::{SchemaChange, SchemaProblem};
 pub use tables::invites::Invite;
@@ -70,6 +70,10 @@ impl Store {
     /// Makes `path` a Shoal database (creating the file if needed) with a new device.
     pub fn init(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let path = path.as_ref();
+        Self::init_file(path, options).map_err(|e| e.in_file(path))
+    }
+
+    fn init_file(path: &Path, options: StoreOptions) -> Result<Store> {
         let mut conn = connect(path)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if migrate::up_to_date(&tx)? {
@@ -84,12 +88,16 @@ impl Store {
         keystore::save(&options.data_dir, &key)?;
         meta::write_device(&tx, &key.id())?;
         tx.commit()?;
-        Self::open(path, options)
+        Self::open_file(path, options)
     }
 
     /// Opens a Shoal database whose device key is in the data directory.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let path = path.as_ref();
+        Self::open_file(path, options).map_err(|e| e.in_file(path))
+    }
+
+    fn open_file(path: &Path, options: StoreOptions) -> Result<Store> {
         if !path.exists() {
             return Err(StoreError::NotInitialised {
                 path: path.to_owned(),
@@ -129,6 +137,10 @@ impl Store {
     /// holds stay; new writes are signed by the new device.
     pub fn adopt(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let path = path.as_ref();
+        Self::adopt_file(path, options).map_err(|e| e.in_file(path))
+    }
+
+    fn adopt_file(path: &Path, options: StoreOptions) -> Result<Store> {
         let mut conn = connect(path)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if !migrate::up_to_date(&tx)? {
@@ -140,7 +152,7 @@ impl Store {
         keystore::save(&options.data_dir, &key)?;
         meta::write_device(&tx, &key.id())?;
         tx.commit()?;
-        Self::open(path, options)
+        Self::open_file(path, options)
     }
 
     /// This replica's device.
@@ -393,6 +405,15 @@ impl Store {
         ttl_ms: u64,
         uses: u32,
     ) -> Result<Invite> {
+        if ttl_ms == 0 || uses == 0 {
+            return Err(StoreError::EmptyInvite {
+                what: if uses == 0 {
+                    "let no device in (uses 0)"
+                } else {
+                    "expire at once (valid for 0 s)"
+                },
+            });
+        }
         let g = self.admin_of(group)?;
         let id = self.me.options.random()?;
         let secret = self.me.options.random()?;
@@ -691,7 +712,7 @@ impl Store {
         if enforced {
             self.conn.pragma_update(None, "foreign_keys", true)?;
         }
-        result
+        result.map_err(|e| e.in_file(&self.me.path))
     }
 
     fn transaction<T>(

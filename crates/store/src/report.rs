@@ -23,6 +23,33 @@ pub struct SealReport {
     /// Tracked tables not sealed because their schema changed in a way Shoal cannot
     /// follow by itself; their captured changes are kept.
     pub schema_problems: Vec<SchemaProblem>,
+    /// Writes to tables that groups carry but this device only reads there: sealed,
+    /// and kept on this device alone.
+    pub kept_here: Vec<KeptHere>,
+}
+
+/// Rows written to a table that groups carry, where this device is a reader: the
+/// writes stay on this device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeptHere {
+    /// The table.
+    pub table: String,
+    /// The groups that carry it, where this device may only read.
+    pub groups: Vec<String>,
+    /// How many rows this seal wrote.
+    pub rows: u64,
+}
+
+impl std::fmt::Display for KeptHere {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} row(s) written to {} stay on this device: it is a reader in group {}, whose members refuse its writes; an admin can make it a member (`shoal group DB add GROUP DEVICE --role member`)",
+            self.rows,
+            self.table,
+            self.groups.join(", ")
+        )
+    }
 }
 
 /// A row too large for any commit: not sealed, the rest sealed around it.

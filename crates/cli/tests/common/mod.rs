@@ -36,7 +36,8 @@ impl Shoal {
         self.command(args).output().expect("shoal runs")
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// The `shoal` command with these arguments, in this directory's data directory.
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
         command.args(args).env("SHOAL_DATA_DIR", self.path("data"));
         command

@@ -564,3 +564,29 @@ fn a_group_keeps_an_admin_a_device_does_not_revoke_itself() {
         Some(Role::Member)
     );
 }
+
+#[test]
+fn a_readers_writes_to_a_shared_table_are_reported_as_kept_here() {
+    let w = World::new();
+    let mut a = w.replica("a", DESK, &["trades"]);
+    let mut b = w.replica("b", DESK, &["trades"]);
+    let g = a
+        .create_group("desk", &[("trades".into(), vec![])])
+        .expect("create");
+    a.set_role("desk", &b.device(), Role::Reader)
+        .expect("reader");
+    sync_group(&mut a, &mut b, &g.id);
+    exec(
+        &b,
+        "INSERT INTO trades VALUES ('b1', 'X', 1, NULL), ('b2', 'Y', 2, NULL);",
+    );
+    let report = b.seal().expect("seal");
+    assert_eq!(report.kept_here.len(), 1, "{report:?}");
+    let kept = &report.kept_here[0];
+    assert_eq!((kept.table.as_str(), kept.rows), ("trades", 2));
+    assert_eq!(kept.groups, ["desk"]);
+    assert!(kept.to_string().contains("reader in group desk"), "{kept}");
+    // An admin's write goes out, and is no such thing.
+    exec(&a, "INSERT INTO trades VALUES ('a1', 'Z', 3, NULL);");
+    assert!(a.seal().expect("seal").kept_here.is_empty());
+}

@@ -27,7 +27,7 @@ use crate::device::Device;
 use crate::error::{Result, StoreError};
 use crate::merge::tables::Tables;
 use crate::merge::{aside, conflict, foreign, settle};
-use crate::report::{ImportReport, OversizedRow, SealReport};
+use crate::report::{ImportReport, KeptHere, OversizedRow, SealReport};
 use crate::sql::{key_blob, key_from_blob, key_text, value};
 use crate::tables::authors::{self, Head};
 use crate::tables::commits::{self, State};
@@ -167,6 +167,9 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Device) -> Result<SealReport> {
                     continue;
                 }
                 let table = &tables[&tbl];
+                if only.is_none() {
+                    targets.note_kept_here(table, &mut report);
+                }
                 let key = key_from_blob(&blob)?;
                 let row = Folded {
                     table,
@@ -217,6 +220,8 @@ pub(crate) fn seal(tx: &Transaction, r: &mut Device) -> Result<SealReport> {
 struct Destinations {
     /// By table id.
     carried: HashMap<i64, Vec<Destination>>,
+    /// The groups that carry a table where this device only reads, by table id.
+    read_only: HashMap<i64, Vec<String>>,
     /// Groups this device may write in, by id, with their shares by table id.
     writable: HashMap<GroupId, HashMap<i64, Destination>>,
 }
@@ -243,12 +248,18 @@ impl Destinations {
     fn load(tx: &Transaction, r: &mut Device) -> Result<Destinations> {
         let tables = table::load_all(tx)?;
         let mut carried: HashMap<i64, Vec<Destination>> = HashMap::new();
+        let mut read_only: HashMap<i64, Vec<String>> = HashMap::new();
         let mut writable = HashMap::new();
         for id in groups::known(tx)? {
             let Some(g) = groups::load(tx, &mut r.authors, &id)? else {
                 continue;
             };
             if !g.role(&r.device).is_some_and(Role::may_write) {
+                if g.role(&r.device).is_some() {
+                    for t in tables.iter().filter(|t| g.share(&t.name).is_some()) {
+                        read_only.entry(t.id).or_default().push(g.name.clone());
+                    }
+                }
                 continue;
             }
             let mut shares = HashMap::new();
@@ -275,7 +286,30 @@ impl Destinations {
             }
             writable.insert(id, shares);
         }
-        Ok(Destinations { carried, writable })
+        Ok(Destinations {
+            carried,
+            read_only,
+            writable,
+        })
+    }
+
+    /// Counts a row of `table` written here in `report`, if groups carry the table
+    /// where this device only reads (and none where it writes): it stays here.
+    fn note_kept_here(&self, table: &TrackedTable, report: &mut SealReport) {
+        if self.carried.contains_key(&table.id) {
+            return;
+        }
+        let Some(groups) = self.read_only.get(&table.id) else {
+            return;
+        };
+        match report.kept_here.iter_mut().find(|k| k.table == table.name) {
+            Some(k) => k.rows += 1,
+            None => report.kept_here.push(KeptHere {
+                table: table.name.clone(),
+                groups: groups.clone(),
+                rows: 1,
+            }),
+        }
     }
 
     /// The targets of a log entry: `only` one group (a table newly shared), or all.
